@@ -1,0 +1,497 @@
+"""Config schemas: every Hydra node is one of these dataclasses, so a misspelt key or a wrong type fails at start.
+
+The YAML in `conf/` extends these schemas (Hydra's "structured config schema" pattern): each option of a
+group starts with `defaults: [<option>_schema]`. Every field carries a one-line docstring (the string literal
+below it) saying what it does; the default is the value shown. Stages receive these objects (via
+`OmegaConf.to_object`) or build them directly in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# --------------------------------------------------------------------------------------------------- env group
+
+
+@dataclass
+class EnvConfig:
+    """Fields shared by every environment."""
+
+    name: str = MISSING
+    """Environment id (`crafter`, `alfworld`); selects the implementation."""
+    episodes: int = 32
+    """Episodes the rollout stage plays; episode i plays seed `seed + i`."""
+    seed: int = 0
+    """First seed of the rollout (training) seed range."""
+    max_steps: int = 300
+    """Hard cap on environment steps per episode (the episode ends with termination `max_steps`)."""
+
+
+@dataclass
+class CrafterEnvConfig(EnvConfig):
+    name: str = "crafter"
+    difficulty: str = "normal"
+    """`easy` / `normal` / `hard` (see README: what each changes); `normal` is stock Crafter."""
+    length: int = 10000
+    """Crafter's own episode length (stock default 10000); `max_steps` usually ends episodes first."""
+    area: int = 64
+    """World size (square)."""
+    obs_format: str = "compact"
+    """Text observation: `compact` (nearest objects, short, for small models), `full` (adds a 9x7 grid)."""
+    render: bool = False
+    """Render pixels each step (slow; only for image agents or videos)."""
+
+
+@dataclass
+class AlfworldEnvConfig(EnvConfig):
+    name: str = "alfworld"
+    max_steps: int = 50
+    data_path: Optional[str] = None
+    """ALFWorld data folder; default: $ALFWORLD_DATA, else ../shared/alfworld_data when present."""
+    split: str = "train"
+    """`train`, `eval_in_distribution` (valid_seen) or `eval_out_of_distribution` (valid_unseen)."""
+    task_types: list[str] = field(default_factory=list)
+    """Keep only these task types (e.g. pick_and_place_simple); empty = all six."""
+    show_admissible: bool = True
+    """Append the admissible commands to each observation."""
+
+
+# ------------------------------------------------------------------------------------------------- model group
+
+
+@dataclass
+class PromptConfig:
+    """How observations become chat messages (used by LLM policies and by the SFT export alike)."""
+
+    template: str = "standard"
+    """`standard` (<think> then <action>), `world_model` (<think>, <prediction>, <action>) or `bare` (action name only)."""
+    history: int = 0
+    """Previous turns (observation + reply) included in each prompt."""
+    system_prompt_file: Optional[str] = None
+    """Replace the built-in system prompt with this file's text."""
+    action_mode: str = "text"
+    """`text` (actions parsed from the reply) or `tools` (one `interact` tool taking 1..N actions)."""
+    max_actions_per_turn: int = 1
+    """Most actions one reply may execute (tool calls or several <action> lines)."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    """Policy kind: `scripted`, `random`, `openai`, `hf_local`."""
+    label: Optional[str] = None
+    """Name shown in stores and reports (default: the policy's own model name)."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """Prompt template and history window."""
+
+
+@dataclass
+class ScriptedModelConfig(ModelConfig):
+    name: str = "scripted"
+    epsilon: float = 0.1
+    """Probability of a uniformly random action instead of the expert's (mixed-quality data to filter)."""
+
+
+@dataclass
+class RandomModelConfig(ModelConfig):
+    name: str = "random"
+
+
+@dataclass
+class OpenAIModelConfig(ModelConfig):
+    name: str = "openai"
+    model: str = "gpt-4o-mini"
+    """Model name sent to the endpoint."""
+    provider: str = "openai"
+    """Provider label stored with traces (filterable)."""
+    base_url: Optional[str] = None
+    """OpenAI-compatible endpoint; None = the openai client's default."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the key (the key itself never enters config or files)."""
+    temperature: float = 0.7
+    """Sampling temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    max_tokens: int = 512
+    """Completion token cap per call."""
+    seed: Optional[int] = None
+    """Sampling seed sent to the endpoint (where supported)."""
+    reasoning_effort: Optional[str] = None
+    """`low`/`medium`/`high` for reasoning models; None = not sent."""
+    timeout: float = 60.0
+    """Seconds per request before it counts as failed."""
+    max_retries: int = 5
+    """Retries per call (the openai client's own backoff, honouring Retry-After)."""
+    concurrency: int = 16
+    """Requests in flight per Ray worker (total = workers x concurrency)."""
+    max_consecutive_errors: int = 3
+    """An episode whose calls fail this many times in a row ends with termination `api_error`."""
+    probe: bool = True
+    """One probe call before any episode: unreachable endpoint / 401 / unknown model fail fast."""
+    prices: dict[str, Any] = field(default_factory=dict)
+    """Per-model price table, USD per 1M tokens: {model: {input: x, output: y}}; unknown model -> cost null."""
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    """Extra JSON fields sent with each request (vendor-specific knobs)."""
+
+
+@dataclass
+class HFLocalModelConfig(ModelConfig):
+    name: str = "hf_local"
+    path: Optional[str] = None
+    """Checkpoint: a local folder (full model or PEFT adapter) or a hub id; None = the pipeline's trained student."""
+    base_model: Optional[str] = None
+    """Base model for an adapter checkpoint (default: read from the adapter config)."""
+    do_sample: bool = False
+    """Sample instead of greedy decoding."""
+    temperature: float = 1.0
+    """Sampling temperature when do_sample."""
+    max_new_tokens: int = 32
+    """Tokens generated per turn."""
+    batch_size: int = 32
+    """Episodes decoded together in one forward pass."""
+    device: str = "auto"
+    """`auto` (cuda if available), `cpu`, `cuda`."""
+    dtype: str = "auto"
+    """`auto`, `float32`, `bfloat16`, `float16`."""
+    seed: int = 0
+    """Sampling seed."""
+
+
+# ------------------------------------------------------------------------------------------------ filter group
+
+
+@dataclass
+class FilterConfig:
+    """Which traces to keep (compiled to parameterised SQL) and how to export them."""
+
+    runs: list[str] = field(default_factory=list)
+    """Trace run ids to read; empty = the latest rollout run of this pipeline."""
+    min_achievements: Optional[int] = None
+    """Minimum distinct achievements in the episode."""
+    max_achievements: Optional[int] = None
+    """Maximum distinct achievements in the episode."""
+    min_reward: Optional[float] = None
+    """Minimum total episode reward."""
+    max_reward: Optional[float] = None
+    """Maximum total episode reward."""
+    max_turns: Optional[int] = None
+    """Maximum turns in the episode."""
+    achievement_types: list[str] = field(default_factory=list)
+    """Required achievements: all of them, or at least `min_achievement_types` of them."""
+    min_achievement_types: Optional[int] = None
+    """With achievement_types: how many of them are required (None = all)."""
+    exclude_achievements: list[str] = field(default_factory=list)
+    """Achievements ignored when counting (e.g. collect_sapling)."""
+    success_only: bool = False
+    """Keep only successful episodes (ALFWorld: won)."""
+    task_types: list[str] = field(default_factory=list)
+    """Keep only these task types (ALFWorld)."""
+    models: list[str] = field(default_factory=list)
+    """Keep only episodes played by these models."""
+    providers: list[str] = field(default_factory=list)
+    """Keep only episodes from these providers."""
+    max_cost: Optional[float] = None
+    """Maximum episode cost (USD)."""
+    max_tokens: Optional[int] = None
+    """Maximum episode tokens (prompt + completion)."""
+    include_api_errors: bool = False
+    """Keep episodes that ended with termination `api_error`."""
+    min_quality: Optional[float] = None
+    """Minimum episode quality score (see README)."""
+    sort_by: str = "quality"
+    """Episode order before `limit`: `quality`, `reward`, `achievements`, `seed`."""
+    limit: Optional[int] = None
+    """Keep at most this many episodes."""
+    step_mode: str = "all"
+    """Turns kept: `all`, `achievement` (turns that unlocked one), `window` (K turns before one), `reward`."""
+    window: int = 5
+    """With step_mode=window: turns kept before each achievement turn."""
+    min_step_reward: float = 0.0
+    """With step_mode=reward: keep turns with reward >= this."""
+    drop_unparsed: bool = True
+    """Drop turns whose reply failed to parse."""
+    format: str = "openai_chat"
+    """`openai_chat`, `openai_tools`, `vertex_gemini`, `single_turn`, `parquet`."""
+    multi_turn: bool = False
+    """One example per episode (multi-turn) instead of one per turn."""
+    system_prompt: Optional[str] = None
+    """Replace the system prompt in exported examples (None = the prompt the policy saw)."""
+    keep_reasoning: bool = True
+    """Keep <think> reasoning in assistant turns."""
+    max_examples: Optional[int] = None
+    """Subset to N examples (seeded)."""
+    dedupe: bool = False
+    """Drop duplicate examples."""
+    val_fraction: float = 0.1
+    """Parquet format: fraction of episodes in the validation split."""
+    seed: int = 0
+    """Seed for splits and subsets."""
+    stats_only: bool = False
+    """Print statistics, write nothing."""
+    output: Optional[str] = None
+    """Output path; default: <paths.datasets>/<name>."""
+    validate_path: Optional[str] = None
+    """stage=validate: the JSONL to check."""
+
+
+# ----------------------------------------------------------------------------------------------- trainer group
+
+
+@dataclass
+class TrainerConfig:
+    name: str = MISSING
+    """Trainer kind: `tiny` (offline student from a config), `local_lora`, `local_qlora`, `local_full`, `openai`."""
+    dataset: Optional[str] = None
+    """Dataset path; None = the pipeline's filter output."""
+    output_dir: Optional[str] = None
+    """Checkpoint folder; default: <paths.checkpoints>/<name>."""
+    seed: int = 0
+    """Training seed."""
+
+
+@dataclass
+class LocalTrainerConfig(TrainerConfig):
+    name: str = "local_lora"
+    model: str = "Qwen/Qwen3-0.6B"
+    """Base model: a hub id or a local path."""
+    method: str = "lora"
+    """`lora`, `qlora` or `full`."""
+    epochs: float = 3.0
+    """Training epochs."""
+    max_steps: int = -1
+    """Stop after this many optimiser steps (-1 = use epochs)."""
+    max_time_s: Optional[float] = None
+    """Stop after this many seconds of training (None = no limit)."""
+    learning_rate: float = 1e-4
+    """Peak learning rate."""
+    per_device_batch: int = 4
+    """Examples per device per step."""
+    grad_accum: int = 4
+    """Gradient accumulation steps."""
+    warmup_ratio: float = 0.03
+    """Fraction of steps of linear warm-up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    lr_scheduler: str = "cosine"
+    """Learning-rate schedule (transformers names)."""
+    max_length: int = 2048
+    """Max tokens per example; longer ones are truncated and counted."""
+    packing: bool = False
+    """Pack examples into full-length sequences."""
+    loss_on: str = "assistant"
+    """`assistant` (assistant tokens only), `all` (every token), or `weighted` (prompt tokens x prompt_weight)."""
+    prompt_weight: float = 0.5
+    """With loss_on=weighted: weight of the prompt tokens' next-token loss."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA alpha."""
+    lora_dropout: float = 0.05
+    """LoRA dropout."""
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Modules LoRA adapts (`all-linear` or names)."""
+    bf16: str = "auto"
+    """`auto` (where the device supports it), `true`, `false`."""
+    gradient_checkpointing: bool = False
+    """Recompute activations to save memory (slower)."""
+    eval_fraction: float = 0.05
+    """Held-out fraction of the dataset for eval loss (0 = none)."""
+    eval_steps: int = 100
+    """Eval every N steps."""
+    save_best: bool = True
+    """Keep the checkpoint with the lowest eval loss."""
+    logging_steps: int = 10
+    """Log loss every N steps."""
+    merge_adapter: bool = False
+    """Also save LoRA weights merged into the base model."""
+
+
+@dataclass
+class TinyStudentConfig:
+    """Architecture of the offline student built from a config (random init, no download)."""
+
+    architecture: str = "llama"
+    """transformers config family: `llama` or `qwen3`."""
+    hidden_size: int = 128
+    """Hidden width."""
+    num_layers: int = 4
+    """Transformer blocks."""
+    num_heads: int = 4
+    """Attention heads."""
+    intermediate_size: int = 512
+    """MLP width."""
+    vocab_size: int = 1024
+    """Target vocabulary of the tokenizer trained on the dataset."""
+    tie_embeddings: bool = True
+    """Share input and output embeddings."""
+
+
+@dataclass
+class TinyTrainerConfig(LocalTrainerConfig):
+    name: str = "tiny"
+    model: str = "tiny"
+    method: str = "full"
+    learning_rate: float = 1e-3
+    per_device_batch: int = 32
+    grad_accum: int = 1
+    warmup_ratio: float = 0.05
+    max_length: int = 256
+    loss_on: str = "weighted"
+    max_time_s: Optional[float] = 300.0
+    epochs: float = 3.0
+    student: TinyStudentConfig = field(default_factory=TinyStudentConfig)
+    """The student's architecture."""
+
+
+@dataclass
+class OpenAITrainerConfig(TrainerConfig):
+    name: str = "openai"
+    base_model: str = "gpt-4o-mini-2024-07-18"
+    """Model to fine-tune."""
+    suffix: Optional[str] = None
+    """Suffix of the fine-tuned model name."""
+    base_url: Optional[str] = None
+    """OpenAI-compatible endpoint; None = the openai client's default."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the key."""
+    epochs: Optional[int] = None
+    """n_epochs (None = service default)."""
+    batch_size: Optional[int] = None
+    """batch_size (None = service default)."""
+    learning_rate_multiplier: Optional[float] = None
+    """learning_rate_multiplier (None = service default)."""
+    job_id: Optional[str] = None
+    """Resume polling this existing job instead of creating one."""
+    cancel: bool = False
+    """Cancel `job_id` and exit."""
+    poll_interval_s: float = 10.0
+    """Initial poll interval (backs off up to poll_max_interval_s)."""
+    poll_max_interval_s: float = 120.0
+    """Longest poll interval."""
+    timeout_s: float = 86400.0
+    """Give up polling after this long."""
+
+
+# ---------------------------------------------------------------------------------------------- root sections
+
+
+@dataclass
+class PathsConfig:
+    home: str = "."
+    """Project folder holding the shared trace DB, datasets and checkpoints (one per project, not per run)."""
+    db: str = "${paths.home}/data/traces.duckdb"
+    """The DuckDB trace store."""
+    datasets: str = "${paths.home}/data/datasets"
+    """Where the filter stage writes datasets."""
+    checkpoints: str = "${paths.home}/data/checkpoints"
+    """Where trainers write checkpoints."""
+    reports: str = "${paths.home}/data/reports"
+    """Where compare / sweep summaries are written."""
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"
+    """MLflow tracking URI (MLflow 3's default local store)."""
+    experiment: str = "crafter-exp"
+    """MLflow experiment name."""
+    enabled: bool = True
+    """Log to MLflow at all."""
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None
+    """None = start a local Ray; `auto` or `ray://host:port` joins an existing cluster."""
+    num_workers: int = 2
+    """Rollout actors; 0 = play in this process without Ray."""
+    episodes_per_task: int = 8
+    """Episodes one actor plays together (in lockstep, so policies can batch)."""
+    max_task_retries: int = 3
+    """Times a batch is replayed elsewhere when its actor dies."""
+
+
+@dataclass
+class RolloutConfig:
+    run_id: Optional[str] = None
+    """Trace run id; None = derived from name, stage, env and model. Rerunning an id plays only missing seeds."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 20
+    """Held-out episodes per evaluated policy."""
+    seed: int = 1_000_000
+    """First eval seed; the eval range must not overlap the training range."""
+    policies: list[str] = field(default_factory=lambda: ["random", "student_before", "student_after", "teacher"])
+    """Policies the pipeline evaluates (random, teacher, student_before, student_after, base)."""
+
+
+@dataclass
+class CompareConfig:
+    runs: list[str] = field(default_factory=list)
+    """Trace run ids (or MLflow run names) to compare; the first is the baseline."""
+    k: int = 3
+    """Achievement rate threshold: % of episodes with >= k achievements."""
+    metrics: list[str] = field(default_factory=list)
+    """Metrics to report (empty = all)."""
+    custom_metrics: list[Any] = field(default_factory=list)
+    """Extra metrics: `{_target_: module.fn}` called with the episodes DataFrame, returning {name: value}."""
+    bootstrap: int = 2000
+    """Bootstrap resamples for 95 % intervals."""
+    alpha: float = 0.05
+    """Significance level."""
+    force: bool = False
+    """Compare runs even if their seed sets differ."""
+
+
+@dataclass
+class SweepConfig:
+    metric: str = "mean_achievements"
+    """Metric summarised against the swept values at the end of a multirun."""
+
+
+@dataclass
+class Config:
+    stage: str = "pipeline"
+    """What runs: `pipeline`, `rollout`, `filter`, `validate`, `train`, `eval`, `compare`, `export`."""
+    name: str = "default"
+    """Experiment name: groups a pipeline's stages; a rerun with the same name resumes."""
+    seed: int = 0
+    """Global seed (torch, numpy, sampling)."""
+    env: Any = MISSING
+    model: Any = MISSING
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    trainer: Any = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore; `conf/` YAML extends them."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for group, name, node in [
+        ("env", "crafter_schema", CrafterEnvConfig),
+        ("env", "alfworld_schema", AlfworldEnvConfig),
+        ("model", "scripted_schema", ScriptedModelConfig),
+        ("model", "random_schema", RandomModelConfig),
+        ("model", "openai_schema", OpenAIModelConfig),
+        ("model", "hf_local_schema", HFLocalModelConfig),
+        ("filter", "filter_schema", FilterConfig),
+        ("trainer", "tiny_schema", TinyTrainerConfig),
+        ("trainer", "local_schema", LocalTrainerConfig),
+        ("trainer", "openai_schema", OpenAITrainerConfig),
+    ]:
+        cs.store(group=group, name=name, node=node)

@@ -1,0 +1,126 @@
+"""The trace store's schema, written once: every table, column, type and meaning.
+
+DDL, insert column order and the README's schema table are all generated from `TABLES`. JSON columns hold
+plain JSON text; list columns are DuckDB `VARCHAR[]`, so the filter stage's SQL reads achievements and actions
+without reparsing any text (`list_has_all(achievements, [...])`, `len(unlocked) > 0`, ...).
+"""
+
+from __future__ import annotations
+
+Column = tuple[str, str, str]  # (name, DuckDB type, meaning)
+
+RUNS: list[Column] = [
+    ("run_id", "VARCHAR PRIMARY KEY", "Trace run id (rerunning the same id plays only missing seeds)"),
+    ("name", "VARCHAR", "Experiment (pipeline) name the run belongs to"),
+    ("stage", "VARCHAR", "Stage that wrote it: rollout or eval"),
+    ("env", "VARCHAR", "Environment id (crafter, alfworld)"),
+    ("policy", "VARCHAR", "Policy kind (scripted, random, openai, hf_local)"),
+    ("model", "VARCHAR", "Model label"),
+    ("provider", "VARCHAR", "Provider label"),
+    ("seed_start", "BIGINT", "First seed; episode i plays seed_start + i"),
+    ("episodes", "BIGINT", "Episodes requested"),
+    ("config", "JSON", "Resolved config of the run, secrets removed"),
+    ("config_hash", "VARCHAR", "Hash of the config parts that change what is played (guards resume)"),
+    ("code_version", "VARCHAR", "crafter-exp version and git commit"),
+    ("mlflow_run_id", "VARCHAR", "MLflow run that produced it"),
+    ("created_at", "TIMESTAMP", "When the run was first registered"),
+]
+
+EPISODES: list[Column] = [
+    ("run_id", "VARCHAR NOT NULL", "Trace run id"),
+    ("seed", "BIGINT NOT NULL", "World seed of the episode"),
+    ("env", "VARCHAR", "Environment id"),
+    ("policy", "VARCHAR", "Policy kind"),
+    ("model", "VARCHAR", "Model label"),
+    ("provider", "VARCHAR", "Provider label"),
+    ("task_type", "VARCHAR", "Task type (ALFWorld), else NULL"),
+    ("steps", "INTEGER", "Environment steps taken"),
+    ("turns", "INTEGER", "Policy decisions (one reply may execute several steps)"),
+    ("total_reward", "DOUBLE", "Sum of rewards"),
+    ("achievements", "VARCHAR[]", "Distinct achievements unlocked, in unlock order"),
+    ("num_achievements", "INTEGER", "len(achievements)"),
+    ("success", "BOOLEAN", "Task solved (ALFWorld: won); NULL where the env has no success"),
+    ("termination", "VARCHAR", "Why it ended: done, death, success, max_steps, length, api_error"),
+    ("invalid_actions", "INTEGER", "Steps whose action was not admissible"),
+    ("parse_failures", "INTEGER", "Turns whose reply held no valid action (played as the fallback)"),
+    ("repeated_actions", "INTEGER", "Turns repeating the previous turn's actions"),
+    ("action_counts", "JSON", "{action: times played}"),
+    ("prompt_tokens", "BIGINT", "Sum over LLM calls"),
+    ("completion_tokens", "BIGINT", "Sum over LLM calls"),
+    ("reasoning_tokens", "BIGINT", "Sum over LLM calls"),
+    ("llm_calls", "INTEGER", "LLM requests made"),
+    ("cost", "DOUBLE", "USD; NULL when a call's model has no price"),
+    ("wall_time_s", "DOUBLE", "Seconds to play the episode"),
+    ("created_at", "TIMESTAMP", "When it was stored"),
+]
+
+STEPS: list[Column] = [
+    ("run_id", "VARCHAR NOT NULL", "Trace run id"),
+    ("seed", "BIGINT NOT NULL", "Episode seed"),
+    ("turn", "INTEGER NOT NULL", "Turn index in the episode, from 0"),
+    ("step", "INTEGER", "Environment step index at the start of the turn"),
+    ("observation", "VARCHAR", "Observation text the policy saw"),
+    ("reply", "VARCHAR", "Raw reply (verbatim)"),
+    ("reasoning", "VARCHAR", "Reasoning text, if any"),
+    ("tool_calls", "JSON", "Tool calls of the reply, if any"),
+    ("actions", "VARCHAR[]", "Actions executed (parsed; the fallback when the parse failed)"),
+    ("parse_ok", "BOOLEAN", "The reply held only valid actions"),
+    ("valid", "BOOLEAN", "Every executed action was admissible"),
+    ("reward", "DOUBLE", "Reward of the turn's steps"),
+    ("unlocked", "VARCHAR[]", "Achievements first unlocked during this turn"),
+    ("info", "JSON", "Environment facts after the turn (inventory, vitals, position, ...)"),
+    ("done", "BOOLEAN", "The episode ended at this turn"),
+]
+
+LLM_CALLS: list[Column] = [
+    ("run_id", "VARCHAR NOT NULL", "Trace run id"),
+    ("seed", "BIGINT NOT NULL", "Episode seed"),
+    ("turn", "INTEGER NOT NULL", "Turn index"),
+    ("call_index", "INTEGER NOT NULL", "Index of the call within the turn"),
+    ("model", "VARCHAR", "Model name sent"),
+    ("messages", "JSON", "Messages sent"),
+    ("response", "JSON", "Raw response body"),
+    ("reasoning", "VARCHAR", "Reasoning text (reasoning field or <think>)"),
+    ("tool_calls", "JSON", "Tool calls returned"),
+    ("prompt_tokens", "INTEGER", "Usage: prompt tokens"),
+    ("completion_tokens", "INTEGER", "Usage: completion tokens"),
+    ("reasoning_tokens", "INTEGER", "Usage: reasoning tokens"),
+    ("latency_s", "DOUBLE", "Seconds from request to response, retries included"),
+    ("retries", "INTEGER", "Retries made"),
+    ("error", "VARCHAR", "Error, when the call failed"),
+    ("cost", "DOUBLE", "USD; NULL for a model without a price"),
+]
+
+TABLES: dict[str, list[Column]] = {
+    "runs": RUNS,
+    "episodes": EPISODES,
+    "steps": STEPS,
+    "llm_calls": LLM_CALLS,
+}
+
+# Only episodes carries a key: steps and llm_calls are written in the same transaction as their episode, so
+# the episode key alone makes "(run, seed) exactly once, never partial" hold, and no index slows bulk appends.
+TABLE_CONSTRAINTS = {"episodes": ", PRIMARY KEY (run_id, seed)"}
+
+
+def column_names(table: str) -> list[str]:
+    return [c[0] for c in TABLES[table]]
+
+
+def ddl() -> list[str]:
+    """CREATE TABLE statements for every table."""
+    out = []
+    for table, cols in TABLES.items():
+        body = ",\n  ".join(f"{name} {typ}" for name, typ, _ in cols)
+        out.append(f"CREATE TABLE IF NOT EXISTS {table} (\n  {body}{TABLE_CONSTRAINTS.get(table, '')}\n)")
+    return out
+
+
+def markdown() -> str:
+    """The schema as Markdown tables (pasted into README)."""
+    parts = []
+    for table, cols in TABLES.items():
+        parts.append(f"**{table}**\n\n| column | type | meaning |\n|---|---|---|")
+        parts.extend(f"| {n} | {t.replace(' PRIMARY KEY', '').replace(' NOT NULL', '')} | {m} |" for n, t, m in cols)
+        parts.append("")
+    return "\n".join(parts)

@@ -1,0 +1,207 @@
+"""The DuckDB trace store: one file per project, one writer at a time, connections held only briefly.
+
+DuckDB lets one process open a file for writing and then locks out every other process, readers included. So
+every operation opens the file, does its work (one transaction for a write) and closes it: a notebook or the
+filter stage can read while a long rollout is appending between batches. Opening retries for a while when
+another process holds the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from crafter_exp.store import schema
+
+LOCK_WAIT_S = 60.0
+
+
+@dataclass
+class EpisodeRecord:
+    """One finished episode, ready to store: column dicts for `episodes`, `steps` and `llm_calls`."""
+
+    episode: dict[str, Any]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _json(value: Any) -> Optional[str]:
+    return None if value is None else json.dumps(value, default=str)
+
+
+def _arrow_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows -> an Arrow table in the schema's column order (JSON columns serialised to text)."""
+    cols: dict[str, list[Any]] = {}
+    for name, typ, _ in schema.TABLES[table]:
+        values = [row.get(name) for row in rows]
+        if typ.startswith("JSON"):
+            values = [v if isinstance(v, str) or v is None else _json(v) for v in values]
+        cols[name] = values
+    return pa.table(cols)
+
+
+class TraceStore:
+    """Reads and writes the trace database at `path`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection; waits up to LOCK_WAIT_S for another process's lock."""
+        if read_only and not self.path.exists():
+            raise FileNotFoundError(f"trace database not found: {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:  # "Could not set lock on file": another process has it
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def init(self) -> None:
+        """Create the tables if missing."""
+        with self.connect() as con:
+            for stmt in schema.ddl():
+                con.execute(stmt)
+
+    # ------------------------------------------------------------------------------------------------ runs
+
+    def get_run(self, run_id: str) -> Optional[dict[str, Any]]:
+        if not self.path.exists():
+            return None
+        with self.connect(read_only=True) as con:
+            df = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df()
+        return None if df.empty else df.iloc[0].to_dict()
+
+    def register_run(self, run: dict[str, Any]) -> dict[str, Any]:
+        """Insert a run, or return the stored one. A stored run with another config_hash is an error."""
+        self.init()
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            existing = con.execute("SELECT * FROM runs WHERE run_id = ?", [run["run_id"]]).df()
+            if not existing.empty:
+                con.execute("COMMIT")
+                stored = existing.iloc[0].to_dict()
+                if run.get("config_hash") and stored.get("config_hash") != run["config_hash"]:
+                    raise ValueError(
+                        f"run id {run['run_id']!r} already exists with a different config; "
+                        "choose another rollout.run_id (or name) to start a new run"
+                    )
+                return stored
+            row = dict(run)
+            row.setdefault("created_at", pd.Timestamp.now())
+            con.register("new_run", _arrow_table("runs", [row]))
+            con.execute(f"INSERT INTO runs SELECT {', '.join(schema.column_names('runs'))} FROM new_run")
+            con.execute("COMMIT")
+            return row
+
+    def set_run_field(self, run_id: str, column: str, value: Any) -> None:
+        if column not in schema.column_names("runs"):
+            raise ValueError(f"no column {column!r} in runs")
+        with self.connect() as con:
+            con.execute(f"UPDATE runs SET {column} = ? WHERE run_id = ?", [value, run_id])
+
+    def runs(self) -> pd.DataFrame:
+        if not self.path.exists():
+            return pd.DataFrame(columns=schema.column_names("runs"))
+        with self.connect(read_only=True) as con:
+            return con.execute("SELECT * FROM runs ORDER BY created_at").df()
+
+    # -------------------------------------------------------------------------------------------- episodes
+
+    def done_seeds(self, run_id: str) -> set[int]:
+        if not self.path.exists():
+            return set()
+        with self.connect(read_only=True) as con:
+            rows = con.execute("SELECT seed FROM episodes WHERE run_id = ?", [run_id]).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def append(self, records: list[EpisodeRecord]) -> int:
+        """Store finished episodes in one transaction; episodes already stored are skipped. Returns how many new."""
+        if not records:
+            return 0
+        now = pd.Timestamp.now()
+        episodes = [dict(r.episode, created_at=r.episode.get("created_at", now)) for r in records]
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                keys = pa.table({"run_id": [e["run_id"] for e in episodes], "seed": [e["seed"] for e in episodes]})
+                con.register("new_keys", keys)
+                present = {
+                    (r, int(s))
+                    for r, s in con.execute(
+                        "SELECT e.run_id, e.seed FROM episodes e JOIN new_keys k USING (run_id, seed)"
+                    ).fetchall()
+                }
+                fresh = [r for r, e in zip(records, episodes) if (e["run_id"], int(e["seed"])) not in present]
+                if fresh:
+                    tables = {
+                        "episodes": [e for e in episodes if (e["run_id"], int(e["seed"])) not in present],
+                        "steps": [s for r in fresh for s in r.steps],
+                        "llm_calls": [c for r in fresh for c in r.calls],
+                    }
+                    for table, rows in tables.items():
+                        if rows:
+                            con.register(f"new_{table}", _arrow_table(table, rows))
+                            cols = ", ".join(schema.column_names(table))
+                            con.execute(f"INSERT INTO {table} SELECT {cols} FROM new_{table}")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return len(fresh)
+
+    def episodes(self, run_ids: list[str]) -> pd.DataFrame:
+        """Episodes of these runs (in the given run order, then by seed)."""
+        with self.connect(read_only=True) as con:
+            return con.execute(
+                "SELECT e.* FROM episodes e JOIN (SELECT unnest(?) AS run_id, generate_subscripts(?, 1) AS ord) r "
+                "USING (run_id) ORDER BY r.ord, e.seed",
+                [run_ids, run_ids],
+            ).df()
+
+    def query(self, sql: str, params: Optional[list[Any]] = None) -> pd.DataFrame:
+        """Read-only SQL over the store."""
+        with self.connect(read_only=True) as con:
+            return con.execute(sql, params or []).df()
+
+    def export_json(self, run_id: str, path: str | Path) -> Path:
+        """The run as the reference workflows' JSON (per episode: final_achievements, total_reward, turns)."""
+        df = self.episodes([run_id])
+        out = [
+            {
+                "episode_id": f"{run_id}-{int(r.seed)}",
+                "seed": int(r.seed),
+                "model": r.model,
+                "final_achievements": list(r.achievements),
+                "num_achievements": int(r.num_achievements),
+                "total_reward": float(r.total_reward),
+                "turns": int(r.turns),
+                "steps": int(r.steps),
+                "termination": r.termination,
+                "success": None if pd.isna(r.success) else bool(r.success),
+            }
+            for r in df.itertuples()
+        ]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(out, indent=1))
+        tmp.replace(path)
+        return path

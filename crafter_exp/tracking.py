@@ -1,0 +1,169 @@
+"""MLflow helpers for stages (only stages call these; backends never touch MLflow).
+
+One store and one experiment per project. The store and the experiment are created up front, by one process,
+before any parallel writer exists: several processes creating them at once lose runs (measured: crashes on a new
+sqlite file, and runs silently landing in experiment 0 when `set_experiment` loses the creation race), so every
+run is started with an explicit `experiment_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+SECRET_KEY_RE = re.compile(r"(api[_-]?key|secret|token|password)$", re.I)
+MAX_PARAM_LEN = 6000
+
+
+def redact(value: Any) -> Any:
+    """A copy of a config tree without secret-looking keys (names like *api_key; `api_key_env` is a name, kept)."""
+    if isinstance(value, dict):
+        return {k: ("***" if SECRET_KEY_RE.search(str(k)) else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    return out
+
+
+def config_hash(tree: Any) -> str:
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def setup(tracking_cfg: Any) -> Optional[str]:
+    """Point MLflow at the project's store and return the experiment id (created once, here)."""
+    if not tracking_cfg.enabled:
+        return None
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_cfg.uri)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(tracking_cfg.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(tracking_cfg.experiment)
+    except Exception:  # another process won the race: read it back rather than fall into "Default"
+        exp = client.get_experiment_by_name(tracking_cfg.experiment)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+@contextmanager
+def stage_run(
+    tracking_cfg: Any,
+    stage: str,
+    run_name: str,
+    config: dict[str, Any],
+    tags: Optional[dict[str, str]] = None,
+    parent_run_id: Optional[str] = None,
+) -> Iterator[Optional[Any]]:
+    """An MLflow run for one stage: params = the resolved config (secrets removed), tags = stage + given tags.
+
+    Nested under `parent_run_id`, or under the active run (a pipeline or a sweep) when there is one.
+    Yields the mlflow ActiveRun, or None when tracking is disabled.
+    """
+    if not tracking_cfg.enabled:
+        yield None
+        return
+    import mlflow
+
+    experiment_id = setup(tracking_cfg)
+    active = mlflow.active_run()
+    parent = parent_run_id or (active.info.run_id if active else None)
+    all_tags = {"stage": stage, **(tags or {})}
+    with mlflow.start_run(
+        run_name=run_name,
+        experiment_id=experiment_id,
+        parent_run_id=parent,
+        nested=active is not None,
+        tags=all_tags,
+    ) as run:
+        params = {k: (str(v)[:MAX_PARAM_LEN] if v is not None else "None") for k, v in flatten(redact(config)).items()}
+        items = list(params.items())
+        for i in range(0, len(items), 100):
+            mlflow.log_params(dict(items[i : i + 100]))
+        yield run
+
+
+def log_metrics(metrics: dict[str, Any], step: Optional[int] = None) -> None:
+    """Log the numeric entries of `metrics` to the active run (non-numbers and NaN skipped)."""
+    import math
+
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    clean = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool):
+            value = int(value)
+        if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+            clean[re.sub(r"[^0-9A-Za-z_\-. /]", "_", key)] = float(value)
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_json(obj: Any, artifact_file: str) -> None:
+    """Write a JSON artifact to the active run."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    mlflow.log_dict(json.loads(json.dumps(redact(obj), default=str)), artifact_file)
+
+
+def log_file(path: str | Path, artifact_path: Optional[str] = None) -> None:
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_dataframe_input(df: Any, name: str, source: str, context: str) -> Optional[str]:
+    """Register a table as a dataset input of the active run; returns its digest."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return None
+    dataset = mlflow.data.from_pandas(df, source=source, name=name)
+    mlflow.log_input(dataset, context=context)
+    return dataset.digest
+
+
+def active_run_id() -> Optional[str]:
+    try:
+        import mlflow
+    except ImportError:
+        return None
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
+
+
+__all__ = [
+    "redact",
+    "flatten",
+    "config_hash",
+    "setup",
+    "stage_run",
+    "log_metrics",
+    "log_json",
+    "log_file",
+    "log_dataframe_input",
+    "active_run_id",
+]
