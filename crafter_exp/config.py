@@ -9,6 +9,7 @@ below it) saying what it does; the default is the value shown. Stages receive th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -495,3 +496,19 @@ def register_configs() -> None:
         ("trainer", "openai_schema", OpenAITrainerConfig),
     ]:
         cs.store(group=group, name=name, node=node)
+
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def compose_config(overrides: Optional[list[str]] = None, config_dir: Optional[str] = None) -> Config:
+    """The real `conf/` composed with overrides, as a typed `Config` (for tests and notebooks; no Hydra run dir)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir or CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides or []))
+    return OmegaConf.to_object(cfg)

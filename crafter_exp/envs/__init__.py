@@ -6,7 +6,7 @@ from typing import Any
 
 from crafter_exp.envs.base import Observation, StepResult, TextEnv
 
-__all__ = ["Observation", "StepResult", "TextEnv", "make_env", "env_achievements"]
+__all__ = ["Observation", "StepResult", "TextEnv", "make_env", "check_env_config", "env_achievements", "env_instructions"]
 
 
 def make_env(cfg: Any) -> TextEnv:
@@ -50,4 +50,17 @@ def env_achievements(name: str) -> tuple[str, ...]:
         from crafter_exp.envs.alfworld import ACHIEVEMENTS
 
         return ACHIEVEMENTS
+    raise ValueError(f"unknown env {name!r}")
+
+
+def env_instructions(name: str) -> str:
+    """The rules text an environment puts in system prompts, without building one (used by the SFT export)."""
+    if name == "crafter":
+        from crafter_exp.envs.crafter import INSTRUCTIONS
+
+        return INSTRUCTIONS
+    if name == "alfworld":
+        from crafter_exp.envs.alfworld import INSTRUCTIONS
+
+        return INSTRUCTIONS
     raise ValueError(f"unknown env {name!r}")
