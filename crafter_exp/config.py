@@ -142,6 +142,8 @@ class OpenAIModelConfig(ModelConfig):
 @dataclass
 class HFLocalModelConfig(ModelConfig):
     name: str = "hf_local"
+    prompt: Optional[PromptConfig] = None
+    """Prompt template; None = the one recorded in the checkpoint's manifest (the data's), else standard."""
     path: Optional[str] = None
     """Checkpoint: a local folder (full model or PEFT adapter) or a hub id; None = the pipeline's trained student."""
     base_model: Optional[str] = None
