@@ -46,6 +46,8 @@ class TextEnv(ABC):
     """Every achievement this environment can report (used to validate filters and to compute rates)."""
     instructions: str = ""
     """Rules of the game for a system prompt (what the actions do, what scores)."""
+    fallback_action: str = ""
+    """Played when a reply holds no valid action ("" = the first valid action)."""
 
     @abstractmethod
     def reset(self, seed: int) -> Observation:
