@@ -1,0 +1,87 @@
+"""The structured local view: what the player sees (Crafter's 9 x 7 window) as plain data.
+
+`local_view(env)` is the single source of what an agent may know: the text observation is a rendering of it
+and the scripted teacher (`expert.py`) decides from it, so the teacher never uses anything the text hides.
+
+Shape (fixed; other modules rely on it):
+    grid            7 rows x 9 cols list of str; row 0 = north (up), col 0 = west (left); the player is at
+                    grid[3][4] ("player"). A cell holds the creature/object on it if any, else its material.
+                    Materials: water grass stone path sand tree lava coal iron diamond table furnace;
+                    objects: zombie skeleton cow arrow plant (a sapling still growing) ripe_plant (eatable);
+                    "void" = outside the world (the map edge).
+    facing          (dx, dy) of the player's facing: (-1,0) west/left, (1,0) east/right, (0,-1) north/up,
+                    (0,1) south/down.
+    facing_target   the grid cell in front of the player (what `do` / `place_*` act on).
+    inventory       {item: count} for all 16 items incl. the vitals health/food/drink/energy (0..9).
+    achievements    set of achievement names unlocked so far this episode.
+    step            env steps taken this episode.
+    pos             (x, y) world position of the player (x grows east, y grows south).
+    daylight        0 (night) .. 1 (day).
+    sleeping        whether the player is asleep.
+Cell (row r, col c) is the world position (x + c - 4, y + r - 3).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crafter import objects
+
+VIEW_COLS, VIEW_ROWS = 9, 7
+"""Crafter's local view: 9 wide x 7 tall (the 9 x 9 image keeps its 2 bottom rows for the inventory)."""
+CENTER_ROW, CENTER_COL = VIEW_ROWS // 2, VIEW_COLS // 2
+VOID = "void"
+DIRECTIONS = {(-1, 0): "west", (1, 0): "east", (0, -1): "north", (0, 1): "south"}
+
+_OBJECT_NAMES = {
+    objects.Player: "player",
+    objects.Zombie: "zombie",
+    objects.Skeleton: "skeleton",
+    objects.Cow: "cow",
+    objects.Arrow: "arrow",
+}
+
+
+def object_name(obj: Any) -> str:
+    """The view name of a world object (plants split by ripeness: only a ripe plant can be eaten)."""
+    if isinstance(obj, objects.Plant):
+        return "ripe_plant" if obj.ripe else "plant"
+    return _OBJECT_NAMES.get(type(obj), type(obj).__name__.lower())
+
+
+def _inner(env: Any) -> Any:
+    """Accept our CrafterTextEnv (its `inner` crafter env) or a stock `crafter.Env` directly."""
+    return getattr(env, "inner", env)
+
+
+def local_view(env: Any) -> dict[str, Any]:
+    """The player's 9 x 7 surroundings, facing, inventory and status (see the module docstring)."""
+    inner = _inner(env)
+    world, player = inner._world, inner._player
+    px, py = int(player.pos[0]), int(player.pos[1])
+    width, height = world.area
+    mat_names, mat_map, obj_map, objs = world._mat_names, world._mat_map, world._obj_map, world._objects
+    grid = []
+    for r in range(VIEW_ROWS):
+        y = py + r - CENTER_ROW
+        row = []
+        for c in range(VIEW_COLS):
+            x = px + c - CENTER_COL
+            if not (0 <= x < width and 0 <= y < height):
+                row.append(VOID)
+                continue
+            index = obj_map[x, y]
+            row.append(object_name(objs[index]) if index else mat_names[mat_map[x, y]])
+        grid.append(row)
+    fx, fy = int(player.facing[0]), int(player.facing[1])
+    return {
+        "grid": grid,
+        "facing": (fx, fy),
+        "facing_target": grid[CENTER_ROW + fy][CENTER_COL + fx],
+        "inventory": dict(player.inventory),
+        "achievements": {name for name, count in player.achievements.items() if count > 0},
+        "step": int(inner._step),
+        "pos": (px, py),
+        "daylight": float(world.daylight),
+        "sleeping": bool(player.sleeping),
+    }
