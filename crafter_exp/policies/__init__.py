@@ -6,7 +6,7 @@ from typing import Any
 
 from crafter_exp.policies.base import Decision, LLMCall, Policy, Turn
 
-__all__ = ["Decision", "LLMCall", "Policy", "Turn", "make_policy"]
+__all__ = ["Decision", "LLMCall", "Policy", "Turn", "make_policy", "model_label", "model_provider"]
 
 
 def make_policy(cfg: Any, seed: int = 0) -> Policy:
@@ -28,3 +28,23 @@ def make_policy(cfg: Any, seed: int = 0) -> Policy:
 
         return HFLocalPolicy(cfg, seed)
     raise ValueError(f"unknown model {cfg.name!r} (known: scripted, random, openai, hf_local)")
+
+
+def model_label(cfg: Any) -> str:
+    """The name traces and reports show for a model config (its `label`, else derived from its settings)."""
+    if cfg.label:
+        return cfg.label
+    if cfg.name == "scripted":
+        return f"scripted-eps{cfg.epsilon:g}"
+    if cfg.name == "openai":
+        return str(cfg.model).replace("/", "_")
+    if cfg.name == "hf_local":
+        from pathlib import Path
+
+        return Path(cfg.path).name if cfg.path else "student"
+    return cfg.name
+
+
+def model_provider(cfg: Any) -> str:
+    """Provider label stored with traces (filterable)."""
+    return getattr(cfg, "provider", None) or "local"

@@ -1,0 +1,62 @@
+"""`crafter-exp` / `python -m crafter_exp`: compose the config, hand it to the selected stage.
+
+Thin on purpose: every stage is a plain function of a typed config (crafter_exp/config.py), callable without Hydra.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from crafter_exp.config import CONF_DIR, Config, register_configs
+
+# stage name -> (module, function)
+STAGES = {
+    "pipeline": ("crafter_exp.stages.pipeline", "run"),
+    "rollout": ("crafter_exp.stages.rollout", "run"),
+    "export": ("crafter_exp.stages.rollout", "export_run"),
+    "filter": ("crafter_exp.stages.filter", "run"),
+    "validate": ("crafter_exp.stages.filter", "validate_run"),
+    "train": ("crafter_exp.stages.train", "run"),
+    "eval": ("crafter_exp.stages.evaluate", "run"),
+    "compare": ("crafter_exp.stages.compare", "run"),
+}
+
+# errors that mean "bad input": one line, exit 2, no traceback
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError)
+
+register_configs()
+
+
+def run_stage(cfg: Config) -> object:
+    """Dispatch a typed config to its stage."""
+    if cfg.stage not in STAGES:
+        raise ValueError(f"unknown stage {cfg.stage!r} (known: {', '.join(STAGES)})")
+    module, function = STAGES[cfg.stage]
+    return getattr(importlib.import_module(module), function)(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def _app(dcfg: DictConfig) -> None:
+    cfg: Config = OmegaConf.to_object(dcfg)
+    try:
+        run_stage(cfg)
+    except USER_ERRORS as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"crafter-exp: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("crafter-exp: interrupted; finished episodes and outputs are kept — rerun the same command to resume",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+def main() -> None:
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The episode loop: play a batch of seeds in lockstep, one `policy.act` per turn for every live episode.
+
+Lockstep lets a policy batch (one forward pass for many episodes) or overlap requests (many API calls in flight).
+Knows environments and policies through their interfaces only; returns finished `EpisodeRecord`s, stores nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from crafter_exp.envs import Observation, TextEnv, make_env
+from crafter_exp.parsing import parse_reply
+from crafter_exp.policies import Decision, Policy, Turn
+from crafter_exp.store.traces import EpisodeRecord
+
+
+@dataclass
+class _Episode:
+    seed: int
+    env: TextEnv
+    obs: Observation
+    start: float
+    steps: int = 0
+    reward: float = 0.0
+    achievements: list[str] = field(default_factory=list)
+    history: list[tuple[str, str]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    actions: Counter = field(default_factory=Counter)
+    invalid: int = 0
+    parse_failures: int = 0
+    repeated: int = 0
+    last_actions: Optional[list[str]] = None
+    termination: Optional[str] = None
+
+
+def _call_rows(run_id: str, seed: int, turn: int, decision: Decision) -> list[dict[str, Any]]:
+    return [
+        {"run_id": run_id, "seed": seed, "turn": turn, "call_index": i, **vars(call)}
+        for i, call in enumerate(decision.calls)
+    ]
+
+
+def _finish(ep: _Episode, run_meta: dict[str, Any]) -> EpisodeRecord:
+    calls = ep.calls
+    costs = [c["cost"] for c in calls]
+    info = ep.env.episode_info()
+    episode = {
+        **{k: run_meta.get(k) for k in ("run_id", "env", "policy", "model", "provider")},
+        "seed": ep.seed,
+        "task_type": info.get("task_type"),
+        "steps": ep.steps,
+        "turns": len(ep.rows),
+        "total_reward": ep.reward,
+        "achievements": list(ep.achievements),
+        "num_achievements": len(ep.achievements),
+        "success": info.get("success"),
+        "termination": ep.termination,
+        "invalid_actions": ep.invalid,
+        "parse_failures": ep.parse_failures,
+        "repeated_actions": ep.repeated,
+        "action_counts": dict(ep.actions),
+        "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in calls),
+        "completion_tokens": sum(c["completion_tokens"] or 0 for c in calls),
+        "reasoning_tokens": sum(c["reasoning_tokens"] or 0 for c in calls),
+        "llm_calls": len(calls),
+        # no calls costs nothing; one call without a price makes the total unknown (NULL), never a false zero
+        "cost": None if any(c is None for c in costs) else float(sum(costs)),
+        "wall_time_s": time.perf_counter() - ep.start,
+    }
+    ep.env.close()
+    return EpisodeRecord(episode=episode, steps=ep.rows, calls=calls)
+
+
+def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: int, run_id: str) -> None:
+    env = ep.env
+    turn = len(ep.rows)
+    ep.calls.extend(_call_rows(run_id, ep.seed, turn, decision))
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "seed": ep.seed,
+        "turn": turn,
+        "step": ep.steps,
+        "observation": ep.obs.text,
+        "reply": decision.reply,
+        "reasoning": decision.reasoning,
+        "tool_calls": decision.tool_calls,
+    }
+    if decision.error is not None:
+        # the policy already retried; the episode ends here and the filter excludes it by default
+        ep.termination = "api_error"
+        ep.rows.append({**row, "actions": [], "parse_ok": False, "valid": True, "reward": 0.0,
+                        "unlocked": [], "info": {"error": decision.error}, "done": True})
+        return
+    actions, ok = parse_reply(decision.reply, decision.tool_calls, env.canonical_action, max_actions)
+    if not actions:
+        actions = [env.fallback_action or (ep.obs.actions[0] if ep.obs.actions else "")]
+    if not ok:
+        ep.parse_failures += 1
+    if actions == ep.last_actions:
+        ep.repeated += 1
+    ep.last_actions = actions
+    reward, unlocked, valid, done = 0.0, [], True, False
+    played = []
+    for action in actions:
+        result = env.step(action)
+        played.append(action)
+        ep.steps += 1
+        ep.actions[action] += 1
+        reward += result.reward
+        valid = valid and result.valid
+        ep.invalid += 0 if result.valid else 1
+        for name in result.unlocked:
+            if name not in ep.achievements:
+                ep.achievements.append(name)
+                unlocked.append(name)
+        ep.obs = result.observation
+        if result.done:
+            done, ep.termination = True, result.termination or "done"
+            break
+        if ep.steps >= max_steps:
+            done, ep.termination = True, "max_steps"
+            break
+    ep.reward += reward
+    ep.history.append((row["observation"], decision.reply))
+    ep.rows.append({**row, "actions": played, "parse_ok": ok, "valid": valid, "reward": reward,
+                    "unlocked": unlocked, "info": ep.obs.info, "done": done})
+
+
+def play_batch(
+    env_cfg: Any,
+    policy: Policy,
+    seeds: list[int],
+    run_meta: dict[str, Any],
+    max_actions: int = 1,
+) -> list[EpisodeRecord]:
+    """Play one episode per seed, all in lockstep; returns the finished episodes in seed order."""
+    live: list[_Episode] = []
+    for seed in seeds:
+        env = make_env(env_cfg)  # a fresh env per seed: the seed alone names the world
+        live.append(_Episode(seed=seed, env=env, obs=env.reset(seed), start=time.perf_counter()))
+        policy.reset(seed)
+    finished: dict[int, EpisodeRecord] = {}
+    while live:
+        turns = [
+            Turn(
+                episode=ep.seed,
+                observation=ep.obs.text,
+                actions=ep.obs.actions,
+                instructions=ep.env.instructions,
+                history=ep.history,
+                expert_action=ep.env.expert_action() if policy.needs_expert else None,
+            )
+            for ep in live
+        ]
+        decisions = policy.act(turns)
+        if len(decisions) != len(turns):
+            raise RuntimeError(f"policy returned {len(decisions)} decisions for {len(turns)} turns")
+        still = []
+        for ep, decision in zip(live, decisions):
+            _play_turn(ep, decision, max_actions, env_cfg.max_steps, run_meta["run_id"])
+            if ep.termination is None:
+                still.append(ep)
+            else:
+                finished[ep.seed] = _finish(ep, run_meta)
+        live = still
+    return [finished[s] for s in seeds]

@@ -1,0 +1,121 @@
+"""Fan batches of seeds out to Ray actors (or play them in this process when num_workers is 0).
+
+Each actor builds its own environment factory and policy once, then plays the batches it is handed. The driver
+receives finished episodes and hands them to `on_batch` (the rollout stage stores them): one writer, whole
+episodes only. An actor that dies has its batch replayed on a fresh actor, up to `max_task_retries` times.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from typing import Any, Callable
+
+from crafter_exp.policies import make_policy
+from crafter_exp.runner.play import play_batch
+from crafter_exp.store.traces import EpisodeRecord
+
+OnBatch = Callable[[list[EpisodeRecord]], None]
+
+
+class RolloutWorker:
+    """Plays batches of seeds with one policy instance (wrapped by `ray.remote` in `run_episodes`)."""
+
+    def __init__(self, env_cfg: Any, model_cfg: Any, seed: int, run_meta: dict[str, Any], max_actions: int):
+        self.env_cfg, self.run_meta, self.max_actions = env_cfg, run_meta, max_actions
+        self.policy = make_policy(model_cfg, seed)
+        self.policy.start()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def play(self, seeds: list[int]) -> list[EpisodeRecord]:
+        return play_batch(self.env_cfg, self.policy, seeds, self.run_meta, self.max_actions)
+
+
+def ensure_ray(address: str | None, num_cpus: int) -> None:
+    """Start a local Ray (address None) or join a cluster; reuse one already running in this process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=max(num_cpus, os.cpu_count() or 1), **kwargs)
+
+
+def run_episodes(
+    env_cfg: Any,
+    model_cfg: Any,
+    batches: list[list[int]],
+    run_meta: dict[str, Any],
+    on_batch: OnBatch,
+    *,
+    seed: int = 0,
+    num_workers: int = 2,
+    address: str | None = None,
+    max_actions: int = 1,
+    max_task_retries: int = 3,
+) -> None:
+    """Play every batch; `on_batch` receives each batch's finished episodes as soon as it is done."""
+    if not batches:
+        return
+    if num_workers <= 0:
+        worker = RolloutWorker(env_cfg, model_cfg, seed, run_meta, max_actions)
+        try:
+            for batch in batches:
+                on_batch(worker.play(batch))
+        finally:
+            worker.policy.close()
+        return
+
+    import ray
+    from ray.exceptions import RayActorError, WorkerCrashedError
+
+    ensure_ray(address, num_workers)
+    remote_worker = ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
+    n = min(num_workers, len(batches))
+
+    def new_actor() -> Any:
+        return remote_worker.remote(env_cfg, model_cfg, seed, run_meta, max_actions)
+
+    actors = [new_actor() for _ in range(n)]
+    queue = deque(batches)
+    attempts: dict[tuple[int, ...], int] = {}
+    inflight: dict[Any, tuple[int, list[int]]] = {}
+
+    def submit(i: int) -> None:
+        batch = queue.popleft()
+        inflight[actors[i].play.remote(batch)] = (i, batch)
+
+    try:
+        for i in range(n):
+            if queue:
+                submit(i)
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            i, batch = inflight.pop(ready[0])
+            try:
+                records = ray.get(ready[0])
+            except (RayActorError, WorkerCrashedError) as exc:
+                if getattr(exc, "actor_init_failed", False):  # a bad config, not a lost worker: don't retry
+                    raise RuntimeError(f"rollout actor failed to start: {exc}") from exc
+                key = tuple(batch)
+                attempts[key] = attempts.get(key, 0) + 1
+                if attempts[key] > max_task_retries:
+                    raise RuntimeError(f"a rollout actor died {attempts[key]} times on seeds {batch}") from exc
+                logging.getLogger(__name__).warning("rollout actor died; replaying seeds %s elsewhere", batch)
+                ray.kill(actors[i], no_restart=True)
+                actors[i] = new_actor()
+                queue.appendleft(batch)
+                submit(i)
+                continue
+            on_batch(records)
+            if queue:
+                submit(i)
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)

@@ -1,0 +1,191 @@
+"""Rollout stage: play seeds with a policy in parallel and append whole episodes to the trace store.
+
+Also used by the evaluate stage (stage="eval", held-out seeds). A run id names a trace run: rerunning it plays
+only the seeds it lacks, so an interrupted rollout resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from tqdm import tqdm
+
+from crafter_exp import __version__, tracking
+from crafter_exp.envs import check_env_config, env_achievements
+from crafter_exp.policies import model_label, model_provider
+from crafter_exp.runner.pool import run_episodes
+from crafter_exp.store.traces import EpisodeRecord, TraceStore
+
+
+@dataclass
+class RolloutResult:
+    run_id: str
+    """Trace run id in the store."""
+    mlflow_run_id: Optional[str]
+    """MLflow run of this rollout (the earlier one when nothing was left to play)."""
+    metrics: dict[str, Any]
+    """Summary over all requested seeds (see crafter_exp.metrics.summary)."""
+    new_episodes: int
+    """Episodes played by this call (0 when resuming a complete run)."""
+    seeds: list[int]
+    """Seeds of the run."""
+
+
+def code_version() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def as_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def default_run_id(cfg: Any, stage: str, model_cfg: Any) -> str:
+    return f"{cfg.name}-{stage}-{cfg.env.name}-{model_label(model_cfg)}"
+
+
+def rollout(
+    cfg: Any,
+    *,
+    stage: str = "rollout",
+    run_id: Optional[str] = None,
+    seed_start: Optional[int] = None,
+    episodes: Optional[int] = None,
+    model_cfg: Any = None,
+) -> RolloutResult:
+    """Play `episodes` seeds from `seed_start` (defaults: cfg.env) with `model_cfg` (default cfg.model)."""
+    env_cfg = cfg.env
+    model_cfg = model_cfg or cfg.model
+    check_env_config(env_cfg)
+    seed_start = env_cfg.seed if seed_start is None else seed_start
+    episodes = env_cfg.episodes if episodes is None else episodes
+    if episodes < 0:
+        raise ValueError(f"episodes must be >= 0, got {episodes}")
+    seeds = list(range(seed_start, seed_start + episodes))
+    run_id = run_id or (cfg.rollout.run_id if stage == "rollout" else None) or default_run_id(cfg, stage, model_cfg)
+    label = model_label(model_cfg)
+    max_actions = model_cfg.prompt.max_actions_per_turn if getattr(model_cfg, "prompt", None) else 1
+
+    played_config = {"env": as_dict(env_cfg), "model": as_dict(model_cfg)}
+    # what decides the episodes: everything but how many of them (more episodes extend a run)
+    hash_basis = {**played_config, "env": {k: v for k, v in played_config["env"].items() if k != "episodes"}}
+    run_row = {
+        "run_id": run_id, "name": cfg.name, "stage": stage, "env": env_cfg.name, "policy": model_cfg.name,
+        "model": label, "provider": model_provider(model_cfg), "seed_start": seed_start, "episodes": episodes,
+        "config": tracking.redact(as_dict(cfg) | played_config), "config_hash": tracking.config_hash(hash_basis),
+        "code_version": code_version(),
+    }
+    store = TraceStore(cfg.paths.db)
+    stored_run = store.register_run(run_row)
+    missing = sorted(set(seeds) - store.done_seeds(run_id))
+    run_meta = {k: run_row[k] for k in ("run_id", "env", "policy", "model", "provider")} | {"run_id": run_id}
+
+    if not missing and stored_run.get("mlflow_run_id"):
+        metrics = summarize(store, run_id, seeds, env_cfg.name)
+        return RolloutResult(run_id, stored_run["mlflow_run_id"], metrics, 0, seeds)
+
+    tags = {"env": env_cfg.name, "model": label, "policy": model_cfg.name, "trace_run_id": run_id, "name": cfg.name}
+    with tracking.stage_run(cfg.tracking, stage, f"{stage}-{label}", run_row["config"], tags) as mlrun:
+        mlflow_run_id = mlrun.info.run_id if mlrun else None
+        if mlflow_run_id:
+            store.set_run_field(run_id, "mlflow_run_id", mlflow_run_id)
+        new = _play(cfg, env_cfg, model_cfg, missing, run_meta, max_actions, label)
+        metrics = summarize(store, run_id, seeds, env_cfg.name)
+        metrics["new_episodes"] = new["episodes"]
+        metrics["steps_per_s"] = new["steps"] / new["seconds"] if new["seconds"] > 0 else 0.0
+        tracking.log_metrics(metrics)
+        if mlrun:
+            episodes_df = store.episodes([run_id])
+            tracking.log_dataframe_input(
+                episodes_df.drop(columns=["created_at"]), name=run_id, source=str(cfg.paths.db), context="traces"
+            )
+            tracking.log_json({"run_id": run_id, "seeds": [seeds[0], seeds[-1]] if seeds else [],
+                               "metrics": metrics}, "summary.json")
+    return RolloutResult(run_id, mlflow_run_id, metrics, new["episodes"], seeds)
+
+
+def _batches(seeds: list[int], per_task: int, workers: int) -> list[list[int]]:
+    # split evenly so that no worker idles while another plays a long queue
+    size = max(1, min(per_task, math.ceil(len(seeds) / max(1, workers))))
+    return [seeds[i : i + size] for i in range(0, len(seeds), size)]
+
+
+def _play(cfg: Any, env_cfg: Any, model_cfg: Any, seeds: list[int], run_meta: dict[str, Any],
+          max_actions: int, label: str) -> dict[str, float]:
+    store = TraceStore(cfg.paths.db)
+    # a policy that overlaps calls or batches a forward pass wants at least that many episodes together
+    per_task = max(cfg.ray.episodes_per_task, getattr(model_cfg, "concurrency", 0), getattr(model_cfg, "batch_size", 0))
+    batches = _batches(seeds, per_task, cfg.ray.num_workers)
+    done = {"episodes": 0, "steps": 0, "achievements": 0}
+    start = time.perf_counter()
+    bar = tqdm(total=len(seeds), desc=f"{run_meta['run_id']}", unit="ep", disable=not cfg.rollout.progress,
+               dynamic_ncols=True)
+
+    def on_batch(records: list[EpisodeRecord]) -> None:
+        store.append(records)
+        done["episodes"] += len(records)
+        done["steps"] += sum(r.episode["steps"] for r in records)
+        done["achievements"] += sum(r.episode["num_achievements"] for r in records)
+        elapsed = time.perf_counter() - start
+        bar.update(len(records))
+        bar.set_postfix(steps_s=f"{done['steps'] / max(elapsed, 1e-9):.0f}",
+                        ach=f"{done['achievements'] / max(done['episodes'], 1):.2f}")
+
+    try:
+        run_episodes(env_cfg, model_cfg, batches, run_meta, on_batch, seed=cfg.seed,
+                     num_workers=cfg.ray.num_workers, address=cfg.ray.address, max_actions=max_actions,
+                     max_task_retries=cfg.ray.max_task_retries)
+    finally:
+        bar.close()
+    return {**done, "seconds": time.perf_counter() - start}
+
+
+def summarize(store: TraceStore, run_id: str, seeds: list[int], env_name: str) -> dict[str, Any]:
+    from crafter_exp.metrics import summary
+
+    df = store.episodes([run_id])
+    df = df[df["seed"].isin(seeds)]
+    return summary(df, env_achievements(env_name))
+
+
+def latest_run(store: TraceStore, name: str, stage: str = "rollout") -> str:
+    """The newest trace run of an experiment name and stage (how stages find each other's outputs)."""
+    runs = store.runs()
+    runs = runs[(runs["name"] == name) & (runs["stage"] == stage)]
+    if runs.empty:
+        raise ValueError(f"no {stage} run found for name={name!r} in {store.path}; run stage={stage} first")
+    return str(runs.iloc[-1]["run_id"])
+
+
+def run(cfg: Any) -> RolloutResult:
+    """stage=rollout."""
+    result = rollout(cfg)
+    print(f"rollout {result.run_id}: {result.new_episodes} new episodes; "
+          + ", ".join(f"{k}={v:.3g}" for k, v in result.metrics.items() if isinstance(v, (int, float))))
+    return result
+
+
+def export_run(cfg: Any) -> Path:
+    """stage=export: write a trace run as the reference workflows' JSON."""
+    store = TraceStore(cfg.paths.db)
+    run_id = cfg.rollout.run_id or latest_run(store, cfg.name)
+    if store.get_run(run_id) is None:
+        raise ValueError(f"no trace run {run_id!r} in {store.path}")
+    path = store.export_json(run_id, Path(cfg.paths.reports) / cfg.name / f"{run_id}.json")
+    print(f"wrote {path}")
+    return path
+
+
+__all__ = ["RolloutResult", "rollout", "run", "export_run", "latest_run", "summarize"]
