@@ -376,7 +376,21 @@ class OpenAITrainerConfig(TrainerConfig):
     poll_max_interval_s: float = 120.0
     """Longest poll interval."""
     timeout_s: float = 86400.0
-    """Give up polling after this long."""
+    """Give up polling after this long (the job keeps running on the service; a rerun resumes polling it)."""
+    poll_backoff: float = 1.5
+    """Poll interval multiplier after a poll with no news (reset to poll_interval_s on a status change or event)."""
+    wait: bool = True
+    """Poll until the job ends; false = upload, create, record the job id and return (a rerun resumes polling)."""
+    hyperparameters_style: str = "method"
+    """`method` (current OpenAI API: method.supervised.hyperparameters) or `legacy` (top-level `hyperparameters`)."""
+    extra_hyperparameters: dict[str, Any] = field(default_factory=dict)
+    """Extra entries merged into the hyperparameters object (vendor knobs, e.g. {training_type: sft})."""
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    """Extra top-level JSON fields sent with the job creation request (vendor knobs)."""
+    max_retries: int = 5
+    """Retries per request (the openai client's own backoff, honouring 429 Retry-After)."""
+    request_timeout_s: float = 120.0
+    """Seconds per HTTP request (uploads of large files may need more)."""
 
 
 # ---------------------------------------------------------------------------------------------- root sections
