@@ -137,6 +137,10 @@ class OpenAIModelConfig(ModelConfig):
     """Per-model price table, USD per 1M tokens: {model: {input: x, output: y}}; unknown model -> cost null."""
     extra_body: dict[str, Any] = field(default_factory=dict)
     """Extra JSON fields sent with each request (vendor-specific knobs)."""
+    tool_choice: str = "required"
+    """`tool_choice` sent in action_mode=tools (`required`; `auto` for servers that lack `required`)."""
+    max_tokens_param: str = "max_tokens"
+    """Request field carrying max_tokens: `max_tokens`, or `max_completion_tokens` (OpenAI reasoning models)."""
 
 
 @dataclass
