@@ -23,6 +23,13 @@ from crafter_exp.runner.pool import run_episodes
 from crafter_exp.store.traces import EpisodeRecord, TraceStore
 
 
+# model settings that change how fast or how robustly episodes are played, not what is played: a resume may change them
+HOW_NOT_WHAT = frozenset(
+    {"label", "concurrency", "timeout", "max_retries", "probe", "prices", "max_consecutive_errors", "batch_size",
+     "device", "api_key_env"}
+)
+
+
 @dataclass
 class RolloutResult:
     run_id: str
@@ -52,8 +59,9 @@ def as_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
-def default_run_id(cfg: Any, stage: str, model_cfg: Any) -> str:
-    return f"{cfg.name}-{stage}-{cfg.env.name}-{model_label(model_cfg)}"
+def default_run_id(cfg: Any, stage: str, model_cfg: Any, config_hash: str) -> str:
+    # the hash makes a changed env/model config a new run (sweeps), the same config the same run (resume)
+    return f"{cfg.name}-{stage}-{cfg.env.name}-{model_label(model_cfg)}-{config_hash[:6]}"
 
 
 def rollout(
@@ -74,17 +82,23 @@ def rollout(
     if episodes < 0:
         raise ValueError(f"episodes must be >= 0, got {episodes}")
     seeds = list(range(seed_start, seed_start + episodes))
-    run_id = run_id or (cfg.rollout.run_id if stage == "rollout" else None) or default_run_id(cfg, stage, model_cfg)
     label = model_label(model_cfg)
     max_actions = model_cfg.prompt.max_actions_per_turn if getattr(model_cfg, "prompt", None) else 1
 
     played_config = {"env": as_dict(env_cfg), "model": as_dict(model_cfg)}
-    # what decides the episodes: everything but how many of them (more episodes extend a run)
-    hash_basis = {**played_config, "env": {k: v for k, v in played_config["env"].items() if k != "episodes"}}
+    # what decides the episodes: everything but which seeds (more episodes extend a run)
+    hash_basis = {
+        "env": {k: v for k, v in played_config["env"].items() if k not in ("episodes", "seed")},
+        "model": {k: v for k, v in played_config["model"].items() if k not in HOW_NOT_WHAT},
+    }
+    played_hash = tracking.config_hash(hash_basis)
+    run_id = run_id or (cfg.rollout.run_id if stage == "rollout" else None) or default_run_id(
+        cfg, stage, model_cfg, played_hash
+    )
     run_row = {
         "run_id": run_id, "name": cfg.name, "stage": stage, "env": env_cfg.name, "policy": model_cfg.name,
         "model": label, "provider": model_provider(model_cfg), "seed_start": seed_start, "episodes": episodes,
-        "config": tracking.redact(as_dict(cfg) | played_config), "config_hash": tracking.config_hash(hash_basis),
+        "config": tracking.redact(as_dict(cfg) | played_config), "config_hash": played_hash,
         "code_version": code_version(),
     }
     store = TraceStore(cfg.paths.db)
