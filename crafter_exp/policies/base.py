@@ -45,6 +45,8 @@ class LLMCall:
     error: Optional[str] = None
     cost: Optional[float] = None
     """USD; None when the model has no price in the table (unknown, not zero)."""
+    model: Optional[str] = None
+    """Model name sent (the `llm_calls.model` column)."""
 
 
 @dataclass
