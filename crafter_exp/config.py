@@ -113,10 +113,10 @@ class OpenAIModelConfig(ModelConfig):
     """OpenAI-compatible endpoint; None = the openai client's default."""
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the key (the key itself never enters config or files)."""
-    temperature: float = 0.7
-    """Sampling temperature."""
-    top_p: float = 1.0
-    """Nucleus sampling mass."""
+    temperature: Optional[float] = 0.7
+    """Sampling temperature; None = not sent (reasoning models that reject it)."""
+    top_p: Optional[float] = 1.0
+    """Nucleus sampling mass; None = not sent."""
     max_tokens: int = 512
     """Completion token cap per call."""
     seed: Optional[int] = None
