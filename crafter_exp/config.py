@@ -515,7 +515,7 @@ def register_configs() -> None:
         ("trainer", "local_schema", LocalTrainerConfig),
         ("trainer", "openai_schema", OpenAITrainerConfig),
     ]:
-        cs.store(group=group, name=name, node=node)
+        cs.store(group=f"schema/{group}", name=name.removesuffix("_schema"), node=node)
 
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")

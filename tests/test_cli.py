@@ -1,0 +1,77 @@
+"""The Hydra app: composition, validation, and bad input failing with one line before any work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from crafter_exp.config import (
+    AlfworldEnvConfig,
+    CrafterEnvConfig,
+    HFLocalModelConfig,
+    OpenAIModelConfig,
+    TinyTrainerConfig,
+    compose_config,
+)
+from conftest import ROOT, project_overrides
+
+
+def cli(*args: str, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "crafter_exp", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=timeout)
+
+
+def test_default_composition_is_the_offline_pipeline():
+    cfg = compose_config()
+    assert cfg.stage == "pipeline"
+    assert isinstance(cfg.env, CrafterEnvConfig) and cfg.env.difficulty == "normal"
+    assert cfg.model.name == "scripted" and cfg.model.prompt.template == "bare"
+    assert isinstance(cfg.trainer, TinyTrainerConfig)
+    assert cfg.paths.db.endswith("data/traces.duckdb")
+
+
+@pytest.mark.parametrize(
+    "overrides, kind",
+    [
+        (["env=alfworld"], AlfworldEnvConfig),
+        (["model=openai"], OpenAIModelConfig),
+        (["model=hf_local", "model.path=/x"], HFLocalModelConfig),
+    ],
+)
+def test_groups_compose_typed_nodes(overrides, kind):
+    cfg = compose_config(overrides)
+    node = cfg.env if kind is AlfworldEnvConfig else cfg.model
+    assert isinstance(node, kind)
+
+
+def test_misspelt_key_and_wrong_type_fail_at_start():
+    with pytest.raises(Exception, match="episodez"):
+        compose_config(["env.episodez=3"])
+    with pytest.raises(Exception, match="episodes"):
+        compose_config(["env.episodes=many"])
+
+
+def test_help_and_cfg_job_work():
+    out = cli("--help")
+    assert out.returncode == 0 and "env: alfworld, crafter" in out.stdout and "crafter-exp" in out.stdout
+    out = cli("--cfg", "job", "env.episodes=7")
+    assert out.returncode == 0 and "episodes: 7" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["stage=rollout", "env.episodes=-1"], "env.episodes must be >= 0"),
+        (["stage=rollout", "env.max_steps=0"], "env.max_steps must be > 0"),
+        (["stage=nonsense"], "unknown stage"),
+        (["stage=rollout", "env=nosuchenv"], "nosuchenv"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_nonzero_exit(tmp_path, args, message):
+    out = cli(*args, *project_overrides(tmp_path), cwd=tmp_path)
+    assert out.returncode != 0
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "data" / "traces.duckdb").exists()  # nothing written before the check
