@@ -1,0 +1,125 @@
+"""The whole loop as one stage: rollout -> filter -> train -> evaluate (several policies, same held-out seeds) -> compare.
+
+One MLflow parent run; every stage is a child run (tracking.stage_run nests under the active run). Each stage's
+outputs are content-addressed — the trace run id carries a hash of what was played, the dataset folder a hash of
+the filter and its source runs, the checkpoint folder a hash of the trainer and its dataset — so a rerun with the
+same name skips every stage whose output is complete, and sweep jobs that share a stage (say, the rollout of a
+LoRA-rank sweep) share its output instead of redoing it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crafter_exp import tracking
+from crafter_exp.config import RandomModelConfig
+from crafter_exp.envs import check_env_config
+from crafter_exp.stages.evaluate import check_eval_config, evaluate
+from crafter_exp.stages.rollout import as_dict, rollout
+
+EVAL_POLICIES = ("random", "teacher", "student_before", "student_after")
+
+
+@dataclass
+class PipelineResult:
+    teacher_run: str
+    dataset: Path
+    checkpoint: Path
+    eval_runs: dict[str, str]
+    """Policy name -> eval trace run id."""
+    compare: Any
+    """The compare stage's result (table, significance, report paths)."""
+    seconds: float
+    verdict: str
+    """One line: does the fine-tuned student beat its untrained self and random, and how close is it to the teacher."""
+
+
+def _short_hash(tree: Any) -> str:
+    return tracking.config_hash(tree)[:8]
+
+
+def check_pipeline_config(cfg: Any) -> None:
+    """Everything that can be checked before any episode is played."""
+    check_env_config(cfg.env)
+    check_eval_config(cfg)
+    unknown = [p for p in cfg.eval.policies if p not in EVAL_POLICIES]
+    if unknown:
+        raise ValueError(f"unknown eval.policies {unknown} (known: {', '.join(EVAL_POLICIES)})")
+    from crafter_exp.stages.train import check_trainer_config
+
+    check_trainer_config(cfg)
+
+
+def pipeline(cfg: Any) -> PipelineResult:
+    from crafter_exp.stages.compare import compare
+    from crafter_exp.stages.filter import filter_and_export
+    from crafter_exp.stages.train import train
+
+    check_pipeline_config(cfg)
+    start = time.perf_counter()
+    tags = {"name": cfg.name, "env": cfg.env.name, "trainer": cfg.trainer.name}
+    with tracking.stage_run(cfg.tracking, "pipeline", f"pipeline-{cfg.name}", as_dict(cfg), tags):
+        teacher = rollout(cfg)
+        dataset_dir = Path(cfg.paths.datasets) / cfg.name / _short_hash([as_dict(cfg.filter), teacher.run_id])
+        data = filter_and_export(cfg, runs=[teacher.run_id], output=dataset_dir)
+        checkpoint_dir = Path(cfg.paths.checkpoints) / cfg.name / _short_hash([as_dict(cfg.trainer), data.digest])
+        trained = train(cfg, dataset_path=data.path, output_dir=checkpoint_dir)
+
+        candidates = {
+            "random": lambda: RandomModelConfig(label="random"),
+            "teacher": lambda: dataclasses.replace(cfg.model, label=f"teacher-{teacher.run_id[-6:]}"),
+            "student_before": lambda: trained.policy_before(),
+            "student_after": lambda: trained.policy_after(),
+        }
+        eval_runs = {}
+        for name in cfg.eval.policies:
+            eval_runs[name] = evaluate(cfg, candidates[name]()).run_id
+        order = [p for p in ("student_before", "random", "student_after", "teacher") if p in eval_runs]
+        result = compare(cfg, runs=[eval_runs[p] for p in order], labels=order)
+        verdict = _verdict(result)
+        tracking.log_json({"eval_runs": eval_runs, "verdict": verdict}, "pipeline.json")
+    seconds = time.perf_counter() - start
+    out = PipelineResult(teacher.run_id, Path(data.path), Path(trained.checkpoint), eval_runs, result, seconds, verdict)
+    _write_job_result(cfg, out)
+    return out
+
+
+def _verdict(result: Any) -> str:
+    return getattr(result, "verdict", "") or ""
+
+
+def _write_job_result(cfg: Any, out: PipelineResult) -> None:
+    """result.json in the Hydra job folder (read by the sweep summary), when running under Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        job_dir = Path(HydraConfig.get().runtime.output_dir)
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under Hydra (tests, notebooks)
+        return
+    payload = {
+        "overrides": overrides,
+        "metrics": getattr(out.compare, "metrics_by_label", {}),
+        "eval_runs": out.eval_runs,
+        "verdict": out.verdict,
+        "seconds": out.seconds,
+    }
+    tmp = job_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    tmp.replace(job_dir / "result.json")
+
+
+def run(cfg: Any) -> PipelineResult:
+    """stage=pipeline (the default)."""
+    out = pipeline(cfg)
+    print(out.verdict)
+    print(f"pipeline {cfg.name} finished in {out.seconds:.0f} s")
+    return out
+
+
+__all__ = ["PipelineResult", "pipeline", "run", "check_pipeline_config"]
