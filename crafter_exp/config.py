@@ -470,6 +470,16 @@ class CompareConfig:
     """Significance level."""
     force: bool = False
     """Compare runs even if their seed sets differ."""
+    permutations: int = 9999
+    """Permutation-test resamples per comparison (paired by seed when the runs played the same seeds)."""
+    pairwise: bool = False
+    """Test every pair of runs, not only each run against the first (baseline)."""
+    correction: str = "bh"
+    """Multiple-comparison correction over all tests of a report: `bh` (Benjamini-Hochberg), `holm`, `none`."""
+    custom_resamples: int = 500
+    """Resamples (bootstrap and permutation) for custom metrics, which cost one Python call each."""
+    figures: bool = True
+    """Write and log the figures."""
 
 
 @dataclass
