@@ -1,0 +1,339 @@
+"""model=openai: play with any OpenAI-compatible chat-completions endpoint, many episodes' requests in flight.
+
+The runner calls `act(turns)` synchronously once per lockstep turn; the policy sends one request per turn, all
+concurrently (at most `concurrency` in flight) on an asyncio loop it owns in a background thread — a thread, not
+`run_until_complete`, so it also works where the caller already runs a loop (notebooks, async actors).
+
+Faults: the `openai` client retries 408/409/429/5xx, timeouts and connection errors itself (`max_retries`,
+exponential backoff honouring Retry-After). A response it cannot retry — a body that isn't JSON, no choices, or
+the client's own retries used up — is one failed attempt; a decision makes up to `max_consecutive_errors`
+attempts in a row before it gives up with `Decision.error` (the runner then ends the episode `api_error`).
+Errors that no retry fixes (400/401/403/404/422) end the decision at once. Every attempt is an `LLMCall`.
+
+Secrets: the key is read from `os.environ[cfg.api_key_env]` when the client starts and is scrubbed from every
+response body and error text this module produces (providers echo the key they got in 401 messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from contextvars import ContextVar
+from typing import Any, Optional
+from urllib.parse import urlparse
+
+import openai
+
+from crafter_exp.parsing import split_reasoning
+from crafter_exp.policies.base import Decision, LLMCall, Policy, Turn
+from crafter_exp.policies.pricing import call_cost, check_prices
+from crafter_exp.prompts import build_messages, check_template, interact_tool
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+LOCAL_DUMMY_KEY = "no-key-needed"  # local servers (vLLM, Ollama) usually ignore the key, the client wants one
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+FATAL_STATUS = {400, 401, 403, 404, 422}  # retrying cannot fix these
+REASONING_FIELDS = ("reasoning_content", "reasoning")  # vLLM/DeepSeek; Groq/OpenRouter/newer vLLM
+ACTION_MODES = ("text", "tools")
+TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
+ERROR_BODY_CHARS = 200
+
+# HTTP requests sent by the current task: the client's retries happen inside one `create` call, so an httpx
+# request hook counting into a per-task (contextvar) counter gives the retry count even when the call fails.
+_requests_sent: ContextVar[Optional[list[int]]] = ContextVar("crafter_exp_openai_requests", default=None)
+
+
+async def _count_request(request: Any) -> None:
+    counter = _requests_sent.get()
+    if counter is not None:
+        counter[0] += 1
+
+
+class _BadResponse(Exception):
+    """A 200 the client accepted but that holds no usable reply (not JSON, no choices)."""
+
+
+def _is_local(base_url: Optional[str]) -> bool:
+    return bool(base_url) and (urlparse(base_url).hostname or "") in LOCAL_HOSTS
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _text_content(content: Any) -> str:
+    """Message content as text (some servers send a list of parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return str(content)
+
+
+def _tool_calls(message: dict[str, Any]) -> Optional[list[dict[str, Any]]]:
+    """`[{"name", "arguments": dict}]`; arguments that aren't a JSON object are kept as their raw text."""
+    out = []
+    for tc in message.get("tool_calls") or []:
+        fn = tc.get("function") or {}
+        args: Any = fn.get("arguments")
+        if isinstance(args, str):
+            try:
+                parsed = json.loads(args) if args.strip() else {}
+                args = parsed if isinstance(parsed, dict) else args
+            except json.JSONDecodeError:
+                pass
+        out.append({"name": fn.get("name"), "arguments": args if args is not None else {}})
+    return out or None
+
+
+def _usage(body: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(prompt, completion, reasoning, cached prompt) tokens from the usage block (missing -> 0)."""
+    usage = body.get("usage") or {}
+    details = usage.get("completion_tokens_details") or {}
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    as_int = lambda v: int(v) if isinstance(v, (int, float)) else 0  # noqa: E731
+    return (
+        as_int(usage.get("prompt_tokens")),
+        as_int(usage.get("completion_tokens")),
+        as_int(details.get("reasoning_tokens", usage.get("reasoning_tokens"))),
+        as_int(prompt_details.get("cached_tokens")),
+    )
+
+
+class OpenAIPolicy(Policy):
+    """A policy backed by an OpenAI-compatible chat-completions endpoint (`model=openai` and its presets)."""
+
+    def __init__(self, cfg: Any, seed: int = 0):
+        prompt = cfg.prompt
+        check_template(prompt.template)
+        if prompt.action_mode not in ACTION_MODES:
+            raise ValueError(f"model.prompt.action_mode must be one of {ACTION_MODES}, got {prompt.action_mode!r}")
+        if cfg.max_tokens_param not in TOKEN_PARAMS:
+            raise ValueError(f"model.max_tokens_param must be one of {TOKEN_PARAMS}, got {cfg.max_tokens_param!r}")
+        for name in ("concurrency", "max_consecutive_errors", "max_tokens"):
+            if getattr(cfg, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(cfg, name)}")
+        if cfg.max_retries < 0 or cfg.timeout <= 0:
+            raise ValueError("model.max_retries must be >= 0 and model.timeout > 0")
+        check_prices(cfg.prices)
+        self.cfg = cfg
+        self.seed = seed
+        self.model_name = cfg.label or cfg.model
+        self.provider = cfg.provider
+        self._key: Optional[str] = None
+        self._client: Optional[openai.AsyncOpenAI] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._sem: Optional[asyncio.Semaphore] = None
+
+    # --------------------------------------------------------------------------------------------- lifecycle
+
+    @property
+    def base_url(self) -> str:
+        return self.cfg.base_url or DEFAULT_BASE_URL
+
+    def _read_key(self) -> str:
+        key = os.environ.get(self.cfg.api_key_env)
+        if key:
+            return key
+        if _is_local(self.cfg.base_url):
+            return LOCAL_DUMMY_KEY
+        raise ValueError(
+            f"environment variable {self.cfg.api_key_env} is not set: export the API key for {self.base_url} "
+            f"in it (model.api_key_env names the variable)"
+        )
+
+    def start(self) -> None:
+        """Create the client (reading the key) and, unless `probe: false`, make one tiny call to fail fast."""
+        if self._client is not None:
+            return
+        key = self._read_key()
+        self._key = key if key != LOCAL_DUMMY_KEY else None
+        for name in ("httpx", "httpx2"):  # one INFO line per request would flood Hydra's log file
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="openai-policy-loop", daemon=True)
+        self._thread.start()
+        self._client = openai.AsyncOpenAI(
+            api_key=key,
+            base_url=self.cfg.base_url,
+            timeout=self.cfg.timeout,
+            max_retries=self.cfg.max_retries,
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [_count_request]}),
+        )
+        if self.cfg.probe:
+            try:
+                self._run(self._probe())
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        loop, client = self._loop, self._client
+        if client is not None and loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=5)
+            except Exception:  # closing is best effort (e.g. after Ctrl-C)
+                pass
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if not loop.is_running():
+            loop.close()
+        self._loop = self._thread = self._client = self._sem = None
+
+    def _run(self, coro: Any) -> Any:
+        """Run a coroutine on the policy's loop and wait for it (Ctrl-C cancels it and propagates)."""
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            raise
+
+    # ------------------------------------------------------------------------------------------------ acting
+
+    def act(self, turns: list[Turn]) -> list[Decision]:
+        if self._client is None:
+            self.start()
+        return self._run(self._act(turns))
+
+    async def _act(self, turns: list[Turn]) -> list[Decision]:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.cfg.concurrency)
+        return list(await asyncio.gather(*(self._decide(t) for t in turns)))
+
+    def request(self, turn: Turn) -> dict[str, Any]:
+        """The chat-completions arguments for one turn."""
+        prompt = self.cfg.prompt
+        messages = build_messages(prompt, turn.instructions, turn.observation, turn.history)
+        kwargs = self._sampling_kwargs(messages, self.cfg.max_tokens)
+        if prompt.action_mode == "tools":
+            kwargs["tools"] = [interact_tool(turn.actions or None, prompt.max_actions_per_turn)]
+            kwargs["tool_choice"] = self.cfg.tool_choice
+        return kwargs
+
+    def _sampling_kwargs(self, messages: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
+        cfg = self.cfg
+        kwargs: dict[str, Any] = {"model": cfg.model, "messages": messages, cfg.max_tokens_param: max_tokens}
+        optional = {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed,
+                    "reasoning_effort": cfg.reasoning_effort}
+        kwargs.update({k: v for k, v in optional.items() if v is not None})
+        if cfg.extra_body:
+            kwargs["extra_body"] = dict(cfg.extra_body)
+        return kwargs
+
+    async def _decide(self, turn: Turn) -> Decision:
+        kwargs = self.request(turn)
+        calls: list[LLMCall] = []
+        for _ in range(self.cfg.max_consecutive_errors):
+            assert self._sem is not None
+            async with self._sem:
+                call, message, status = await self._call(self._client, kwargs)
+            calls.append(call)
+            if call.error is None:
+                break
+            if status in FATAL_STATUS:
+                break
+        if call.error is not None or message is None:
+            return Decision(reply="", calls=calls, error=call.error)
+        reply = _text_content(message.get("content"))
+        return Decision(reply=reply, tool_calls=call.tool_calls, reasoning=call.reasoning, calls=calls)
+
+    # ------------------------------------------------------------------------------------------------- calls
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key and self._key in text else text
+
+    def _status_error(self, exc: openai.APIStatusError) -> str:
+        body = exc.body  # the client already unwraps {"error": {...}}
+        if isinstance(body, dict):
+            inner = body.get("error")
+            detail = (inner.get("message") if isinstance(inner, dict) else None) or body.get("message")
+            detail = detail or json.dumps(body)
+        else:
+            detail = str(body or exc.message)
+        return self._scrub(_one_line(f"HTTP {exc.status_code}: {detail}"))
+
+    async def _call(
+        self, client: Any, kwargs: dict[str, Any]
+    ) -> tuple[LLMCall, Optional[dict[str, Any]], Optional[int]]:
+        """One chat-completions request (the client's retries included) -> (record, message, HTTP status)."""
+        call = LLMCall(messages=kwargs["messages"], model=self.cfg.model)
+        counter = [0]
+        token = _requests_sent.set(counter)
+        status: Optional[int] = None
+        message: Optional[dict[str, Any]] = None
+        start = time.perf_counter()
+        try:
+            raw = await client.chat.completions.with_raw_response.create(**kwargs)
+            status = raw.http_response.status_code
+            text = self._scrub(raw.http_response.text)
+            try:
+                body = json.loads(text)
+            except ValueError:
+                raise _BadResponse(f"response is not JSON: {_one_line(text, ERROR_BODY_CHARS)!r}") from None
+            if not isinstance(body, dict):
+                raise _BadResponse(f"response is not a JSON object: {_one_line(text, ERROR_BODY_CHARS)!r}")
+            call.response = body
+            prompt_t, completion_t, reasoning_t, cached_t = _usage(body)
+            call.prompt_tokens, call.completion_tokens, call.reasoning_tokens = prompt_t, completion_t, reasoning_t
+            call.cost = call_cost(self.cfg.prices, (self.cfg.model, body.get("model")), prompt_t, completion_t,
+                                  cached_t)
+            choices = body.get("choices")
+            if not choices or not isinstance(choices[0], dict) or not isinstance(choices[0].get("message"), dict):
+                raise _BadResponse("response has no choices")
+            message = choices[0]["message"]
+            field_reasoning = next(
+                (message[f] for f in REASONING_FIELDS if isinstance(message.get(f), str) and message[f].strip()),
+                None,
+            )
+            call.reasoning = field_reasoning or split_reasoning(_text_content(message.get("content")))[0]
+            call.tool_calls = _tool_calls(message)
+        except _BadResponse as exc:
+            call.error, message = str(exc), None
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            call.error = self._status_error(exc)
+        except openai.APITimeoutError:
+            call.error = f"timeout: no response within {self.cfg.timeout:g}s"
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            call.error = self._scrub(_one_line(f"connection error: {type(cause).__name__}: {cause}"))
+        finally:
+            call.latency_s = time.perf_counter() - start
+            call.retries = max(0, counter[0] - 1)
+            _requests_sent.reset(token)
+        return call, message, status
+
+    async def _probe(self) -> None:
+        """One 1-token request with the real settings: unreachable, 401, unknown model -> ValueError, one line."""
+        kwargs = self._sampling_kwargs([{"role": "user", "content": "Reply with OK."}], 1)
+        client = self._client.with_options(max_retries=min(self.cfg.max_retries, 2))
+        call, _, status = await self._call(client, kwargs)
+        if call.error is None:
+            return
+        where = f"model endpoint {self.base_url}"
+        if status in (401, 403):
+            raise ValueError(f"{where} refused the API key in ${self.cfg.api_key_env} ({call.error})")
+        if status == 404:
+            raise ValueError(
+                f"model {self.cfg.model!r} not found at {self.base_url} ({call.error}); check model.model and "
+                "model.base_url"
+            )
+        if status in FATAL_STATUS:
+            raise ValueError(f"{where} rejected the request settings ({call.error})")
+        if call.error.startswith(("connection error", "timeout")):
+            raise ValueError(f"cannot reach {where}: {call.error}")
+        # 429 / 5xx / a malformed 200 after retries: the endpoint exists and knows us; episodes retry on their own
+        log.warning("probe call to %s failed (%s); starting anyway", self.base_url, call.error)
