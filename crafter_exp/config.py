@@ -382,7 +382,7 @@ class OpenAITrainerConfig(TrainerConfig):
     timeout_s: float = 86400.0
     """Give up polling after this long (the job keeps running on the service; a rerun resumes polling it)."""
     poll_backoff: float = 1.5
-    """Poll interval multiplier after a poll with no news (reset to poll_interval_s on a status change or event)."""
+    """Poll interval multiplier after each poll (reset to poll_interval_s when the job's status changes)."""
     wait: bool = True
     """Poll until the job ends; false = upload, create, record the job id and return (a rerun resumes polling)."""
     hyperparameters_style: str = "method"

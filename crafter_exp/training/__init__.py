@@ -1,0 +1,1 @@
+"""Trainers: local SFT (tiny student, LoRA/QLoRA/full) and OpenAI-compatible fine-tuning jobs."""

@@ -1,0 +1,458 @@
+"""Fine-tuning through an OpenAI-compatible job API (`/files` + `/fine_tuning/jobs`), with the `openai` client.
+
+upload the chat JSONL -> create the job -> poll with backoff (status changes and events printed) -> `ft:...` id.
+
+Interrupt safety: the job id goes into `<output_dir>/openai_job.json` (temp + rename) right after creation, with a
+fingerprint of the request (dataset sha256, base model, hyperparameters, endpoint). A rerun with the same request
+resumes polling that job instead of paying for a second one; a job that ended `failed`/`cancelled`, or a changed
+request, starts a new job. The uploaded file id is recorded too, so an interrupt between upload and creation does not
+upload twice. Retries of single requests (429 with Retry-After, 5xx, dropped connections) are the openai client's.
+
+The API key is read from the environment variable named by `api_key_env` and never written: not in the state file,
+not in the manifest, not in any exception raised here (service messages are scrubbed of it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from crafter_exp.config import OpenAITrainerConfig
+
+STATE_FILE = "openai_job.json"
+TERMINAL = ("succeeded", "failed", "cancelled")
+MAX_EVENTS_PER_POLL = 1000  # a resumed long job may have thousands of metrics events; older ones are skipped
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+class FineTuneJobError(RuntimeError):
+    """The service refused a request or the job ended failed/cancelled (message = the service's, key scrubbed)."""
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    status: str
+    fine_tuned_model: Optional[str] = None
+    base_model: Optional[str] = None
+    base_url: Optional[str] = None
+    training_file: Optional[str] = None
+    trained_tokens: Optional[int] = None
+    error: Optional[str] = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    """As the service reports them (resolved `auto` values included)."""
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    """Data of the `metrics` events seen (step, train_loss, ...), oldest first: the service's loss curve."""
+    resumed: bool = False
+    """Polled a job created earlier (trainer.job_id or the state file) instead of creating one."""
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------- inputs
+
+
+def api_key(tcfg: OpenAITrainerConfig) -> str:
+    key = os.environ.get(tcfg.api_key_env)
+    if not key:
+        raise ValueError(f"trainer.api_key_env: environment variable {tcfg.api_key_env} is not set (export your key there)")
+    return key
+
+
+def make_client(tcfg: OpenAITrainerConfig, key: str) -> Any:
+    from openai import OpenAI
+
+    return OpenAI(base_url=tcfg.base_url, api_key=key, max_retries=tcfg.max_retries, timeout=tcfg.request_timeout_s)
+
+
+def validate_chat_jsonl(path: Path) -> int:
+    """Number of examples in a chat-format JSONL; ValueError naming the first bad line.
+
+    Uses the filter stage's validator (crafter_exp.export.validate) when it is installed, else a structural check:
+    each line a JSON object with a non-empty `messages` list of {role, content} including an assistant turn.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"trainer dataset: {path} does not exist")
+    shared = _shared_validator()
+    if shared is not None:
+        return shared(path)
+    count = 0
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            problem = _chat_line_problem(raw)
+            if problem:
+                raise ValueError(f"{path}:{lineno}: {problem}")
+            count += 1
+    if count == 0:
+        raise ValueError(f"{path}: no examples (empty dataset)")
+    return count
+
+
+def _shared_validator() -> Optional[Callable[[Path], int]]:
+    try:
+        from crafter_exp.export import validate as shared  # the filter owner's module, when present
+    except ImportError:
+        return None
+    fn = getattr(shared, "validate_chat_jsonl", None)
+    return fn if callable(fn) else None
+
+
+def _chat_line_problem(raw: bytes) -> Optional[str]:
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return f"not valid JSON ({exc.__class__.__name__}: {exc})"
+    if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list) or not obj["messages"]:
+        return "expected a JSON object with a non-empty `messages` list"
+    for i, msg in enumerate(obj["messages"]):
+        if not isinstance(msg, dict) or msg.get("role") not in CHAT_ROLES:
+            return f"messages[{i}]: expected an object with role in {'/'.join(CHAT_ROLES)}"
+        content, tool_calls = msg.get("content"), msg.get("tool_calls")
+        if not (isinstance(content, (str, list)) or (msg["role"] == "assistant" and tool_calls)):
+            return f"messages[{i}] ({msg['role']}): missing `content`"
+    if not any(m["role"] == "assistant" for m in obj["messages"]):
+        return "no assistant message to learn from"
+    return None
+
+
+def find_training_file(dataset_dir: Path) -> Path:
+    """The chat JSONL train file of a filter-stage dataset folder (per its manifest.json), or the path itself."""
+    dataset_dir = Path(dataset_dir)
+    if dataset_dir.is_file():
+        return dataset_dir
+    manifest_path = dataset_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"trainer dataset: no manifest.json in {dataset_dir} (run stage=filter first)")
+    manifest = json.loads(manifest_path.read_text())
+    fmt = manifest.get("format", "openai_chat")
+    if fmt not in ("openai_chat", "openai_tools", "single_turn"):
+        raise ValueError(f"trainer=openai needs a chat JSONL dataset; {dataset_dir} has format {fmt!r} "
+                         f"(rerun the filter with filter.format=openai_chat)")
+    files = manifest.get("files") or []
+    names = list(files.values()) if isinstance(files, dict) else list(files)
+    if isinstance(files, dict) and "train" in files:
+        names = [files["train"]]
+    names = [n["path"] if isinstance(n, dict) else n for n in names]
+    jsonl = [n for n in names if str(n).endswith(".jsonl")]
+    preferred = [n for n in jsonl if "train" in Path(n).name] or jsonl
+    if not preferred:
+        raise FileNotFoundError(f"trainer dataset: {manifest_path} lists no .jsonl file")
+    return dataset_dir / preferred[0]
+
+
+# --------------------------------------------------------------------------------------------- the request
+
+
+def hyperparameters(tcfg: OpenAITrainerConfig) -> dict[str, Any]:
+    hp = {k: v for k, v in (("n_epochs", tcfg.epochs), ("batch_size", tcfg.batch_size),
+                            ("learning_rate_multiplier", tcfg.learning_rate_multiplier)) if v is not None}
+    hp.update(tcfg.extra_hyperparameters)
+    return hp
+
+
+def job_request(tcfg: OpenAITrainerConfig, training_file: str) -> dict[str, Any]:
+    """Keyword arguments of `client.fine_tuning.jobs.create` (hyperparameters where the chosen API style wants them)."""
+    if tcfg.hyperparameters_style not in ("method", "legacy"):
+        raise ValueError(f"trainer.hyperparameters_style must be `method` or `legacy`, not {tcfg.hyperparameters_style!r}")
+    hp = hyperparameters(tcfg)
+    request: dict[str, Any] = {"model": tcfg.base_model, "training_file": training_file, "seed": tcfg.seed}
+    if tcfg.suffix:
+        request["suffix"] = tcfg.suffix
+    if tcfg.hyperparameters_style == "method":
+        request["method"] = {"type": "supervised", "supervised": {"hyperparameters": hp} if hp else {}}
+    elif hp:
+        request["hyperparameters"] = hp
+    if tcfg.extra_body:
+        request["extra_body"] = dict(tcfg.extra_body)
+    return request
+
+
+def request_fingerprint(tcfg: OpenAITrainerConfig, dataset_sha256: str) -> str:
+    """What makes two runs 'the same job': a rerun with the same fingerprint resumes instead of creating."""
+    body = {"dataset": dataset_sha256, "base_url": tcfg.base_url, "request": job_request(tcfg, "<file>")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- state file
+
+
+def read_state(output_dir: Path) -> dict[str, Any]:
+    path = Path(output_dir) / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError:  # only a hand-edited file can be broken: writes are atomic
+        raise ValueError(f"{path} is not valid JSON; delete it to start a new job") from None
+
+
+def write_state(output_dir: Path, state: dict[str, Any]) -> None:
+    write_json_atomic(Path(output_dir) / STATE_FILE, state)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------- entry points
+
+
+def run_openai_job(
+    tcfg: OpenAITrainerConfig,
+    dataset_file: Optional[Path],
+    output_dir: Path,
+    *,
+    log: Callable[[str], None] = print,
+) -> JobResult:
+    """Fine-tune `tcfg.base_model` on `dataset_file` and wait for the result (or resume / cancel, per config).
+
+    `tcfg.job_id` set: poll that job (no upload). `tcfg.cancel`: cancel the job and return. Otherwise resume the job
+    recorded in `<output_dir>/openai_job.json` when it was made from the same request, else upload and create.
+    Raises ValueError/FileNotFoundError for bad input before any request, FineTuneJobError when the service refuses
+    or the job fails, TimeoutError after `timeout_s` of polling (the job keeps running; a rerun resumes it).
+    """
+    key = api_key(tcfg)
+    output_dir = Path(output_dir)
+    if tcfg.cancel:
+        return cancel_openai_job(tcfg, output_dir, log=log)
+    if tcfg.job_id is None and dataset_file is None:
+        raise ValueError("trainer=openai: no dataset file given and no trainer.job_id to resume")
+    dataset_sha = None
+    if tcfg.job_id is None:
+        examples = validate_chat_jsonl(Path(dataset_file))
+        dataset_sha = file_sha256(Path(dataset_file))
+        log(f"dataset {dataset_file}: {examples} examples, sha256 {dataset_sha[:12]}")
+    job_request(tcfg, "<file>")  # bad style -> ValueError before any request
+
+    client = make_client(tcfg, key)
+    started = time.monotonic()
+    with _scrubbed(key):
+        if tcfg.job_id is not None:
+            job_id, resumed = tcfg.job_id, True
+            state = read_state(output_dir)
+            if state.get("job_id") != job_id:
+                write_state(output_dir, {"job_id": job_id, "base_url": tcfg.base_url, "status": None})
+        else:
+            job_id, resumed = _resume_or_create(client, tcfg, Path(dataset_file), dataset_sha, output_dir, log)
+        if not tcfg.wait:
+            job = client.fine_tuning.jobs.retrieve(job_id)
+            log(f"job {job_id}: {job.status} (trainer.wait=false: not polling; rerun to resume)")
+            return _result(job, tcfg, resumed, started)
+        try:
+            job, metrics = _poll(client, job_id, tcfg, log)
+        except KeyboardInterrupt:
+            log(f"interrupted: job {job_id} keeps running on the service; rerun the same command to resume polling, "
+                f"or cancel it with trainer.job_id={job_id} trainer.cancel=true")
+            raise
+    _record_status(output_dir, job_id, job.status)
+    result = _result(job, tcfg, resumed, started, metrics)
+    if job.status != "succeeded":
+        raise FineTuneJobError(_scrub(f"fine-tuning job {job_id} {job.status}: {result.error or 'no error message'}", key))
+    log(f"job {job_id} succeeded: fine-tuned model {result.fine_tuned_model}"
+        + (f" ({result.trained_tokens} trained tokens)" if result.trained_tokens else ""))
+    return result
+
+
+def cancel_openai_job(tcfg: OpenAITrainerConfig, output_dir: Optional[Path] = None, *,
+                      log: Callable[[str], None] = print) -> JobResult:
+    """Cancel `tcfg.job_id` (or the job in the state file); a job already ended is reported, not an error."""
+    key = api_key(tcfg)
+    job_id = tcfg.job_id or (read_state(output_dir).get("job_id") if output_dir else None)
+    if not job_id:
+        raise ValueError("trainer.cancel=true needs trainer.job_id=<ftjob-...> (no job recorded in the output folder)")
+    client = make_client(tcfg, key)
+    started = time.monotonic()
+    with _scrubbed(key):
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in TERMINAL:
+            log(f"job {job_id} already {job.status}; nothing to cancel")
+        else:
+            job = client.fine_tuning.jobs.cancel(job_id)
+            log(f"job {job_id}: cancel requested, status {job.status}")
+    if output_dir is not None and read_state(output_dir).get("job_id") == job_id:
+        _record_status(output_dir, job_id, job.status)
+    return _result(job, tcfg, True, started)
+
+
+# ------------------------------------------------------------------------------------------------ internals
+
+
+def _resume_or_create(client: Any, tcfg: OpenAITrainerConfig, dataset_file: Path, dataset_sha: str,
+                      output_dir: Path, log: Callable[[str], None]) -> tuple[str, bool]:
+    fingerprint = request_fingerprint(tcfg, dataset_sha)
+    state = read_state(output_dir)
+    if state.get("fingerprint") == fingerprint and state.get("job_id"):
+        if state.get("status") not in ("failed", "cancelled"):
+            log(f"resuming job {state['job_id']} recorded in {output_dir / STATE_FILE}")
+            return state["job_id"], True
+        log(f"previous job {state['job_id']} ended {state['status']}; creating a new one")
+    elif state.get("job_id") and state.get("status") not in TERMINAL:
+        log(f"note: {output_dir / STATE_FILE} names job {state['job_id']} made from a different dataset or config; "
+            f"it is left as is (cancel with trainer.job_id={state['job_id']} trainer.cancel=true)")
+
+    file_id = state.get("training_file") if state.get("dataset_sha256") == dataset_sha else None
+    if file_id and not _file_exists(client, file_id):
+        file_id = None
+    if file_id:
+        log(f"reusing uploaded file {file_id}")
+    else:
+        with dataset_file.open("rb") as fh:
+            file_id = client.files.create(file=(dataset_file.name, fh, "application/jsonl"), purpose="fine-tune").id
+        log(f"uploaded {dataset_file.name} as {file_id}")
+        write_state(output_dir, {"training_file": file_id, "dataset_sha256": dataset_sha, "base_url": tcfg.base_url})
+
+    job = client.fine_tuning.jobs.create(**job_request(tcfg, file_id))
+    # the job costs money from here on: record it before anything else can fail
+    write_state(output_dir, {"job_id": job.id, "status": job.status, "fingerprint": fingerprint,
+                             "training_file": file_id, "dataset_sha256": dataset_sha, "base_url": tcfg.base_url,
+                             "base_model": tcfg.base_model, "created_at": job.created_at})
+    log(f"created job {job.id} ({tcfg.base_model}, hyperparameters {hyperparameters(tcfg) or 'service defaults'})")
+    return job.id, False
+
+
+def _file_exists(client: Any, file_id: str) -> bool:
+    from openai import NotFoundError
+
+    try:
+        client.files.retrieve(file_id)
+        return True
+    except NotFoundError:
+        return False
+
+
+def _poll(client: Any, job_id: str, tcfg: OpenAITrainerConfig, log: Callable[[str], None]) -> tuple[Any, list]:
+    """Poll until the job ends; print status changes and new events.
+
+    The interval grows by `poll_backoff` after each poll up to `poll_max_interval_s`, and starts over at a status
+    change (metrics events arrive at every step of a running job, so they do not count as news).
+    """
+    deadline = time.monotonic() + tcfg.timeout_s
+    interval = tcfg.poll_interval_s
+    seen: set[str] = set()
+    metrics: list[dict[str, Any]] = []
+    status = None
+    bar = None
+    try:
+        while True:
+            job = client.fine_tuning.jobs.retrieve(job_id)
+            changed = job.status != status
+            if changed:
+                log(f"job {job_id}: {status or 'status'} -> {job.status}" if status else f"job {job_id}: {job.status}")
+                status = job.status
+            for event in reversed(list(_new_events(client, job_id, seen))):
+                data = dict(event.data or {}) if isinstance(event.data, dict) else {}
+                if event.type == "metrics" and data:
+                    metrics.append(data)
+                    bar = _progress(bar, data)
+                else:
+                    _write(bar, log, f"  [{event.level}] {event.message}")
+            if status in TERMINAL:
+                return job, metrics
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {status} after {tcfg.timeout_s:.0f} s; it keeps running — "
+                                   f"rerun to resume polling")
+            interval = tcfg.poll_interval_s if changed else min(interval * tcfg.poll_backoff, tcfg.poll_max_interval_s)
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _new_events(client: Any, job_id: str, seen: set[str]) -> Iterator[Any]:
+    """Events not yet seen, newest first (the API's order; auto-pagination walks back through older pages)."""
+    for n, event in enumerate(client.fine_tuning.jobs.list_events(job_id, limit=100)):
+        if event.id in seen or n >= MAX_EVENTS_PER_POLL:
+            return
+        seen.add(event.id)
+        yield event
+
+
+def _progress(bar: Any, data: dict[str, Any]) -> Any:
+    from tqdm import tqdm
+
+    total, step = data.get("total_steps"), data.get("step")
+    if bar is None:
+        bar = tqdm(total=total, desc="fine-tuning steps", unit="step", file=sys.stderr)
+    if isinstance(step, int):
+        bar.update(max(0, step - bar.n))
+    loss = data.get("train_loss")
+    if isinstance(loss, (int, float)):
+        bar.set_postfix(train_loss=f"{loss:.4f}")
+    return bar
+
+
+def _write(bar: Any, log: Callable[[str], None], line: str) -> None:
+    if bar is not None:
+        bar.clear()
+    log(line)
+    if bar is not None:
+        bar.refresh()
+
+
+def _record_status(output_dir: Path, job_id: str, status: str) -> None:
+    state = read_state(output_dir)
+    if state.get("job_id") == job_id:
+        write_state(output_dir, {**state, "status": status})
+
+
+def _result(job: Any, tcfg: OpenAITrainerConfig, resumed: bool, started: float,
+            metrics: Optional[list] = None) -> JobResult:
+    error = None
+    if getattr(job, "error", None) is not None:
+        err = job.error
+        error = getattr(err, "message", None) or str(err)
+        code = getattr(err, "code", None)
+        error = f"{error} ({code})" if code else error
+    hp = job.hyperparameters.model_dump(exclude_none=True) if getattr(job, "hyperparameters", None) else {}
+    return JobResult(job_id=job.id, status=job.status, fine_tuned_model=job.fine_tuned_model, base_model=job.model,
+                     base_url=tcfg.base_url, training_file=job.training_file, trained_tokens=job.trained_tokens,
+                     error=error, hyperparameters=hp, metrics=list(metrics or []), resumed=resumed,
+                     wall_s=time.monotonic() - started)
+
+
+def _scrub(text: str, key: str) -> str:
+    return text.replace(key, "***") if key else text
+
+
+class _scrubbed:
+    """Turn the client's API errors into FineTuneJobError with the service's message and no trace of the key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        import openai
+
+        if exc is None or not isinstance(exc, openai.OpenAIError):
+            return False
+        status = getattr(exc, "status_code", None)
+        body = getattr(exc, "body", None)
+        message = body.get("message") if isinstance(body, dict) and body.get("message") else str(exc)
+        where = f" (HTTP {status})" if status else ""
+        # `from None`: the chained original could carry the key (e.g. an echoed Authorization in a proxy's message)
+        raise FineTuneJobError(_scrub(f"fine-tuning service error{where}: {message}", self.key)) from None

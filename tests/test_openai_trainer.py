@@ -1,0 +1,283 @@
+"""trainer=openai against a real HTTP server on 127.0.0.1 (tests/fake_ft_server.py) speaking the job API."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from crafter_exp.config import OpenAITrainerConfig
+from crafter_exp.training.openai_jobs import (
+    STATE_FILE,
+    FineTuneJobError,
+    cancel_openai_job,
+    find_training_file,
+    read_state,
+    run_openai_job,
+    validate_chat_jsonl,
+)
+from fake_ft_server import FakeFineTuningServer, Scenario
+
+CANARY = "sk-canary-7c1d0e5f9a8b4c3d2e1f0a9b8c7d6e5f"
+KEY_ENV = "CRAFTER_EXP_TEST_FT_KEY"
+
+
+def _example(i: int) -> dict:
+    return {"messages": [{"role": "system", "content": "You play Crafter."},
+                         {"role": "user", "content": f"Observation {i}: tree to your north."},
+                         {"role": "assistant", "content": "<action>move_up</action>"}]}
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    path = tmp_path / "data" / "train.jsonl"
+    path.parent.mkdir()
+    path.write_text("".join(json.dumps(_example(i)) + "\n" for i in range(12)))
+    return path
+
+
+@pytest.fixture
+def key(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(KEY_ENV, CANARY)
+    return CANARY
+
+
+def serve(request: pytest.FixtureRequest, **scenario) -> FakeFineTuningServer:
+    server = FakeFineTuningServer(Scenario(**scenario)).start()
+    request.addfinalizer(server.stop)
+    return server
+
+
+def tcfg(server: FakeFineTuningServer, **kw) -> OpenAITrainerConfig:
+    base = dict(base_url=server.base_url, api_key_env=KEY_ENV, base_model="gpt-4o-mini-2024-07-18",
+                poll_interval_s=0.01, poll_max_interval_s=0.05, max_retries=3, request_timeout_s=10.0)
+    return OpenAITrainerConfig(**{**base, **kw})
+
+
+def assert_no_canary(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), f"API key written to {path}"
+
+
+# ------------------------------------------------------------------------------------------------- paths
+
+
+def test_success_returns_ft_model_and_sends_file_and_hyperparameters(request, tmp_path, dataset, key, capsys):
+    server = serve(request, running_polls=1)
+    cfg = tcfg(server, epochs=3, batch_size=4, learning_rate_multiplier=0.5, suffix="crafter")
+    out = tmp_path / "ckpt"
+
+    result = run_openai_job(cfg, dataset, out)
+
+    assert result.status == "succeeded"
+    assert result.fine_tuned_model == "ft:gpt-4o-mini-2024-07-18:org-fake:crafter:0001"
+    assert result.trained_tokens == 12345 and not result.resumed
+    (file_id, f), = server.files.items()
+    assert f["content"] == dataset.read_bytes() and f["purpose"] == "fine-tune" and f["filename"] == "train.jsonl"
+    sent = server.jobs[result.job_id]["request"]
+    assert sent["training_file"] == file_id and sent["model"] == "gpt-4o-mini-2024-07-18"
+    assert sent["suffix"] == "crafter" and "hyperparameters" not in sent
+    assert sent["method"] == {"type": "supervised", "supervised": {"hyperparameters": {
+        "n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 0.5}}}
+    assert all(r.headers["authorization"] == f"Bearer {CANARY}" for r in server.requests)
+    assert result.metrics and result.metrics[-1]["step"] == 1
+    printed = capsys.readouterr().out
+    assert "running -> succeeded" in printed and "New fine-tuned model created" in printed
+    assert read_state(out)["status"] == "succeeded"
+    assert_no_canary(tmp_path)
+
+
+def test_legacy_hyperparameters_and_vendor_fields(request, tmp_path, dataset, key):
+    server = serve(request)
+    cfg = tcfg(server, epochs=1, batch_size=4, hyperparameters_style="legacy",
+               extra_hyperparameters={"training_type": "sft"}, extra_body={"upload_to_wasabi": True})
+    result = run_openai_job(cfg, dataset, tmp_path / "ckpt")
+    sent = server.jobs[result.job_id]["request"]
+    assert sent["hyperparameters"] == {"n_epochs": 1, "batch_size": 4, "training_type": "sft"}
+    assert sent["upload_to_wasabi"] is True and "method" not in sent
+
+
+def test_failed_job_raises_with_service_message(request, tmp_path, dataset, key):
+    server = serve(request, outcome="failure", failure_message="Training file has 3 examples; need 10.")
+    with pytest.raises(FineTuneJobError, match=r"ftjob-0001 failed: Training file has 3 examples; need 10\."):
+        run_openai_job(tcfg(server), dataset, tmp_path / "ckpt")
+    assert read_state(tmp_path / "ckpt")["status"] == "failed"
+    # a rerun after a failure makes a new job (not an endless replay of the failed one)
+    server.scenario.outcome = "success"
+    assert run_openai_job(tcfg(server), dataset, tmp_path / "ckpt").job_id == "ftjob-0002"
+
+
+def test_slow_job_polls_several_times_with_backoff(request, tmp_path, dataset, key, capsys, monkeypatch):
+    import crafter_exp.training.openai_jobs as jobs
+
+    server = serve(request, running_polls=6, total_steps=6)
+    sleeps: list[float] = []
+    monkeypatch.setattr(jobs.time, "sleep", sleeps.append)
+    result = run_openai_job(tcfg(server, poll_backoff=2.0), dataset, tmp_path / "ckpt")
+    # 0.01 s after each status change (queued, running), doubles while running, capped at poll_max_interval_s
+    assert sleeps == pytest.approx([0.01, 0.01, 0.02, 0.04, 0.05, 0.05, 0.05])
+    assert result.status == "succeeded"
+    assert server.count("GET", r"/v1/fine_tuning/jobs/ftjob-0001") >= 8  # validating, queued, 6 x running, done
+    assert [m["step"] for m in result.metrics] == [1, 2, 3, 4, 5, 6]
+    out = capsys.readouterr().out
+    assert out.count("-> running") == 1  # a status change is printed once, not at every poll
+
+
+def test_429s_are_retried_honouring_retry_after(request, tmp_path, dataset, key):
+    server = serve(request, rate_limit_first=3, retry_after_s=0.3)
+    start = time.monotonic()
+    result = run_openai_job(tcfg(server, max_retries=4), dataset, tmp_path / "ckpt")
+    assert result.status == "succeeded"
+    assert sum(r.status == 429 for r in server.requests) == 3
+    assert time.monotonic() - start >= 0.85  # three waits of Retry-After 0.3 s (the client's own backoff is shorter)
+    assert len(server.jobs) == 1 and len(server.files) == 1
+
+
+def test_too_many_429s_is_a_clear_error(request, tmp_path, dataset, key):
+    server = serve(request, rate_limit_first=100, retry_after_s=0.01)
+    with pytest.raises(FineTuneJobError, match=r"HTTP 429.*Rate limit reached"):
+        run_openai_job(tcfg(server, max_retries=1), dataset, tmp_path / "ckpt")
+
+
+def test_resume_from_job_id_creates_nothing(request, tmp_path, dataset, key):
+    server = serve(request, running_polls=2)
+    first = run_openai_job(tcfg(server, wait=False), dataset, tmp_path / "a")
+    assert first.status not in ("succeeded", "failed")
+    uploads, creates = server.count("POST", "/v1/files"), server.count("POST", "/v1/fine_tuning/jobs")
+
+    result = run_openai_job(tcfg(server, job_id=first.job_id), None, tmp_path / "b")
+
+    assert result.resumed and result.status == "succeeded" and result.job_id == first.job_id
+    assert server.count("POST", "/v1/files") == uploads and server.count("POST", "/v1/fine_tuning/jobs") == creates
+
+
+def test_interrupt_then_rerun_resumes_from_state_file(request, tmp_path, dataset, key, monkeypatch):
+    server = serve(request, running_polls=3)
+    out = tmp_path / "ckpt"
+    import crafter_exp.training.openai_jobs as jobs
+
+    real_sleep = time.sleep
+    polls = {"n": 0}
+
+    def interrupting_sleep(s: float) -> None:  # Ctrl-C while polling, after the job exists
+        polls["n"] += 1
+        if polls["n"] == 2:
+            raise KeyboardInterrupt
+        real_sleep(s)
+
+    monkeypatch.setattr(jobs.time, "sleep", interrupting_sleep)
+    with pytest.raises(KeyboardInterrupt):
+        run_openai_job(tcfg(server), dataset, out)
+    monkeypatch.setattr(jobs.time, "sleep", real_sleep)
+    state = read_state(out)
+    assert state["job_id"] == "ftjob-0001" and server.jobs["ftjob-0001"]["status"] != "succeeded"
+    assert not list(out.glob(".*.tmp"))
+
+    result = run_openai_job(tcfg(server), dataset, out)
+
+    assert result.resumed and result.job_id == "ftjob-0001" and result.status == "succeeded"
+    assert len(server.jobs) == 1 and len(server.files) == 1
+    # a changed request is a different job: not resumed, and the old one is named in the output
+    changed = run_openai_job(tcfg(server, epochs=2), dataset, out)
+    assert changed.job_id == "ftjob-0002" and not changed.resumed
+    assert_no_canary(tmp_path)
+
+
+def test_interrupt_between_upload_and_create_reuses_the_file(request, tmp_path, dataset, key, monkeypatch):
+    server = serve(request)
+    out = tmp_path / "ckpt"
+    from openai.resources.fine_tuning.jobs.jobs import Jobs
+
+    real_create = Jobs.create
+    monkeypatch.setattr(Jobs, "create", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        run_openai_job(tcfg(server), dataset, out)
+    monkeypatch.setattr(Jobs, "create", real_create)
+    assert len(server.files) == 1 and not server.jobs
+
+    result = run_openai_job(tcfg(server), dataset, out)
+    assert result.status == "succeeded" and len(server.files) == 1 and result.training_file == "file-0001"
+
+
+def test_cancel(request, tmp_path, dataset, key, capsys):
+    server = serve(request, running_polls=50)
+    out = tmp_path / "ckpt"
+    created = run_openai_job(tcfg(server, wait=False), dataset, out)
+
+    result = run_openai_job(tcfg(server, job_id=created.job_id, cancel=True), None, out)
+
+    assert result.status == "cancelled" and server.jobs[created.job_id]["status"] == "cancelled"
+    assert server.count("POST", rf"/v1/fine_tuning/jobs/{created.job_id}/cancel") == 1
+    assert read_state(out)["status"] == "cancelled"
+    # cancelling again reports, does not fail; cancel without a job id uses the state file
+    again = cancel_openai_job(tcfg(server, cancel=True), out)
+    assert again.status == "cancelled" and "already cancelled" in capsys.readouterr().out
+    assert server.count("POST", r"/v1/fine_tuning/jobs/.*/cancel") == 1
+
+
+def test_cancel_while_polling_from_another_process_is_reported(request, tmp_path, dataset, key):
+    server = serve(request, running_polls=1000)
+    cfg = tcfg(server)
+
+    def cancel_soon() -> None:
+        while not server.jobs:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        cancel_openai_job(tcfg(server, job_id="ftjob-0001", cancel=True), None, log=lambda _: None)
+
+    threading.Thread(target=cancel_soon, daemon=True).start()
+    with pytest.raises(FineTuneJobError, match="ftjob-0001 cancelled"):
+        run_openai_job(cfg, dataset, tmp_path / "ckpt")
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_missing_key_is_one_clear_line(request, tmp_path, dataset, monkeypatch):
+    server = serve(request)
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(ValueError, match=f"environment variable {KEY_ENV} is not set") as info:
+        run_openai_job(tcfg(server), dataset, tmp_path / "ckpt")
+    assert "\n" not in str(info.value) and not server.requests
+
+
+def test_broken_dataset_line_is_named_before_any_request(request, tmp_path, dataset, key):
+    server = serve(request)
+    lines = dataset.read_text().splitlines()
+    lines[4] = '{"messages": [{"role": "user", "content": "hi"}]}'  # no assistant turn
+    lines[7] = "{not json"
+    dataset.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"train\.jsonl:5: no assistant message"):
+        run_openai_job(tcfg(server), dataset, tmp_path / "ckpt")
+    dataset.write_text("")
+    with pytest.raises(ValueError, match="empty dataset"):
+        validate_chat_jsonl(dataset)
+    assert not server.requests
+
+
+def test_service_error_message_is_scrubbed_of_the_key(request, tmp_path, dataset, key, monkeypatch):
+    server = serve(request)
+    monkeypatch.setattr(server, "_create_job", lambda body: (400, {"error": {
+        "message": f"Incorrect API key provided: {CANARY}", "type": "invalid_request_error", "code": "bad"}}))
+    with pytest.raises(FineTuneJobError) as info:
+        run_openai_job(tcfg(server), dataset, tmp_path / "ckpt")
+    assert CANARY not in str(info.value) and "Incorrect API key provided: ***" in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert_no_canary(tmp_path)
+
+
+def test_find_training_file_from_manifest(tmp_path):
+    d = tmp_path / "ds"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"format": "openai_chat", "files": ["train.jsonl", "val.jsonl"]}))
+    assert find_training_file(d) == d / "train.jsonl"
+    (d / "manifest.json").write_text(json.dumps({"format": "parquet", "files": ["train.parquet"]}))
+    with pytest.raises(ValueError, match="filter.format=openai_chat"):
+        find_training_file(d)
+    with pytest.raises(FileNotFoundError, match="run stage=filter first"):
+        find_training_file(tmp_path / "missing")
