@@ -284,7 +284,12 @@ class LocalTrainerConfig(TrainerConfig):
     weight_decay: float = 0.0
     """AdamW weight decay."""
     lr_scheduler: str = "cosine"
-    """Learning-rate schedule (transformers names)."""
+    """Learning-rate schedule: cosine, linear, constant, constant_with_warmup (run on max(step, time) progress,
+    so they complete within max_time_s), or any other transformers scheduler name (step-based)."""
+    min_lr_ratio: float = 0.0
+    """Final learning rate as a fraction of the peak (cosine / linear)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
     max_length: int = 2048
     """Max tokens per example; longer ones are truncated and counted."""
     packing: bool = False
@@ -309,6 +314,8 @@ class LocalTrainerConfig(TrainerConfig):
     """Held-out fraction of the dataset for eval loss (0 = none)."""
     eval_steps: int = 100
     """Eval every N steps."""
+    eval_max_examples: Optional[int] = 512
+    """Cap on held-out eval examples (eval passes stay short); None = no cap."""
     save_best: bool = True
     """Keep the checkpoint with the lowest eval loss."""
     logging_steps: int = 10
