@@ -322,6 +322,10 @@ class LocalTrainerConfig(TrainerConfig):
     """Log loss every N steps."""
     merge_adapter: bool = False
     """Also save LoRA weights merged into the base model."""
+    retrain: bool = False
+    """Train even when the output folder already holds a complete checkpoint of this config and dataset."""
+    progress: bool = True
+    """Show a progress bar while tokenizing and training."""
 
 
 @dataclass
