@@ -1,0 +1,512 @@
+"""Compare stage: N trace runs side by side — metrics with 95 % intervals, significance against the baseline,
+a table (terminal, CSV, Markdown), seaborn figures, all logged to an MLflow run.
+
+The first run is the baseline. Runs that played the same seeds are compared paired by seed; runs with different
+seed sets are refused unless `compare.force` (then those pairs are compared unpaired). Outputs go to
+`<paths.reports>/<name>/compare/`; `manifest.json` is written last and marks the report complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import math
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from crafter_exp import metrics as M
+from crafter_exp import tracking
+from crafter_exp.store.traces import TraceStore
+
+FAMILY_TITLES = {
+    "achievement/": "Per-achievement success rate (% of episodes)",
+    "success/": "Success rate per task type (%)",
+    "action/": "Action distribution (% of actions)",
+}
+
+
+@dataclass
+class CompareResult:
+    table: pd.DataFrame
+    """Long table, one row per (experiment, metric): value, ci_low, ci_high, n, and the test against the baseline
+    (baseline, diff, p, p_adj, significant, test)."""
+    tests: pd.DataFrame
+    """Every significance test made: baseline, experiment, metric, baseline_value, value, diff, p, p_adj,
+    significant, test."""
+    labels: list[str]
+    """Experiment labels, baseline first."""
+    runs: list[str]
+    """Trace run ids, in label order."""
+    report_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    """Written files by role: metrics_csv, tests_csv, markdown, manifest, figure:<name>."""
+    mlflow_run_id: Optional[str] = None
+    seeds: dict[str, list[int]] = field(default_factory=dict)
+    """Seeds played, per label."""
+
+    @property
+    def significant(self) -> pd.DataFrame:
+        """The tests whose adjusted p-value is below alpha."""
+        return self.tests[self.tests["significant"]] if len(self.tests) else self.tests
+
+    @property
+    def metrics_by_label(self) -> dict[str, dict[str, float]]:
+        """{label: {metric: value}} (what a sweep job writes to result.json)."""
+        return {
+            label: {r.metric: float(r.value) for r in self.table[self.table["experiment"] == label].itertuples()}
+            for label in self.labels
+        }
+
+    def value(self, label: str, metric: str) -> float:
+        rows = self.table[(self.table["experiment"] == label) & (self.table["metric"] == metric)]
+        return float(rows["value"].iloc[0]) if len(rows) else float("nan")
+
+    def test(self, baseline: str, other: str, metric: str) -> Optional[dict[str, Any]]:
+        """The test of `other` against `baseline` on `metric` (None when it was not made)."""
+        rows = self.tests[(self.tests["baseline"] == baseline) & (self.tests["experiment"] == other)
+                          & (self.tests["metric"] == metric)]
+        return rows.iloc[0].to_dict() if len(rows) else None
+
+
+# ------------------------------------------------------------------------------------------------------ checks
+
+
+def check_compare_config(c: Any) -> None:
+    if c.k < 0:
+        raise ValueError(f"compare.k must be >= 0, got {c.k}")
+    if c.bootstrap < 1 or c.permutations < 1 or c.custom_resamples < 1:
+        raise ValueError("compare.bootstrap, compare.permutations and compare.custom_resamples must be >= 1")
+    if not 0 < c.alpha < 1:
+        raise ValueError(f"compare.alpha must be in (0, 1), got {c.alpha}")
+    if c.correction not in ("bh", "holm", "none"):
+        raise ValueError(f"unknown compare.correction {c.correction!r} (bh, holm, none)")
+
+
+def _mlflow_names_to_ids(tracking_cfg: Any, names: list[str]) -> dict[str, list[str]]:
+    """MLflow run name -> MLflow run ids (newest first) in the project's experiment; {} when unavailable."""
+    if not names or not tracking_cfg.enabled:
+        return {}
+    uri = str(tracking_cfg.uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return {}  # no store yet: don't create one just to look a name up
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(tracking_cfg.experiment)
+    if exp is None:
+        return {}
+    out: dict[str, list[str]] = {}
+    for name in names:
+        quoted = name.replace("'", "\\'")
+        found = client.search_runs([exp.experiment_id], filter_string=f"attributes.run_name = '{quoted}'",
+                                   order_by=["attributes.start_time DESC"], max_results=50)
+        out[name] = [r.info.run_id for r in found]
+    return out
+
+
+def resolve_runs(cfg: Any, store: TraceStore, names: Sequence[str]) -> list[str]:
+    """Trace run ids for names that are trace run ids, MLflow run ids or MLflow run names."""
+    runs = store.runs()
+    known = set(runs["run_id"])
+    by_mlflow = {m: r for r, m in zip(runs["run_id"], runs["mlflow_run_id"]) if isinstance(m, str) and m}
+    resolved: dict[str, str] = {n: n if n in known else by_mlflow.get(n) for n in names}
+    unresolved = [n for n, r in resolved.items() if r is None]
+    for name, mlflow_ids in _mlflow_names_to_ids(cfg.tracking, unresolved).items():
+        resolved[name] = next((by_mlflow[i] for i in mlflow_ids if i in by_mlflow), None)
+    missing = [n for n, r in resolved.items() if r is None]
+    if missing:
+        hint = ", ".join(list(runs["run_id"])[-5:]) or "none"
+        raise ValueError(f"unknown run(s): {', '.join(missing)} (not a trace run id or MLflow run; latest trace runs: "
+                         f"{hint})")
+    ids = [resolved[n] for n in names]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"run(s) listed more than once: {', '.join(dupes)}")
+    return ids
+
+
+def default_labels(store: TraceStore, run_ids: list[str]) -> list[str]:
+    """The runs' model labels when they are distinct, else the run ids without their common prefix."""
+    runs = store.runs().set_index("run_id")
+    models = [str(runs.loc[r, "model"]) if r in runs.index and isinstance(runs.loc[r, "model"], str) else ""
+              for r in run_ids]
+    if all(models) and len(set(models)) == len(models):
+        return models
+    if len(run_ids) < 2:
+        return list(run_ids)
+    prefix = 0
+    common = min(len(r) for r in run_ids)
+    for i in range(common):
+        if len({r[i] for r in run_ids}) > 1:
+            break
+        if run_ids[0][i] == "-":
+            prefix = i + 1
+    labels = [r[prefix:] or r for r in run_ids]
+    return labels if len(set(labels)) == len(labels) else list(run_ids)
+
+
+def _seed_summary(seeds: list[int]) -> str:
+    if not seeds:
+        return "none"
+    contiguous = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    return f"{len(seeds)} seeds {seeds[0]}..{seeds[-1]}" + ("" if contiguous else " (gaps)")
+
+
+def _select(selection: Sequence[str], known: Sequence[str]) -> Optional[list[str]]:
+    """Metric names matching the selection (exact names or globs like `achievement/*`); None = all."""
+    if not selection:
+        return None
+    chosen: list[str] = []
+    for pattern in selection:
+        hits = [m for m in known if fnmatch.fnmatchcase(m, pattern)]
+        if not hits and pattern in M.METRICS:
+            continue  # a known metric that does not apply to these runs (e.g. success_rate on Crafter)
+        if not hits:
+            raise ValueError(f"unknown metric {pattern!r} (known: {', '.join(known)}; globs like achievement/* work)")
+        chosen.extend(h for h in hits if h not in chosen)
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------------- formatting
+
+
+def fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    v = float(value)
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    if abs(v) >= 1 or v == 0:
+        return f"{v:.2f}"
+    if abs(v) >= 0.01:
+        return f"{v:.3f}"
+    return f"{v:.3g}"
+
+
+def fmt_p(p: float) -> str:
+    if not math.isfinite(p):
+        return "-"
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def wide_rows(table: pd.DataFrame, labels: list[str], metrics: list[str], intervals: bool = True) -> list[list[str]]:
+    """One row per metric, one cell per experiment: `value [low, high]` and `*` when significant vs baseline."""
+    index = table.set_index(["metric", "experiment"])
+    rows = []
+    for metric in metrics:
+        row = [metric]
+        for label in labels:
+            if (metric, label) not in index.index:
+                row.append("-")
+                continue
+            r = index.loc[(metric, label)]
+            cell = fmt(r["value"])
+            if intervals:
+                cell += f" [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+            if bool(r.get("significant", False)):
+                cell += " *"
+            row.append(cell)
+        rows.append(row)
+    return rows
+
+
+def terminal_table(table: pd.DataFrame, labels: list[str], metrics: list[str]) -> str:
+    rows = wide_rows(table, labels, metrics)
+    header = ["metric", *labels]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def significance_lines(tests: pd.DataFrame) -> list[str]:
+    lines = []
+    for r in tests[tests["significant"]].itertuples():
+        sign = "+" if r.diff > 0 else ""
+        lines.append(f"{r.experiment} vs {r.baseline}: {r.metric} {sign}{fmt(r.diff)} "
+                     f"({fmt(r.baseline_value)} -> {fmt(r.value)}), p = {fmt_p(r.p)} (adjusted {fmt_p(r.p_adj)})")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------- writing
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def _write_csv(path: Path, df: pd.DataFrame) -> Path:
+    return _write_text(path, df.to_csv(index=False))
+
+
+def _mlflow_episodes(df: pd.DataFrame) -> pd.DataFrame:
+    """Episodes with list/JSON/time columns as text, so MLflow can infer a schema and digest them."""
+    out = df.copy()
+    out["achievements"] = [",".join(M._as_list(v)) for v in out["achievements"]]
+    for column in ("action_counts", "created_at", "success"):
+        if column in out.columns:
+            out[column] = out[column].astype(str)
+    return out
+
+
+def _config_tree(cfg: Any) -> dict[str, Any]:
+    as_dict = lambda x: dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x  # noqa: E731
+    return {"name": cfg.name, "seed": cfg.seed, "compare": as_dict(cfg.compare), "paths": as_dict(cfg.paths)}
+
+
+def _report_markdown(cfg: Any, labels: list[str], run_ids: list[str], episodes: dict[str, pd.DataFrame],
+                     table: pd.DataFrame, tests: pd.DataFrame, scalar: list[str], families: dict[str, list[str]],
+                     figures: dict[str, Path], report_dir: Path) -> str:
+    c = cfg.compare
+    kinds = sorted(set(tests["test"])) if len(tests) else []
+    parts = [f"# Compare: {cfg.name}", ""]
+    parts.append(markdown_table(
+        ["experiment", "trace run", "episodes", "seeds", "model", "policy"],
+        [[label, run, str(len(episodes[label])), _seed_summary(sorted(episodes[label]["seed"].astype(int))),
+          str(episodes[label]["model"].iloc[0]), str(episodes[label]["policy"].iloc[0])]
+         for label, run in zip(labels, run_ids)]))
+    parts += ["", f"Baseline: **{labels[0]}**. Intervals: 95 % percentile bootstrap over episodes ({c.bootstrap} "
+              f"resamples, seed {cfg.seed}). Tests: {'; '.join(kinds) or 'none'}, two-sided, {c.permutations} "
+              f"permutations, on the difference of each metric; p adjusted with "
+              f"{ {'bh': 'Benjamini-Hochberg', 'holm': 'Holm', 'none': 'no correction'}[c.correction]} over all "
+              f"{len(tests)} tests. `*` = differs from the baseline at adjusted p < {c.alpha}. "
+              f"Achievement rate: % of episodes with >= {c.k} achievements.", "",
+              "## Metrics", "", markdown_table(["metric", *labels], wide_rows(table, labels, scalar)), ""]
+    parts += ["## Significant differences", ""]
+    lines = significance_lines(tests)
+    parts += [f"- {line}" for line in lines] if lines else ["None at this level."]
+    parts.append("")
+    for prefix, names in families.items():
+        if names:
+            rows = wide_rows(table, labels, names, intervals=False)
+            for row in rows:
+                row[0] = row[0][len(prefix):]
+            parts += [f"## {FAMILY_TITLES[prefix]}", "", markdown_table([prefix.rstrip("/"), *labels], rows), ""]
+    if figures:
+        parts += ["## Figures", ""]
+        parts += [f"![{name}]({path.relative_to(report_dir).as_posix()})" for name, path in figures.items()]
+        parts.append("")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------------- stage
+
+
+def compare(
+    cfg: Any,
+    runs: Optional[Sequence[str]] = None,
+    labels: Optional[Sequence[str]] = None,
+    pairs: Optional[Sequence[tuple[str, str]]] = None,
+) -> CompareResult:
+    """Compare trace runs (default cfg.compare.runs; the first is the baseline).
+
+    `labels` name the experiments in reports (default: model labels, else shortened run ids). `pairs` adds tests
+    of (baseline_label, other_label) besides each run against the first (compare.pairwise: every pair).
+    """
+    c = cfg.compare
+    check_compare_config(c)
+    names = list(runs if runs is not None else c.runs)
+    if not names:
+        raise ValueError("nothing to compare: give trace run ids, e.g. compare.runs=[run_a,run_b] (the first is the "
+                         "baseline)")
+    store = TraceStore(cfg.paths.db)
+    if not store.path.exists():
+        raise FileNotFoundError(f"trace database not found: {store.path} (set paths.home or paths.db)")
+    run_ids = resolve_runs(cfg, store, names)
+    labels = list(labels) if labels is not None else default_labels(store, run_ids)
+    if len(labels) != len(run_ids) or len(set(labels)) != len(labels):
+        raise ValueError(f"need one distinct label per run: got {labels} for {len(run_ids)} runs")
+
+    all_episodes = store.episodes(run_ids)
+    episodes = {label: all_episodes[all_episodes["run_id"] == run].reset_index(drop=True)
+                for label, run in zip(labels, run_ids)}
+    empty = [run for label, run in zip(labels, run_ids) if episodes[label].empty]
+    if empty:
+        raise ValueError(f"run(s) with no episodes: {', '.join(empty)}")
+    envs = sorted({str(e) for e in all_episodes["env"]})
+    if len(envs) != 1:
+        raise ValueError(f"runs of different environments cannot be compared: {', '.join(envs)}")
+    from crafter_exp.envs import env_achievements
+
+    achievements = env_achievements(envs[0])
+    seeds = {label: sorted(int(s) for s in df["seed"]) for label, df in episodes.items()}
+    if len({tuple(s) for s in seeds.values()}) > 1 and not c.force:
+        detail = "; ".join(f"{label}: {_seed_summary(s)}" for label, s in seeds.items())
+        raise ValueError(f"runs played different seed sets ({detail}); evaluate them on the same seeds, or set "
+                         "compare.force=true to compare them unpaired")
+
+    pair_list: list[tuple[str, str]] = [(labels[0], other) for other in labels[1:]]
+    if c.pairwise:
+        pair_list = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+    for a, b in pairs or []:
+        if a not in labels or b not in labels:
+            raise ValueError(f"pair ({a}, {b}) names an unknown label (labels: {', '.join(labels)})")
+        if (a, b) not in pair_list:
+            pair_list.append((a, b))
+
+    custom = M.load_custom_metrics(c.custom_metrics)
+    custom_names: list[str] = []
+    for target, fn in custom:
+        try:
+            custom_names += list(M._call_custom(target, fn, episodes[labels[0]]))
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"custom metric {target!r} failed on run {run_ids[0]}: {exc}") from None
+    known = list(dict.fromkeys([*M.METRICS, *(n for df in episodes.values()
+                                                for n in M.metric_names(df, achievements, c.k)), *custom_names]))
+    selected = _select(c.metrics, known)
+
+    # --- the numbers
+    tables = []
+    for label, run in zip(labels, run_ids):
+        t = M.bootstrap(episodes[label], achievements, k=c.k, resamples=c.bootstrap, seed=cfg.seed, custom=custom,
+                        custom_resamples=c.custom_resamples)
+        tables.append(t.assign(experiment=label, run_id=run))
+    table = pd.concat(tables, ignore_index=True)
+    test_frames = []
+    for a, b in pair_list:
+        t = M.significance(episodes[a], episodes[b], achievements, k=c.k, permutations=c.permutations,
+                           seed=cfg.seed, custom=custom, custom_resamples=c.custom_resamples)
+        test_frames.append(t.assign(baseline=a, experiment=b))
+    tests = (pd.concat(test_frames, ignore_index=True) if test_frames else
+             pd.DataFrame(columns=["metric", "baseline_value", "value", "diff", "p", "test", "baseline", "experiment"]))
+    if selected is not None:
+        table = table[table["metric"].isin(selected)]
+        tests = tests[tests["metric"].isin(selected)]
+    tests = tests.reset_index(drop=True)
+    tests["p_adj"] = M.adjust_pvalues(tests["p"].to_numpy(dtype=float), c.correction) if len(tests) else []
+    tests["significant"] = (tests["p_adj"] < c.alpha) if len(tests) else []
+    tests = tests[["baseline", "experiment", "metric", "baseline_value", "value", "diff", "p", "p_adj",
+                   "significant", "test"]]
+    vs_first = tests[tests["baseline"] == labels[0]][["experiment", "metric", "diff", "p", "p_adj", "significant",
+                                                       "test"]]
+    table = table.merge(vs_first, on=["experiment", "metric"], how="left").assign(baseline=labels[0])
+    table["significant"] = table["significant"].astype("boolean").fillna(False).astype(bool)
+    order = {m: i for i, m in enumerate(known)}
+    table["_order"] = table["metric"].map(lambda m: order.get(m, len(order)))
+    table["_label"] = table["experiment"].map({l: i for i, l in enumerate(labels)})
+    table = table.sort_values(["_label", "_order"]).drop(columns=["_order", "_label"]).reset_index(drop=True)
+    table = table[["experiment", "run_id", "metric", "value", "ci_low", "ci_high", "n", "baseline", "diff", "p",
+                   "p_adj", "significant", "test"]]
+
+    present = list(dict.fromkeys(m for m in known if (table["metric"] == m).any()))
+    scalar = [m for m in present if not m.startswith(M.FAMILIES)]
+    families = {p: [m for m in present if m.startswith(p)] for p in M.FAMILIES}
+
+    # --- the report
+    report_dir = Path(cfg.paths.reports) / cfg.name / "compare"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = report_dir / "manifest.json"
+    manifest_path.unlink(missing_ok=True)  # the report is incomplete until the new manifest lands
+    figures_dir = report_dir / "figures"
+    if figures_dir.exists():
+        shutil.rmtree(figures_dir)
+    result = CompareResult(table, tests, labels, run_ids, report_dir, seeds=seeds)
+    tags = {"name": cfg.name, "env": envs[0], "runs": ",".join(run_ids)[:5000]}
+    with tracking.stage_run(cfg.tracking, "compare", f"compare-{cfg.name}", _config_tree(cfg), tags) as mlrun:
+        result.mlflow_run_id = mlrun.info.run_id if mlrun else None
+        figures: dict[str, Path] = {}
+        if c.figures:
+            figures = _figures(table, episodes, labels, achievements, scalar, figures_dir)
+        files = {
+            "metrics_csv": _write_csv(report_dir / "metrics.csv", table),
+            "tests_csv": _write_csv(report_dir / "significance.csv", tests),
+            "markdown": _write_text(report_dir / "report.md", _report_markdown(
+                cfg, labels, run_ids, episodes, table, tests, scalar, families, figures, report_dir)),
+            **{f"figure:{name}": path for name, path in figures.items()},
+        }
+        print(f"compare ({envs[0]}, baseline {labels[0]}; {len(seeds[labels[0]])} episodes each; "
+              f"* = significant vs baseline)")
+        print(terminal_table(table, labels, scalar))
+        scalar_tests = tests[~tests["metric"].str.startswith(M.FAMILIES)]
+        lines = significance_lines(scalar_tests)
+        per_item = int(tests["significant"].sum()) - len(lines) if len(tests) else 0
+        if per_item:
+            lines.append(f"+ {per_item} per-achievement / per-action differences (see {report_dir / 'report.md'})")
+        print("significant differences:" + ("".join(f"\n  {line}" for line in lines) if lines else " none"))
+
+        for label, run in zip(labels, run_ids):
+            rows = table[table["experiment"] == label]
+            values: dict[str, float] = {f"{label}/{r.metric}": r.value for r in rows.itertuples()}
+            for r in rows[~rows["metric"].str.startswith(M.FAMILIES)].itertuples():
+                values[f"{label}/{r.metric}_ci_low"] = r.ci_low
+                values[f"{label}/{r.metric}_ci_high"] = r.ci_high
+                if isinstance(r.p, float) and math.isfinite(r.p):
+                    values[f"{label}/{r.metric}_p"] = r.p
+            tracking.log_metrics(values)
+            with warnings.catch_warnings():  # MLflow's schema-inference hints about int columns: noise here
+                warnings.simplefilter("ignore", UserWarning)
+                tracking.log_dataframe_input(_mlflow_episodes(episodes[label]), name=run, source=str(store.path),
+                                             context=f"compare:{label}")
+        for role, path in files.items():
+            tracking.log_file(path, "compare/figures" if role.startswith("figure:") else "compare")
+        manifest = {
+            "kind": "compare",
+            "name": cfg.name,
+            "env": envs[0],
+            "runs": dict(zip(labels, run_ids)),
+            "baseline": labels[0],
+            "seeds": {label: _seed_summary(s) for label, s in seeds.items()},
+            "paired": sorted({t for t in tests["test"]}) if len(tests) else [],
+            "config_hash": tracking.config_hash([_config_tree(cfg)["compare"], run_ids, labels, cfg.seed]),
+            "files": {role: path.relative_to(report_dir).as_posix() for role, path in files.items()},
+            "metrics": result.metrics_by_label,
+            "significant": [f"{r.experiment} vs {r.baseline}: {r.metric}" for r in result.significant.itertuples()],
+            "mlflow_run_id": result.mlflow_run_id,
+        }
+        files["manifest"] = _write_text(manifest_path, json.dumps(manifest, indent=1, default=_json_default))
+        tracking.log_file(files["manifest"], "compare")
+    result.files = files
+    print(f"report: {files['markdown']}")
+    return result
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)
+
+
+def _figures(table: pd.DataFrame, episodes: dict[str, pd.DataFrame], labels: list[str],
+             achievements: Sequence[str], scalar: list[str], out: Path) -> dict[str, Path]:
+    from crafter_exp import figures as F
+
+    made = {
+        "per_achievement": F.per_achievement(table, out / "per_achievement.png", order=list(achievements) or None),
+        "reward_distribution": F.reward_distribution(
+            pd.concat([df.assign(experiment=label) for label, df in episodes.items()], ignore_index=True),
+            out / "reward_distribution.png", labels),
+        "action_distribution": F.action_distribution(table, out / "action_distribution.png"),
+        "task_success": F.task_success(table, out / "task_success.png"),
+        "metric_intervals": F.metric_intervals(
+            table, [m for m in M.HEADLINE if m in scalar] or scalar[:8], out / "metric_intervals.png"),
+    }
+    return {name: path for name, path in made.items() if path is not None}
+
+
+def run(cfg: Any) -> CompareResult:
+    """stage=compare: compare cfg.compare.runs."""
+    return compare(cfg)
+
+
+__all__ = ["CompareResult", "compare", "run", "resolve_runs", "default_labels", "check_compare_config"]
