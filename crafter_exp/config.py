@@ -176,7 +176,7 @@ class FilterConfig:
     """Which traces to keep (compiled to parameterised SQL) and how to export them."""
 
     runs: list[str] = field(default_factory=list)
-    """Trace run ids to read; empty = the latest rollout run of this pipeline."""
+    """Trace run ids (or experiment names = their latest rollout run) to read; empty = latest rollout of `name`."""
     min_achievements: Optional[int] = None
     """Minimum distinct achievements in the episode."""
     max_achievements: Optional[int] = None
@@ -208,9 +208,14 @@ class FilterConfig:
     include_api_errors: bool = False
     """Keep episodes that ended with termination `api_error`."""
     min_quality: Optional[float] = None
-    """Minimum episode quality score (see README)."""
+    """Minimum episode quality score (crafter_exp.filtering.quality: achievements + efficiency - penalties)."""
+    quality_weights: dict[str, float] = field(
+        default_factory=lambda: {"achievements": 1.0, "success": 5.0, "efficiency": 10.0, "invalid": 2.0,
+                                 "repeated": 0.5}
+    )
+    """Weights of the quality score's terms (keys: achievements, success, efficiency, invalid, repeated)."""
     sort_by: str = "quality"
-    """Episode order before `limit`: `quality`, `reward`, `achievements`, `seed`."""
+    """Which episodes `limit` keeps (best first): `quality`, `reward`, `achievements`, `efficiency`, `seed`."""
     limit: Optional[int] = None
     """Keep at most this many episodes."""
     step_mode: str = "all"
@@ -226,7 +231,9 @@ class FilterConfig:
     multi_turn: bool = False
     """One example per episode (multi-turn) instead of one per turn."""
     system_prompt: Optional[str] = None
-    """Replace the system prompt in exported examples (None = the prompt the policy saw)."""
+    """System prompt text for exported examples (None = the prompt the policy saw); see system_prompt_mode."""
+    system_prompt_mode: str = "replace"
+    """With system_prompt: `replace` the policy's system prompt, or `append` the text to it."""
     keep_reasoning: bool = True
     """Keep <think> reasoning in assistant turns."""
     max_examples: Optional[int] = None
@@ -242,7 +249,28 @@ class FilterConfig:
     output: Optional[str] = None
     """Output path; default: <paths.datasets>/<name>."""
     validate_path: Optional[str] = None
-    """stage=validate: the JSONL to check."""
+    """stage=validate: a JSONL file or a dataset folder to check; None = this experiment's dataset."""
+    validate_format: str = "auto"
+    """stage=validate: the format to check against; `auto` = the manifest's, else guessed from the first line."""
+    tokenizer: Optional[str] = None
+    """Local tokenizer for token counts (a tokenizer.json or a HF folder); None = estimate (chars / 4)."""
+    price_model: str = "gpt-4o-mini-2024-07-18"
+    """Model whose training price `validate` uses for the cost estimate."""
+    cost_epochs: int = 3
+    """Epochs assumed by the cost estimate."""
+    training_prices: dict[str, float] = field(
+        default_factory=lambda: {
+            "gpt-4o-mini-2024-07-18": 3.0, "gpt-4o-2024-08-06": 25.0, "gpt-4.1-2025-04-14": 25.0,
+            "gpt-4.1-mini-2025-04-14": 5.0, "gpt-4.1-nano-2025-04-14": 1.5, "gpt-3.5-turbo-0125": 8.0,
+            "gemini-2.0-flash-001": 3.0, "gemini-2.0-flash-lite-001": 1.0, "gemini-2.5-flash": 5.0,
+            "gemini-2.5-flash-lite": 1.5, "gemini-2.5-pro": 25.0,
+        }
+    )
+    """USD per 1M training tokens by model (published list prices, mid 2025: check before relying on them)."""
+    chunk_steps: int = 50_000
+    """Steps read per query when exporting (bounds memory: peak RSS does not grow with the dataset)."""
+    memory_limit: str = "512MB"
+    """DuckDB memory cap for the filter's queries."""
 
 
 # ----------------------------------------------------------------------------------------------- trainer group
