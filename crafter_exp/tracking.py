@@ -135,13 +135,14 @@ def log_file(path: str | Path, artifact_path: Optional[str] = None) -> None:
     mlflow.log_artifact(str(path), artifact_path)
 
 
-def log_dataframe_input(df: Any, name: str, source: str, context: str) -> Optional[str]:
-    """Register a table as a dataset input of the active run; returns its digest."""
+def log_dataframe_input(df: Any, name: str, source: str, context: str, digest: Optional[str] = None) -> Optional[str]:
+    """Register a table as a dataset input of the active run; returns its digest (`digest` overrides MLflow's own,
+    e.g. a content hash of the files the table describes)."""
     import mlflow
 
     if mlflow.active_run() is None:
         return None
-    dataset = mlflow.data.from_pandas(df, source=source, name=name)
+    dataset = mlflow.data.from_pandas(df, source=source, name=name, digest=digest)
     mlflow.log_input(dataset, context=context)
     return dataset.digest
 
