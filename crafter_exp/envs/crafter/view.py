@@ -33,20 +33,23 @@ CENTER_ROW, CENTER_COL = VIEW_ROWS // 2, VIEW_COLS // 2
 VOID = "void"
 DIRECTIONS = {(-1, 0): "west", (1, 0): "east", (0, -1): "north", (0, 1): "south"}
 
-_OBJECT_NAMES = {
-    objects.Player: "player",
-    objects.Zombie: "zombie",
-    objects.Skeleton: "skeleton",
-    objects.Cow: "cow",
-    objects.Arrow: "arrow",
-}
+_OBJECT_NAMES = (  # isinstance, so difficulty presets' subclasses keep their names
+    (objects.Player, "player"),
+    (objects.Zombie, "zombie"),
+    (objects.Skeleton, "skeleton"),
+    (objects.Cow, "cow"),
+    (objects.Arrow, "arrow"),
+)
 
 
 def object_name(obj: Any) -> str:
     """The view name of a world object (plants split by ripeness: only a ripe plant can be eaten)."""
     if isinstance(obj, objects.Plant):
         return "ripe_plant" if obj.ripe else "plant"
-    return _OBJECT_NAMES.get(type(obj), type(obj).__name__.lower())
+    for cls, name in _OBJECT_NAMES:
+        if isinstance(obj, cls):
+            return name
+    return type(obj).__name__.lower()
 
 
 def _inner(env: Any) -> Any:
@@ -85,3 +88,38 @@ def local_view(env: Any) -> dict[str, Any]:
         "daylight": float(world.daylight),
         "sleeping": bool(player.sleeping),
     }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What the compact text shows, as data (the teacher may use exactly these and nothing finer).
+
+GROUND = "grass"
+"""The default ground: not listed among the nearest objects (everything unlisted in view is grass)."""
+
+
+def nearest(view: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Nearest cell of each kind in view (except grass and the player) as an offset (dx, dy) from the player.
+
+    Nearest = smallest Manhattan distance; ties go to the first cell in reading order (north first, then west).
+    dx > 0 east, dy > 0 south. Ordered by distance, then name.
+    """
+    found: dict[str, tuple[int, int, int]] = {}
+    for r, row in enumerate(view["grid"]):
+        for c, name in enumerate(row):
+            if name == GROUND or (r == CENTER_ROW and c == CENTER_COL):
+                continue
+            dx, dy = c - CENTER_COL, r - CENTER_ROW
+            dist = abs(dx) + abs(dy)
+            if name not in found or dist < found[name][0]:
+                found[name] = (dist, dx, dy)
+    ordered = sorted(found.items(), key=lambda item: (item[1][0], item[0]))
+    return {name: (dx, dy) for name, (_, dx, dy) in ordered}
+
+
+def time_of_day(daylight: float) -> str:
+    """`day`, `twilight` or `night` (what the text shows of the daylight)."""
+    if daylight >= 0.7:
+        return "day"
+    if daylight >= 0.35:
+        return "twilight"
+    return "night"

@@ -1,0 +1,109 @@
+"""`CrafterTextEnv`: Crafter behind the `TextEnv` interface (text in, text out, plain-data records)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Optional
+
+from crafter_exp.envs.base import Observation, StepResult, TextEnv
+from crafter_exp.envs.crafter.actions import ACHIEVEMENTS, ACTION_INDEX, ACTIONS, canonical_action
+from crafter_exp.envs.crafter.difficulty import DIFFICULTIES
+from crafter_exp.envs.crafter.game import CrafterGame
+from crafter_exp.envs.crafter.text import INSTRUCTIONS, OBS_FORMATS, render
+from crafter_exp.envs.crafter.view import VIEW_COLS, VIEW_ROWS, local_view
+
+
+def check_config(cfg: Any) -> None:
+    """Raise ValueError (one line) for a Crafter config that cannot work."""
+    if cfg.difficulty not in DIFFICULTIES:
+        raise ValueError(f"env.difficulty must be one of {', '.join(DIFFICULTIES)}, got {cfg.difficulty!r}")
+    if cfg.obs_format not in OBS_FORMATS:
+        raise ValueError(f"env.obs_format must be one of {', '.join(OBS_FORMATS)}, got {cfg.obs_format!r}")
+    if cfg.area < max(VIEW_COLS, VIEW_ROWS):
+        raise ValueError(f"env.area must be >= {max(VIEW_COLS, VIEW_ROWS)} (the local view), got {cfg.area}")
+    if cfg.length < 0:
+        raise ValueError(f"env.length must be >= 0 (0 = no limit), got {cfg.length}")
+
+
+class CrafterTextEnv(TextEnv):
+    """Crafter with text observations; `reset(seed)` = the first reset of `crafter.Env(seed=seed)`.
+
+    Terminations: `death` (health <= 0), `length` (crafter's own episode length `cfg.length` reached);
+    `max_steps` is the runner's. Unknown action names play `noop` (Crafter has no invalid actions).
+    """
+
+    name = "crafter"
+    achievements = ACHIEVEMENTS
+    instructions = INSTRUCTIONS
+    fallback_action = "noop"
+
+    def __init__(self, cfg: Any):
+        check_config(cfg)
+        self.cfg = cfg
+        self.inner = CrafterGame(area=cfg.area, length=cfg.length, difficulty=cfg.difficulty, render=cfg.render)
+        """The underlying crafter game (`view.local_view` reads it; the expert never does)."""
+        self._seed: Optional[int] = None
+        self._view: Optional[dict[str, Any]] = None
+        self._expert = None
+        self._expert_rng: Optional[random.Random] = None
+
+    # --------------------------------------------------------------------------------------------- interface
+
+    def reset(self, seed: int) -> Observation:
+        self._seed = int(seed)
+        self.inner.reset_to(self._seed)
+        self._expert = None  # a fresh expert (and its rng) per episode, built on first use
+        return self._observe()
+
+    def step(self, action: str) -> StepResult:
+        if self._view is None:
+            raise RuntimeError("step() before reset()")
+        name = action if action in ACTION_INDEX else (canonical_action(action) or self.fallback_action)
+        _, reward, done, info = self.inner.step(ACTION_INDEX[name])
+        termination = "death" if info["dead"] else ("length" if info["over"] else None)
+        return StepResult(
+            observation=self._observe(),
+            reward=float(reward),
+            done=bool(done),
+            valid=True,
+            unlocked=sorted(info["unlocked"]),
+            termination=termination,
+        )
+
+    def canonical_action(self, text: str) -> Optional[str]:
+        return canonical_action(text)
+
+    def expert_action(self) -> Optional[str]:
+        """The scripted teacher's (`expert.CrafterExpert`) action for the current view."""
+        if self._view is None:
+            raise RuntimeError("expert_action() before reset()")
+        if self._expert is None:
+            from crafter_exp.envs.crafter.expert import CrafterExpert
+
+            self._expert = CrafterExpert()
+            self._expert.reset()
+            self._expert_rng = random.Random(self._seed)  # the expert's exploration, reproducible per seed
+        return self._expert.act(self._view, self._expert_rng)
+
+    def episode_info(self) -> dict[str, Any]:
+        return {"success": None, "task_type": None}
+
+    # ---------------------------------------------------------------------------------------------- helpers
+
+    @property
+    def view(self) -> dict[str, Any]:
+        """The structured local view of the last observation (what the text shows)."""
+        if self._view is None:
+            raise RuntimeError("no view before reset()")
+        return self._view
+
+    def _observe(self) -> Observation:
+        view = self._view = local_view(self.inner)
+        info = {
+            "inventory": dict(view["inventory"]),
+            "pos": list(view["pos"]),
+            "facing": list(view["facing"]),
+            "daylight": round(view["daylight"], 3),
+            "sleeping": view["sleeping"],
+        }
+        return Observation(text=render(view, self.cfg.obs_format), actions=list(ACTIONS), info=info)
