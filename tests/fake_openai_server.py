@@ -112,6 +112,9 @@ class FakeOpenAIServer:
         """Every chat request received, in order: {body, headers (authorization removed), status, fault}."""
         self.handle_times: list[float] = []
         """Server-side seconds spent per answered request (latency sleeps excluded)."""
+        self.in_flight = 0
+        self.max_in_flight = 0
+        """Most chat requests being answered at the same time (what client-side concurrency achieved)."""
         self._faults: deque[Fault] = deque()
         self._fail_after: Optional[tuple[int, Fault]] = None
         self._lock = threading.Lock()
@@ -130,7 +133,9 @@ class FakeOpenAIServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> "FakeOpenAIServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-openai", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="fake-openai", daemon=True  # fast shutdown
+        )
         self._thread.start()
         return self
 
@@ -257,6 +262,16 @@ class FakeOpenAIServer:
                     self._error(404, f"no route {self.path}", "not_found")
 
             def do_POST(self) -> None:
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._chat()
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _chat(self) -> None:
                 t0 = time.perf_counter()
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if not self.path.rstrip("/").endswith("/chat/completions"):

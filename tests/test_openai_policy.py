@@ -1,0 +1,284 @@
+"""model=openai against a real chat-completions HTTP server on 127.0.0.1 (tests/fake_openai_server.py).
+
+Unit part: the policy alone (requests sent, replies, reasoning, tool calls, tokens, cost, concurrency, each fault,
+the start-up probe, the key never in what it produces). End-to-end part: through the rollout stage into DuckDB
+and MLflow, the CLI, Ray workers, Ctrl-C + resume, and a canary key absent from every file written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from crafter_exp.config import OpenAIModelConfig, PromptConfig
+from crafter_exp.policies.base import Turn
+from crafter_exp.policies.openai_policy import OpenAIPolicy
+from crafter_exp.policies.pricing import call_cost, check_prices
+from fake_openai_server import FakeOpenAIServer, Reply
+
+KEY_ENV = "CRAFTER_EXP_TEST_OPENAI_KEY"
+CANARY = "sk-canary-7f3a9c21e8d04b6f"  # must never appear in anything the program writes
+ACTIONS = ["noop", "move_left", "move_right", "do"]
+
+
+@pytest.fixture
+def key(monkeypatch) -> str:
+    monkeypatch.setenv(KEY_ENV, CANARY)
+    return CANARY
+
+
+@pytest.fixture
+def server(key):
+    with FakeOpenAIServer(api_key=key) as srv:
+        yield srv
+
+
+def make_cfg(srv: FakeOpenAIServer, **kw) -> OpenAIModelConfig:
+    prompt = kw.pop("prompt", None) or PromptConfig()
+    base = dict(base_url=srv.base_url, model="fake-model", api_key_env=KEY_ENV, max_retries=2, timeout=5.0,
+                prices={"fake-model": {"input": 2.0, "output": 8.0}})
+    return OpenAIModelConfig(prompt=prompt, **{**base, **kw})
+
+
+def turn(i: int = 0, history=()) -> Turn:
+    return Turn(episode=i, observation=f"You see a tree. ep {i}", actions=ACTIONS, instructions="Survive.",
+                history=list(history))
+
+
+@pytest.fixture
+def policy_for():
+    made: list[OpenAIPolicy] = []
+
+    def make(cfg: OpenAIModelConfig, start: bool = True) -> OpenAIPolicy:
+        policy = OpenAIPolicy(cfg, seed=0)
+        made.append(policy)
+        if start:
+            policy.start()
+        return policy
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def chat_bodies(srv: FakeOpenAIServer) -> list[dict]:
+    """Request bodies after the probe."""
+    return [r["body"] for r in srv.requests if r["body"].get("max_tokens", r["body"].get("max_completion_tokens")) != 1]
+
+
+# ------------------------------------------------------------------------------------------------- requests
+
+
+def test_text_mode_request_reply_reasoning_tokens_and_cost(server, policy_for):
+    cfg = make_cfg(server, temperature=0.3, top_p=0.9, seed=7, reasoning_effort="low", max_tokens=64,
+                   extra_body={"top_k": 20}, prompt=PromptConfig(history=1))
+    server.responder = lambda body: Reply(content="<think>wood first</think>\n<action>do</action>",
+                                          prompt_tokens=1000, completion_tokens=500)
+    policy = policy_for(cfg)
+    history = [("old obs 1", "<action>noop</action>"), ("old obs 2", "<action>move_left</action>")]
+    [d] = policy.act([turn(0, history)])
+    assert d.error is None and d.reply == "<think>wood first</think>\n<action>do</action>"
+    assert d.reasoning == "wood first" and d.tool_calls is None
+    [call] = d.calls
+    assert (call.prompt_tokens, call.completion_tokens, call.retries, call.error) == (1000, 500, 0, None)
+    assert call.cost == pytest.approx((1000 * 2.0 + 500 * 8.0) / 1e6)
+    assert call.model == "fake-model" and call.response["choices"][0]["message"]["content"] == d.reply
+    assert call.latency_s > 0
+    probe, body = server.requests[0]["body"], server.requests[1]["body"]
+    assert probe["max_tokens"] == 1  # the start-up probe
+    assert body["temperature"] == 0.3 and body["top_p"] == 0.9 and body["seed"] == 7
+    assert body["reasoning_effort"] == "low" and body["top_k"] == 20 and body["max_tokens"] == 64
+    assert "tools" not in body
+    roles = [m["role"] for m in body["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]  # history window of 1
+    assert body["messages"][1]["content"] == "old obs 2" and "<action>" in body["messages"][0]["content"]
+    assert call.messages == body["messages"]
+
+
+def test_unset_sampling_fields_are_not_sent_and_token_param_is_configurable(server, policy_for):
+    cfg = make_cfg(server, temperature=None, top_p=None, max_tokens_param="max_completion_tokens")
+    policy_for(cfg).act([turn()])
+    body = server.requests[-1]["body"]
+    assert "temperature" not in body and "top_p" not in body and "seed" not in body
+    assert "reasoning_effort" not in body and body["max_completion_tokens"] == 512 and "max_tokens" not in body
+
+
+def test_world_model_template_asks_for_a_prediction(server, policy_for):
+    policy = policy_for(make_cfg(server, prompt=PromptConfig(template="world_model")))
+    [d] = policy.act([turn()])
+    system = server.requests[-1]["body"]["messages"][0]["content"]
+    assert "<prediction>" in system and "<prediction>" in d.reply and d.error is None
+
+
+def test_tools_mode_sends_interact_tool_and_returns_tool_calls(server, policy_for):
+    cfg = make_cfg(server, prompt=PromptConfig(action_mode="tools", max_actions_per_turn=3))
+    server.responder = lambda body: Reply(
+        content=None, tool_calls=[{"name": "interact", "arguments": {"actions": ["move_left", "do"]}}]
+    )
+    [d] = policy_for(cfg).act([turn()])
+    body = server.requests[-1]["body"]
+    assert body["tool_choice"] == "required"
+    [tool] = body["tools"]
+    items = tool["function"]["parameters"]["properties"]["actions"]
+    assert tool["function"]["name"] == "interact" and items["items"]["enum"] == ACTIONS and items["maxItems"] == 3
+    assert d.reply == "" and d.tool_calls == [{"name": "interact", "arguments": {"actions": ["move_left", "do"]}}]
+    assert d.calls[0].tool_calls == d.tool_calls
+
+
+def test_tool_arguments_that_are_not_json_are_kept_raw(server, policy_for):
+    cfg = make_cfg(server, prompt=PromptConfig(action_mode="tools"))
+    server.responder = lambda body: Reply(tool_calls=[{"name": "interact", "arguments": "move_left"}])
+    [d] = policy_for(cfg).act([turn()])
+    assert d.tool_calls == [{"name": "interact", "arguments": "move_left"}] and d.error is None
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_reasoning_field_and_reasoning_tokens(server, policy_for, field):
+    server.responder = lambda body: Reply(content="<action>do</action>", reasoning="a tree is near",
+                                          reasoning_field=field, reasoning_tokens=42)
+    [d] = policy_for(make_cfg(server)).act([turn()])
+    assert d.reasoning == "a tree is near" and d.calls[0].reasoning_tokens == 42 and d.reply == "<action>do</action>"
+
+
+def test_cost_is_none_for_an_unpriced_model_and_cached_input_is_priced():
+    assert call_cost({}, ("m",), 100, 10) is None  # unknown: NULL, never 0
+    assert call_cost({"m": {"input": 0.0, "output": 0.0}}, ("m",), 100, 10) == 0.0
+    # the name the response reports (a dated snapshot) is looked up second
+    assert call_cost({"m-2024": {"input": 1.0, "output": 1.0}}, ("m", "m-2024"), 1_000_000, 0) == 1.0
+    cached = call_cost({"m": {"input": 1.0, "cached_input": 0.5, "output": 4.0}}, ("m",), 1000, 100, 400)
+    assert cached == pytest.approx((600 * 1.0 + 400 * 0.5 + 100 * 4.0) / 1e6)
+    for bad in ({"m": {"input": 1.0}}, {"m": {"input": -1, "output": 1}}, {"m": {"in": 1, "input": 1, "output": 1}}):
+        with pytest.raises(ValueError, match="model.prices"):
+            check_prices(bad)
+
+
+def test_concurrency_bounds_requests_in_flight(key, policy_for):
+    with FakeOpenAIServer(api_key=key, latency=0.2) as srv:
+        policy = policy_for(make_cfg(srv, concurrency=3))
+        t0 = time.perf_counter()
+        decisions = policy.act([turn(i) for i in range(9)])
+        elapsed = time.perf_counter() - t0
+        assert [d.error for d in decisions] == [None] * 9
+        assert srv.max_in_flight == 3  # bounded, and reached
+        assert elapsed < 9 * 0.2  # overlapped, not one at a time
+        # decisions come back in turn order whatever order the answers arrive in
+        assert [d.calls[0].messages[-1]["content"] for d in decisions] == [f"You see a tree. ep {i}" for i in range(9)]
+
+
+# --------------------------------------------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize("kind", ["429", "500", "503", "slow", "reset"])
+def test_transient_faults_are_retried_by_the_client(server, policy_for, kind):
+    policy = policy_for(make_cfg(server, timeout=0.5))
+    server.inject(kind, retry_after=0.05, sleep=1.0)
+    [d] = policy.act([turn()])
+    assert d.error is None and "<action>" in d.reply
+    [call] = d.calls
+    assert call.retries == 1 and call.error is None
+    assert [r["fault"] for r in server.requests[-2:]] == [kind, None]
+
+
+def test_retry_after_is_honoured(server, policy_for):
+    policy = policy_for(make_cfg(server))
+    server.inject("429", retry_after=0.6)
+    [d] = policy.act([turn()])
+    assert d.error is None and d.calls[0].retries == 1 and d.calls[0].latency_s >= 0.6
+
+
+@pytest.mark.parametrize("kind, message", [("non_json", "not JSON"), ("no_choices", "no choices")])
+def test_malformed_responses_are_retried_by_the_policy(server, policy_for, kind, message):
+    policy = policy_for(make_cfg(server))
+    server.inject(kind)
+    [d] = policy.act([turn()])
+    assert d.error is None and "<action>" in d.reply
+    first, second = d.calls
+    assert message in first.error
+    assert first.response is None if kind == "non_json" else first.response["choices"] == []
+    assert second.error is None and second.response is not None
+
+
+def test_persistent_failure_gives_up_with_an_error(server, policy_for):
+    policy = policy_for(make_cfg(server, max_retries=1, max_consecutive_errors=3))
+    server.fail_after(0, "503", retry_after=0.01)
+    [d] = policy.act([turn()])
+    assert d.error.startswith("HTTP 503") and d.reply == ""
+    assert len(d.calls) == 3 and all(c.retries == 1 and c.error for c in d.calls)
+    assert len(chat_bodies(server)) == 3 * 2
+
+
+def test_fatal_status_is_not_retried_and_the_echoed_key_is_scrubbed(server, policy_for):
+    policy = policy_for(make_cfg(server, max_consecutive_errors=3))
+    server.inject("401")
+    [d] = policy.act([turn()])
+    assert d.error.startswith("HTTP 401") and len(d.calls) == 1 and d.calls[0].retries == 0
+    # the fake server echoes the key it got, as real providers do; nothing the policy returns may hold it
+    assert CANARY not in json.dumps([vars(c) for c in d.calls], default=str) and CANARY not in d.error
+
+
+def test_one_failing_turn_does_not_fail_the_others(server, policy_for):
+    policy = policy_for(make_cfg(server, max_consecutive_errors=1, concurrency=1))
+    server.inject("non_json")  # the first of the three requests
+    decisions = policy.act([turn(0), turn(1), turn(2)])
+    assert [d.error is not None for d in decisions] == [True, False, False]
+
+
+# ---------------------------------------------------------------------------------------------------- probe
+
+
+def test_probe_rejects_a_wrong_key_in_one_line_without_the_key(key, monkeypatch):
+    with FakeOpenAIServer(api_key="sk-the-right-one-123456") as srv:
+        with pytest.raises(ValueError) as err:
+            OpenAIPolicy(make_cfg(srv)).start()
+    text = str(err.value)
+    assert "refused the API key" in text and KEY_ENV in text and "\n" not in text and CANARY not in text
+
+
+def test_probe_rejects_an_unknown_model(server):
+    with pytest.raises(ValueError, match="model 'gpt-nope' not found"):
+        OpenAIPolicy(make_cfg(server, model="gpt-nope")).start()
+
+
+def test_probe_rejects_an_unreachable_endpoint_fast(key):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = OpenAIModelConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", api_key_env=KEY_ENV, max_retries=5)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="cannot reach model endpoint"):
+        OpenAIPolicy(cfg).start()
+    assert time.perf_counter() - t0 < 10  # the probe caps retries at 2, not the run's 5
+
+
+def test_missing_key_variable(monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    remote = OpenAIModelConfig(base_url="https://api.example.com/v1", api_key_env=KEY_ENV, probe=False)
+    with pytest.raises(ValueError, match=f"environment variable {KEY_ENV} is not set"):
+        OpenAIPolicy(remote).start()
+    with FakeOpenAIServer() as srv:  # a local server: a dummy key is fine
+        policy = OpenAIPolicy(make_cfg(srv))
+        policy.start()
+        assert policy.act([turn()])[0].error is None
+        policy.close()
+
+
+def test_bad_settings_fail_with_one_line(server):
+    for kw, match in [(dict(concurrency=0), "concurrency"), (dict(max_tokens_param="n"), "max_tokens_param"),
+                      (dict(prompt=PromptConfig(action_mode="voice")), "action_mode"),
+                      (dict(prompt=PromptConfig(template="fancy")), "template")]:
+        with pytest.raises(ValueError, match=match):
+            OpenAIPolicy(make_cfg(server, **kw))
+
+
+def test_close_stops_the_loop_thread(server):
+    policy = OpenAIPolicy(make_cfg(server))
+    policy.start()
+    thread = policy._thread
+    policy.close()
+    assert not thread.is_alive()
+    policy.close()  # twice is fine
