@@ -1,0 +1,623 @@
+"""The hand-coded Crafter expert: a priority-based agent deciding only from the local view plus its own memory.
+
+`CrafterExpert.act(view, rng)` takes the structured local view (`view.local_view`: the 9 x 7 grid, facing,
+inventory, achievements, step, position, daylight, sleeping) and returns one of Crafter's 17 action names.
+Its memory is what it has seen: a map of the materials at every cell it has had in view (absolute positions
+from `pos`), the saplings it planted and a few plans in progress (exploration target, shelter site).
+
+Each turn it runs a fixed priority list and plays the first rule that has something to do:
+  1. fight a zombie/skeleton standing next to it;
+  2. drink / eat when a vital is low (water, cows, ripe plants);
+  3. sleep: a first short nap in daylight for `wake_up`, later nights sealed in a 2-cell pocket
+     (dug into stone or between trees/water, the entrance closed with a stone or a table);
+  4. craft what the nearby table/furnace allow; place stone, table, furnace, sapling when it pays;
+  5. cheap achievements in view (drink, cow, sapling, ripe plant, zombie, skeleton);
+  6. gather the next tech-tree resource (wood -> stone -> coal -> iron -> diamond), tunnelling through stone
+     with a pickaxe (path costs count a mined cell as 2 steps);
+  7. explore: walk to the nearest frontier of the remembered map (biased to mountains when ores are needed).
+Recipes and costs come from crafter's own data (`crafter.constants`), so they follow the installed game.
+Decisions are deterministic given the view sequence and the rng (ties are broken by the rng only).
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from typing import Any, Optional
+
+from crafter import constants
+
+Pos = tuple[int, int]
+
+DIRS: tuple[Pos, ...] = ((-1, 0), (1, 0), (0, -1), (0, 1))
+MOVE = {(-1, 0): "move_left", (1, 0): "move_right", (0, -1): "move_up", (0, 1): "move_down"}
+WALKABLE = frozenset(constants.walkable)  # grass, sand, path: where the player and creatures can stand
+CREATURES = frozenset({"zombie", "skeleton", "cow", "arrow", "plant", "ripe_plant", "player"})
+HOSTILE = ("zombie", "skeleton")
+TOOLS = ("wood_pickaxe", "wood_sword", "stone_pickaxe", "stone_sword", "iron_pickaxe", "iron_sword")
+TABLE_WOOD = constants.place["table"]["uses"]["wood"]
+FURNACE_STONE = constants.place["furnace"]["uses"]["stone"]
+PLANT_RIPE_STEPS = 300  # stock Plant.ripe: grown > 300 (it grows only while the player is within 18 cells)
+GROW_RADIUS = 17  # objects update only when within 2 * max(view) = 18 (Manhattan) of the player
+INF = float("inf")
+
+
+def _add(a: Pos, b: Pos) -> Pos:
+    return (a[0] + b[0], a[1] + b[1])
+
+
+def _manhattan(a: Pos, b: Pos) -> int:
+    return abs(a[0] - b[0]) + abs(a[1] - b[1])
+
+
+class CrafterExpert:
+    """Priority-based Crafter agent with a remembered map (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    # ----------------------------------------------------------------------------------------- state / memory
+
+    def reset(self) -> None:
+        """Forget everything (a new episode)."""
+        self.mem: dict[Pos, str] = {}
+        """Last seen material of every cell ever in view (creatures are not materials: they live in `objs`)."""
+        self.objs: dict[Pos, str] = {}
+        """Creatures/objects in view this turn."""
+        self.plants: dict[Pos, int] = {}
+        """Saplings we know of -> steps they have grown while we were near (estimate)."""
+        self.explore_target: Optional[Pos] = None
+        self.shelter: Optional[dict[str, Any]] = None
+        self.mode: Optional[str] = None  # "drink" / "eat": keep going until the vital is topped up
+        self.chase_steps = 0
+        self.chase_block_until = -1
+        self.last_pos: Optional[Pos] = None
+        self.still_steps = 0
+        self.plant_try_step = -1000
+
+    def _observe(self, view: dict[str, Any]) -> None:
+        grid = view["grid"]
+        rows, cols = len(grid), len(grid[0])
+        cr, cc = rows // 2, cols // 2
+        px, py = view["pos"]
+        self.pos: Pos = (int(px), int(py))
+        self.facing: Pos = (int(view["facing"][0]), int(view["facing"][1]))
+        self.inv: dict[str, int] = view["inventory"]
+        self.ach: set = view["achievements"]
+        self.step: int = int(view["step"])
+        self.daylight: float = float(view.get("daylight", 1.0))
+        self.objs = {}
+        for r in range(rows):
+            for c in range(cols):
+                name = grid[r][c]
+                p = (self.pos[0] + c - cc, self.pos[1] + r - cr)
+                if name in CREATURES:
+                    if name != "player":
+                        self.objs[p] = name
+                    # the material under a creature is not shown: keep memory, else assume what it stands on
+                    if self.mem.get(p) not in WALKABLE and name != "arrow":
+                        self.mem[p] = "path" if name == "skeleton" else "grass"
+                else:
+                    self.mem[p] = name
+        # Saplings: grow only while we are near; forget those no longer there.
+        for p in list(self.plants):
+            if _manhattan(p, self.pos) <= GROW_RADIUS:
+                self.plants[p] += 1
+            if self._in_view(p, rows, cols) and self.objs.get(p) not in ("plant", "ripe_plant"):
+                del self.plants[p]
+        for p, name in self.objs.items():
+            if name in ("plant", "ripe_plant") and p not in self.plants:
+                self.plants[p] = 0
+            if name == "ripe_plant":
+                self.plants[p] = max(self.plants[p], PLANT_RIPE_STEPS + 1)
+        if self.pos == self.last_pos:
+            self.still_steps += 1
+        else:
+            self.still_steps = 0
+        self.last_pos = self.pos
+
+    def _in_view(self, p: Pos, rows: int, cols: int) -> bool:
+        return abs(p[0] - self.pos[0]) <= cols // 2 and abs(p[1] - self.pos[1]) <= rows // 2
+
+    # --------------------------------------------------------------------------------------------- helpers
+
+    def _free(self, p: Pos) -> bool:
+        """Walkable now: a walkable material with nothing on it (lava is excluded: stepping in kills)."""
+        return self.mem.get(p) in WALKABLE and p not in self.objs
+
+    def _minable(self, p: Pos) -> bool:
+        m = self.mem.get(p)
+        if m == "tree":
+            return True
+        if m in ("stone", "coal"):
+            return self.inv.get("wood_pickaxe", 0) > 0
+        if m == "iron":
+            return self.inv.get("stone_pickaxe", 0) > 0
+        if m == "diamond":
+            return self.inv.get("iron_pickaxe", 0) > 0
+        return False
+
+    def _near(self, material: str, p: Optional[Pos] = None) -> bool:
+        """Material within the 3 x 3 square around p (crafting's `nearby` check)."""
+        x, y = p or self.pos
+        return any(self.mem.get((x + dx, y + dy)) == material for dx in (-1, 0, 1) for dy in (-1, 0, 1))
+
+    def _plan_paths(self) -> None:
+        """Dijkstra from the player over the remembered map: walk = 1, mine-then-walk = 2."""
+        dist: dict[Pos, float] = {self.pos: 0}
+        parent: dict[Pos, Pos] = {}
+        heap = [(0, self.pos)]
+        while heap:
+            d, p = heapq.heappop(heap)
+            if d > dist.get(p, INF) or d > 90:
+                continue
+            for dxy in DIRS:
+                q = _add(p, dxy)
+                if self._free(q):
+                    nd = d + 1
+                elif q not in self.objs and self._minable(q):
+                    nd = d + 2
+                else:
+                    continue
+                if nd < dist.get(q, INF):
+                    dist[q] = nd
+                    parent[q] = p
+                    heapq.heappush(heap, (nd, q))
+        self.dist, self.parent = dist, parent
+
+    def _step_toward(self, goal: Pos) -> str:
+        """First action along the planned path to `goal` (a cell with a known distance)."""
+        p = goal
+        while self.parent.get(p) is not None and self.parent[p] != self.pos:
+            p = self.parent[p]
+        d = (p[0] - self.pos[0], p[1] - self.pos[1])
+        if self._free(p) or self.facing != d:
+            return MOVE[d]  # walks, or only turns when the cell is blocked
+        return "do"  # facing a cell to mine on the way
+
+    def _face(self, target: Pos) -> Optional[str]:
+        """Act on an adjacent target: `None` when already facing it, else the move that turns toward it."""
+        d = (target[0] - self.pos[0], target[1] - self.pos[1])
+        if d == self.facing:
+            return None
+        return MOVE[d]
+
+    def _approach(self, targets: list[Pos], max_cost: float = INF) -> Optional[tuple[str, Pos]]:
+        """Go next to the cheapest target. Returns (action, target); action "ready" when facing it."""
+        best, best_cost, best_target = None, INF, None
+        for t in targets:
+            if _manhattan(t, self.pos) == 1:
+                cost = 0 if _add(self.pos, self.facing) == t else 0.5
+            else:
+                cost = INF
+                for dxy in DIRS:
+                    s = _add(t, dxy)
+                    c = self.dist.get(s, INF)
+                    if c < cost:
+                        cost, stand = c, s
+                if cost < INF:
+                    cost += 0.0
+            if cost < best_cost:
+                best_cost, best_target = cost, t
+                best = None if _manhattan(t, self.pos) == 1 else stand
+        if best_target is None or best_cost > max_cost:
+            return None
+        if best is None:
+            turn = self._face(best_target)
+            return (turn or "ready", best_target)
+        return (self._step_toward(best), best_target)
+
+    def _cells(self, *materials: str) -> list[Pos]:
+        mats = set(materials)
+        return [p for p, m in self.mem.items() if m in mats]
+
+    def _objects(self, *names: str) -> list[Pos]:
+        return sorted(p for p, n in self.objs.items() if n in names)
+
+    def _interact(self, targets: list[Pos], action: str = "do", max_cost: float = INF) -> Optional[str]:
+        res = self._approach(targets, max_cost)
+        if res is None:
+            return None
+        move, _ = res
+        return action if move == "ready" else move
+
+    def _place(self, action: str, where: tuple[str, ...]) -> Optional[str]:
+        """Place something on a suitable cell: the one faced, else turn/step so that one is faced."""
+        front = _add(self.pos, self.facing)
+        if self.mem.get(front) in where and front not in self.objs:
+            return action
+        for d in DIRS:  # a blocked placeable neighbour (water for stone): turning faces it
+            q = _add(self.pos, d)
+            if self.mem.get(q) in where and self.mem.get(q) not in WALKABLE and q not in self.objs:
+                return MOVE[d]
+        for d in DIRS:  # step forward so that the next cell ahead is placeable
+            q, r = _add(self.pos, d), _add(self.pos, (2 * d[0], 2 * d[1]))
+            if self._free(q) and self.mem.get(r) in where and r not in self.objs:
+                return MOVE[d]
+        return None
+
+    # ------------------------------------------------------------------------------------------------ rules
+
+    def act(self, view: dict[str, Any], rng: random.Random) -> str:
+        """The expert's next action name for this view."""
+        self.rng = rng
+        self._observe(view)
+        if view.get("sleeping"):
+            return "noop"
+        if self.shelter is not None and self.shelter.get("slept") and self.inv["energy"] >= 9:
+            self.shelter = None
+        self._plan_paths()
+        action = None
+        for rule in (
+            self._fight,
+            self._survive,
+            self._sleep,
+            self._craft,
+            self._place_things,
+            self._opportunities,
+            self._gather,
+            self._explore,
+        ):
+            action = rule()
+            if action:
+                break
+        action = action or self._random_move()
+        if self.still_steps > 25 and action.startswith("move") and self.rng.random() < 0.5:
+            action = self._random_move()  # unstick (e.g. a plan that keeps bumping into something unseen)
+        return self._safe(action)
+
+    def _safe(self, action: str) -> str:
+        """Never step into lava (it kills at once; the player can walk onto it)."""
+        for d, name in MOVE.items():
+            if action == name and self.mem.get(_add(self.pos, d)) == "lava":
+                return "noop"
+        return action
+
+    def _random_move(self) -> str:
+        options = [MOVE[d] for d in DIRS if self.mem.get(_add(self.pos, d)) != "lava"]
+        return self.rng.choice(options) if options else "noop"
+
+    def _fight(self) -> Optional[str]:
+        for p in self._objects(*HOSTILE):
+            if _manhattan(p, self.pos) == 1:
+                return self._face(p) or "do"
+        return None
+
+    def _survive(self) -> Optional[str]:
+        inv = self.inv
+        if inv["drink"] <= 3:
+            self.mode = "drink"
+        if inv["food"] <= 3:
+            self.mode = self.mode or "eat"
+        if self.mode == "drink":
+            if inv["drink"] >= 9:
+                self.mode = None
+            else:
+                a = self._interact(self._cells("water"))
+                if a:
+                    return a
+                if inv["drink"] > 3:
+                    self.mode = None
+        if self.mode == "eat":
+            if inv["food"] >= 8:
+                self.mode = None
+            else:
+                a = self._food_action(INF)
+                if a:
+                    return a
+                if inv["food"] > 3:
+                    self.mode = None
+        # top up when it is cheap
+        if inv["drink"] <= 6:
+            a = self._interact(self._cells("water"), max_cost=4 if inv["drink"] > 4 else 12)
+            if a:
+                return a
+        if inv["food"] <= 5:
+            a = self._food_action(6 if inv["food"] > 4 else 15)
+            if a:
+                return a
+        return None
+
+    def _food_action(self, max_cost: float) -> Optional[str]:
+        ripe = [p for p, g in self.plants.items() if g > PLANT_RIPE_STEPS]
+        a = self._interact(sorted(ripe), max_cost=max_cost)
+        if a:
+            return a
+        return self._interact(self._objects("cow"), max_cost=max_cost)
+
+    # ---------------------------------------------------------------------------------------------- sleep
+
+    def _hostile_near(self, radius: int) -> bool:
+        return any(_manhattan(p, self.pos) <= radius for p in self._objects(*HOSTILE))
+
+    def _sleep(self) -> Optional[str]:
+        energy = self.inv["energy"]
+        if "wake_up" not in self.ach and energy < 9 and self.daylight > 0.7 and not self._hostile_near(8):
+            return "sleep"  # a first short nap in full daylight (no zombie spawns): cheap `wake_up`
+        night = self.daylight < 0.35
+        health = self.inv["health"]
+        tired = energy <= 3 or (night and energy <= 7) or (health <= 4 and energy < 9)
+        if self.shelter is None and not tired:
+            return None
+        if energy >= 9 and not (self.shelter or {}).get("slept"):
+            self.shelter = None
+            return None
+        if self.shelter is None or not self._site_ok(self.shelter):
+            self.shelter = self._find_shelter()
+        if self.shelter is None:
+            if energy <= 1 and not self._hostile_near(6):
+                return "sleep"
+            return None
+        a = self._shelter_action(self.shelter)
+        if a is None:
+            self.shelter = None
+        return a
+
+    def _zombie_blocks(self, p: Pos, placed: Pos = None) -> bool:
+        """Cell a zombie cannot stand on (known, not walkable, not lava which we must not be next to... ok)."""
+        m = self.mem.get(p)
+        return m is not None and m not in WALKABLE and m not in ("lava", "void") or p == placed
+
+    def _site_ok(self, site: dict[str, Any]) -> bool:
+        return site.get("slept") or self._site_valid(site["O"], site["d"], existing=True)
+
+    def _site_valid(self, o: Pos, d: Pos, existing: bool = False) -> bool:
+        t1, t2 = _add(o, d), _add(o, (2 * d[0], 2 * d[1]))
+        t3 = _add(t2, d)
+        perp = ((d[1], d[0]), (-d[1], -d[0]))
+        if self.mem.get(o) not in WALKABLE and o != self.pos and not (existing and self._zombie_blocks(o)):
+            return False
+        for t in (t1, t2):
+            if t in self.objs and t != self.pos:
+                return False
+            if not (self.mem.get(t) in WALKABLE or self._minable(t) or t == self.pos):
+                return False
+            for s in perp:
+                if not self._zombie_blocks(_add(t, s)):
+                    return False
+        return self._zombie_blocks(t3)
+
+    def _find_shelter(self) -> Optional[dict[str, Any]]:
+        """Nearest 2-cell pocket O -> T1 -> T2 whose walls stand (or are stone we mine into)."""
+        best, best_cost = None, 40.0
+        can_seal = self.inv["stone"] > 0 or self.inv["wood"] >= TABLE_WOOD or self.inv["wood_pickaxe"] > 0
+        if not can_seal:
+            return None
+        for o in sorted(self.dist):
+            c = self.dist[o]
+            if c >= best_cost:
+                continue
+            for d in DIRS:
+                if not self._site_valid(o, d):
+                    continue
+                t1, t2 = _add(o, d), _add(o, (2 * d[0], 2 * d[1]))
+                mines = sum(1 for t in (t1, t2) if self.mem.get(t) not in WALKABLE)
+                if self.inv["stone"] == 0 and self.inv["wood"] < TABLE_WOOD and not (
+                    mines and self.mem.get(t1) in ("stone", "coal") or self.mem.get(t2) in ("stone", "coal")
+                ):
+                    continue
+                cost = c + 2 * mines
+                if cost < best_cost:
+                    best, best_cost = {"O": o, "d": d, "been_t2": False, "slept": False}, cost
+        return best
+
+    def _shelter_action(self, site: dict[str, Any]) -> Optional[str]:
+        o, d = site["O"], site["d"]
+        back = (-d[0], -d[1])
+        t1, t2 = _add(o, d), _add(o, (2 * d[0], 2 * d[1]))
+        if self.pos == t2:
+            site["been_t2"] = True
+            if self._zombie_blocks(o):
+                site["slept"] = True
+                return "sleep"
+            return MOVE[back]
+        if self.pos == t1:
+            if site["been_t2"] and self.facing == back:
+                if self._zombie_blocks(o):
+                    site["slept"] = True
+                    return "sleep"
+                if o in self.objs:
+                    return "do" if self.objs[o] in HOSTILE else "noop"
+                if self.inv["stone"] > 0:
+                    return "place_stone"
+                if self.inv["wood"] >= TABLE_WOOD:
+                    return "place_table"
+                return None
+            if self._free(t2):
+                return MOVE[d]
+            return self._face(t2) or "do"
+        site["been_t2"] = False
+        if self.pos == o:
+            if self._free(t1):
+                return MOVE[d]
+            return self._face(t1) or "do"
+        if o not in self.dist:
+            return None
+        return self._step_toward(o)
+
+    # ----------------------------------------------------------------------------------------- tech tree
+
+    def _craft(self) -> Optional[str]:
+        inv = self.inv
+        if not self._near("table"):
+            return None
+        for tool in TOOLS:
+            if inv.get(tool, 0) > 0:
+                continue
+            recipe = constants.make[tool]
+            if all(self._near(s) for s in recipe["nearby"]) and all(
+                inv.get(k, 0) >= v for k, v in recipe["uses"].items()
+            ):
+                return f"make_{tool}"
+        return None
+
+    def _missing_tools(self) -> list[str]:
+        return [t for t in TOOLS if self.inv.get(t, 0) == 0]
+
+    def _needs(self) -> dict[str, int]:
+        """Inventory the remaining tools need (plus a table, a furnace and a spare stone)."""
+        need = {"wood": 0, "stone": 0, "coal": 0, "iron": 0}
+        missing = self._missing_tools()
+        for tool in missing:
+            for k, v in constants.make[tool]["uses"].items():
+                need[k] += v
+        if missing:
+            need["wood"] += TABLE_WOOD
+        if "place_furnace" not in self.ach or any(t.startswith("iron") for t in missing):
+            need["stone"] += FURNACE_STONE
+        need["stone"] += 1
+        return {k: min(v, 9) for k, v in need.items()}
+
+    def _table_near_cost(self, limit: float) -> bool:
+        return self._approach(self._cells("table"), limit) is not None
+
+    def _place_things(self) -> Optional[str]:
+        inv, ach = self.inv, self.ach
+        missing = self._missing_tools()
+        if inv["stone"] > 0 and "place_stone" not in ach:
+            a = self._place("place_stone", tuple(x for x in constants.place["stone"]["where"] if x != "lava"))
+            if a:
+                return a
+        # a table when the next tool is affordable and no table is close
+        next_tool = self._next_tool()
+        if next_tool and not self._near("table") and inv["wood"] >= TABLE_WOOD:
+            uses = dict(constants.make[next_tool]["uses"])
+            wood_after = inv["wood"] - TABLE_WOOD
+            first = "place_table" not in ach
+            enough = wood_after >= uses.get("wood", 0) + (1 if first else 0) and all(
+                inv.get(k, 0) >= v for k, v in uses.items() if k != "wood"
+            )
+            if enough and not self._table_near_cost(10):
+                a = self._place("place_table", tuple(constants.place["table"]["where"]))
+                if a:
+                    return a
+        # a furnace: for the achievement as soon as affordable, else next to a table when iron tools are due
+        reserve = sum(constants.make[t]["uses"].get("stone", 0) for t in missing)
+        if inv["stone"] >= FURNACE_STONE + reserve and not self._near("furnace"):
+            due = next_tool in ("iron_pickaxe", "iron_sword") and self._near("table") and all(
+                inv.get(k, 0) >= v for k, v in constants.make[next_tool]["uses"].items()
+            )
+            if "place_furnace" not in ach or due:
+                a = self._place("place_furnace", tuple(constants.place["furnace"]["where"]))
+                if a:
+                    return a
+        if inv["sapling"] > 0 and self.step - self.plant_try_step > 0:
+            front = _add(self.pos, self.facing)
+            if self.mem.get(front) == "grass" and front not in self.objs:
+                self.plants[front] = 0
+                return "place_plant"
+        return None
+
+    def _next_tool(self) -> Optional[str]:
+        missing = self._missing_tools()
+        # swords after their pickaxe: the pickaxe unlocks the next resource
+        for tool in ("wood_pickaxe", "stone_pickaxe", "iron_pickaxe", "wood_sword", "stone_sword", "iron_sword"):
+            if tool in missing:
+                req = {"stone_pickaxe": "wood_pickaxe", "iron_pickaxe": "stone_pickaxe"}.get(tool)
+                if req and req in missing:
+                    continue
+                return tool
+        return None
+
+    def _opportunities(self) -> Optional[str]:
+        inv, ach = self.inv, self.ach
+        if "collect_drink" not in ach and inv["drink"] < 9:
+            a = self._interact(self._cells("water"), max_cost=12)
+            if a:
+                return a
+        if "eat_cow" not in ach:
+            a = self._interact(self._objects("cow"), max_cost=12)
+            if a:
+                return a
+        ripe = sorted(p for p, g in self.plants.items() if g > PLANT_RIPE_STEPS)
+        if ripe and "eat_plant" not in ach:
+            a = self._interact(ripe, max_cost=40)
+            if a:
+                return a
+        if self.step >= self.chase_block_until and inv["health"] >= 5:
+            for name in HOSTILE:
+                if f"defeat_{name}" in ach:
+                    continue
+                a = self._interact(self._objects(name), max_cost=10)
+                if a:
+                    self.chase_steps += 1
+                    if self.chase_steps > 40:
+                        self.chase_steps, self.chase_block_until = 0, self.step + 60
+                    return a
+        front = _add(self.pos, self.facing)
+        want_sapling = "collect_sapling" not in ach or ("eat_plant" not in ach and not self.plants)
+        if want_sapling and inv["sapling"] == 0 and self.mem.get(front) == "grass" and front not in self.objs:
+            return "do"
+        return None
+
+    def _gather(self) -> Optional[str]:
+        inv = self.inv
+        need = self._needs()
+        missing = self._missing_tools()
+        next_tool = self._next_tool()
+        # go to a known table when the next tool is affordable (a far one is replaced in _place_things)
+        if next_tool:
+            uses = constants.make[next_tool]["uses"]
+            if all(inv.get(k, 0) >= v for k, v in uses.items()):
+                stations = constants.make[next_tool]["nearby"]
+                spots = [
+                    p for p in self.dist
+                    if all(self._near(s, p) for s in stations)
+                ]
+                if spots:
+                    best = min(spots, key=lambda p: (self.dist[p], p))
+                    if best != self.pos:
+                        return self._step_toward(best)
+        order = []
+        if inv["wood"] < need["wood"]:
+            order.append(("tree", inv["wood"] < (1 + TABLE_WOOD if "place_table" not in self.ach else 2)))
+        has_wp = inv.get("wood_pickaxe", 0) > 0
+        has_sp = inv.get("stone_pickaxe", 0) > 0
+        if has_wp and inv["stone"] < need["stone"]:
+            order.append(("stone", True))
+        if has_wp and (inv["coal"] < need["coal"] or "collect_coal" not in self.ach):
+            order.append(("coal", True))
+        if has_sp and (inv["iron"] < need["iron"] or "collect_iron" not in self.ach):
+            order.append(("iron", True))
+        if inv.get("iron_pickaxe", 0) > 0:
+            order.append(("diamond", True))
+        # cheap ones first (anything within a few steps), then the earliest need at any distance
+        for material, _ in order:
+            a = self._interact(self._cells(material), max_cost=6)
+            if a:
+                return a
+        for material, _ in order:
+            a = self._interact(self._cells(material))
+            if a:
+                return a
+        # spare wood while trees are close (the tools ahead need it)
+        if inv["wood"] < 9 and missing:
+            a = self._interact(self._cells("tree"), max_cost=4)
+            if a:
+                return a
+        return None
+
+    def _explore(self) -> Optional[str]:
+        wants_ore = self.inv.get("wood_pickaxe", 0) > 0
+        t = self.explore_target
+        if t is None or t == self.pos or t not in self.dist or not self._is_frontier(t):
+            t = self._pick_frontier(wants_ore)
+            self.explore_target = t
+        if t is None:
+            return None
+        return self._step_toward(t)
+
+    def _is_frontier(self, p: Pos) -> bool:
+        return any(_add(p, d) not in self.mem for d in DIRS)
+
+    def _pick_frontier(self, wants_ore: bool) -> Optional[Pos]:
+        best, best_score = None, INF
+        for p, c in self.dist.items():
+            if p == self.pos or not self._is_frontier(p):
+                continue
+            score = c + self.rng.random() * 0.5
+            if wants_ore and self.mem.get(p) not in ("grass", "sand"):
+                score -= 6
+            if score < best_score:
+                best, best_score = p, score
+        return best
