@@ -281,3 +281,77 @@ def test_find_training_file_from_manifest(tmp_path):
         find_training_file(d)
     with pytest.raises(FileNotFoundError, match="run stage=filter first"):
         find_training_file(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------------------- the train stage
+
+
+def _dataset_folder(home: Path, name: str) -> Path:
+    folder = home / "data" / "datasets" / name
+    folder.mkdir(parents=True)
+    (folder / "train.jsonl").write_text("".join(json.dumps(_example(i)) + "\n" for i in range(12)))
+    (folder / "val.jsonl").write_text(json.dumps(_example(99)) + "\n")
+    manifest = {"format": "openai_chat", "files": ["train.jsonl", "val.jsonl"], "examples": 12, "digest": "d1g3st",
+                "prompt": {"template": "standard", "history": 0, "system_prompt_file": None, "action_mode": "text",
+                           "max_actions_per_turn": 1}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.slow
+def test_train_stage_writes_openai_checkpoint_manifest_and_mlflow_run(request, project, key):
+    import mlflow
+    from conftest import project_overrides
+
+    from crafter_exp.config import compose_config
+    from crafter_exp.stages.train_openai import train_openai
+
+    server = serve(request, running_polls=2)
+    _dataset_folder(project, "exp")
+    cfg = compose_config(project_overrides(project) + [
+        "name=exp", "trainer=openai", f"trainer.base_url={server.base_url}", f"trainer.api_key_env={KEY_ENV}",
+        "trainer.poll_interval_s=0.01", "trainer.poll_max_interval_s=0.02", "trainer.epochs=2"])
+
+    out = train_openai(cfg)
+
+    manifest = json.loads((project / "data" / "checkpoints" / "exp" / "manifest.json").read_text())
+    assert manifest["kind"] == "openai" and manifest["fine_tuned_model"].startswith("ft:gpt-4o-mini")
+    assert manifest["job_id"] == "ftjob-0001" and manifest["base_url"] == server.base_url
+    assert manifest["prompt"]["template"] == "standard" and manifest["dataset_digest"] == "d1g3st"
+    assert server.files["file-0001"]["filename"] == "train.jsonl"  # the train split, not val
+    after = out.policy_after()
+    assert after.model == manifest["fine_tuned_model"] and after.base_url == server.base_url
+    assert out.policy_before().model == "gpt-4o-mini-2024-07-18"
+
+    run = mlflow.MlflowClient(tracking_uri=cfg.tracking.uri).get_run(out.mlflow_run_id)
+    assert run.data.tags["job_id"] == "ftjob-0001" and run.data.tags["job_status"] == "succeeded"
+    assert run.data.tags["fine_tuned_model"] == manifest["fine_tuned_model"]
+    assert run.data.metrics["trained_tokens"] == 12345 and "train_loss" in run.data.metrics
+
+    # same config again: the complete checkpoint is reused, nothing sent
+    n = len(server.requests)
+    again = train_openai(cfg)
+    assert again.job is None and again.fine_tuned_model == manifest["fine_tuned_model"] and len(server.requests) == n
+    assert_no_canary(project)
+
+
+@pytest.mark.slow
+def test_train_stage_failed_job_is_recorded_and_raises(request, project, key):
+    import mlflow
+    from conftest import project_overrides
+
+    from crafter_exp.config import compose_config
+    from crafter_exp.stages.train_openai import train_openai
+
+    server = serve(request, outcome="failure")
+    _dataset_folder(project, "exp")
+    cfg = compose_config(project_overrides(project) + [
+        "name=exp", "trainer=openai", f"trainer.base_url={server.base_url}", f"trainer.api_key_env={KEY_ENV}",
+        "trainer.poll_interval_s=0.01"])
+    with pytest.raises(FineTuneJobError, match="failed: Training file has 3 examples"):
+        train_openai(cfg)
+    assert not (project / "data" / "checkpoints" / "exp" / "manifest.json").exists()
+    runs = mlflow.MlflowClient(tracking_uri=cfg.tracking.uri).search_runs(
+        [mlflow.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
+    assert runs[0].info.status == "FAILED" and runs[0].data.tags["job_status"] == "failed"
+    assert_no_canary(project)

@@ -34,6 +34,11 @@ CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 class FineTuneJobError(RuntimeError):
     """The service refused a request or the job ended failed/cancelled (message = the service's, key scrubbed)."""
 
+    def __init__(self, message: str, result: Optional["JobResult"] = None) -> None:
+        super().__init__(message)
+        self.result = result
+        """The job as last seen, when there was one (so a stage can record its id and status)."""
+
 
 @dataclass
 class JobResult:
@@ -140,15 +145,22 @@ def find_training_file(dataset_dir: Path) -> Path:
         raise ValueError(f"trainer=openai needs a chat JSONL dataset; {dataset_dir} has format {fmt!r} "
                          f"(rerun the filter with filter.format=openai_chat)")
     files = manifest.get("files") or []
-    names = list(files.values()) if isinstance(files, dict) else list(files)
-    if isinstance(files, dict) and "train" in files:
-        names = [files["train"]]
-    names = [n["path"] if isinstance(n, dict) else n for n in names]
-    jsonl = [n for n in names if str(n).endswith(".jsonl")]
-    preferred = [n for n in jsonl if "train" in Path(n).name] or jsonl
-    if not preferred:
-        raise FileNotFoundError(f"trainer dataset: {manifest_path} lists no .jsonl file")
-    return dataset_dir / preferred[0]
+    # (split key, path): dict {split: path}, or a list of paths / {path, split} objects
+    named = list(files.items()) if isinstance(files, dict) else [
+        (f.get("split") or f.get("path"), f.get("path")) if isinstance(f, dict) else (f, f) for f in files]
+    named = [(str(k), str(v.get("path") if isinstance(v, dict) else v)) for k, v in named]
+    train = [p for k, p in named if p.endswith(".jsonl") and not _is_eval_split(k) and not _is_eval_split(p)]
+    if not train:
+        raise FileNotFoundError(f"trainer dataset: {manifest_path} lists no training .jsonl file")
+    if len(train) > 1:
+        raise ValueError(f"trainer=openai uploads one training file; {manifest_path} lists {len(train)}: {train}")
+    path = Path(train[0])
+    return path if path.is_absolute() else dataset_dir / path
+
+
+def _is_eval_split(name: str) -> bool:
+    words = Path(name).stem.lower().replace("-", "_").split("_")
+    return any(w in ("val", "valid", "validation", "eval", "test") for w in words)
 
 
 # --------------------------------------------------------------------------------------------- the request
@@ -269,7 +281,8 @@ def run_openai_job(
     _record_status(output_dir, job_id, job.status)
     result = _result(job, tcfg, resumed, started, metrics)
     if job.status != "succeeded":
-        raise FineTuneJobError(_scrub(f"fine-tuning job {job_id} {job.status}: {result.error or 'no error message'}", key))
+        raise FineTuneJobError(_scrub(f"fine-tuning job {job_id} {job.status}: {result.error or 'no error message'}", key),
+                               result)
     log(f"job {job_id} succeeded: fine-tuned model {result.fine_tuned_model}"
         + (f" ({result.trained_tokens} trained tokens)" if result.trained_tokens else ""))
     return result
