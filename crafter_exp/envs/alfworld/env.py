@@ -1,0 +1,226 @@
+"""`AlfworldTextEnv`: ALFWorld's TextWorld games (the engine behind `AlfredTWEnv`) behind the `TextEnv` interface.
+
+One game per episode, chosen by the seed; one TextWorld environment per object, reloaded on reset. ALFWorld's
+hand-coded expert runs alongside (it must see every step to track the room) and answers `expert_action()`.
+
+Invalid commands: any single line starting with a command verb is a command (`canonical_action` returns it);
+one that is not admissible now is not sent to the game: the step returns ALFWorld's "Nothing happens.",
+`valid=False`, the state unchanged, and it costs a step — as in ALFWorld's own evaluation, where the engine
+answers inadmissible commands the same way. Prose that is no command at all is a parse failure (None).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from crafter_exp.envs.alfworld import data, text
+from crafter_exp.envs.base import Observation, StepResult, TextEnv
+
+HIDDEN_COMMANDS = frozenset({"help"})
+"""Admissible but useless commands left out of `Observation.actions` (random policies would waste steps)."""
+EXPERT_MAX_STEPS = 1000
+"""The expert's own give-up limit (ALFWorld raises past it); episodes end earlier via env.max_steps."""
+
+
+class AlfworldTextEnv(TextEnv):
+    name = "alfworld"
+    achievements = text.ACHIEVEMENTS
+    instructions = text.INSTRUCTIONS
+    fallback_action = "look"
+    """Played when a reply holds no command: always admissible and harmless (it re-describes the room)."""
+
+    def __init__(self, cfg: Any):
+        check_config(cfg)
+        self.cfg = cfg
+        self.root = data.resolve_data_path(cfg.data_path)
+        self.games = data.list_games(str(self.root), cfg.split, tuple(sorted(cfg.task_types)))
+        self._tw_env = None
+        self._loaded: Optional[str] = None
+        self._expert = None
+        self._expert_rng = random.Random(0)
+        self._state: Any = None
+        self._game: Optional[str] = None
+        self._task = ""
+        self._steps = 0
+        self._won = False
+        self._done = True
+        self._expert_next: Optional[str] = None
+        self._admissible: dict[str, str] = {}
+
+    # ---------------------------------------------------------------------------------------------- episode
+
+    def reset(self, seed: int) -> Observation:
+        game = data.game_for_seed(self.games, seed)
+        env = self._textworld()
+        fresh = None
+        if game != self._loaded:
+            env.load(game)
+            self._loaded = game
+            fresh = getattr(env.unwrapped, "_pddl_state", None)
+        self._expert_rng = random.Random(seed)
+        with self._seeded_expert(), _reusing_pddl_state(fresh):
+            self._state = env.reset()
+        with self._seeded_expert():
+            self._expert_reset(game)
+        room, self._task = text.split_intro(self._state["feedback"])
+        self._game, self._steps, self._won, self._done = game, 0, False, False
+        self._update_admissible()
+        return self._observation(room)
+
+    def step(self, action: str) -> StepResult:
+        if self._done:
+            raise RuntimeError("step() after the episode ended; call reset(seed)")
+        self._steps += 1
+        command = self._admissible.get(text.normalise(action))
+        if command is None:
+            feedback, valid = text.NOTHING_HAPPENS, False
+        else:
+            with self._seeded_expert():
+                self._state, _, _ = self._tw_env.step(command)
+                self._expert_observe(command)
+            feedback, valid = self._state["feedback"], True
+            self._update_admissible()
+        won = bool(self._state["won"])
+        newly_won = won and not self._won
+        self._won = won
+        termination = None
+        if won:
+            termination = "success"
+        elif self._steps >= self.cfg.max_steps:
+            termination = "max_steps"
+        self._done = termination is not None
+        return StepResult(
+            observation=self._observation(feedback),
+            reward=1.0 if newly_won else 0.0,
+            done=self._done,
+            valid=valid,
+            unlocked=["won"] if newly_won else [],
+            termination=termination,
+        )
+
+    def canonical_action(self, text_: str) -> Optional[str]:
+        command = text.normalise(text_)
+        if command in self._admissible:
+            return self._admissible[command]
+        for alias in text.aliases(command):
+            if alias in self._admissible:
+                return self._admissible[alias]
+        # a command, but not admissible now: played as an invalid step (see the module docstring)
+        return command if text.looks_like_command(command) else None
+
+    def expert_action(self) -> Optional[str]:
+        return None if self._done else self._expert_next
+
+    def episode_info(self) -> dict[str, Any]:
+        return {"success": self._won, "task_type": data.task_type_of(self._game) if self._game else None}
+
+    def close(self) -> None:
+        if self._tw_env is not None:
+            self._tw_env.close()
+            self._tw_env = None
+            self._loaded = None
+
+    # ------------------------------------------------------------------------------------------------ parts
+
+    def _textworld(self):
+        if self._tw_env is None:
+            import textworld
+            from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
+
+            # What AlfredTWEnv.init_env builds, for one game at a time: its gym wrapper would pick games itself
+            # and run them in subprocesses, while a seed must name the game here. Facts feed the expert.
+            infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True, extras=["gamefile"])
+            self._tw_env = textworld.start(
+                self.games[0], infos, wrappers=[AlfredDemangler(shuffle=False), AlfredInfos]
+            )
+        return self._tw_env
+
+    @contextlib.contextmanager
+    def _seeded_expert(self) -> Iterator[None]:
+        # The hand-coded expert breaks ties with the module-level `random`; give it this episode's own stream
+        # so an episode replays identically whatever else ran in the process (lockstep batches interleave envs).
+        from alfworld.agents.expert import handcoded_expert
+
+        saved = handcoded_expert.random
+        handcoded_expert.random = self._expert_rng
+        try:
+            yield
+        finally:
+            handcoded_expert.random = saved
+
+    def _expert_reset(self, game: str) -> None:
+        from alfworld.agents.expert import HandCodedTWAgent
+
+        self._expert = HandCodedTWAgent(max_steps=EXPERT_MAX_STEPS)
+        self._expert.reset(game)
+        self._expert.observe(self._state["feedback"])
+        self._expert_next = "look"  # what ALFWorld's AlfredExpert plans first: the expert reads the room
+
+    def _expert_observe(self, command: str) -> None:
+        # As ALFWorld's AlfredExpert wrapper, minus its crash when the expert gives up: then there is no expert
+        # suggestion (None) for the rest of the episode.
+        if self._expert is None:
+            return
+        try:
+            nxt = self._expert.act(self._state, 0, self._state["won"], command)
+        except Exception:  # HandCodedAgentFailed / Timeout, or a heuristic hitting a state it can't parse
+            self._expert, self._expert_next = None, None
+            return
+        self._expert_next = nxt if nxt in self._state["admissible_commands"] else "look"
+
+    def _update_admissible(self) -> None:
+        commands = self._state["admissible_commands"] or []
+        self._admissible = {text.normalise(c): c for c in commands}
+
+    def _observation(self, feedback: str) -> Observation:
+        actions = [c for c in self._admissible.values() if c not in HIDDEN_COMMANDS]
+        shown = actions if self.cfg.show_admissible else None
+        return Observation(
+            text=text.format_observation(self._task, feedback, shown),
+            actions=actions,
+            info={
+                "task": self._task,
+                "task_type": data.task_type_of(self._game) if self._game else None,
+                "game": data.game_name(self.root, self._game) if self._game else None,
+                "won": self._won,
+                "steps": self._steps,
+            },
+        )
+
+
+@contextlib.contextmanager
+def _reusing_pddl_state(fresh: Any) -> Iterator[None]:
+    """While a just-loaded game resets, hand TextWorld the planner state `load()` built instead of a second one.
+
+    TextWorld's PDDL backend translates the game (fast-downward's pddl2sas: 0.2-2 s) in `load()` and again in
+    `reset()`; the state built by `load()` is untouched until the reset, so reusing it halves the cost of a reset
+    to a new game. Resets of the same game again (or an unexpected TextWorld) take the normal path.
+    """
+    if fresh is None:
+        yield
+        return
+    from textworld.envs.pddl import logic as pddl_logic
+
+    real = pddl_logic.PddlState
+    pddl_logic.PddlState = lambda *args, **kwargs: fresh
+    try:
+        yield
+    finally:
+        pddl_logic.PddlState = real
+
+
+def check_config(cfg: Any) -> None:
+    """Everything that can be checked before work starts: split, task types, data present, package installed."""
+    data.check_split(cfg.split)
+    data.check_task_types(list(cfg.task_types))
+    data.resolve_data_path(cfg.data_path)
+    try:
+        import alfworld  # noqa: F401
+        import textworld  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(
+            f"env=alfworld needs the alfworld package ({exc.name} missing): pip install 'crafter-exp[alfworld]'"
+        ) from None
