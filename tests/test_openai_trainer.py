@@ -118,6 +118,7 @@ def test_slow_job_polls_several_times_with_backoff(request, tmp_path, dataset, k
     server = serve(request, running_polls=6, total_steps=6)
     sleeps: list[float] = []
     monkeypatch.setattr(jobs.time, "sleep", sleeps.append)
+    monkeypatch.setattr(jobs, "EVENTS_PAGE", 2)  # new events span several pages: walked back with `after`
     result = run_openai_job(tcfg(server, poll_backoff=2.0), dataset, tmp_path / "ckpt")
     # 0.01 s after each status change (queued, running), doubles while running, capped at poll_max_interval_s
     assert sleeps == pytest.approx([0.01, 0.01, 0.02, 0.04, 0.05, 0.05, 0.05])
@@ -126,6 +127,15 @@ def test_slow_job_polls_several_times_with_backoff(request, tmp_path, dataset, k
     assert [m["step"] for m in result.metrics] == [1, 2, 3, 4, 5, 6]
     out = capsys.readouterr().out
     assert out.count("-> running") == 1  # a status change is printed once, not at every poll
+    assert out.count("[info] Fine-tuning job started") == 1 and out.count("[info] Validating training file") == 1
+    assert out.index("Validating training file") < out.index("Files validated") < out.index("Fine-tuning job started")
+
+
+def test_unreachable_service_is_one_clear_error(tmp_path, dataset, key):
+    cfg = OpenAITrainerConfig(base_url="http://127.0.0.1:9/v1", api_key_env=KEY_ENV, max_retries=0,
+                              request_timeout_s=2.0)
+    with pytest.raises(FineTuneJobError, match=r"service error at http://127.0.0.1:9/v1: Connection error"):
+        run_openai_job(cfg, dataset, tmp_path / "ckpt")
 
 
 def test_429s_are_retried_honouring_retry_after(request, tmp_path, dataset, key):

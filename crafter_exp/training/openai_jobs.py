@@ -27,6 +27,7 @@ from crafter_exp.config import OpenAITrainerConfig
 
 STATE_FILE = "openai_job.json"
 TERMINAL = ("succeeded", "failed", "cancelled")
+EVENTS_PAGE = 100
 MAX_EVENTS_PER_POLL = 1000  # a resumed long job may have thousands of metrics events; older ones are skipped
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -260,11 +261,10 @@ def run_openai_job(
 
     client = make_client(tcfg, key)
     started = time.monotonic()
-    with _scrubbed(key):
+    with _scrubbed(key, tcfg.base_url):
         if tcfg.job_id is not None:
             job_id, resumed = tcfg.job_id, True
-            state = read_state(output_dir)
-            if state.get("job_id") != job_id:
+            if not read_state(output_dir).get("job_id"):  # never overwrite the record of another job
                 write_state(output_dir, {"job_id": job_id, "base_url": tcfg.base_url, "status": None})
         else:
             job_id, resumed = _resume_or_create(client, tcfg, Path(dataset_file), dataset_sha, output_dir, log)
@@ -297,7 +297,7 @@ def cancel_openai_job(tcfg: OpenAITrainerConfig, output_dir: Optional[Path] = No
         raise ValueError("trainer.cancel=true needs trainer.job_id=<ftjob-...> (no job recorded in the output folder)")
     client = make_client(tcfg, key)
     started = time.monotonic()
-    with _scrubbed(key):
+    with _scrubbed(key, tcfg.base_url):
         job = client.fine_tuning.jobs.retrieve(job_id)
         if job.status in TERMINAL:
             log(f"job {job_id} already {job.status}; nothing to cancel")
@@ -395,7 +395,7 @@ def _poll(client: Any, job_id: str, tcfg: OpenAITrainerConfig, log: Callable[[st
 
 def _new_events(client: Any, job_id: str, seen: set[str]) -> Iterator[Any]:
     """Events not yet seen, newest first (the API's order; auto-pagination walks back through older pages)."""
-    for n, event in enumerate(client.fine_tuning.jobs.list_events(job_id, limit=100)):
+    for n, event in enumerate(client.fine_tuning.jobs.list_events(job_id, limit=EVENTS_PAGE)):
         if event.id in seen or n >= MAX_EVENTS_PER_POLL:
             return
         seen.add(event.id)
@@ -452,8 +452,9 @@ def _scrub(text: str, key: str) -> str:
 class _scrubbed:
     """Turn the client's API errors into FineTuneJobError with the service's message and no trace of the key."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, base_url: Optional[str] = None) -> None:
         self.key = key
+        self.base_url = base_url
 
     def __enter__(self) -> None:
         return None
@@ -466,6 +467,6 @@ class _scrubbed:
         status = getattr(exc, "status_code", None)
         body = getattr(exc, "body", None)
         message = body.get("message") if isinstance(body, dict) and body.get("message") else str(exc)
-        where = f" (HTTP {status})" if status else ""
+        where = f" (HTTP {status})" if status else f" at {self.base_url or 'the default endpoint'}"
         # `from None`: the chained original could carry the key (e.g. an echoed Authorization in a proxy's message)
         raise FineTuneJobError(_scrub(f"fine-tuning service error{where}: {message}", self.key)) from None
