@@ -8,6 +8,7 @@ in headless runs, Ray workers and notebooks alike. Every file is written to a te
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Optional, Sequence
@@ -18,6 +19,9 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 DPI = 120
+# "Using categorical units to plot a list of strings that are all parsable as floats": intended (swept values are
+# categories on purpose), and Hydra would log it on every sweep summary.
+logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
 
 
 def _save(fig: Figure, path: str | Path) -> Path:

@@ -505,8 +505,12 @@ def _figures(table: pd.DataFrame, episodes: dict[str, pd.DataFrame], labels: lis
 
 
 def run(cfg: Any) -> CompareResult:
-    """stage=compare: compare cfg.compare.runs."""
-    return compare(cfg)
+    """stage=compare: compare cfg.compare.runs (under a sweep, the job's result.json gets the metrics)."""
+    from crafter_exp.sweep import write_job_result
+
+    result = compare(cfg)
+    write_job_result(result.metrics_by_label, report=str(result.report_dir), mlflow_run_id=result.mlflow_run_id)
+    return result
 
 
 __all__ = ["CompareResult", "compare", "run", "resolve_runs", "default_labels", "check_compare_config"]
