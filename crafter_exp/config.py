@@ -434,6 +434,8 @@ class OpenAITrainerConfig(TrainerConfig):
     """Retries per request (the openai client's own backoff, honouring 429 Retry-After)."""
     request_timeout_s: float = 120.0
     """Seconds per HTTP request (uploads of large files may need more)."""
+    retrain: bool = False
+    """Create a new job even when the output folder already records a finished job of this config and dataset."""
 
 
 # ---------------------------------------------------------------------------------------------- root sections
