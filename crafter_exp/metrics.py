@@ -224,6 +224,21 @@ def load_custom_metrics(specs: Iterable[Any]) -> list[tuple[str, CustomMetric]]:
     return loaded
 
 
+TERMINATIONS = ("done", "death", "success", "max_steps", "length", "api_error")  # episodes.termination values
+
+
+def termination_rates(df: pd.DataFrame, kinds: Optional[Sequence[str]] = None) -> dict[str, float]:
+    """Example custom metric: % of episodes per termination (`termination/death`, ...).
+
+    A custom metric must return the same names for any set of episodes (it is also called on resamples).
+
+    Use: `compare.custom_metrics=[{_target_: crafter_exp.metrics.termination_rates, kinds: [death]}]`.
+    """
+    terminations = df["termination"].astype(str) if len(df) else pd.Series([], dtype=str)
+    kinds = list(kinds) if kinds is not None else list(TERMINATIONS)
+    return {f"termination/{k}": 100.0 * float((terminations == k).mean()) if len(df) else float("nan") for k in kinds}
+
+
 def _call_custom(target: str, fn: CustomMetric, df: pd.DataFrame) -> dict[str, float]:
     out = fn(df)
     if not isinstance(out, dict):
@@ -501,6 +516,7 @@ __all__ = [
     "metric_names",
     "is_known_metric",
     "load_custom_metrics",
+    "termination_rates",
     "bootstrap",
     "significance",
     "same_seeds",
