@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -12,7 +12,6 @@ import pytest
 
 from crafter_exp.config import OpenAITrainerConfig
 from crafter_exp.training.openai_jobs import (
-    STATE_FILE,
     FineTuneJobError,
     cancel_openai_job,
     find_training_file,
@@ -342,6 +341,9 @@ def test_train_stage_writes_openai_checkpoint_manifest_and_mlflow_run(request, p
     n = len(server.requests)
     again = train_openai(cfg)
     assert again.job is None and again.fine_tuned_model == manifest["fine_tuned_model"] and len(server.requests) == n
+    # retrain: a new job, even though the state file records a succeeded one
+    renewed = train_openai(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, retrain=True)))
+    assert renewed.job.job_id == "ftjob-0002" and not renewed.skipped and len(server.files) == 1  # file reused
     assert_no_canary(project)
 
 

@@ -28,8 +28,10 @@ from crafter_exp.training.openai_jobs import (
 )
 
 # settings that change how we wait for the job, not which model comes out: a rerun may change them
-HOW_NOT_WHAT = frozenset({"job_id", "cancel", "wait", "poll_interval_s", "poll_max_interval_s", "poll_backoff",
-                          "timeout_s", "max_retries", "request_timeout_s", "output_dir", "dataset", "api_key_env"})
+HOW_NOT_WHAT = frozenset({
+    "job_id", "cancel", "wait", "retrain", "poll_interval_s", "poll_max_interval_s", "poll_backoff", "timeout_s",
+    "max_retries", "request_timeout_s", "output_dir", "dataset", "api_key_env",
+})
 
 
 @dataclass
@@ -40,6 +42,12 @@ class OpenAITrainResult:
     """The job as last seen (None when a complete earlier result was reused without contacting the service)."""
     manifest: dict[str, Any] = field(default_factory=dict)
     mlflow_run_id: Optional[str] = None
+    skipped: bool = False
+    """True when a complete result of the same config and data was already there (no request sent)."""
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.manifest.get("metrics") or {})
 
     @property
     def fine_tuned_model(self) -> Optional[str]:
@@ -77,7 +85,7 @@ def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Opti
     output_dir = Path(output_dir or tcfg.output_dir or Path(cfg.paths.checkpoints) / cfg.name)
     dataset_file, dataset_manifest = None, {}
     if not tcfg.cancel and tcfg.job_id is None:
-        dataset_dir = Path(dataset_path or tcfg.dataset or Path(cfg.paths.datasets) / cfg.name)
+        dataset_dir = Path(dataset_path or tcfg.dataset or _latest_dataset(Path(cfg.paths.datasets) / cfg.name))
         dataset_file = find_training_file(dataset_dir)
         if dataset_dir.is_dir():
             dataset_manifest = json.loads((dataset_dir / "manifest.json").read_text())
@@ -85,11 +93,11 @@ def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Opti
     config_hash = trainer_hash(tcfg, digest)
 
     manifest_path = output_dir / "manifest.json"
-    if not tcfg.cancel and tcfg.job_id is None and manifest_path.is_file():
+    if not (tcfg.cancel or tcfg.retrain) and tcfg.job_id is None and manifest_path.is_file():
         done = json.loads(manifest_path.read_text())
         if done.get("kind") == "openai" and done.get("config_hash") == config_hash and done.get("fine_tuned_model"):
             print(f"train: {manifest_path} is complete ({done['fine_tuned_model']}); nothing to do")
-            return OpenAITrainResult(output_dir, None, done)
+            return OpenAITrainResult(output_dir, None, done, done.get("mlflow_run_id"), skipped=True)
 
     tags = {"name": cfg.name, "trainer": "openai", "base_model": tcfg.base_model}
     run_config = {"trainer": dataclasses.asdict(tcfg), "dataset": str(dataset_file), "dataset_digest": digest}
@@ -120,12 +128,22 @@ def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Opti
                         "final_train_loss": next((m.get("train_loss") for m in reversed(job.metrics)
                                                   if "train_loss" in m), None)},
             "config_hash": config_hash,
+            "mlflow_run_id": mlrun.info.run_id if mlrun else None,
         }
         write_json_atomic(manifest_path, manifest)  # last: marks the checkpoint complete
         tracking.log_json(manifest, "checkpoint_manifest.json")
         print(f"train: play it with model=openai model.model={job.fine_tuned_model}"
               + (f" model.base_url={tcfg.base_url}" if tcfg.base_url else ""))
         return OpenAITrainResult(output_dir, job, manifest, mlrun.info.run_id if mlrun else None)
+
+
+def _latest_dataset(folder: Path) -> Path:
+    """`folder` when it holds manifest.json, else its newest subfolder that does (the pipeline nests by hash)."""
+    if folder.is_dir() and not (folder / "manifest.json").is_file():
+        subs = [p for p in folder.iterdir() if (p / "manifest.json").is_file()]
+        if subs:
+            return max(subs, key=lambda p: (p / "manifest.json").stat().st_mtime)
+    return folder
 
 
 def _log_job(job: JobResult) -> None:

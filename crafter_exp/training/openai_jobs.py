@@ -69,7 +69,8 @@ class JobResult:
 def api_key(tcfg: OpenAITrainerConfig) -> str:
     key = os.environ.get(tcfg.api_key_env)
     if not key:
-        raise ValueError(f"trainer.api_key_env: environment variable {tcfg.api_key_env} is not set (export your key there)")
+        raise ValueError(
+            f"trainer.api_key_env: environment variable {tcfg.api_key_env} is not set (export your key there)")
     return key
 
 
@@ -177,7 +178,8 @@ def hyperparameters(tcfg: OpenAITrainerConfig) -> dict[str, Any]:
 def job_request(tcfg: OpenAITrainerConfig, training_file: str) -> dict[str, Any]:
     """Keyword arguments of `client.fine_tuning.jobs.create` (hyperparameters where the chosen API style wants them)."""
     if tcfg.hyperparameters_style not in ("method", "legacy"):
-        raise ValueError(f"trainer.hyperparameters_style must be `method` or `legacy`, not {tcfg.hyperparameters_style!r}")
+        raise ValueError(
+            f"trainer.hyperparameters_style must be `method` or `legacy`, not {tcfg.hyperparameters_style!r}")
     hp = hyperparameters(tcfg)
     request: dict[str, Any] = {"model": tcfg.base_model, "training_file": training_file, "seed": tcfg.seed}
     if tcfg.suffix:
@@ -281,8 +283,8 @@ def run_openai_job(
     _record_status(output_dir, job_id, job.status)
     result = _result(job, tcfg, resumed, started, metrics)
     if job.status != "succeeded":
-        raise FineTuneJobError(_scrub(f"fine-tuning job {job_id} {job.status}: {result.error or 'no error message'}", key),
-                               result)
+        message = f"fine-tuning job {job_id} {job.status}: {result.error or 'no error message'}"
+        raise FineTuneJobError(_scrub(message, key), result)
     log(f"job {job_id} succeeded: fine-tuned model {result.fine_tuned_model}"
         + (f" ({result.trained_tokens} trained tokens)" if result.trained_tokens else ""))
     return result
@@ -317,10 +319,13 @@ def _resume_or_create(client: Any, tcfg: OpenAITrainerConfig, dataset_file: Path
     fingerprint = request_fingerprint(tcfg, dataset_sha)
     state = read_state(output_dir)
     if state.get("fingerprint") == fingerprint and state.get("job_id"):
-        if state.get("status") not in ("failed", "cancelled"):
+        # a running job is always resumed (paying twice is never wanted); a finished one unless retrain asks anew
+        ended = ("failed", "cancelled", "succeeded") if tcfg.retrain else ("failed", "cancelled")
+        if state.get("status") not in ended:
             log(f"resuming job {state['job_id']} recorded in {output_dir / STATE_FILE}")
             return state["job_id"], True
-        log(f"previous job {state['job_id']} ended {state['status']}; creating a new one")
+        log(f"previous job {state['job_id']} ended {state['status']}; creating a new one"
+            + (" (trainer.retrain=true)" if state["status"] == "succeeded" else ""))
     elif state.get("job_id") and state.get("status") not in TERMINAL:
         log(f"note: {output_dir / STATE_FILE} names job {state['job_id']} made from a different dataset or config; "
             f"it is left as is (cancel with trainer.job_id={state['job_id']} trainer.cancel=true)")
