@@ -1,0 +1,206 @@
+"""Export formats as SQL: each example is rendered inside DuckDB, one chunk of episodes per statement.
+
+A *rendering* says how one message becomes a fragment (a JSON object for chat formats, a line of text for the
+single-turn prompt); `Layout` (read off prompts.build_messages) says which messages a prompt holds; the statement
+joins the fragments of the prompt's messages, the target reply, and the format's wrapper into one line per example.
+
+Per-turn examples (one per kept turn, the prompt the policy saw: system + history window + observation -> reply):
+- openai_chat   {"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]}
+- openai_tools  the same prompt, the target reply as an `interact` tool call ({"actions": [...]}, the actions that
+                were executed) with the reasoning as content, plus "tools": [the interact tool]. History replies stay
+                the text the policy was shown (that is what the `openai` policy sends back in tools mode).
+- vertex_gemini {"systemInstruction": {"role": "system", "parts": [{"text": ...}]},
+                 "contents": [{"role": "user"|"model", "parts": [{"text": ...}]}, ...]}
+- single_turn   {"prompt_data": {"content": "system: ...\\nuser: ..."}, "response_data": {"content": reply}}
+                (the AlfWorld workflow's single-turn SFT keys)
+Multi-turn (one example per episode: the whole conversation up to its last kept turn): openai_chat (assistant
+messages carry "weight": 1 for kept turns, 0 for the others, OpenAI's per-message training weight) and
+vertex_gemini (every model turn trained).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from crafter_exp.export.layout import Item, Layout
+from crafter_exp.filtering.steps import REASONING
+
+JSONL_FORMATS = ("openai_chat", "openai_tools", "vertex_gemini", "single_turn")
+
+
+@dataclass(frozen=True)
+class Rendering:
+    name: str
+    user: str
+    """SQL: the fragment of an observation (columns of the step row)."""
+    reply: str
+    """SQL: the fragment of a reply shown in a prompt (as the policy saw it)."""
+    target: str
+    """SQL: the fragment of the trained reply."""
+    turn: str
+    """SQL: the fragment of a reply inside a multi-turn conversation (may use `keep`)."""
+    const: Callable[[dict[str, Any]], str]
+    """Python: the fragment of a constant message (other than the leading system message)."""
+    sep: str
+    """SQL string literal joining fragments."""
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+CHAT = Rendering(
+    name="chat",
+    user="to_json({'role': 'user', 'content': observation})",
+    reply="to_json({'role': 'assistant', 'content': reply_out})",
+    target="to_json({'role': 'assistant', 'content': reply_out})",
+    turn="to_json({'role': 'assistant', 'content': reply_out, 'weight': CASE WHEN keep THEN 1 ELSE 0 END})",
+    const=lambda m: _json({"role": m.get("role"), "content": m.get("content")}),
+    sep="','",
+)
+
+# the parquet `messages` column: no per-message weight (the AlfWorld/verl multi-turn trainer masks every reply)
+CHAT_PLAIN = Rendering(**{**CHAT.__dict__, "name": "chatp", "turn": CHAT.reply})
+
+TOOLS = Rendering(
+    name="tools",
+    user=CHAT.user,
+    reply=CHAT.reply,
+    target=(
+        "to_json({'role': 'assistant', 'content': CASE WHEN $keep_reasoning THEN " + REASONING + " END, "
+        "'tool_calls': [{'id': 'call_' || turn::VARCHAR, 'type': 'function', 'function': {'name': 'interact', "
+        "'arguments': to_json({'actions': coalesce(actions, [])::VARCHAR[]})::VARCHAR}}]})"
+    ),
+    turn=CHAT.reply,
+    const=CHAT.const,
+    sep="','",
+)
+
+VERTEX = Rendering(
+    name="vertex",
+    user="to_json({'role': 'user', 'parts': [{'text': observation}]})",
+    reply="to_json({'role': 'model', 'parts': [{'text': reply_out}]})",
+    target="to_json({'role': 'model', 'parts': [{'text': reply_out}]})",
+    turn="to_json({'role': 'model', 'parts': [{'text': reply_out}]})",
+    const=lambda m: _json({"role": "model" if m.get("role") == "assistant" else "user",
+                           "parts": [{"text": m.get("content") or ""}]}),
+    sep="','",
+)
+
+TEXT = Rendering(
+    name="text",
+    user="'user: ' || observation",
+    reply="'assistant: ' || reply_out",
+    target="reply_out",
+    turn="'assistant: ' || reply_out",
+    const=lambda m: f"{m.get('role')}: {m.get('content') or ''}",
+    sep="chr(10)",
+)
+
+
+class Statement:
+    """Builds the SQL pieces of one export for one layout; collects the constants as named parameters."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.params: dict[str, Any] = {}
+        self.renderings: dict[str, Rendering] = {}
+
+    def const(self, value: str) -> str:
+        name = f"c{len(self.params)}"
+        self.params[name] = value
+        return f"${name}"
+
+    def use(self, r: Rendering) -> None:
+        self.renderings[r.name] = r
+
+    def fragment_columns(self) -> str:
+        """SELECT-list entries: u_<r>, a_<r> per rendering, and their lags 1..history."""
+        cols = []
+        for r in self.renderings.values():
+            cols += [f"{r.user} AS u_{r.name}", f"{r.reply} AS a_{r.name}"]
+        return ", ".join(cols)
+
+    def lag_columns(self) -> str:
+        cols = []
+        for r in self.renderings.values():
+            for lag in range(1, self.layout.history + 1):
+                for kind in ("u", "a"):
+                    cols.append(f"lag({kind}_{r.name}, {lag}) OVER (PARTITION BY run_id, seed ORDER BY turn)"
+                                f" AS {kind}_{r.name}_{lag}")
+        return "".join(", " + c for c in cols)
+
+    def _item(self, r: Rendering, item: Item) -> str:
+        if item.kind == "const":
+            return self.const(r.const(item.message))
+        kind = "u" if item.kind == "obs" else "a"
+        return f"{kind}_{r.name}" + (f"_{item.lag}" if item.lag else "")
+
+    def prompt_parts(self, r: Rendering, with_system: Optional[Callable[[str], str]] = None) -> str:
+        """SQL: the prompt's fragments joined by the rendering's separator (NULL-free), chosen by history length."""
+
+        def parts(items: list[Item]) -> str:
+            pieces = []
+            if with_system is not None and self.layout.system is not None:
+                pieces.append(self.const(with_system(self.layout.system)))
+            pieces += [self._item(r, i) for i in items]
+            return f"concat_ws({r.sep}, {', '.join(pieces)})"
+
+        if self.layout.history == 0:
+            return parts(self.layout.by_history[0])
+        cases = " ".join(
+            f"WHEN {n} THEN {parts(items)}" for n, items in enumerate(self.layout.by_history)
+        )
+        return f"(CASE least(pos, {self.layout.history}) {cases} END)"
+
+
+def system_chat(text: str) -> str:
+    return _json({"role": "system", "content": text})
+
+
+def system_text(text: str) -> str:
+    return f"system: {text}"
+
+
+def per_turn_line(fmt: str, st: Statement, tools_json: Optional[str] = None) -> str:
+    """SQL: one JSONL line per kept turn (columns of the `h` relation)."""
+    if fmt == "openai_chat":
+        st.use(CHAT)
+        return f"'{{\"messages\":[' || concat_ws(',', {st.prompt_parts(CHAT, system_chat)}, {CHAT.target}) || ']}}'"
+    if fmt == "openai_tools":
+        st.use(TOOLS)
+        tools = st.const(tools_json or "[]")
+        return (f"'{{\"messages\":[' || concat_ws(',', {st.prompt_parts(TOOLS, system_chat)}, {TOOLS.target})"
+                f" || '],\"tools\":' || {tools} || '}}'")
+    if fmt == "vertex_gemini":
+        st.use(VERTEX)
+        return (f"'{{' || {_vertex_system(st)} || '\"contents\":[' || "
+                f"concat_ws(',', {st.prompt_parts(VERTEX)}, {VERTEX.target}) || ']}}'")
+    if fmt == "single_turn":
+        st.use(TEXT)
+        return (f"to_json({{'prompt_data': {{'content': {st.prompt_parts(TEXT, system_text)}}}, "
+                f"'response_data': {{'content': {TEXT.target}}}}})")
+    raise ValueError(f"format {fmt!r} is not a JSONL format")
+
+
+def _vertex_system(st: Statement) -> str:
+    if st.layout.system is None:
+        return "''"
+    sys = _json({"role": "system", "parts": [{"text": st.layout.system}]})
+    return st.const(f"\"systemInstruction\":{sys},")
+
+
+def multi_turn_line(fmt: str, st: Statement) -> str:
+    """SQL aggregate (GROUP BY episode, rows up to the last kept turn): one JSONL line per episode."""
+    if fmt == "openai_chat":
+        st.use(CHAT)
+        head = (st.const(system_chat(st.layout.system)) + " || ','") if st.layout.system is not None else "''"
+        body = f"string_agg(u_chat || ',' || {CHAT.turn}, ',' ORDER BY turn)"
+        return f"'{{\"messages\":[' || {head} || {body} || ']}}'"
+    if fmt == "vertex_gemini":
+        st.use(VERTEX)
+        body = f"string_agg(u_vertex || ',' || {VERTEX.turn}, ',' ORDER BY turn)"
+        return f"'{{' || {_vertex_system(st)} || '\"contents\":[' || {body} || ']}}'"
+    raise ValueError(f"format {fmt!r} has no multi-turn form")

@@ -1,0 +1,348 @@
+"""Write a dataset folder: data files streamed chunk by chunk to temporary names, renamed once all are complete.
+
+The caller writes `manifest.json` last (it marks the folder complete). Memory: one chunk of episodes at a time
+(FilterConfig.chunk_steps steps) plus, with `dedupe`, a 16-byte digest per distinct example.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from crafter_exp import prompts
+from crafter_exp.export.formats import (
+    CHAT,
+    JSONL_FORMATS,
+    TEXT,
+    Statement,
+    multi_turn_line,
+    per_turn_line,
+    system_chat,
+    system_text,
+)
+from crafter_exp.export.layout import Layout
+from crafter_exp.filtering.select import reader, run_params
+from crafter_exp.filtering.steps import chunk_params, chunk_sql, chunks, step_params
+from crafter_exp.store.traces import TraceStore
+
+JSONL_FILE = "train.jsonl"
+MESSAGES_TYPE = '[{"role":"VARCHAR","content":"VARCHAR"}]'
+
+
+@dataclass
+class ExportPlan:
+    """Everything the writer needs: the episodes to export (in order, with ep_order, last_kept and split),
+    the chosen turns when subsetting, and the prompt layout."""
+
+    store: TraceStore
+    fcfg: Any
+    episodes: pd.DataFrame
+    layout: Layout
+    subset: Optional[pd.DataFrame] = None
+    data_source: str = "crafter_exp"
+
+
+@dataclass
+class Written:
+    files: list[str]
+    examples: int
+    episodes: int
+    digest: str
+    dedupe_dropped: int = 0
+    splits: dict[str, dict[str, int]] = field(default_factory=dict)
+    per_episode: Optional[np.ndarray] = None
+    """Examples written per episode (by ep_order)."""
+
+
+class _Deduper:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.seen: set[bytes] = set()
+        self.dropped = 0
+
+    def keep(self, text: str) -> bool:
+        if not self.enabled:
+            return True
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        if key in self.seen:
+            self.dropped += 1
+            return False
+        self.seen.add(key)
+        return True
+
+
+def _tools_json(plan: ExportPlan) -> str:
+    max_actions = max(1, int(getattr(plan.layout.prompt, "max_actions_per_turn", 1) or 1))
+    return json.dumps([prompts.interact_tool(None, max_actions)], ensure_ascii=False)
+
+
+def _relations(plan: ExportPlan, st: Statement, chunk_columns: tuple[str, ...] = (), lags: bool = True) -> str:
+    base = chunk_sql(plan.fcfg, chunk_columns=chunk_columns)
+    return (base + f", r AS (SELECT *, {st.fragment_columns()} FROM w)"
+            f", h AS (SELECT *{st.lag_columns() if lags else ''} FROM r)\n")
+
+
+def _semi(plan: ExportPlan) -> str:
+    """Restrict to the chosen (episode, turn) pairs when subsetting."""
+    return " SEMI JOIN subset USING (ep_order, turn)" if plan.subset is not None else ""
+
+
+def _register(con: Any, plan: ExportPlan, chunk: pd.DataFrame, columns: tuple[str, ...]) -> None:
+    con.register("chunk", chunk[["run_id", "seed", "ep_order", *columns]])
+    if plan.subset is not None:
+        orders = chunk["ep_order"].to_numpy()
+        con.register("subset", plan.subset[plan.subset["ep_order"].isin(orders)])
+
+
+def _arrow(result: Any) -> pa.Table:
+    """A query result as an Arrow table (DuckDB 2 names it to_arrow_table, 1.x fetch_arrow_table)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "extra copy": one chunk, bounded
+        if hasattr(result, "to_arrow_table"):
+            return result.to_arrow_table()
+        return result.fetch_arrow_table()
+
+
+def _digest(paths: list[tuple[str, Path]]) -> str:
+    h = hashlib.sha256()
+    for name, path in paths:
+        h.update(name.encode() + b"\x00")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:32]
+
+
+def _finish(tmp_files: list[tuple[str, Path]], out_dir: Path) -> str:
+    digest = _digest(tmp_files)
+    for name, tmp in tmp_files:
+        tmp.replace(out_dir / name)
+    return digest
+
+
+def write_jsonl(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Written:
+    """One of the JSONL formats -> out_dir/train.jsonl."""
+    fcfg, fmt = plan.fcfg, plan.fcfg.format
+    assert fmt in JSONL_FORMATS
+    st = Statement(plan.layout)
+    st.params["keep_reasoning"] = bool(fcfg.keep_reasoning)
+    if fcfg.multi_turn:
+        line = multi_turn_line(fmt, st)
+        sql = (_relations(plan, st, ("last_kept",), lags=False)
+               + f"SELECT ep_order, 0 AS turn, {line} AS line FROM h WHERE turn <= last_kept GROUP BY ep_order")
+    else:
+        line = per_turn_line(fmt, st, _tools_json(plan))
+        sql = _relations(plan, st) + f"SELECT ep_order, turn, {line} AS line FROM h{_semi(plan)} WHERE keep"
+    ordered = f"SELECT ep_order, line FROM ({sql}) ORDER BY ep_order, turn"
+    joined = f"SELECT string_agg(line, chr(10) ORDER BY ep_order, turn) AS text, count(*) AS n FROM ({sql})"
+    dedupe = _Deduper(fcfg.dedupe)
+    per_episode = np.zeros(len(plan.episodes), dtype=np.int64)
+    params = {**step_params(fcfg), **st.params}
+    tmp = out_dir / (JSONL_FILE + ".tmp")
+    examples = 0
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for chunk in chunks(plan.episodes, fcfg.chunk_steps):
+            with reader(plan.store, fcfg.memory_limit) as con:
+                _register(con, plan, chunk, ("last_kept",) if fcfg.multi_turn else ())
+                p = {**params, **chunk_params(chunk)}
+                if fcfg.dedupe:
+                    rows = run_params(con, ordered, p).fetchall()
+                    for ep, text in rows:
+                        if dedupe.keep(text):
+                            f.write(text)
+                            f.write("\n")
+                            per_episode[ep] += 1
+                            examples += 1
+                else:
+                    text, n = run_params(con, joined, p).fetchone()
+                    if n:
+                        f.write(text)
+                        f.write("\n")
+                        examples += int(n)
+            if progress is not None:
+                progress.update(int(chunk["turns"].sum()))
+    if not fcfg.dedupe:
+        per_episode = _examples_per_episode(plan)
+    digest = _finish([(JSONL_FILE, tmp)], out_dir)
+    return Written([JSONL_FILE], examples, int((per_episode > 0).sum()), digest, dedupe.dropped,
+                   per_episode=per_episode)
+
+
+def _examples_per_episode(plan: ExportPlan) -> np.ndarray:
+    if plan.fcfg.multi_turn:
+        return np.ones(len(plan.episodes), dtype=np.int64)
+    if plan.subset is not None:
+        counts = plan.subset.groupby("ep_order").size()
+        out = np.zeros(len(plan.episodes), dtype=np.int64)
+        out[counts.index.to_numpy()] = counts.to_numpy()
+        return out
+    return plan.episodes["kept"].to_numpy().astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------------- parquet
+
+
+def _parquet_sql(plan: ExportPlan, st: Statement) -> str:
+    fcfg = plan.fcfg
+    st.use(CHAT)
+    st.use(TEXT)
+    ds = st.const(plan.data_source)
+    if not fcfg.multi_turn:
+        chat = f"'[' || concat_ws(',', {st.prompt_parts(CHAT, system_chat)}, {CHAT.target}) || ']'"
+        prompt = st.prompt_parts(TEXT, system_text)
+        response = TEXT.target
+        select = (
+            f"SELECT ep_order, turn, split, {ds} AS data_source, {chat} AS messages_json,"
+            f" {prompt} AS prompt, {response} AS response, array_to_string(actions, chr(10)) AS ground_truth,"
+            f" run_id, seed, reward FROM h{_semi(plan)} WHERE keep"
+        )
+        return (_relations(plan, st, ("split",)) + f"SELECT *, from_json(messages_json, '{MESSAGES_TYPE}') AS messages"
+                f" FROM ({select}) ORDER BY ep_order, turn")
+    sys_chat = (st.const(system_chat(st.layout.system)) + " || ','") if st.layout.system is not None else "''"
+    sys_text = (st.const(system_text(st.layout.system)) + " || chr(10)") if st.layout.system is not None else "''"
+    select = (
+        f"SELECT ep_order, max(turn) AS turn, any_value(split) AS split, {ds} AS data_source,"
+        f" '[' || {sys_chat} || string_agg(u_chat || ',' || a_chat, ',' ORDER BY turn) || ']' AS messages_json,"
+        f" {sys_text} || string_agg(CASE WHEN turn < last_kept THEN u_text || chr(10) || a_text ELSE u_text END,"
+        f" chr(10) ORDER BY turn) AS prompt,"
+        f" max_by(reply_out, turn) AS response, array_to_string(max_by(actions, turn), chr(10)) AS ground_truth,"
+        f" any_value(run_id) AS run_id, any_value(seed) AS seed, sum(reward) AS reward"
+        f" FROM h WHERE turn <= last_kept GROUP BY ep_order"
+    )
+    return (_relations(plan, st, ("split", "last_kept"), lags=False)
+            + f"SELECT *, from_json(messages_json, '{MESSAGES_TYPE}') AS messages FROM ({select}) ORDER BY ep_order")
+
+
+def _raw_sql(plan: ExportPlan) -> str:
+    return chunk_sql(plan.fcfg, chunk_columns=("split",)) + """
+SELECT string_agg(j, ',' || chr(10) ORDER BY ep_order) FROM (
+  SELECT w.ep_order, to_json({
+    'run_id': any_value(w.run_id), 'seed': any_value(w.seed), 'split': any_value(w.split),
+    'model': any_value(e.model), 'task_type': any_value(e.task_type), 'total_reward': any_value(e.total_reward),
+    'final_achievements': any_value(e.achievements), 'success': any_value(e.success),
+    'termination': any_value(e.termination), 'turns': count(*),
+    'steps': list({'turn': w.turn, 'observation': w.observation, 'reply': w.reply, 'actions': w.actions,
+                   'reward': w.reward, 'unlocked': w.unlocked, 'parse_ok': w.parse_ok, 'kept': w.keep}
+                  ORDER BY w.turn)
+  }) AS j
+  FROM w JOIN episodes e ON e.run_id = w.run_id AND e.seed = w.seed GROUP BY w.ep_order
+)"""
+
+
+def _parquet_tables(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """The AlfWorld/verl parquet row (messages, prompt_data, response_data, ...) and the flat CSV row."""
+    n = batch.num_rows
+    prompt = batch.column("prompt")
+    response = batch.column("response")
+    messages_json = batch.column("messages_json")
+    import pyarrow.compute as pc
+
+    messages = batch.column("messages")
+    extra = pa.StructArray.from_arrays(
+        [batch.column("run_id").combine_chunks(), pc.cast(batch.column("seed"), pa.int64()).combine_chunks(),
+         pc.cast(batch.column("turn"), pa.int64()).combine_chunks(), batch.column("split").combine_chunks(),
+         pc.cast(batch.column("reward"), pa.float64()).combine_chunks()],
+        names=["run_id", "seed", "turn", "split", "reward"],
+    )
+    parquet = pa.table({
+        "data_source": batch.column("data_source"),
+        "messages": messages,
+        "prompt_data": pa.StructArray.from_arrays([prompt.combine_chunks()], names=["content"]),
+        "response_data": pa.StructArray.from_arrays([response.combine_chunks()], names=["content"]),
+        "ability": pa.array(["agent"] * n),
+        "reward_model": pa.StructArray.from_arrays(
+            [pa.array(["rule"] * n), batch.column("ground_truth").combine_chunks()], names=["style", "ground_truth"]),
+        "extra_info": extra,
+    })
+    csv = pa.table({
+        "data_source": batch.column("data_source"), "messages": messages_json, "prompt": prompt,
+        "response": response, "ground_truth": batch.column("ground_truth"), "run_id": batch.column("run_id"),
+        "seed": batch.column("seed"), "turn": batch.column("turn"), "split": batch.column("split"),
+    })
+    return parquet, csv
+
+
+def write_parquet(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Written:
+    """train/val .parquet (+ .csv) split by episode, and raw_trajectories.json."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    fcfg = plan.fcfg
+    st = Statement(plan.layout)
+    sql = _parquet_sql(plan, st)
+    raw_sql = _raw_sql(plan)
+    params = {**step_params(fcfg), **st.params}
+    dedupe = _Deduper(fcfg.dedupe)
+    writers: dict[str, tuple[Any, Any]] = {}
+    tmp_paths: dict[str, Path] = {}
+    counts = {s: {"examples": 0, "episodes": 0} for s in ("train", "val")}
+    per_episode = np.zeros(len(plan.episodes), dtype=np.int64)
+    raw_tmp = out_dir / "raw_trajectories.json.tmp"
+    first_raw = True
+    try:
+        with open(raw_tmp, "w", encoding="utf-8") as raw:
+            raw.write("[\n")
+            for chunk in chunks(plan.episodes, fcfg.chunk_steps):
+                with reader(plan.store, fcfg.memory_limit) as con:
+                    _register(con, plan, chunk, ("split", "last_kept"))
+                    p = {**params, **chunk_params(chunk)}
+                    table = _arrow(run_params(con, sql, p))
+                    (text,) = run_params(con, raw_sql, p).fetchone()
+                if text:
+                    raw.write(("" if first_raw else ",\n") + text)
+                    first_raw = False
+                if fcfg.dedupe and table.num_rows:
+                    mask = [dedupe.keep(m) for m in table.column("messages_json").to_pylist()]
+                    table = table.filter(pa.array(mask))
+                if table.num_rows:
+                    eps = table.column("ep_order").to_numpy()
+                    np.add.at(per_episode, eps, 1)
+                    parquet, csv = _parquet_tables(table)
+                    splits = table.column("split").to_numpy(zero_copy_only=False)
+                    for split in ("train", "val"):
+                        mask = splits == split
+                        if not mask.any():
+                            continue
+                        if split not in writers:
+                            tmp_paths[f"{split}.parquet"] = out_dir / f"{split}.parquet.tmp"
+                            tmp_paths[f"{split}.csv"] = out_dir / f"{split}.csv.tmp"
+                            writers[split] = (
+                                pq.ParquetWriter(tmp_paths[f"{split}.parquet"], parquet.schema),
+                                pacsv.CSVWriter(tmp_paths[f"{split}.csv"], csv.schema),
+                            )
+                        pw, cw = writers[split]
+                        pw.write_table(parquet.filter(pa.array(mask)))
+                        cw.write_table(csv.filter(pa.array(mask)))
+                        counts[split]["examples"] += int(mask.sum())
+                if progress is not None:
+                    progress.update(int(chunk["turns"].sum()))
+            raw.write("\n]\n")
+    finally:
+        for pw, cw in writers.values():
+            pw.close()
+            cw.close()
+    split_of = plan.episodes["split"].to_numpy()
+    for split in ("train", "val"):
+        counts[split]["episodes"] = int(((per_episode > 0) & (split_of == split)).sum())
+    names = [n for n in ("train.parquet", "val.parquet", "train.csv", "val.csv") if n in tmp_paths]
+    files = [(n, tmp_paths[n]) for n in names] + [("raw_trajectories.json", raw_tmp)]
+    digest = _finish(files, out_dir)
+    splits = {s: c for s, c in counts.items() if c["examples"]}
+    return Written([n for n, _ in files], int(per_episode.sum()), int((per_episode > 0).sum()), digest,
+                   dedupe.dropped, splits, per_episode)
+
+
+def write_dataset(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Written:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if plan.fcfg.format == "parquet":
+        return write_parquet(plan, out_dir, progress)
+    return write_jsonl(plan, out_dir, progress)

@@ -1,0 +1,233 @@
+"""Which episodes and turns a filter keeps: source runs, episode criteria, `limit`, and the per-turn count pass.
+
+All reads go through short read-only connections (`reader`): a rollout appending to the same store waits at most
+one chunk's query for the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from crafter_exp.filtering.criteria import (
+    COUNTED,
+    QUALITY,
+    SORT_SQL,
+    Criterion,
+    combined,
+    common_params,
+    episode_criteria,
+    used_params,
+)
+from crafter_exp.filtering.steps import chunk_params, chunk_sql, chunks, step_params
+from crafter_exp.store.traces import TraceStore
+
+EPISODE_COLUMNS = (
+    "run_id", "seed", "env", "model", "provider", "task_type", "steps", "turns", "total_reward", "achievements",
+    "success", "termination", "invalid_actions", "parse_failures", "repeated_actions", "prompt_tokens",
+    "completion_tokens", "cost",
+)
+
+
+@dataclass
+class SourceRun:
+    run_id: str
+    env: str
+    stage: str
+    model: Optional[str]
+    config: dict[str, Any] = field(default_factory=dict)
+    episodes: int = 0
+    """Episodes stored for the run (part of the dataset's hash: more episodes, a new dataset)."""
+
+
+@contextmanager
+def reader(store: TraceStore, memory_limit: str = "512MB") -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection with DuckDB's memory capped (its buffer pool would otherwise cache the whole file)."""
+    with store.connect(read_only=True) as con:
+        con.execute("SET memory_limit = $limit", {"limit": memory_limit})
+        yield con
+
+
+def run_params(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    return con.execute(sql, used_params(sql, params))
+
+
+def resolve_runs(store: TraceStore, name: str, runs: Sequence[str] = ()) -> list[SourceRun]:
+    """The source runs: each entry a run id or an experiment name (its latest rollout run); none = `name`'s."""
+    if not store.path.exists():
+        raise FileNotFoundError(f"trace database not found: {store.path} (run stage=rollout first)")
+    table = store.runs()
+    wanted = list(runs) or [name]
+    out: list[SourceRun] = []
+    for entry in wanted:
+        row = table[table["run_id"] == entry]
+        if row.empty:
+            by_name = table[(table["name"] == entry) & (table["stage"] == "rollout")]
+            if by_name.empty:
+                known = ", ".join(table["run_id"].astype(str).tolist()[-10:]) or "none"
+                what = "trace run or experiment name" if runs else "rollout run for name"
+                raise ValueError(f"no {what} {entry!r} in {store.path} (latest runs: {known})")
+            row = by_name.iloc[[-1]]
+        r = row.iloc[0]
+        if r["run_id"] in {s.run_id for s in out}:
+            continue
+        config = r["config"]
+        config = json.loads(config) if isinstance(config, str) else (config or {})
+        out.append(SourceRun(str(r["run_id"]), str(r["env"]), str(r["stage"]), r.get("model"), config))
+    with store.connect(read_only=True) as con:
+        counts = dict(con.execute(
+            "SELECT run_id, count(*) FROM episodes WHERE list_contains($runs::VARCHAR[], run_id) GROUP BY run_id",
+            {"runs": [s.run_id for s in out]},
+        ).fetchall())
+    for s in out:
+        s.episodes = int(counts.get(s.run_id, 0))
+    envs = sorted({s.env for s in out})
+    if len(envs) > 1:
+        raise ValueError(f"source runs come from several envs ({', '.join(envs)}); filter one env at a time")
+    return out
+
+
+_RUNS_JOIN = ("JOIN (SELECT unnest($runs::VARCHAR[]) AS run_id, generate_subscripts($runs::VARCHAR[], 1) AS run_order)"
+              " r USING (run_id)")
+
+
+def episode_frame(store: TraceStore, fcfg: Any, run_ids: Sequence[str],
+                  criteria: Optional[list[Criterion]] = None) -> tuple[pd.DataFrame, list[Criterion]]:
+    """Every episode of the runs (light columns) with its quality, counted achievements and one boolean column
+    per criterion (`pass_<name>`) plus `pass_all` — the basis of the stats table."""
+    criteria = episode_criteria(fcfg) if criteria is None else criteria
+    where, params = combined(criteria)
+    flags = "".join(f", ({c.sql}) AS \"pass_{c.name}\"" for c in criteria)
+    sql = (f"SELECT {', '.join('e.' + c for c in EPISODE_COLUMNS)}, r.run_order, {COUNTED} AS counted_achievements,"
+           f" {QUALITY} AS quality{flags}, ({where}) AS pass_all FROM episodes e {_RUNS_JOIN}"
+           " ORDER BY r.run_order, e.seed")
+    params = {**params, **common_params(fcfg), "runs": list(run_ids)}
+    with reader(store, fcfg.memory_limit) as con:
+        df = run_params(con, sql, params).df()
+    return df, criteria
+
+
+def select_episodes(store: TraceStore, fcfg: Any, run_ids: Sequence[str]) -> pd.DataFrame:
+    """Episodes passing every criterion, the best `limit` of them by `sort_by`, in export order (run, seed).
+
+    Columns: EPISODE_COLUMNS + run_order, counted_achievements, quality, ep_order (0..n-1, the export order).
+    """
+    criteria = episode_criteria(fcfg)
+    where, params = combined(criteria)
+    params = {**params, **common_params(fcfg), "runs": list(run_ids)}
+    limit = ""
+    if fcfg.limit is not None:
+        limit = " LIMIT $limit"
+        params["limit"] = int(fcfg.limit)
+    sql = (
+        f"SELECT * FROM (SELECT {', '.join('e.' + c for c in EPISODE_COLUMNS)}, r.run_order,"
+        f" {COUNTED} AS counted_achievements, {QUALITY} AS quality FROM episodes e {_RUNS_JOIN}"
+        f" WHERE {where} ORDER BY {SORT_SQL[fcfg.sort_by]}, r.run_order, e.seed{limit})"
+        " ORDER BY run_order, seed"
+    )
+    with reader(store, fcfg.memory_limit) as con:
+        df = run_params(con, sql, params).df()
+    df["ep_order"] = np.arange(len(df), dtype=np.int64)
+    return df
+
+
+# ------------------------------------------------------------------------------------------- step count pass
+
+
+def _episode_keys(episodes: pd.DataFrame, seed: int) -> np.ndarray:
+    """A seeded 64-bit key per episode (stable across processes and library versions: blake2b)."""
+    out = np.empty(len(episodes), dtype=np.uint64)
+    for i, (run_id, s) in enumerate(zip(episodes["run_id"], episodes["seed"])):
+        digest = hashlib.blake2b(f"{seed}\x00{run_id}\x00{int(s)}".encode(), digest_size=8).digest()
+        out[i] = int.from_bytes(digest, "little")
+    return out
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser (uint64 arithmetic wraps)."""
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint64(30))
+        x = x * np.uint64(0xBF58476D1CE4E5B9)
+        x = x ^ (x >> np.uint64(27))
+        x = x * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+@dataclass
+class StepCounts:
+    kept: np.ndarray
+    """Turns kept per episode (indexed by ep_order)."""
+    last_kept: np.ndarray
+    """Last kept turn per episode (-1 when none)."""
+    subset: Optional[pd.DataFrame] = None
+    """With max_examples (one example per turn): the chosen (ep_order, turn) pairs."""
+
+    @property
+    def examples(self) -> int:
+        return int(self.kept.sum())
+
+
+def count_steps(store: TraceStore, fcfg: Any, episodes: pd.DataFrame, subset: Optional[int] = None) -> StepCounts:
+    """Kept turns per episode, chunk by chunk; with `subset`, also a seeded choice of that many kept turns
+    (the `subset` smallest hashes of (seed, run, episode seed, turn): memory O(subset), not O(dataset))."""
+    n = len(episodes)
+    kept = np.zeros(n, dtype=np.int64)
+    last = np.full(n, -1, dtype=np.int64)
+    keys = _episode_keys(episodes, fcfg.seed) if subset else None
+    best_key = np.empty(0, dtype=np.uint64)
+    best_ep = np.empty(0, dtype=np.int64)
+    best_turn = np.empty(0, dtype=np.int64)
+    base = chunk_sql(fcfg, columns=("run_id", "seed", "turn", "parse_ok", "reward", "unlocked"))
+    count_sql = base + ("\nSELECT ep_order, count(*) FILTER (WHERE keep) AS kept,"
+                        " coalesce(max(turn) FILTER (WHERE keep), -1) AS last FROM w GROUP BY ep_order")
+    turns_sql = base + "\nSELECT ep_order, turn FROM w WHERE keep"
+    params = step_params(fcfg)
+    for chunk in chunks(episodes, fcfg.chunk_steps):
+        with reader(store, fcfg.memory_limit) as con:
+            con.register("chunk", chunk[["run_id", "seed", "ep_order"]])
+            p = {**params, **chunk_params(chunk)}
+            got = run_params(con, count_sql, p).fetchnumpy()
+            idx = got["ep_order"].astype(np.int64)
+            kept[idx] = got["kept"]
+            last[idx] = got["last"]
+            if subset:
+                rows = run_params(con, turns_sql, p).fetchnumpy()
+                ep = rows["ep_order"].astype(np.int64)
+                turn = rows["turn"].astype(np.int64)
+                with np.errstate(over="ignore"):
+                    k = _mix(keys[ep] ^ (turn.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)))
+                best_key = np.concatenate([best_key, k])
+                best_ep = np.concatenate([best_ep, ep])
+                best_turn = np.concatenate([best_turn, turn])
+                if len(best_key) > subset:
+                    top = np.argpartition(best_key, subset - 1)[:subset]
+                    best_key, best_ep, best_turn = best_key[top], best_ep[top], best_turn[top]
+    chosen = None
+    if subset:
+        chosen = pd.DataFrame({"ep_order": best_ep, "turn": best_turn}).sort_values(["ep_order", "turn"])
+    return StepCounts(kept, last, chosen)
+
+
+def choose_episodes(episodes: pd.DataFrame, n: int, seed: int) -> np.ndarray:
+    """Seeded choice of `n` episodes (boolean mask), by the same stable hash as the per-turn subset."""
+    keys = _mix(_episode_keys(episodes, seed))
+    mask = np.zeros(len(episodes), dtype=bool)
+    mask[np.argsort(keys, kind="stable")[:n]] = True
+    return mask
+
+
+def split_episodes(n: int, val_fraction: float, seed: int) -> np.ndarray:
+    """True = validation, for n episodes (seeded; at least one on each side when val_fraction > 0 and n >= 2)."""
+    is_val = np.zeros(n, dtype=bool)
+    if val_fraction <= 0 or n < 2:
+        return is_val
+    n_val = min(max(1, int(round(val_fraction * n))), n - 1)
+    is_val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
+    return is_val

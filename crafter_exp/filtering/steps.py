@@ -1,0 +1,96 @@
+"""Step-level selection: which turns of a selected episode become training examples, as SQL over `steps`.
+
+Modes (`filter.step_mode`):
+- `all`: every turn;
+- `achievement`: turns that unlocked an achievement (not counting `exclude_achievements`);
+- `window`: those turns and the `window` turns before each (the lead-up that earned it);
+- `reward`: turns whose reward >= `min_step_reward` (the default 0.0 drops turns that lost health in Crafter).
+`drop_unparsed` also drops turns whose reply failed to parse (played as the fallback action).
+
+Steps are read a chunk of episodes at a time (`chunk_sql`): a few consecutive seeds of one run, so that DuckDB's
+min/max statistics skip every row group outside the chunk and memory stays bounded however big the store is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import pandas as pd
+
+ACHIEVEMENT_TURN = (
+    "coalesce(len(unlocked) - len(list_intersect(unlocked, $exclude::VARCHAR[])), 0) > 0"
+)
+STRIPPED_REPLY = (
+    # keep_reasoning=false: drop <think>...</think> (or an unterminated <think>...), then outer whitespace,
+    # as crafter_exp.parsing.split_reasoning does
+    "regexp_replace(regexp_replace(reply, '(?is)<think>.*?(?:</think>|$)', '', 'g'), '^\\s+|\\s+$', '', 'g')"
+)
+REASONING = (
+    "coalesce(nullif(trim(reasoning), ''), "
+    "nullif(regexp_replace(regexp_extract(reply, '(?is)<think>(.*?)(?:</think>|$)', 1), '^\\s+|\\s+$', '', 'g'), ''))"
+)
+
+STEP_COLUMNS = ("run_id", "seed", "turn", "observation", "reply", "reasoning", "actions", "parse_ok", "reward",
+                "unlocked")
+
+
+def keep_sql(fcfg: Any) -> str:
+    """The per-turn keep predicate (may use the window `ep` = the episode's turns in order)."""
+    mode = fcfg.step_mode
+    if mode == "all":
+        base = "TRUE"
+    elif mode == "achievement":
+        base = "ach_turn"
+    elif mode == "window":
+        base = ("coalesce(bool_or(ach_turn) OVER (PARTITION BY run_id, seed ORDER BY turn "
+                "ROWS BETWEEN CURRENT ROW AND $window FOLLOWING), FALSE)")
+    elif mode == "reward":
+        base = "coalesce(reward, 0) >= $min_step_reward"
+    else:
+        raise ValueError(f"unknown filter.step_mode {mode!r}")
+    return f"({base}) AND (parse_ok IS NOT FALSE)" if fcfg.drop_unparsed else base
+
+
+def step_params(fcfg: Any) -> dict[str, Any]:
+    return {"window": int(fcfg.window), "min_step_reward": float(fcfg.min_step_reward),
+            "exclude": list(fcfg.exclude_achievements)}
+
+
+def chunk_sql(fcfg: Any, columns: Sequence[str] = STEP_COLUMNS, chunk_columns: Sequence[str] = ()) -> str:
+    """CTEs `s` (the chunk's steps), `w` (+ ach_turn, reply_out, pos, keep) for the registered table `chunk`
+    (run_id, seed, ep_order, *chunk_columns), bound by $run_id, $seed_lo, $seed_hi."""
+    cols = ", ".join(f"s.{c}" for c in columns)
+    extra = "".join(f", k.{c}" for c in chunk_columns)
+    reply_out = "reply" if fcfg.keep_reasoning else STRIPPED_REPLY
+    return f"""
+WITH s AS (
+  SELECT {cols}, k.ep_order{extra}
+  FROM steps s JOIN chunk k ON s.run_id = k.run_id AND s.seed = k.seed
+  WHERE s.run_id = $run_id AND s.seed BETWEEN $seed_lo AND $seed_hi
+), f AS (
+  SELECT *, {ACHIEVEMENT_TURN} AS ach_turn{', ' + reply_out + ' AS reply_out' if 'reply' in columns else ''}
+  FROM s
+), w AS (
+  SELECT *, (row_number() OVER (PARTITION BY run_id, seed ORDER BY turn) - 1) AS pos, {keep_sql(fcfg)} AS keep
+  FROM f
+)"""
+
+
+def chunks(episodes: pd.DataFrame, chunk_steps: int) -> Iterator[pd.DataFrame]:
+    """Consecutive episodes of one run (in `episodes`' order: run, then seed) holding about `chunk_steps` steps."""
+    if episodes.empty:
+        return
+    runs = episodes["run_id"].to_numpy()
+    turns = episodes["turns"].fillna(0).to_numpy()
+    start, total = 0, 0
+    for i in range(len(episodes)):
+        if i > start and (runs[i] != runs[start] or total + turns[i] > chunk_steps):
+            yield episodes.iloc[start:i]
+            start, total = i, 0
+        total += int(turns[i])
+    yield episodes.iloc[start:]
+
+
+def chunk_params(chunk: pd.DataFrame) -> dict[str, Any]:
+    return {"run_id": str(chunk["run_id"].iloc[0]), "seed_lo": int(chunk["seed"].min()),
+            "seed_hi": int(chunk["seed"].max())}

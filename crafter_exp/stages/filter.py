@@ -1,0 +1,321 @@
+"""Filter stage: select traces with SQL over the trace store and export an SFT dataset; also `stage=validate`.
+
+`filter_and_export(cfg)` is the whole stage as a plain function (tests, the pipeline); `run(cfg)` is the CLI
+(`stage=filter`, or `filter.stats_only=true` to print the stats table and write nothing); `validate_run(cfg)`
+checks a JSONL file or a dataset folder (`stage=validate`).
+
+Output: `<paths.datasets>/<name>/` (or filter.output) with the data files and `manifest.json`, written last:
+{format, files, examples, episodes, digest, source_runs, env, prompt, filter_hash, ...}. A rerun whose manifest
+already carries the same filter_hash (same filter, same source runs with the same episode counts) is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from crafter_exp import tracking
+from crafter_exp.config import PromptConfig
+from crafter_exp.envs import env_achievements, env_instructions
+from crafter_exp.export import ExportPlan, Layout, conversation_layout, derive_layout, prompt_config, write_dataset
+from crafter_exp.export.layout import system_override
+from crafter_exp.filtering import (
+    FilterStats,
+    check_filter_config,
+    compute_stats,
+    count_steps,
+    episode_criteria,
+    format_stats,
+    resolve_runs,
+    select_episodes,
+)
+from crafter_exp.filtering.select import SourceRun, choose_episodes, episode_frame, split_episodes
+from crafter_exp.store.traces import TraceStore
+
+MANIFEST = "manifest.json"
+# settings that change how the stage runs or reports, not which examples it writes
+NOT_IN_HASH = frozenset({"runs", "stats_only", "output", "validate_path", "validate_format", "tokenizer",
+                         "price_model", "cost_epochs", "training_prices", "chunk_steps", "memory_limit"})
+
+
+class EmptySelectionError(ValueError):
+    """Nothing passes the filter: no dataset is written (the CLI prints the line and exits with 2)."""
+
+
+@dataclass
+class FilterResult:
+    path: Path
+    """The dataset folder."""
+    digest: str
+    """Content hash of the data files (also the MLflow dataset digest)."""
+    format: str
+    examples: int
+    episodes: int
+    files: list[str]
+    manifest: dict[str, Any]
+    stats: Optional[FilterStats] = None
+    mlflow_run_id: Optional[str] = None
+    skipped: bool = False
+    """True when an up-to-date dataset was already there."""
+    seconds: float = 0.0
+
+
+@dataclass
+class _Context:
+    store: TraceStore
+    sources: list[SourceRun]
+    env: str
+    achievements: tuple[str, ...]
+    prompt: PromptConfig
+    layout: Layout
+    filter_hash: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def _prompt_of(sources: Sequence[SourceRun]) -> PromptConfig:
+    prompts_seen = {}
+    for s in sources:
+        p = prompt_config(s.config)
+        prompts_seen[s.run_id] = p
+    known = {json.dumps(_as_dict(p), sort_keys=True) for p in prompts_seen.values() if p is not None}
+    if len(known) > 1:
+        raise ValueError(
+            "source runs were played with different model.prompt settings; filter them separately ("
+            + "; ".join(f"{r}: {_as_dict(p)}" for r, p in prompts_seen.items()) + ")"
+        )
+    if not known:
+        print("crafter-exp: warning: the source runs recorded no model.prompt; exporting with the default prompt",
+              file=sys.stderr)
+        return PromptConfig()
+    return next(p for p in prompts_seen.values() if p is not None)
+
+
+def _filter_hash(fcfg: Any, sources: Sequence[SourceRun], prompt: PromptConfig) -> str:
+    basis = {
+        "filter": {k: v for k, v in _as_dict(fcfg).items() if k not in NOT_IN_HASH},
+        "sources": [[s.run_id, s.episodes] for s in sources],
+        "prompt": _as_dict(prompt),
+    }
+    return tracking.config_hash(basis)
+
+
+def prepare(cfg: Any, runs: Optional[Sequence[str]] = None) -> _Context:
+    """Resolve source runs, check the filter against their env, read the prompt layout. Raises ValueError /
+    FileNotFoundError with one line before any work."""
+    fcfg = cfg.filter
+    check_filter_config(fcfg)
+    store = TraceStore(cfg.paths.db)
+    sources = resolve_runs(store, cfg.name, list(runs) if runs else list(fcfg.runs))
+    env = sources[0].env
+    achievements = tuple(env_achievements(env))
+    check_filter_config(fcfg, achievements)
+    prompt = _prompt_of(sources)
+    instructions = env_instructions(env)
+    override = system_override(prompt, instructions, fcfg.system_prompt, fcfg.system_prompt_mode)
+    layout = (conversation_layout if fcfg.multi_turn else derive_layout)(prompt, instructions, override)
+    return _Context(store, sources, env, achievements, prompt, layout, _filter_hash(fcfg, sources, prompt))
+
+
+# ----------------------------------------------------------------------------------------------------- stats
+
+
+def stats(cfg: Any, runs: Optional[Sequence[str]] = None, ctx: Optional[_Context] = None,
+          with_steps: bool = True) -> FilterStats:
+    """The stats table's figures (reads only)."""
+    ctx = ctx or prepare(cfg, runs)
+    fcfg = cfg.filter
+    run_ids = [s.run_id for s in ctx.sources]
+    frame, criteria = episode_frame(ctx.store, fcfg, run_ids)
+    selected = select_episodes(ctx.store, fcfg, run_ids)
+    st = compute_stats(frame, criteria, selected, ctx.achievements, fcfg.exclude_achievements)
+    if with_steps and len(selected):
+        counts = count_steps(ctx.store, fcfg, selected)
+        st.examples = counts.examples
+        st.episodes_with_examples = int((counts.kept > 0).sum())
+    elif with_steps:
+        st.examples, st.episodes_with_examples = 0, 0
+    return st
+
+
+def _empty_message(cfg: Any, ctx: _Context, st: Optional[FilterStats] = None) -> str:
+    st = st or stats(cfg, ctx=ctx, with_steps=False)
+    runs = ", ".join(s.run_id for s in ctx.sources)
+    alone = "; ".join(f"{k} {v}" for k, v in st.criteria.items()) or "no criteria"
+    return (f"no example passes the filter: {st.total_episodes} episode(s) in {runs}; passing each criterion "
+            f"alone: {alone}; all together: {st.passing_all}; nothing written")
+
+
+# ---------------------------------------------------------------------------------------------------- export
+
+
+def output_dir(cfg: Any, output: Optional[str | Path] = None) -> Path:
+    return Path(output or cfg.filter.output or Path(cfg.paths.datasets) / cfg.name)
+
+
+def read_manifest(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads((path / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.replace(path)
+
+
+def _plan(cfg: Any, ctx: _Context) -> tuple[ExportPlan, pd.DataFrame]:
+    """Selected episodes -> the episodes and turns to write (raises EmptySelectionError when none)."""
+    fcfg = cfg.filter
+    run_ids = [s.run_id for s in ctx.sources]
+    selected = select_episodes(ctx.store, fcfg, run_ids)
+    if selected.empty:
+        raise EmptySelectionError(_empty_message(cfg, ctx))
+    per_turn_subset = fcfg.max_examples if not fcfg.multi_turn else None
+    counts = count_steps(ctx.store, fcfg, selected, subset=per_turn_subset)
+    selected["kept"] = counts.kept
+    selected["last_kept"] = counts.last_kept
+    keep = counts.kept > 0
+    if counts.subset is not None:
+        chosen = np.zeros(len(selected), dtype=bool)
+        chosen[counts.subset["ep_order"].unique()] = True
+        keep &= chosen
+    episodes = selected[keep].copy()
+    if episodes.empty:
+        st = stats(cfg, ctx=ctx, with_steps=False)
+        raise EmptySelectionError(
+            f"no turn left: the {len(selected)} selected episode(s) keep no turn with step_mode={fcfg.step_mode}"
+            f"{', drop_unparsed' if fcfg.drop_unparsed else ''} (episodes passing all criteria: {st.passing_all})"
+        )
+    if fcfg.multi_turn and fcfg.max_examples is not None and fcfg.max_examples < len(episodes):
+        episodes = episodes[choose_episodes(episodes, fcfg.max_examples, fcfg.seed)].copy()
+    # re-number the export order densely; carry the chosen turns along
+    remap = np.full(len(selected), -1, dtype=np.int64)
+    remap[episodes["ep_order"].to_numpy()] = np.arange(len(episodes))
+    episodes["ep_order"] = np.arange(len(episodes), dtype=np.int64)
+    subset = None
+    if counts.subset is not None:
+        subset = counts.subset.assign(ep_order=remap[counts.subset["ep_order"].to_numpy()])
+        subset = subset[subset["ep_order"] >= 0].reset_index(drop=True)
+    is_val = split_episodes(len(episodes), fcfg.val_fraction if fcfg.format == "parquet" else 0.0, fcfg.seed)
+    episodes["split"] = np.where(is_val, "val", "train")
+    episodes = episodes.reset_index(drop=True)
+    plan = ExportPlan(ctx.store, fcfg, episodes, ctx.layout, subset, data_source=f"crafter_exp/{ctx.env}")
+    return plan, selected
+
+
+def filter_and_export(cfg: Any, runs: Optional[Sequence[str]] = None, output: Optional[str | Path] = None,
+                      progress: bool = True) -> FilterResult:
+    """Select, export, write the manifest last, track in MLflow. Returns where the dataset is and its digest."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    fcfg = cfg.filter
+    ctx = prepare(cfg, runs)
+    out = output_dir(cfg, output)
+    old = read_manifest(out)
+    if old and old.get("filter_hash") == ctx.filter_hash and all((out / f).exists() for f in old.get("files", [])):
+        print(f"dataset {out} is up to date (filter_hash {ctx.filter_hash}); nothing to do")
+        return FilterResult(out, old["digest"], old["format"], old["examples"], old["episodes"], old["files"], old,
+                            mlflow_run_id=old.get("mlflow_run_id"), skipped=True)
+
+    plan, selected = _plan(cfg, ctx)
+    st = stats(cfg, ctx=ctx, with_steps=False)
+    source_ids = [s.run_id for s in ctx.sources]
+    params = {"filter": _as_dict(fcfg), "source_runs": source_ids, "name": cfg.name}
+    tags = {"name": cfg.name, "env": ctx.env, "format": fcfg.format, "source_runs": ",".join(source_ids)}
+    with tracking.stage_run(cfg.tracking, "filter", f"filter-{cfg.name}", params, tags) as mlrun:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the new manifest lands
+        total_steps = int(plan.episodes["turns"].sum())
+        with tqdm(total=total_steps, desc=f"filter {cfg.name}", unit="step", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            written = write_dataset(plan, out, bar)
+        for stale in set((old or {}).get("files", [])) - set(written.files):
+            (out / stale).unlink(missing_ok=True)
+        prompt = _as_dict(ctx.prompt)
+        if fcfg.system_prompt is not None:
+            # the model trained on this data should play with the same system prompt: ship it with the data
+            (out / "system_prompt.txt").write_text(ctx.layout.system or "")
+            prompt = {**prompt, "system_prompt_file": str((out / "system_prompt.txt").resolve())}
+        seconds = time.perf_counter() - start
+        manifest = {
+            "format": fcfg.format,
+            "multi_turn": bool(fcfg.multi_turn),
+            "files": written.files,
+            "examples": written.examples,
+            "episodes": written.episodes,
+            "digest": written.digest,
+            "source_runs": source_ids,
+            "env": ctx.env,
+            "prompt": prompt,
+            "filter_hash": ctx.filter_hash,
+            "filter": _as_dict(fcfg),
+            "splits": written.splits,
+            "turns_kept": int(plan.episodes["kept"].sum()),
+            "dedupe_dropped": written.dedupe_dropped,
+            "mlflow_run_id": mlrun.info.run_id if mlrun else None,
+            "created_at": pd.Timestamp.now().isoformat(),
+            "seconds": round(seconds, 3),
+        }
+        if mlrun:
+            index = plan.episodes[["run_id", "seed", "split", "counted_achievements", "total_reward", "turns",
+                                   "quality"]].assign(examples=written.per_episode)
+            tracking.log_dataframe_input(index, name=f"{cfg.name}-{fcfg.format}", source=str(out.resolve()),
+                                         context="output", digest=written.digest)
+            metrics = {**st.metrics(), "episodes_exported": written.episodes, "examples": written.examples,
+                       "turns_kept": manifest["turns_kept"], "dedupe_dropped": written.dedupe_dropped,
+                       "seconds": seconds, "steps_per_s": total_steps / max(seconds, 1e-9)}
+            tracking.log_metrics(metrics)
+        _write_json_atomic(out / MANIFEST, manifest)
+        if mlrun:
+            tracking.log_file(out / MANIFEST)
+    return FilterResult(out, written.digest, fcfg.format, written.examples, written.episodes, written.files,
+                        manifest, st, manifest["mlflow_run_id"], seconds=seconds)
+
+
+# ----------------------------------------------------------------------------------------------------- CLI
+
+
+def run(cfg: Any) -> Any:
+    """stage=filter."""
+    if cfg.filter.stats_only:
+        st = stats(cfg)
+        print(format_stats(st))
+        return st
+    result = filter_and_export(cfg)
+    if not result.skipped:
+        print(f"wrote {result.examples} {result.format} examples from {result.episodes} episodes to {result.path} "
+              f"(digest {result.digest}, {result.seconds:.1f} s)")
+    return result
+
+
+def validate_run(cfg: Any) -> Any:
+    """stage=validate: check a JSONL file or a dataset folder; a broken line is an error (exit 2)."""
+    from crafter_exp.export.validate import validate_path
+
+    fcfg = cfg.filter
+    target = Path(fcfg.validate_path) if fcfg.validate_path else output_dir(cfg)
+    report = validate_path(target, fcfg)
+    print(report.format())
+    if report.errors:
+        first = report.errors[0]
+        raise ValueError(f"{target}: {report.error_count} broken line(s); first: {first}")
+    return report
+
+
+__all__ = ["FilterResult", "EmptySelectionError", "filter_and_export", "select_episodes", "stats", "prepare",
+           "run", "validate_run", "output_dir", "read_manifest", "episode_criteria"]
