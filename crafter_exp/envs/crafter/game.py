@@ -81,6 +81,7 @@ class CrafterGame(crafter.Env):
             if abs(int(opos[0]) - int(ppos[0])) + abs(int(opos[1]) - int(ppos[1])) < near:
                 obj.update()
         if self._step % 10 == 0:
+            self._space = self._count_space()
             for chunk, objs in self._world.chunks.items():
                 self._balance_chunk(chunk, objs)
         obs = self._obs()
@@ -135,6 +136,18 @@ class CrafterGame(crafter.Env):
 
     # ----------------------------------------------------------------------------------------------- balance
 
+    def _count_space(self) -> dict[str, np.ndarray]:
+        # Cells of each spawn material per chunk, for all chunks at once (stock: one mask + sum per chunk and
+        # creature kind). Balancing moves only objects, never materials, so one count serves a whole round.
+        cx, cy = self._world._chunk_size
+        mat = self._world._mat_map
+        starts_x, starts_y = np.arange(0, mat.shape[0], cx), np.arange(0, mat.shape[1], cy)
+        space = {}
+        for material in ("grass", "path"):
+            hits = (mat == self._world._mat_ids[material]).astype(np.int64)
+            space[material] = np.add.reduceat(np.add.reduceat(hits, starts_x, axis=0), starts_y, axis=1)
+        return space
+
     def _balance_chunk(self, chunk, objs):
         # stock's numbers, scaled by the difficulty preset (x1.0 for normal: identical floats)
         light, b, kinds = self._world.daylight, self._balance, self._kinds
@@ -155,13 +168,15 @@ class CrafterGame(crafter.Env):
     def _balance_object(
         self, chunk, objs, cls, material, span_dist, despan_dist, spawn_prob, despawn_prob, ctor, target_fn
     ):
-        # stock's code, except the sort before the despawn choice
+        # stock's code, except the sort before the despawn choice (and the space count read from _count_space)
         xmin, xmax, ymin, ymax = chunk
         random = self._world.random
         creatures = [obj for obj in objs if isinstance(obj, cls)]
-        mask = self._world.mask(*chunk, material)
-        target_min, target_max = target_fn(len(creatures), mask.sum())
+        csx, csy = self._world._chunk_size
+        space = self._space[material][xmin // csx, ymin // csy]  # stock: self._world.mask(...).sum()
+        target_min, target_max = target_fn(len(creatures), space)
         if len(creatures) < int(target_min) and random.uniform() < spawn_prob:
+            mask = self._world.mask(*chunk, material)
             xs = np.tile(np.arange(xmin, xmax)[:, None], [1, ymax - ymin])
             ys = np.tile(np.arange(ymin, ymax)[None, :], [xmax - xmin, 1])
             xs, ys = xs[mask], ys[mask]

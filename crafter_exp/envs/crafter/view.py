@@ -64,18 +64,28 @@ def local_view(env: Any) -> dict[str, Any]:
     px, py = int(player.pos[0]), int(player.pos[1])
     width, height = world.area
     mat_names, mat_map, obj_map, objs = world._mat_names, world._mat_map, world._obj_map, world._objects
-    grid = []
-    for r in range(VIEW_ROWS):
-        y = py + r - CENTER_ROW
-        row = []
-        for c in range(VIEW_COLS):
-            x = px + c - CENTER_COL
-            if not (0 <= x < width and 0 <= y < height):
-                row.append(VOID)
-                continue
-            index = obj_map[x, y]
-            row.append(object_name(objs[index]) if index else mat_names[mat_map[x, y]])
-        grid.append(row)
+    x0, y0 = px - CENTER_COL, py - CENTER_ROW
+    if 0 <= x0 and x0 + VIEW_COLS <= width and 0 <= y0 and y0 + VIEW_ROWS <= height:
+        # the usual case: whole window inside the world, read as two array slices (rows = y)
+        mats = mat_map[x0 : x0 + VIEW_COLS, y0 : y0 + VIEW_ROWS].T.tolist()
+        idxs = obj_map[x0 : x0 + VIEW_COLS, y0 : y0 + VIEW_ROWS].T.tolist()
+        grid = [
+            [object_name(objs[i]) if i else mat_names[m] for m, i in zip(mrow, irow)]
+            for mrow, irow in zip(mats, idxs)
+        ]
+    else:
+        grid = []
+        for r in range(VIEW_ROWS):
+            y = y0 + r
+            row = []
+            for c in range(VIEW_COLS):
+                x = x0 + c
+                if not (0 <= x < width and 0 <= y < height):
+                    row.append(VOID)
+                    continue
+                index = obj_map[x, y]
+                row.append(object_name(objs[index]) if index else mat_names[mat_map[x, y]])
+            grid.append(row)
     fx, fy = int(player.facing[0]), int(player.facing[1])
     return {
         "grid": grid,
