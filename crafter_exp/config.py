@@ -166,6 +166,8 @@ class HFLocalModelConfig(ModelConfig):
     """`auto`, `float32`, `bfloat16`, `float16`."""
     seed: int = 0
     """Sampling seed."""
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra arguments for the tokenizer's chat template (e.g. {enable_thinking: false} for Qwen3)."""
 
 
 # ------------------------------------------------------------------------------------------------ filter group
