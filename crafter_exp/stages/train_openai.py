@@ -103,7 +103,8 @@ def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Opti
     run_config = {"trainer": dataclasses.asdict(tcfg), "dataset": str(dataset_file), "dataset_digest": digest}
     with tracking.stage_run(cfg.tracking, "train", f"train-{cfg.name}-openai", run_config, tags) as mlrun:
         try:
-            job = run_openai_job(tcfg, dataset_file, output_dir)
+            job = run_openai_job(tcfg, dataset_file, output_dir,
+                                 dataset_format=dataset_manifest.get("format", "openai_chat"))
         except FineTuneJobError as exc:
             if exc.result is not None:
                 _log_job(exc.result)

@@ -30,6 +30,7 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 EVENTS_PAGE = 100
 MAX_EVENTS_PER_POLL = 1000  # a resumed long job may have thousands of metrics events; older ones are skipped
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
+CHAT_FORMATS = ("openai_chat", "openai_tools")  # filter.format values whose lines are OpenAI chat examples
 
 
 class FineTuneJobError(RuntimeError):
@@ -80,18 +81,15 @@ def make_client(tcfg: OpenAITrainerConfig, key: str) -> Any:
     return OpenAI(base_url=tcfg.base_url, api_key=key, max_retries=tcfg.max_retries, timeout=tcfg.request_timeout_s)
 
 
-def validate_chat_jsonl(path: Path) -> int:
+def validate_chat_jsonl(path: Path, fmt: str = "openai_chat") -> int:
     """Number of examples in a chat-format JSONL; ValueError naming the first bad line.
 
-    Uses the filter stage's validator (crafter_exp.export.validate) when it is installed, else a structural check:
-    each line a JSON object with a non-empty `messages` list of {role, content} including an assistant turn.
+    A structural check here (each line a JSON object with a non-empty `messages` list of {role, content} including
+    an assistant turn), then the filter stage's validator (crafter_exp.export.validate.validate_path) when present.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"trainer dataset: {path} does not exist")
-    shared = _shared_validator()
-    if shared is not None:
-        return shared(path)
     count = 0
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -103,16 +101,21 @@ def validate_chat_jsonl(path: Path) -> int:
             count += 1
     if count == 0:
         raise ValueError(f"{path}: no examples (empty dataset)")
+    _shared_validation(path, fmt)
     return count
 
 
-def _shared_validator() -> Optional[Callable[[Path], int]]:
+def _shared_validation(path: Path, fmt: str) -> None:
     try:
-        from crafter_exp.export import validate as shared  # the filter owner's module, when present
+        from crafter_exp.export.validate import validate_path  # the filter stage's deeper checks, when installed
     except ImportError:
-        return None
-    fn = getattr(shared, "validate_chat_jsonl", None)
-    return fn if callable(fn) else None
+        return
+    from crafter_exp.config import FilterConfig
+
+    report = validate_path(path, FilterConfig(format=fmt))
+    errors = getattr(report, "errors", None)
+    if errors:
+        raise ValueError(f"{path}: {getattr(report, 'error_count', len(errors))} broken line(s); first: {errors[0]}")
 
 
 def _chat_line_problem(raw: bytes) -> Optional[str]:
@@ -143,7 +146,7 @@ def find_training_file(dataset_dir: Path) -> Path:
         raise FileNotFoundError(f"trainer dataset: no manifest.json in {dataset_dir} (run stage=filter first)")
     manifest = json.loads(manifest_path.read_text())
     fmt = manifest.get("format", "openai_chat")
-    if fmt not in ("openai_chat", "openai_tools", "single_turn"):
+    if fmt not in CHAT_FORMATS:
         raise ValueError(f"trainer=openai needs a chat JSONL dataset; {dataset_dir} has format {fmt!r} "
                          f"(rerun the filter with filter.format=openai_chat)")
     files = manifest.get("files") or []
@@ -239,6 +242,7 @@ def run_openai_job(
     dataset_file: Optional[Path],
     output_dir: Path,
     *,
+    dataset_format: str = "openai_chat",
     log: Callable[[str], None] = print,
 ) -> JobResult:
     """Fine-tune `tcfg.base_model` on `dataset_file` and wait for the result (or resume / cancel, per config).
@@ -256,7 +260,7 @@ def run_openai_job(
         raise ValueError("trainer=openai: no dataset file given and no trainer.job_id to resume")
     dataset_sha = None
     if tcfg.job_id is None:
-        examples = validate_chat_jsonl(Path(dataset_file))
+        examples = validate_chat_jsonl(Path(dataset_file), dataset_format)
         dataset_sha = file_sha256(Path(dataset_file))
         log(f"dataset {dataset_file}: {examples} examples, sha256 {dataset_sha[:12]}")
     job_request(tcfg, "<file>")  # bad style -> ValueError before any request
