@@ -67,6 +67,7 @@ class CrafterExpert:
         self.plants: dict[Pos, int] = {}
         """Saplings we know of -> steps they have grown while we were near (estimate)."""
         self.explore_target: Optional[Pos] = None
+        self.explore_kind: Optional[str] = None
         self.shelter: Optional[dict[str, Any]] = None
         self.mode: Optional[str] = None  # "drink" / "eat": keep going until the vital is topped up
         self.chase_steps = 0
@@ -74,6 +75,8 @@ class CrafterExpert:
         self.last_pos: Optional[Pos] = None
         self.still_steps = 0
         self.plant_try_step = -1000
+        self.cows_seen: dict[Pos, int] = {}
+        """Where cows were last seen -> step (cows wander slowly: a good place to look for food)."""
 
     def _observe(self, view: dict[str, Any]) -> None:
         grid = view["grid"]
@@ -105,7 +108,12 @@ class CrafterExpert:
                 self.plants[p] += 1
             if self._in_view(p, rows, cols) and self.objs.get(p) not in ("plant", "ripe_plant"):
                 del self.plants[p]
+        for p in list(self.cows_seen):
+            if self._in_view(p, rows, cols) or self.step - self.cows_seen[p] > 150:
+                del self.cows_seen[p]
         for p, name in self.objs.items():
+            if name == "cow":
+                self.cows_seen[p] = self.step
             if name in ("plant", "ripe_plant") and p not in self.plants:
                 self.plants[p] = 0
             if name == "ripe_plant":
@@ -144,6 +152,11 @@ class CrafterExpert:
 
     def _plan_paths(self) -> None:
         """Dijkstra from the player over the remembered map: walk = 1, mine-then-walk = 2."""
+        # cells next to a zombie cost more: each contact costs health (it strikes as it arrives)
+        danger: dict[Pos, int] = {}
+        for z in self._objects("zombie"):
+            for dxy in DIRS + ((0, 0),):
+                danger[_add(z, dxy)] = 4
         dist: dict[Pos, float] = {self.pos: 0}
         parent: dict[Pos, Pos] = {}
         heap = [(0, self.pos)]
@@ -154,7 +167,7 @@ class CrafterExpert:
             for dxy in DIRS:
                 q = _add(p, dxy)
                 if self._free(q):
-                    nd = d + 1
+                    nd = d + 1 + danger.get(q, 0)
                 elif q not in self.objs and self._minable(q):
                     nd = d + 2
                 else:
@@ -244,8 +257,6 @@ class CrafterExpert:
         self._observe(view)
         if view.get("sleeping"):
             return "noop"
-        if self.shelter is not None and self.shelter.get("slept") and self.inv["energy"] >= 9:
-            self.shelter = None
         self._plan_paths()
         action = None
         for rule in (
@@ -285,9 +296,9 @@ class CrafterExpert:
 
     def _survive(self) -> Optional[str]:
         inv = self.inv
-        if inv["drink"] <= 3:
+        if inv["drink"] <= 4:
             self.mode = "drink"
-        if inv["food"] <= 3:
+        if inv["food"] <= 4:
             self.mode = self.mode or "eat"
         if self.mode == "drink":
             if inv["drink"] >= 9:
@@ -305,8 +316,14 @@ class CrafterExpert:
                 a = self._food_action(INF)
                 if a:
                     return a
-                if inv["food"] > 3:
+                if inv["food"] > 4:
                     self.mode = None
+                else:  # no food in view: where cows were last seen, else explore the grassland
+                    seen = sorted(self.cows_seen, key=lambda p: (-self.cows_seen[p], p))
+                    for p in seen:
+                        if p in self.dist:
+                            return self._step_toward(p)
+                    return self._explore(prefer="grass")
         # top up when it is cheap
         if inv["drink"] <= 6:
             a = self._interact(self._cells("water"), max_cost=4 if inv["drink"] > 4 else 12)
@@ -331,15 +348,23 @@ class CrafterExpert:
         return any(_manhattan(p, self.pos) <= radius for p in self._objects(*HOSTILE))
 
     def _sleep(self) -> Optional[str]:
-        energy = self.inv["energy"]
+        energy, health = self.inv["energy"], self.inv["health"]
         if "wake_up" not in self.ach and energy < 9 and self.daylight > 0.7 and not self._hostile_near(8):
             return "sleep"  # a first short nap in full daylight (no zombie spawns): cheap `wake_up`
         night = self.daylight < 0.35
-        health = self.inv["health"]
-        tired = energy <= 3 or (night and energy <= 7) or (health <= 4 and energy < 9)
+        weak = health <= 4 or (health <= 6 and self.daylight < 0.5)
+        tired = energy <= 3 or (night and energy <= 7) or (weak and energy < 9)
         if self.shelter is None and not tired:
             return None
         if energy >= 9 and not (self.shelter or {}).get("slept"):
+            self.shelter = None
+            return None
+        if energy >= 9 and self.shelter and self.shelter.get("slept"):
+            # awake in the sealed pocket: wait there while weak at night, else go back to work
+            sealed = self.pos in self._site_cells(self.shelter["O"], self.shelter["d"])[:2]
+            fed = self.inv["food"] >= 2 and self.inv["drink"] >= 2
+            if sealed and fed and (health <= 5 or (health <= 7 and night)):
+                return "noop"
             self.shelter = None
             return None
         if self.shelter is None or not self._site_ok(self.shelter):
@@ -353,58 +378,119 @@ class CrafterExpert:
             self.shelter = None
         return a
 
-    def _zombie_blocks(self, p: Pos, placed: Pos = None) -> bool:
-        """Cell a zombie cannot stand on (known, not walkable, not lava which we must not be next to... ok)."""
+    def _zombie_blocks(self, p: Pos) -> bool:
+        """A known cell no creature can stand on (lava counts as open: we never want to stand next to it)."""
         m = self.mem.get(p)
-        return m is not None and m not in WALKABLE and m not in ("lava", "void") or p == placed
+        return m is not None and m not in WALKABLE and m not in ("lava", "void") or (
+            self.objs.get(p) in ("plant", "ripe_plant")
+        )
+
+    def _site_cells(self, o: Pos, d: Pos) -> tuple[Pos, Pos, list[Pos]]:
+        """A pocket O -> T1 -> T2 along d: returns T1, T2 and its walls (sides of T1 and T2, then the end)."""
+        t1, t2 = _add(o, d), _add(o, (2 * d[0], 2 * d[1]))
+        walls = [_add(t, s) for s in ((d[1], d[0]), (-d[1], -d[0])) for t in (t2, t1)]
+        walls.append(_add(t2, d))
+        return t1, t2, walls
 
     def _site_ok(self, site: dict[str, Any]) -> bool:
-        return site.get("slept") or self._site_valid(site["O"], site["d"], existing=True)
+        return site.get("slept") or self._site_plan(site["O"], site["d"], existing=True) is not None
 
-    def _site_valid(self, o: Pos, d: Pos, existing: bool = False) -> bool:
-        t1, t2 = _add(o, d), _add(o, (2 * d[0], 2 * d[1]))
-        t3 = _add(t2, d)
-        perp = ((d[1], d[0]), (-d[1], -d[0]))
+    def _site_plan(self, o: Pos, d: Pos, existing: bool = False) -> Optional[tuple[int, int]]:
+        """(mines, stones to place) for the pocket at (o, d), or None when it cannot be built."""
+        t1, t2, walls = self._site_cells(o, d)
         if self.mem.get(o) not in WALKABLE and o != self.pos and not (existing and self._zombie_blocks(o)):
-            return False
+            return None
+        mines = 0
         for t in (t1, t2):
             if t in self.objs and t != self.pos:
-                return False
-            if not (self.mem.get(t) in WALKABLE or self._minable(t) or t == self.pos):
-                return False
-            for s in perp:
-                if not self._zombie_blocks(_add(t, s)):
-                    return False
-        return self._zombie_blocks(t3)
+                return None
+            if self.mem.get(t) in WALKABLE or t == self.pos:
+                continue
+            if not self._minable(t) or self.mem.get(t) in ("iron", "diamond"):
+                return None
+            mines += 1
+        to_place = 0
+        for w in walls:
+            if self._zombie_blocks(w):
+                continue
+            if self.mem.get(w) not in WALKABLE or (w in self.objs and self.objs[w] not in HOSTILE):
+                return None  # unknown, lava, void: no
+            to_place += 1
+        return mines, to_place
 
     def _find_shelter(self) -> Optional[dict[str, Any]]:
-        """Nearest 2-cell pocket O -> T1 -> T2 whose walls stand (or are stone we mine into)."""
-        best, best_cost = None, 40.0
-        can_seal = self.inv["stone"] > 0 or self.inv["wood"] >= TABLE_WOOD or self.inv["wood_pickaxe"] > 0
-        if not can_seal:
-            return None
-        for o in sorted(self.dist):
+        """Cheapest 2-cell pocket O -> T1 -> T2: dug into stone, between trees/water, or walled with stones."""
+        best, best_cost = None, 45.0
+        stone, wood = self.inv["stone"], self.inv["wood"]
+        for o in self.dist:
             c = self.dist[o]
-            if c >= best_cost:
+            if c >= best_cost or self.mem.get(o) not in WALKABLE:
                 continue
             for d in DIRS:
-                if not self._site_valid(o, d):
+                plan = self._site_plan(o, d)
+                if plan is None:
                     continue
-                t1, t2 = _add(o, d), _add(o, (2 * d[0], 2 * d[1]))
-                mines = sum(1 for t in (t1, t2) if self.mem.get(t) not in WALKABLE)
-                if self.inv["stone"] == 0 and self.inv["wood"] < TABLE_WOOD and not (
-                    mines and self.mem.get(t1) in ("stone", "coal") or self.mem.get(t2) in ("stone", "coal")
-                ):
-                    continue
-                cost = c + 2 * mines
+                mines, to_place = plan
+                t1, t2, _ = self._site_cells(o, d)
+                stone_mined = sum(1 for t in (t1, t2) if self.mem.get(t) in ("stone", "coal"))
+                stones = stone + stone_mined
+                if stones < to_place or (stones == to_place and wood < TABLE_WOOD):
+                    continue  # the entrance O needs a stone or a table too
+                cost = c + 2 * mines + 5 * to_place
                 if cost < best_cost:
                     best, best_cost = {"O": o, "d": d, "been_t2": False, "slept": False}, cost
         return best
 
+    def _face_cell(self, target: Pos, avoid: tuple[Pos, ...] = ()) -> Optional[str]:
+        """First action of the shortest walk that ends next to `target`, facing it (BFS over position x facing).
+
+        A move onto a free cell walks; a move toward a blocked cell only turns: so facing a free cell needs
+        walking onto its neighbour from the opposite side.
+        """
+        start = (self.pos, self.facing)
+        if _add(self.pos, self.facing) == target:
+            return "ready"
+        seen = {start: None}
+        frontier = [start]
+        for _ in range(30):
+            nxt = []
+            for state in frontier:
+                p, f = state
+                for d in DIRS:
+                    q = _add(p, d)
+                    if self._free(q) and q not in avoid and _manhattan(q, self.pos) <= 12:
+                        s2 = (q, d)  # walks (onto the target too, when it is free: then it is not faced)
+                    else:
+                        s2 = (p, d)
+                    if s2 in seen:
+                        continue
+                    seen[s2] = (state, MOVE[d])
+                    if _add(s2[0], d) == target:
+                        while seen[s2][0] != start:
+                            s2 = seen[s2][0]
+                        return seen[s2][1]
+                    nxt.append(s2)
+            frontier = nxt
+            if not frontier:
+                break
+        return None
+
     def _shelter_action(self, site: dict[str, Any]) -> Optional[str]:
         o, d = site["O"], site["d"]
         back = (-d[0], -d[1])
-        t1, t2 = _add(o, d), _add(o, (2 * d[0], 2 * d[1]))
+        t1, t2, walls = self._site_cells(o, d)
+        # walls first (from outside or inside, whichever way each can be faced), then O -> T1 -> T2 -> T1, seal O
+        open_walls = [w for w in walls if not self._zombie_blocks(w)]
+        if open_walls:
+            if self.inv["stone"] == 0:
+                return None
+            for w in open_walls:
+                a = self._face_cell(w)
+                if a == "ready":
+                    return "do" if w in self.objs else "place_stone"
+                if a:
+                    return a
+            return None
         if self.pos == t2:
             site["been_t2"] = True
             if self._zombie_blocks(o):
@@ -597,12 +683,13 @@ class CrafterExpert:
                 return a
         return None
 
-    def _explore(self) -> Optional[str]:
-        wants_ore = self.inv.get("wood_pickaxe", 0) > 0
+    def _explore(self, prefer: Optional[str] = None) -> Optional[str]:
+        if prefer is None:
+            prefer = "ore" if self.inv.get("wood_pickaxe", 0) > 0 else None
         t = self.explore_target
-        if t is None or t == self.pos or t not in self.dist or not self._is_frontier(t):
-            t = self._pick_frontier(wants_ore)
-            self.explore_target = t
+        if t is None or t == self.pos or t not in self.dist or not self._is_frontier(t) or prefer != self.explore_kind:
+            t = self._pick_frontier(prefer)
+            self.explore_target, self.explore_kind = t, prefer
         if t is None:
             return None
         return self._step_toward(t)
@@ -610,14 +697,16 @@ class CrafterExpert:
     def _is_frontier(self, p: Pos) -> bool:
         return any(_add(p, d) not in self.mem for d in DIRS)
 
-    def _pick_frontier(self, wants_ore: bool) -> Optional[Pos]:
+    def _pick_frontier(self, prefer: Optional[str]) -> Optional[Pos]:
         best, best_score = None, INF
         for p, c in self.dist.items():
             if p == self.pos or not self._is_frontier(p):
                 continue
             score = c + self.rng.random() * 0.5
-            if wants_ore and self.mem.get(p) not in ("grass", "sand"):
+            if prefer == "ore" and self.mem.get(p) not in ("grass", "sand"):
                 score -= 6
+            elif prefer == "grass" and self.mem.get(p) == "grass":
+                score -= 10
             if score < best_score:
                 best, best_score = p, score
         return best
