@@ -1,0 +1,224 @@
+"""`model=hf_local`: play a local checkpoint (full model, PEFT adapter, or merged) with batched generation.
+
+Same prompts (prompts.build_messages + the tokenizer's chat template) and parsing (done by the rollout) as the
+openai policy. All turns of a lockstep batch are decoded together: left padding, one `generate` call per
+`batch_size` turns, greedy or sampled. The prompt template comes from the checkpoint's manifest.json (the data's
+template, recorded by the train stage) unless `model.prompt` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from crafter_exp import prompts
+from crafter_exp.parsing import split_reasoning
+from crafter_exp.policies.base import Decision, LLMCall, Policy, Turn
+
+TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    f = path / "manifest.json"
+    if not f.is_file():
+        return {}
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f}: not valid JSON ({e})") from None
+
+
+def resolve_prompt(cfg_prompt: Any, manifest: dict[str, Any]) -> Any:
+    """The user's prompt config, else the checkpoint's (the data's), else the standard template."""
+    from crafter_exp.config import PromptConfig
+
+    if cfg_prompt is not None:
+        return cfg_prompt
+    recorded = manifest.get("prompt")
+    if recorded:
+        known = set(PromptConfig.__dataclass_fields__)
+        return PromptConfig(**{k: v for k, v in recorded.items() if k in known})
+    return PromptConfig()
+
+
+def parse_tool_calls(text: str) -> Optional[list[dict[str, Any]]]:
+    """`<tool_call>{"name": ..., "arguments": ...}</tool_call>` blocks (Qwen/Hermes style) -> tool calls."""
+    calls = []
+    for raw in TOOL_CALL_RE.findall(text or ""):
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and "name" in obj:
+            calls.append({"name": obj["name"], "arguments": obj.get("arguments", {})})
+    return calls or None
+
+
+class HFLocalPolicy(Policy):
+    """Plays a transformers checkpoint in-process; one forward per step for all live episodes of the batch."""
+
+    provider = "local"
+
+    def __init__(self, cfg: Any, seed: int = 0):
+        self.cfg = cfg
+        self.seed = seed if seed is not None else cfg.seed
+        if not cfg.path:
+            raise ValueError("model.path is not set: point it at a checkpoint folder (data/checkpoints/<name>) or hub id")
+        self.path = Path(str(cfg.path)).expanduser()
+        self.is_local = self.path.exists()
+        if not self.is_local and (str(cfg.path).startswith((".", "/", "~")) or str(cfg.path).count("/") > 1):
+            raise FileNotFoundError(f"model.path not found: {cfg.path}")
+        self.manifest = read_manifest(self.path) if self.is_local else {}
+        self.prompt = resolve_prompt(cfg.prompt, self.manifest)
+        prompts.check_template(self.prompt.template)
+        self.model_name = cfg.label or (self.path.name if self.is_local else str(cfg.path))
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.device: Any = None
+
+    # ---------------------------------------------------------------------------------------------- loading
+
+    def _is_adapter(self) -> bool:
+        return self.is_local and (
+            self.manifest.get("kind") == "adapter" or (self.path / "adapter_config.json").is_file()
+        )
+
+    def _base_for_adapter(self) -> str:
+        base = self.cfg.base_model or self.manifest.get("base_model")
+        if not base:
+            adapter_cfg = json.loads((self.path / "adapter_config.json").read_text())
+            base = adapter_cfg.get("base_model_name_or_path")
+        if not base:
+            raise ValueError(f"{self.path} is an adapter but names no base model; set model.base_model")
+        local = self.path / base
+        return str(local) if local.exists() else str(base)
+
+    def _dtype(self) -> Any:
+        import torch
+
+        if self.cfg.dtype == "auto":
+            cuda = self.device.type == "cuda"
+            return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.cfg.dtype]
+
+    def load(self) -> None:
+        if self.model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = self.cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        dtype = self._dtype()
+        try:
+            if self._is_adapter():
+                from peft import PeftModel
+
+                base = AutoModelForCausalLM.from_pretrained(self._base_for_adapter(), dtype=dtype)
+                # merged for play: the same function, without LoRA's extra matmuls per layer
+                model = PeftModel.from_pretrained(base, str(self.path)).merge_and_unload()
+            else:
+                model = AutoModelForCausalLM.from_pretrained(str(self.cfg.path), dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(str(self.cfg.path))
+        except OSError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise FileNotFoundError(f"cannot load checkpoint {self.cfg.path}: {first}") from None
+        tokenizer.padding_side = "left"  # generation continues from the right end of every row
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if tokenizer.chat_template is None:
+            raise ValueError(f"{self.cfg.path}: the tokenizer has no chat template")
+        model.to(self.device)
+        model.eval()  # dropout off
+        torch.manual_seed(self.seed)
+        self.model, self.tokenizer = model, tokenizer
+
+    def start(self) -> None:
+        self.load()
+
+    # ---------------------------------------------------------------------------------------------- acting
+
+    def _tools(self, turn: Turn) -> Optional[list[dict[str, Any]]]:
+        if self.prompt.action_mode != "tools":
+            return None
+        return [prompts.interact_tool(turn.actions, self.prompt.max_actions_per_turn)]
+
+    def messages(self, turn: Turn) -> list[dict[str, Any]]:
+        return prompts.build_messages(self.prompt, turn.instructions, turn.observation, turn.history)
+
+    def _generation_kwargs(self) -> dict[str, Any]:
+        from transformers import GenerationConfig
+
+        gen = GenerationConfig(
+            max_new_tokens=self.cfg.max_new_tokens,
+            do_sample=bool(self.cfg.do_sample),
+            temperature=float(self.cfg.temperature) if self.cfg.do_sample else None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id,
+            bos_token_id=self.model.generation_config.bos_token_id,
+        )
+        return {"generation_config": gen}
+
+    def generate(self, texts: list[str]) -> list[tuple[str, int, int, float]]:
+        """(reply, prompt tokens, completion tokens, seconds per row) for each prompt text, batched."""
+        import torch
+
+        self.load()
+        out: list[tuple[str, int, int, float]] = []
+        eos_ids = self.model.generation_config.eos_token_id
+        eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids or self.tokenizer.eos_token_id])
+        step = max(1, int(self.cfg.batch_size))
+        for i in range(0, len(texts), step):
+            chunk = texts[i : i + step]
+            t0 = time.perf_counter()
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            with torch.inference_mode():
+                seqs = self.model.generate(**enc, **self._generation_kwargs())
+            new = seqs[:, enc["input_ids"].shape[1] :].tolist()
+            dt = (time.perf_counter() - t0) / len(chunk)
+            prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+            for row, n_prompt in zip(new, prompt_lens):
+                n = len(row)
+                for j, tok in enumerate(row):
+                    if tok in eos_ids:
+                        n = j + 1
+                        break
+                reply = self.tokenizer.decode(row[:n], skip_special_tokens=True).strip()
+                out.append((reply, int(n_prompt), n, dt))
+        return out
+
+    def act(self, turns: list[Turn]) -> list[Decision]:
+        self.load()
+        messages = [self.messages(t) for t in turns]
+        kwargs = dict(self.cfg.chat_template_kwargs or {})
+        texts = [
+            self.tokenizer.apply_chat_template(m, tools=self._tools(t), tokenize=False, add_generation_prompt=True, **kwargs)
+            for m, t in zip(messages, turns)
+        ]
+        decisions = []
+        for msgs, (reply, n_prompt, n_completion, dt) in zip(messages, self.generate(texts)):
+            reasoning, _ = split_reasoning(reply)
+            tool_calls = parse_tool_calls(reply) if self.prompt.action_mode == "tools" else None
+            call = LLMCall(
+                messages=msgs,
+                response={"text": reply},
+                reasoning=reasoning,
+                tool_calls=tool_calls,
+                prompt_tokens=n_prompt,
+                completion_tokens=n_completion,
+                latency_s=dt,
+                cost=0.0,
+            )
+            decisions.append(Decision(reply=reply, tool_calls=tool_calls, reasoning=reasoning, calls=[call]))
+        return decisions
+
+    def close(self) -> None:
+        self.model = None
+        self.tokenizer = None

@@ -1,0 +1,356 @@
+"""Load the filter stage's SFT dataset (chat JSONL or parquet) and tokenize it with per-token roles for the loss.
+
+A dataset is a folder with `manifest.json` (written last by the filter stage: format, files, digest, prompt, ...)
+or a single `.jsonl` / `.parquet` file. Rows may be:
+- `{"messages": [...], "tools": [...]?}` (OpenAI chat / tools formats; `messages` may be a JSON string in parquet),
+- `{"contents": [...], "systemInstruction": {...}?}` (Vertex Gemini format; role `model` = assistant),
+- `{"prompt": ..., "completion": ...}` (strings or message lists).
+Every example becomes a list of chat messages with at least one assistant message.
+
+Tokenizing marks each token as prompt (0) or assistant (1); the loss setting (`loss_on`) turns those roles into
+weights. Sequences longer than `max_length` keep their first `max_length` tokens (the count is reported and
+logged); an example left with no assistant token after that is dropped (also counted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+Messages = list[dict[str, Any]]
+EVAL_SPLIT_WORDS = ("val", "valid", "validation", "eval", "test")
+
+
+@dataclass
+class Example:
+    messages: Messages
+    tools: Optional[list[dict[str, Any]]] = None
+
+
+@dataclass
+class SFTData:
+    """A loaded dataset: training examples, an optional eval split shipped with it, and where it came from."""
+
+    train: list[Example]
+    eval: list[Example]
+    path: Path
+    digest: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt(self) -> Optional[dict[str, Any]]:
+        """The model.prompt the data was made with (carried on to the checkpoint manifest)."""
+        return self.manifest.get("prompt")
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+
+def _as_messages(value: Any, role: str) -> Messages:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    if isinstance(value, list):
+        return list(value)
+    raise ValueError(f"expected a string or a list of messages, got {type(value).__name__}")
+
+
+def _vertex_to_messages(row: dict[str, Any]) -> Messages:
+    messages: Messages = []
+    system = row.get("systemInstruction") or row.get("system_instruction")
+    if system:
+        parts = system.get("parts", []) if isinstance(system, dict) else []
+        messages.append({"role": "system", "content": "".join(p.get("text", "") for p in parts)})
+    for content in row["contents"]:
+        role = {"model": "assistant"}.get(content.get("role"), content.get("role", "user"))
+        text = "".join(p.get("text", "") for p in content.get("parts", []))
+        messages.append({"role": role, "content": text})
+    return messages
+
+
+def _normalise_tool_calls(message: dict[str, Any]) -> dict[str, Any]:
+    # chat templates expect `arguments` as a mapping; the OpenAI format stores a JSON string
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    fixed = []
+    for call in calls:
+        call = dict(call)
+        fn = dict(call.get("function") or {})
+        if isinstance(fn.get("arguments"), str):
+            try:
+                fn["arguments"] = json.loads(fn["arguments"])
+            except json.JSONDecodeError:
+                pass
+        call["function"] = fn
+        fixed.append(call)
+    return {**message, "tool_calls": fixed}
+
+
+def row_to_example(row: dict[str, Any]) -> Example:
+    """One dataset row -> Example; raises ValueError saying what is wrong."""
+    if not isinstance(row, dict):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    tools = row.get("tools")
+    if isinstance(tools, str):
+        tools = json.loads(tools) if tools else None
+    if "messages" in row:
+        messages = row["messages"]
+        if isinstance(messages, str):
+            messages = json.loads(messages)
+    elif "contents" in row:
+        messages = _vertex_to_messages(row)
+    elif "prompt" in row and "completion" in row:
+        messages = _as_messages(row["prompt"], "user") + _as_messages(row["completion"], "assistant")
+    else:
+        raise ValueError(f"no `messages`, `contents` or `prompt`/`completion` field (keys: {sorted(row)})")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("`messages` must be a non-empty list")
+    clean: Messages = []
+    for m in messages:
+        if not isinstance(m, dict) or "role" not in m:
+            raise ValueError("every message needs a `role`")
+        m = {k: v for k, v in dict(m).items() if v is not None or k == "content"}
+        if m.get("content") is None and not m.get("tool_calls"):
+            raise ValueError(f"a {m['role']} message has neither content nor tool_calls")
+        clean.append(_normalise_tool_calls(m))
+    if not any(m["role"] == "assistant" for m in clean):
+        raise ValueError("no assistant message (nothing to learn)")
+    return Example(messages=clean, tools=tools or None)
+
+
+def read_jsonl(path: Path) -> list[Example]:
+    examples = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                examples.append(row_to_example(json.loads(line)))
+            except (json.JSONDecodeError, ValueError, TypeError, KeyError, AttributeError) as e:
+                raise ValueError(f"{path}:{lineno}: bad example: {e}") from None
+    return examples
+
+
+def read_parquet(path: Path) -> list[Example]:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow raises several types for a broken file
+        raise ValueError(f"{path}: unreadable parquet: {e}") from None
+    examples = []
+    for i, row in enumerate(rows):
+        try:
+            examples.append(row_to_example(row))
+        except (json.JSONDecodeError, ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ValueError(f"{path}: row {i}: bad example: {e}") from None
+    return examples
+
+
+def read_file(path: Path) -> list[Example]:
+    if path.suffix == ".parquet":
+        return read_parquet(path)
+    if path.suffix in (".jsonl", ".json"):
+        return read_jsonl(path)
+    raise ValueError(f"unsupported dataset file {path} (expected .jsonl or .parquet)")
+
+
+def _manifest_files(manifest: dict[str, Any], root: Path) -> tuple[list[Path], list[Path]]:
+    """(train files, eval files) named by a dataset manifest; eval = names/keys that say val/eval/test."""
+    files = manifest.get("files")
+    if not files:
+        raise ValueError(f"{root / 'manifest.json'}: no `files` listed")
+    named: list[tuple[str, str]] = []
+    if isinstance(files, dict):
+        named = [(str(k), str(v if not isinstance(v, dict) else v.get("path"))) for k, v in files.items()]
+    else:
+        for f in files:
+            p = f.get("path") if isinstance(f, dict) else f
+            split = f.get("split", "") if isinstance(f, dict) else ""
+            named.append((str(split or p), str(p)))
+    train, evals = [], []
+    for key, rel in named:
+        p = Path(rel) if Path(rel).is_absolute() else root / rel
+        words = Path(key).stem.lower().replace("-", "_").split("_")
+        (evals if any(w in EVAL_SPLIT_WORDS for w in words) else train).append(p)
+    return train, evals
+
+
+def file_digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_sft_data(path: str | Path) -> SFTData:
+    """Read a dataset folder (with manifest.json) or file; raises FileNotFoundError / ValueError with one line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"dataset not found: {path} (run the filter stage first, or set trainer.dataset)")
+    manifest: dict[str, Any] = {}
+    if path.is_dir():
+        mpath = path / "manifest.json"
+        if not mpath.is_file():
+            raise FileNotFoundError(f"{path} has no manifest.json (the filter stage did not finish writing it)")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{mpath}: not valid JSON ({e})") from None
+        train_files, eval_files = _manifest_files(manifest, path)
+    else:
+        train_files, eval_files = [path], []
+    for p in train_files + eval_files:
+        if not p.is_file():
+            raise FileNotFoundError(f"dataset file listed in the manifest is missing: {p}")
+    train = [ex for p in train_files for ex in read_file(p)]
+    evals = [ex for p in eval_files for ex in read_file(p)]
+    if not train:
+        raise ValueError(f"dataset {path} is empty (0 training examples)")
+    digest = str(manifest.get("digest") or file_digest(train_files + eval_files))
+    return SFTData(train=train, eval=evals, path=path, digest=digest, manifest=manifest)
+
+
+def split_eval(data: SFTData, fraction: float, max_examples: Optional[int], seed: int) -> tuple[list[Example], list[Example]]:
+    """(train, eval): the dataset's own eval split when it has one, else a seeded random `fraction` held out."""
+    train, evals = list(data.train), list(data.eval)
+    if not evals and fraction > 0 and len(train) > 1:
+        rng = random.Random(seed)
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        n_eval = min(max(1, int(round(len(train) * fraction))), len(train) - 1)
+        if max_examples is not None:
+            n_eval = min(n_eval, max_examples)
+        held = set(order[:n_eval])
+        evals = [train[i] for i in sorted(held)]
+        train = [ex for i, ex in enumerate(train) if i not in held]
+    if max_examples is not None and len(evals) > max_examples:
+        evals = random.Random(seed).sample(evals, max_examples)
+    return train, evals
+
+
+# ------------------------------------------------------------------------------------------------- tokenizing
+
+
+@dataclass
+class Tokenized:
+    """Token ids and per-token roles (1 = assistant, 0 = prompt) of each kept example, plus what was cut."""
+
+    input_ids: list[list[int]]
+    roles: list[list[int]]
+    truncated: int = 0
+    dropped: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(x) for x in self.input_ids)
+
+    @property
+    def assistant_tokens(self) -> int:
+        return sum(sum(r) for r in self.roles)
+
+
+def has_generation_markers(template: Any) -> bool:
+    if isinstance(template, dict):
+        template = template.get("default", "")
+    return bool(template) and "{% generation %}" in template.replace("{%- generation %}", "{% generation %}")
+
+
+def training_chat_template(tokenizer: Any) -> Optional[str]:
+    """A template with `{% generation %}` markers for assistant masks: the tokenizer's own, TRL's patched
+    version of a known template, or None (then masks come from rendering conversation prefixes)."""
+    if tokenizer.chat_template is None:
+        raise ValueError("the tokenizer has no chat template; use a chat/instruct model or set one")
+    if has_generation_markers(tokenizer.chat_template):
+        return None
+    try:
+        from trl.chat_template_utils import get_training_chat_template
+
+        return get_training_chat_template(tokenizer)
+    except Exception:  # unknown template: fall back to prefix rendering
+        return None
+
+
+def _render_ids(tokenizer: Any, messages: Messages, tools: Any, template: Optional[str], **kw: Any) -> list[int]:
+    out = tokenizer.apply_chat_template(
+        messages, tools=tools, chat_template=template, tokenize=True, return_dict=True, **kw
+    )
+    return list(out["input_ids"])
+
+
+def _prefix_roles(tokenizer: Any, example: Example, template: Optional[str]) -> tuple[list[int], list[int]]:
+    """Assistant masks without generation markers: the tokens that rendering each assistant turn adds after the
+    prompt (rendered with add_generation_prompt) are that turn's."""
+    ids = _render_ids(tokenizer, example.messages, example.tools, template)
+    roles = [0] * len(ids)
+    for i, m in enumerate(example.messages):
+        if m["role"] != "assistant":
+            continue
+        before = _render_ids(tokenizer, example.messages[:i], example.tools, template, add_generation_prompt=True)
+        upto = _render_ids(tokenizer, example.messages[: i + 1], example.tools, template)
+        if upto[: len(before)] != before or ids[: len(upto)] != upto:
+            raise ValueError(
+                "the chat template does not render conversation prefixes consistently, so assistant tokens cannot "
+                "be located; use single-turn examples or loss_on=all"
+            )
+        for j in range(len(before), len(upto)):
+            roles[j] = 1
+    return ids, roles
+
+
+def tokenize_examples(tokenizer: Any, examples: list[Example], max_length: int, progress: bool = False) -> Tokenized:
+    """Token ids + roles for every example (truncated to `max_length`; examples with no assistant token dropped)."""
+    from tqdm.auto import tqdm
+
+    template = training_chat_template(tokenizer)
+    use_markers = template is not None or has_generation_markers(tokenizer.chat_template)
+    out = Tokenized([], [])
+    for ex in tqdm(examples, desc="tokenize", disable=not progress, mininterval=1.0):
+        if use_markers:
+            enc = tokenizer.apply_chat_template(
+                ex.messages,
+                tools=ex.tools,
+                chat_template=template,
+                tokenize=True,
+                return_dict=True,
+                return_assistant_tokens_mask=True,
+            )
+            ids, roles = list(enc["input_ids"]), list(enc["assistant_masks"])
+        else:
+            ids, roles = _prefix_roles(tokenizer, ex, template)
+        if len(ids) > max_length:
+            out.truncated += 1
+            ids, roles = ids[:max_length], roles[:max_length]
+        if not any(roles[1:]):  # the first token is never a target
+            out.dropped += 1
+            continue
+        out.input_ids.append(ids)
+        out.roles.append(roles)
+    return out
+
+
+def pack(tok: Tokenized, max_length: int, seed: int) -> Tokenized:
+    """Concatenate shuffled examples into sequences of up to `max_length` tokens (fewer pad tokens; attention
+    crosses example boundaries, the usual cost of simple packing)."""
+    order = list(range(len(tok.input_ids)))
+    random.Random(seed).shuffle(order)
+    packed = Tokenized([], [], truncated=tok.truncated, dropped=tok.dropped)
+    ids: list[int] = []
+    roles: list[int] = []
+    for i in order:
+        if ids and len(ids) + len(tok.input_ids[i]) > max_length:
+            packed.input_ids.append(ids)
+            packed.roles.append(roles)
+            ids, roles = [], []
+        ids = ids + tok.input_ids[i]
+        roles = roles + tok.roles[i]
+    if ids:
+        packed.input_ids.append(ids)
+        packed.roles.append(roles)
+    return packed
