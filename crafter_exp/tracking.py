@@ -142,8 +142,12 @@ def log_dataframe_input(df: Any, name: str, source: str, context: str, digest: O
 
     if mlflow.active_run() is None:
         return None
-    dataset = mlflow.data.from_pandas(df, source=source, name=name, digest=digest)
-    mlflow.log_input(dataset, context=context)
+    import warnings
+
+    with warnings.catch_warnings():  # schema-inference hints and source-guessing notes: noise for a trace table
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(df, source=source, name=name, digest=digest)
+        mlflow.log_input(dataset, context=context)
     return dataset.digest
 
 

@@ -30,6 +30,10 @@ HOW_NOT_WHAT = frozenset(
 )
 
 
+HEADLINE = ("mean_achievements", "progression", "success_rate", "mean_reward", "episode_length",
+            "parse_failure_rate", "steps_per_s", "tokens_per_episode", "cost_per_episode")
+
+
 @dataclass
 class RolloutResult:
     run_id: str
@@ -186,8 +190,8 @@ def latest_run(store: TraceStore, name: str, stage: str = "rollout") -> str:
 def run(cfg: Any) -> RolloutResult:
     """stage=rollout."""
     result = rollout(cfg)
-    print(f"rollout {result.run_id}: {result.new_episodes} new episodes; "
-          + ", ".join(f"{k}={v:.3g}" for k, v in result.metrics.items() if isinstance(v, (int, float))))
+    print(f"rollout {result.run_id}: {result.new_episodes} new episodes, {len(result.seeds)} in the run")
+    print("  " + ", ".join(f"{k}={result.metrics[k]:.3g}" for k in HEADLINE if k in result.metrics))
     return result
 
 
