@@ -202,9 +202,12 @@ def _stats(arrays: EpisodeArrays, k: int) -> dict[str, Stat]:
 def load_custom_metrics(specs: Iterable[Any]) -> list[tuple[str, CustomMetric]]:
     """`[{_target_: module.fn}, ...]` -> [(target, fn)]; fn(episodes DataFrame) -> {name: number}.
 
-    A spec with extra keys is instantiated with them bound (hydra.utils.instantiate with _partial_).
+    Extra keys of a spec are bound as keyword arguments (functools.partial: the function is called once per
+    resample, so no per-call instantiate machinery).
     """
-    from hydra.utils import get_method, instantiate
+    import functools
+
+    from hydra.utils import get_method
     from omegaconf import OmegaConf
 
     loaded = []
@@ -217,10 +220,11 @@ def load_custom_metrics(specs: Iterable[Any]) -> list[tuple[str, CustomMetric]]:
             raise ValueError(f"custom metric {spec!r} needs a `_target_` (a function taking the episodes DataFrame)")
         target = spec["_target_"]
         try:
-            fn = get_method(target) if len(spec) == 1 else instantiate({**spec, "_partial_": True})
+            fn = get_method(target)
         except Exception as exc:
             raise ValueError(f"custom metric {target!r} cannot be loaded: {exc}") from None
-        loaded.append((str(target), fn))
+        kwargs = {k: v for k, v in spec.items() if k != "_target_"}
+        loaded.append((str(target), functools.partial(fn, **kwargs) if kwargs else fn))
     return loaded
 
 

@@ -445,7 +445,7 @@ def compare(
             lines.append(f"+ {per_item} per-achievement / per-action differences (see {report_dir / 'report.md'})")
         print("significant differences:" + ("".join(f"\n  {line}" for line in lines) if lines else " none"))
 
-        for label, run in zip(labels, run_ids):
+        for label, run in zip(labels, run_ids) if result.mlflow_run_id else []:
             rows = table[table["experiment"] == label]
             values: dict[str, float] = {f"{label}/{r.metric}": r.value for r in rows.itertuples()}
             for r in rows[~rows["metric"].str.startswith(M.FAMILIES)].itertuples():
@@ -458,7 +458,7 @@ def compare(
                 warnings.simplefilter("ignore", UserWarning)
                 tracking.log_dataframe_input(_mlflow_episodes(episodes[label]), name=run, source=str(store.path),
                                              context=f"compare:{label}")
-        for role, path in files.items():
+        for role, path in files.items() if result.mlflow_run_id else []:
             tracking.log_file(path, "compare/figures" if role.startswith("figure:") else "compare")
         manifest = {
             "kind": "compare",
@@ -475,7 +475,8 @@ def compare(
             "mlflow_run_id": result.mlflow_run_id,
         }
         files["manifest"] = _write_text(manifest_path, json.dumps(manifest, indent=1, default=_json_default))
-        tracking.log_file(files["manifest"], "compare")
+        if result.mlflow_run_id:
+            tracking.log_file(files["manifest"], "compare")
     result.files = files
     print(f"report: {files['markdown']}")
     return result
