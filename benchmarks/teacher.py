@@ -11,64 +11,47 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import random
 import time
 from statistics import mean, stdev
 
-from crafter import constants
+from crafter_exp.config import CrafterEnvConfig, RandomModelConfig, ScriptedModelConfig
+from crafter_exp.envs import env_achievements, make_env
+from crafter_exp.parsing import parse_reply
+from crafter_exp.policies.base import Turn
+from crafter_exp.policies.scripted import RandomPolicy, ScriptedPolicy
 
-from crafter_exp.envs.crafter.expert import CrafterExpert
-from crafter_exp.envs.crafter.view import local_view
-
-ACHIEVEMENTS = tuple(constants.achievements)
-ACTIONS = tuple(constants.actions)
+ACHIEVEMENTS = env_achievements("crafter")
 SEED0 = 1_000_000
 
 
-def _game():
-    """Our reproducible fast game when available, else stock crafter (same worlds, same dynamics)."""
-    try:
-        from crafter_exp.envs.crafter.game import CrafterGame
-
-        return CrafterGame(), True
-    except Exception:  # noqa: BLE001 - the env module may be mid-change; stock crafter is equivalent here
-        import crafter
-
-        return crafter.Env(), False
-
-
 def play(args: tuple[int, int, float, str]) -> dict:
-    """One episode: (seed, steps, epsilon, policy) -> {achievements, steps, died, seconds}."""
-    seed, steps, epsilon, policy = args
-    game, ours = _game()
-    if ours:
-        game.reset_to(seed)
+    """One episode on the real env with the real policy: (seed, steps, epsilon, policy) -> summary."""
+    seed, steps, epsilon, policy_name = args
+    env = make_env(CrafterEnvConfig(max_steps=steps))
+    if policy_name == "random":
+        policy = RandomPolicy(RandomModelConfig(), seed=0)
     else:
-        import crafter
-
-        game = crafter.Env(seed=seed)
-        game.reset()
-    expert = CrafterExpert()
-    rng = random.Random(seed)
-    pick = random.Random(seed * 7919 + 1)
+        policy = ScriptedPolicy(ScriptedModelConfig(epsilon=epsilon), seed=0)
     t0 = time.perf_counter()
-    done, n, info = False, 0, {}
-    while not done and n < steps:
-        view = local_view(game)
-        if policy == "random":
-            action = pick.choice(ACTIONS)
-        else:
-            action = expert.act(view, rng)
-            if pick.random() < epsilon:
-                action = pick.choice(ACTIONS)
-        _, _, done, info = game.step(ACTIONS.index(action))
-        n += 1
-    unlocked = sorted(k for k, v in info.get("achievements", {}).items() if v > 0)
+    obs = env.reset(seed)
+    policy.reset(seed)
+    unlocked, n, termination = set(), 0, None
+    while n < steps:
+        expert = env.expert_action() if policy.needs_expert else None
+        turn = Turn(episode=seed, observation=obs.text, actions=obs.actions, instructions="", expert_action=expert)
+        (decision,) = policy.act([turn])
+        actions, _ = parse_reply(decision.reply, decision.tool_calls, env.canonical_action)
+        result = env.step(actions[0] if actions else "noop")
+        unlocked.update(result.unlocked)
+        obs, n = result.observation, n + 1
+        if result.done:
+            termination = result.termination
+            break
     return {
         "seed": seed,
-        "achievements": unlocked,
+        "achievements": sorted(unlocked),
         "steps": n,
-        "died": bool(done and n < steps and info["inventory"]["health"] <= 0),
+        "died": termination == "death",
         "seconds": time.perf_counter() - t0,
     }
 

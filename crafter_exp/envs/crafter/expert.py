@@ -152,30 +152,38 @@ class CrafterExpert:
 
     def _plan_paths(self) -> None:
         """Dijkstra from the player over the remembered map: walk = 1, mine-then-walk = 2."""
+        step_cost = {m: 1 for m in WALKABLE}
+        step_cost["tree"] = 2
+        if self.inv.get("wood_pickaxe", 0) > 0:
+            step_cost["stone"] = step_cost["coal"] = 2
+        if self.inv.get("stone_pickaxe", 0) > 0:
+            step_cost["iron"] = 2
+        if self.inv.get("iron_pickaxe", 0) > 0:
+            step_cost["diamond"] = 2
         # cells next to a zombie cost more: each contact costs health (it strikes as it arrives)
         danger: dict[Pos, int] = {}
         for z in self._objects("zombie"):
             for dxy in DIRS + ((0, 0),):
                 danger[_add(z, dxy)] = 4
+        mem, objs = self.mem, self.objs
         dist: dict[Pos, float] = {self.pos: 0}
         parent: dict[Pos, Pos] = {}
         heap = [(0, self.pos)]
+        pop, push = heapq.heappop, heapq.heappush
         while heap:
-            d, p = heapq.heappop(heap)
-            if d > dist.get(p, INF) or d > 90:
+            d, p = pop(heap)
+            if d > dist[p] or d > 80:
                 continue
-            for dxy in DIRS:
-                q = _add(p, dxy)
-                if self._free(q):
-                    nd = d + 1 + danger.get(q, 0)
-                elif q not in self.objs and self._minable(q):
-                    nd = d + 2
-                else:
+            x, y = p
+            for q in ((x - 1, y), (x + 1, y), (x, y - 1), (x, y + 1)):
+                c = step_cost.get(mem.get(q))
+                if c is None or q in objs:
                     continue
+                nd = d + c + danger.get(q, 0)
                 if nd < dist.get(q, INF):
                     dist[q] = nd
                     parent[q] = p
-                    heapq.heappush(heap, (nd, q))
+                    push(heap, (nd, q))
         self.dist, self.parent = dist, parent
 
     def _step_toward(self, goal: Pos) -> str:
