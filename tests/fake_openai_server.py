@@ -57,6 +57,8 @@ class Fault:
     """Seconds sent as `Retry-After` (429/500/503); keeps the client's backoff short in tests."""
     sleep: float = 5.0
     """slow: seconds before answering (set beyond the client's timeout)."""
+    not_before: int = 0
+    """Index of the first request this fault may hit."""
 
 
 def _words(text: Any) -> int:
@@ -149,12 +151,15 @@ class FakeOpenAIServer:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def inject(self, kind: str, times: int = 1, retry_after: Optional[float] = None, sleep: float = 5.0) -> None:
-        """Queue `times` faults of `kind` for the next requests."""
+    def inject(
+        self, kind: str, times: int = 1, retry_after: Optional[float] = None, sleep: float = 5.0, after: int = 0
+    ) -> None:
+        """Queue `times` faults of `kind` for the next requests (skipping the next `after` requests)."""
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r} (known: {', '.join(FAULTS)})")
         with self._lock:
-            self._faults.extend(Fault(kind, retry_after, sleep) for _ in range(times))
+            start = len(self.requests) + after
+            self._faults.extend(Fault(kind, retry_after, sleep, start) for _ in range(times))
 
     def fail_after(self, n: int, kind: str = "500", retry_after: Optional[float] = None) -> None:
         """Answer the first n chat requests (counted from now), then fail every later one with `kind`."""
@@ -168,7 +173,7 @@ class FakeOpenAIServer:
 
     def _next_fault(self, index: int) -> Optional[Fault]:
         with self._lock:
-            if self._faults:
+            if self._faults and index >= self._faults[0].not_before:
                 return self._faults.popleft()
             if self._fail_after is not None and index >= self._fail_after[0]:
                 return self._fail_after[1]

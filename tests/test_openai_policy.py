@@ -64,9 +64,13 @@ def policy_for():
         p.close()
 
 
+def is_probe(body: dict) -> bool:
+    return body.get("max_tokens", body.get("max_completion_tokens")) == 1
+
+
 def chat_bodies(srv: FakeOpenAIServer) -> list[dict]:
-    """Request bodies after the probe."""
-    return [r["body"] for r in srv.requests if r["body"].get("max_tokens", r["body"].get("max_completion_tokens")) != 1]
+    """Request bodies except the start-up probe's."""
+    return [r["body"] for r in srv.requests if not is_probe(r["body"])]
 
 
 # ------------------------------------------------------------------------------------------------- requests
@@ -282,3 +286,185 @@ def test_close_stops_the_loop_thread(server):
     policy.close()
     assert not thread.is_alive()
     policy.close()  # twice is fine
+
+
+# ------------------------------------------------------------------------------------- end to end (rollout)
+
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from conftest import ROOT, project_overrides  # noqa: E402
+from crafter_exp.config import compose_config  # noqa: E402
+from crafter_exp.store.traces import TraceStore  # noqa: E402
+
+PRICES = "+model.prices.fake-model={input:2.0,output:8.0}"  # Hydra: + adds a key to a config dict
+
+
+def rollout_cfg(home, srv, *extra, workers=0, priced=True):
+    return compose_config(
+        project_overrides(home, workers)
+        + ["model=openai", f"model.base_url={srv.base_url}", "model.model=fake-model", f"model.api_key_env={KEY_ENV}",
+           "model.max_retries=2", "model.timeout=2", "env.episodes=2", "env.max_steps=4", "tracking.enabled=false"]
+        + ([PRICES] if priced else []) + list(extra)
+    )
+
+
+def cli_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+    env.update(extra)
+    return env
+
+
+def cli(home, *args, env=None, timeout=120, **popen):
+    return subprocess.run([sys.executable, "-m", "crafter_exp", *args], cwd=home, env=env or cli_env(),
+                          capture_output=True, text=True, timeout=timeout, **popen)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, template", [("text", "standard"), ("text", "world_model"), ("tools", "standard")])
+def test_rollout_stores_replies_tokens_and_cost(project, server, mode, template):
+    from crafter_exp.stages.rollout import rollout
+
+    if mode == "tools":
+        server.responder = lambda body: Reply(tool_calls=[{"name": "interact", "arguments": {"actions": ["do"]}}],
+                                              reasoning="trees give wood", prompt_tokens=300, completion_tokens=20)
+    else:
+        server.responder = lambda body: Reply(
+            content="<think>trees give wood</think>\n"
+            + ("<prediction>wood +1</prediction>\n" if template == "world_model" else "") + "<action>do</action>",
+            prompt_tokens=300, completion_tokens=20)
+    cfg = rollout_cfg(project, server, f"model.prompt.action_mode={mode}", f"model.prompt.template={template}")
+    result = rollout(cfg)
+    assert result.new_episodes == 2
+    store = TraceStore(cfg.paths.db)
+    eps = store.query("SELECT * FROM episodes ORDER BY seed")
+    assert list(eps.termination) == ["max_steps", "max_steps"] and list(eps.steps) == [4, 4]
+    assert list(eps.prompt_tokens) == [4 * 300] * 2 and list(eps.completion_tokens) == [4 * 20] * 2
+    assert list(eps.llm_calls) == [4, 4] and list(eps.provider) == ["openai"] * 2
+    assert eps.cost.tolist() == pytest.approx([4 * (300 * 2.0 + 20 * 8.0) / 1e6] * 2)
+    calls = store.query("SELECT * FROM llm_calls ORDER BY seed, turn")
+    assert len(calls) == 8 and set(calls.model) == {"fake-model"} and set(calls.reasoning) == {"trees give wood"}
+    assert calls.cost.sum() == pytest.approx(eps.cost.sum()) and calls.error.isna().all()
+    sent = json.loads(calls.messages.iloc[0])
+    assert sent[0]["role"] == "system" and ("<prediction>" in sent[0]["content"]) == (template == "world_model")
+    assert json.loads(calls.response.iloc[0])["usage"]["prompt_tokens"] == 300
+    steps = store.query("SELECT * FROM steps ORDER BY seed, turn")
+    assert steps.parse_ok.all() and all(list(a) == ["do"] for a in steps.actions)
+    assert steps.reasoning.eq("trees give wood").all()
+    if mode == "tools":
+        assert json.loads(steps.tool_calls.iloc[0]) == [{"name": "interact", "arguments": {"actions": ["do"]}}]
+        assert json.loads(calls.tool_calls.iloc[0])[0]["name"] == "interact"
+
+
+@pytest.mark.slow
+def test_rollout_survives_every_fault_and_unpriced_model_costs_null(project, server):
+    from crafter_exp.stages.rollout import rollout
+
+    cfg = rollout_cfg(project, server, "model.timeout=0.5", "env.episodes=3", priced=False)
+    for kind in ("429", "500", "503", "slow", "reset", "non_json", "no_choices"):
+        server.inject(kind, retry_after=0.02, sleep=1.0, after=1)  # after the start-up probe
+    result = rollout(cfg)
+    store = TraceStore(cfg.paths.db)
+    eps = store.query("SELECT * FROM episodes ORDER BY seed")
+    assert result.new_episodes == 3 and set(eps.termination) == {"max_steps"}
+    assert eps.cost.isna().all()  # model not in the price table: unknown, not 0
+    calls = store.query("SELECT * FROM llm_calls")
+    assert calls.retries.sum() == 5  # 429, 500, 503, slow (timeout), reset: retried inside the client
+    failed = calls[calls.error.notna()]
+    assert sorted(failed.error.str[:20]) == ["response has no choi", "response is not JSON"]
+    assert len(calls) == 3 * 4 + 2  # the policy's own retries: one more call per malformed response
+    last = calls.sort_values("call_index").groupby(["seed", "turn"]).tail(1)
+    assert last.error.isna().all() and len(last) == 3 * 4  # every turn ended with an answer
+    assert calls.cost.isna().all()
+
+
+@pytest.mark.slow
+def test_api_error_episode_is_stored_and_the_run_finishes(project, server):
+    from crafter_exp.stages.rollout import rollout
+
+    cfg = rollout_cfg(project, server, "model.concurrency=1", "ray.episodes_per_task=1", "model.max_retries=1",
+                      "model.max_consecutive_errors=2", "env.episodes=3")
+    server.fail_after(1 + 4 + 2, "500", retry_after=0.01)  # probe, seed 0 (4 turns), 2 turns of seed 1, then down
+    result = rollout(cfg)
+    store = TraceStore(cfg.paths.db)
+    eps = store.query("SELECT seed, termination, turns, llm_calls FROM episodes ORDER BY seed")
+    assert list(eps.termination) == ["max_steps", "api_error", "api_error"]
+    assert list(eps.turns) == [4, 3, 1] and result.new_episodes == 3
+    calls = store.query("SELECT * FROM llm_calls WHERE seed = 1 AND turn = 2 ORDER BY call_index")
+    assert list(calls.retries) == [1, 1] and calls.error.str.startswith("HTTP 500").all()
+    assert store.query("SELECT info FROM steps WHERE seed = 2")["info"].str.contains("HTTP 500").all()
+    # resume: api_error episodes are stored episodes; nothing is replayed
+    server.clear_faults()
+    assert rollout(cfg).new_episodes == 0
+
+
+@pytest.mark.slow
+def test_rollout_with_ray_workers(project, ray_local):
+    from crafter_exp.stages.rollout import rollout
+
+    # Ray's workers inherit the environment of the process that started Ray (maybe before this test set a key):
+    # a local endpoint without a key exercises the dummy-key path there
+    with FakeOpenAIServer() as srv:
+        cfg = rollout_cfg(project, srv, "env.episodes=4", "model.concurrency=2", "ray.episodes_per_task=2",
+                          workers=2)
+        result = rollout(cfg)
+        eps = TraceStore(cfg.paths.db).query("SELECT seed, termination, llm_calls FROM episodes ORDER BY seed")
+        assert result.new_episodes == 4 and list(eps.seed) == [0, 1, 2, 3]
+        assert set(eps.termination) == {"max_steps"} and set(eps.llm_calls) == {4}
+        assert sum(is_probe(r["body"]) for r in srv.requests) == 2  # one probe per worker
+
+
+@pytest.mark.slow
+def test_cli_probe_fails_fast_with_one_line(project, key):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = cli(project, "stage=rollout", "model=openai", f"model.base_url=http://127.0.0.1:{port}/v1",
+              "env.episodes=2", *project_overrides(project), "tracking.enabled=false")
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1].startswith("crafter-exp: error: cannot reach model endpoint") and len(lines) == 1, out.stderr
+    assert TraceStore(project / "data/traces.duckdb").query("SELECT count(*) AS n FROM episodes").n[0] == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_episodes_resume_plays_the_rest_and_no_file_holds_the_key(project, key):
+    """One CLI run (MLflow on) interrupted with SIGINT, resumed in-process; then a canary key grep over all files."""
+    from crafter_exp.stages.rollout import rollout
+
+    with FakeOpenAIServer(api_key=CANARY, latency=0.05) as srv:
+        args = ["model=openai", f"model.base_url={srv.base_url}", "model.model=fake-model",
+                f"model.api_key_env={KEY_ENV}", "model.concurrency=1", "ray.episodes_per_task=1", "env.episodes=4",
+                "env.max_steps=8", "rollout.run_id=ctrlc", *project_overrides(project)]
+        proc = subprocess.Popen([sys.executable, "-m", "crafter_exp", "stage=rollout", *args], cwd=project,
+                                env=cli_env(**{KEY_ENV: CANARY}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 90
+        while len(srv.requests) < 1 + 8 + 3 and time.monotonic() < deadline:  # probe, seed 0, part of seed 1
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        store = TraceStore(project / "data/traces.duckdb")
+        kept = store.query("SELECT seed, steps FROM episodes WHERE run_id = 'ctrlc' ORDER BY seed")
+        assert 1 <= len(kept) < 4 and set(kept.steps) == {8}
+        n_steps = store.query("SELECT count(*) AS n FROM steps WHERE run_id = 'ctrlc'").n[0]
+        assert n_steps == 8 * len(kept)  # whole episodes only
+        # resume (the same config, in-process); the first new call gets a 401 that echoes the key it got
+        before = len(srv.requests)
+        srv.inject("401", after=1)
+        result = rollout(compose_config([*args, "tracking.enabled=false"]))  # the CLI run covered MLflow
+        missing = 4 - len(kept)
+        assert result.new_episodes == missing
+        assert len(srv.requests) - before == 1 + 1 + 8 * (missing - 1)  # probe, the 401, the other missing seeds
+    eps = store.query("SELECT seed, termination FROM episodes WHERE run_id = 'ctrlc' ORDER BY seed")
+    assert list(eps.seed) == [0, 1, 2, 3] and list(eps.termination).count("api_error") == 1
+    errors = store.query("SELECT error FROM llm_calls WHERE error IS NOT NULL").error
+    assert list(errors) == ["HTTP 401: Incorrect API key provided: ***."]
+    written = [p for p in project.rglob("*") if p.is_file()]
+    assert any(p.name == "mlflow.db" for p in written) and any(".hydra" in p.parts for p in written)
+    assert [str(p) for p in written if CANARY.encode() in p.read_bytes()] == []
+    assert CANARY not in out + err
