@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from crafter_exp.policies import model_label
-from crafter_exp.stages.rollout import RolloutResult, rollout
+from crafter_exp.stages.rollout import HEADLINE, RolloutResult, rollout
 
 
 def eval_seeds(cfg: Any) -> list[int]:
@@ -41,7 +41,5 @@ def run(cfg: Any) -> RolloutResult:
     """stage=eval: evaluate cfg.model."""
     result = evaluate(cfg)
     print(f"eval {model_label(cfg.model)} on {len(result.seeds)} held-out seeds -> trace run {result.run_id}")
-    for key, value in result.metrics.items():
-        if isinstance(value, (int, float)):
-            print(f"  {key}: {value:.4g}")
+    print("  " + ", ".join(f"{k}={result.metrics[k]:.3g}" for k in HEADLINE if k in result.metrics))
     return result
