@@ -137,7 +137,7 @@ def sweep_metric(summary: pd.DataFrame, x: str, metric: str, path: str | Path, h
     """The chosen metric against the swept values (one line per policy)."""
     data = summary.dropna(subset=[metric]).copy()
     data[x] = data[x].astype(str)
-    order = _natural_order(data[x])
+    order = natural_order(data[x])
     fig = Figure(figsize=(max(5.0, 0.9 * len(order) + 3), 4.0))
     ax = fig.add_subplot()
     hues = list(dict.fromkeys(data[hue])) if hue in data else None
@@ -151,7 +151,7 @@ def sweep_metric(summary: pd.DataFrame, x: str, metric: str, path: str | Path, h
     return _save(fig, path)
 
 
-def _natural_order(values: pd.Series) -> list[str]:
+def natural_order(values: pd.Series) -> list[str]:
     """Distinct values, numerically sorted when they are all numbers (4, 8, 16, 64), else as first seen."""
     distinct = list(dict.fromkeys(values))
     try:
@@ -168,4 +168,5 @@ __all__ = [
     "reward_distribution",
     "metric_intervals",
     "sweep_metric",
+    "natural_order",
 ]

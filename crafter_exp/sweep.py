@@ -137,6 +137,9 @@ def write_summary(sweep_dir: str | Path, metric: str, status: str = "finished") 
         safe = metric.replace("/", "_")
         files["figure"] = figures.sweep_metric(plot, x, metric, out / f"{safe}.png")
     wide = plot.pivot_table(index=x, columns="policy", values=metric, aggfunc="first", sort=False) if len(plot) else None
+    if wide is not None:
+        wide.index = wide.index.astype(str)
+        wide = wide.loc[figures.natural_order(pd.Series(wide.index))]  # 4, 8, 16, 64 — not job order
     lines = [f"# Sweep summary: {metric}", "", f"Sweep folder: `{sweep_dir}`; {len(results)} job(s) reported "
              f"({status}). Swept: {', '.join(swept) or 'nothing'}.", ""]
     if wide is not None and not wide.empty:
