@@ -10,7 +10,7 @@ Differences from `crafter.Env` (everything else is crafter's own code and object
   then, and `info` leaves out the semantic map (call `semantic()` when needed). Stock's night rendering draws
   its noise from the world's RandomState, so the same number of draws is consumed without rendering.
 - World generation is `worldgen.generate_world` (vectorised, same worlds).
-- Objects near the player are found with integer arithmetic instead of numpy per object (same set, same order).
+- Objects near the player are found on the object map, not by measuring each object (same set, same order).
 - Difficulty: `difficulty.PRESETS` numbers for balance (spawn targets) and creature classes; `normal` = stock.
 """
 
@@ -74,12 +74,7 @@ class CrafterGame(crafter.Env):
         self._update_time()
         player = self._player
         player.action = constants.actions[action]
-        near = self._near
-        for obj in self._world.objects:
-            # stock: `self._player.distance(obj) < 2 * max(self._view)`, in ints (the player may move first)
-            ppos, opos = player.pos, obj.pos
-            if abs(int(opos[0]) - int(ppos[0])) + abs(int(opos[1]) - int(ppos[1])) < near:
-                obj.update()
+        self._update_objects()
         if self._step % 10 == 0:
             self._space = self._count_space()
             for chunk, objs in self._world.chunks.items():
@@ -106,6 +101,33 @@ class CrafterGame(crafter.Env):
         if not self._reward:
             reward = 0.0
         return obs, reward, dead or over, info
+
+    def _update_objects(self) -> None:
+        """Stock: `for obj in self._world.objects: if self._player.distance(obj) < 2 * max(self._view): obj.update()`.
+
+        Same objects, same order, found on the object map instead of measuring every object in the world.
+        Why that is exact: stock iterates a snapshot taken before any update, in index order; the player is
+        object 1 (added first at reset) and updates first; an object moves or removes only itself in its own
+        update, so every other object is, at its turn, where it was after the player's update; objects added
+        during the loop (plants, arrows) get indices past the snapshot and are left out, as in stock.
+        """
+        world, player, near = self._world, self._player, self._near
+        objs = world._objects
+        if objs[1] is not player:  # not a world this class reset: stock's loop
+            for obj in world.objects:
+                if player.distance(obj) < near:
+                    obj.update()
+            return
+        snapshot = len(objs)
+        player.update()
+        px, py = player.pos.tolist()
+        x0, y0 = max(0, px - near + 1), max(0, py - near + 1)
+        window = world._obj_map[x0 : px + near, y0 : py + near]
+        xs, ys = np.nonzero(window)
+        index = window[xs, ys]
+        close = (np.abs(xs + (x0 - px)) + np.abs(ys + (y0 - py)) < near) & (index < snapshot) & (index != 1)
+        for i in np.sort(index[close]).tolist():
+            objs[i].update()
 
     def _obs(self) -> Optional[np.ndarray]:
         if self._render_frames:
@@ -136,7 +158,7 @@ class CrafterGame(crafter.Env):
 
     # ----------------------------------------------------------------------------------------------- balance
 
-    def _count_space(self) -> dict[str, np.ndarray]:
+    def _count_space(self) -> dict[str, list[list[int]]]:
         # Cells of each spawn material per chunk, for all chunks at once (stock: one mask + sum per chunk and
         # creature kind). Balancing moves only objects, never materials, so one count serves a whole round.
         cx, cy = self._world._chunk_size
@@ -145,37 +167,41 @@ class CrafterGame(crafter.Env):
         space = {}
         for material in ("grass", "path"):
             hits = (mat == self._world._mat_ids[material]).astype(np.int64)
-            space[material] = np.add.reduceat(np.add.reduceat(hits, starts_x, axis=0), starts_y, axis=1)
+            space[material] = np.add.reduceat(np.add.reduceat(hits, starts_x, axis=0), starts_y, axis=1).tolist()
         return space
 
     def _balance_chunk(self, chunk, objs):
-        # stock's numbers, scaled by the difficulty preset (x1.0 for normal: identical floats)
-        light, b, kinds = self._world.daylight, self._balance, self._kinds
+        # Stock's numbers (its `target_fn` lambdas evaluated here), scaled by the difficulty preset (x1.0 for
+        # normal gives identical floats). Same calls in the same order as stock.
+        light, b, kinds, world = self._world.daylight, self._balance, self._kinds, self._world
+        cx, cy = world._chunk_size
+        grass = self._space["grass"][chunk[0] // cx][chunk[2] // cy]
+        path = self._space["path"][chunk[0] // cx][chunk[2] // cy]
+        zombies = b.zombie_density * (3.5 - 3 * light)
         self._balance_object(
             chunk, objs, objects.Zombie, "grass", 6, 0, b.zombie_spawn_prob, 0.4,
-            lambda pos: kinds.zombie(self._world, pos, self._player),
-            lambda num, space: (
-                0 if space < 50 else b.zombie_density * (3.5 - 3 * light), b.zombie_density * (3.5 - 3 * light)))
+            lambda pos: kinds.zombie(world, pos, self._player), 0 if grass < 50 else zombies, zombies)
         self._balance_object(
             chunk, objs, objects.Skeleton, "path", 7, 7, 0.1, 0.1,
-            lambda pos: kinds.skeleton(self._world, pos, self._player),
-            lambda num, space: (0 if space < 6 else 1 * b.skeleton_density, 2 * b.skeleton_density))
+            lambda pos: kinds.skeleton(world, pos, self._player),
+            0 if path < 6 else 1 * b.skeleton_density, 2 * b.skeleton_density)
         self._balance_object(
             chunk, objs, objects.Cow, "grass", 5, 5, 0.01, 0.1,
-            lambda pos: kinds.cow(self._world, pos),
-            lambda num, space: (0 if space < 30 else 1, 1.5 + light))
+            lambda pos: kinds.cow(world, pos), 0 if grass < 30 else 1, 1.5 + light)
 
     def _balance_object(
-        self, chunk, objs, cls, material, span_dist, despan_dist, spawn_prob, despawn_prob, ctor, target_fn
+        self, chunk, objs, cls, material, span_dist, despan_dist, spawn_prob, despawn_prob, ctor, target_min,
+        target_max,
     ):
-        # stock's code, except the sort before the despawn choice (and the space count read from _count_space)
+        # Stock's code with the targets passed in, an early return where stock does nothing (no random draw
+        # either), and the sort before the despawn choice.
+        creatures = [obj for obj in objs if isinstance(obj, cls)]
+        count = len(creatures)
+        if int(target_min) <= count <= int(target_max):
+            return
         xmin, xmax, ymin, ymax = chunk
         random = self._world.random
-        creatures = [obj for obj in objs if isinstance(obj, cls)]
-        csx, csy = self._world._chunk_size
-        space = self._space[material][xmin // csx, ymin // csy]  # stock: self._world.mask(...).sum()
-        target_min, target_max = target_fn(len(creatures), space)
-        if len(creatures) < int(target_min) and random.uniform() < spawn_prob:
+        if count < int(target_min) and random.uniform() < spawn_prob:
             mask = self._world.mask(*chunk, material)
             xs = np.tile(np.arange(xmin, xmax)[:, None], [1, ymax - ymin])
             ys = np.tile(np.arange(ymin, ymax)[None, :], [xmax - xmin, 1])
@@ -186,7 +212,7 @@ class CrafterGame(crafter.Env):
             away = self._player.distance(pos) >= span_dist
             if empty and away:
                 self._world.add(ctor(pos))
-        elif len(creatures) > int(target_max) and random.uniform() < despawn_prob:
+        elif count > int(target_max) and random.uniform() < despawn_prob:
             creatures.sort(key=stable_key)
             obj = creatures[random.randint(0, len(creatures))]
             away = self._player.distance(obj.pos) >= despan_dist

@@ -40,8 +40,7 @@ def word(name: str) -> str:
     return WORDS.get(name, name)
 
 
-def offset_text(dx: int, dy: int) -> str:
-    """(1, -2) -> '2 north 1 east' (rows first, then columns)."""
+def _offset_text(dx: int, dy: int) -> str:
     parts = []
     if dy:
         parts.append(f"{abs(dy)} {'north' if dy < 0 else 'south'}")
@@ -50,9 +49,18 @@ def offset_text(dx: int, dy: int) -> str:
     return " ".join(parts) or "here"
 
 
+_OFFSETS = {(dx, dy): _offset_text(dx, dy) for dx in range(-CENTER_COL, CENTER_COL + 1)
+            for dy in range(-CENTER_ROW, CENTER_ROW + 1)}
+
+
+def offset_text(dx: int, dy: int) -> str:
+    """(1, -2) -> '2 north 1 east' (rows first, then columns)."""
+    return _OFFSETS.get((dx, dy)) or _offset_text(dx, dy)
+
+
 def compact_lines(view: dict[str, Any]) -> list[str]:
     near = nearest(view)
-    seen = ", ".join(f"{word(name)} {offset_text(dx, dy)}" for name, (dx, dy) in near.items())
+    seen = ", ".join(f"{WORDS.get(name, name)} {_OFFSETS[offset]}" for name, offset in near.items())
     inv = view["inventory"]
     items = ", ".join(f"{name} {inv[name]}" for name in ITEMS if inv.get(name, 0) > 0)
     lines = [

@@ -107,23 +107,24 @@ GROUND = "grass"
 """The default ground: not listed among the nearest objects (everything unlisted in view is grass)."""
 
 
+_BY_DISTANCE = sorted(
+    ((abs(c - CENTER_COL) + abs(r - CENTER_ROW), r, c) for r in range(VIEW_ROWS) for c in range(VIEW_COLS)),
+)
+_FARTHEST_FIRST = [(r * VIEW_COLS + c, (c - CENTER_COL, r - CENTER_ROW), d) for d, r, c in reversed(_BY_DISTANCE) if d]
+"""Every cell but the centre, farthest first and, at equal distance, last in reading order first."""
+
+
 def nearest(view: dict[str, Any]) -> dict[str, tuple[int, int]]:
     """Nearest cell of each kind in view (except grass and the player) as an offset (dx, dy) from the player.
 
     Nearest = smallest Manhattan distance; ties go to the first cell in reading order (north first, then west).
     dx > 0 east, dy > 0 south. Ordered by distance, then name.
     """
-    found: dict[str, tuple[int, int, int]] = {}
-    for r, row in enumerate(view["grid"]):
-        for c, name in enumerate(row):
-            if name == GROUND or (r == CENTER_ROW and c == CENTER_COL):
-                continue
-            dx, dy = c - CENTER_COL, r - CENTER_ROW
-            dist = abs(dx) + abs(dy)
-            if name not in found or dist < found[name][0]:
-                found[name] = (dist, dx, dy)
-    ordered = sorted(found.items(), key=lambda item: (item[1][0], item[0]))
-    return {name: (dx, dy) for name, (_, dx, dy) in ordered}
+    flat = [name for row in view["grid"] for name in row]
+    # later writes win: the nearest cell (first in reading order among equals) is written last
+    found = {flat[i]: (d, offset) for i, offset, d in _FARTHEST_FIRST}
+    found.pop(GROUND, None)
+    return {name: found[name][1] for name in sorted(found, key=lambda n: (found[n][0], n))}
 
 
 def time_of_day(daylight: float) -> str:

@@ -40,16 +40,24 @@ class _Noise:
         self._perm, self._grad = simplex._perm, simplex._perm_grad_index3
         self._shape = shape
 
-    def __call__(self, x: np.ndarray, y: np.ndarray, z: int, sizes, normalize: bool = True) -> np.ndarray:
+    def __call__(self, x: np.ndarray, y: np.ndarray, z: int, sizes, normalize: bool = True, where=None) -> np.ndarray:
+        """The noise field over the map; with `where` (a boolean map) only those cells are computed (others 0)."""
         if not isinstance(sizes, dict):
             sizes = {sizes: 1}
-        value = np.zeros(x.size)
         xf, yf = x.ravel().astype(np.float64), y.ravel().astype(np.float64)
+        if where is not None:
+            cells = where.ravel()
+            xf, yf = xf[cells], yf[cells]
+        value = np.zeros(xf.size)
         for size, weight in sizes.items():
             value += weight * _noise3_points(xf / size, yf / size, float(z), self._perm, self._grad)
         if normalize:
             value /= sum(sizes.values())
-        return value.reshape(self._shape)
+        if where is None:
+            return value.reshape(self._shape)
+        out = np.zeros(self._shape)
+        out[where] = value
+        return out
 
 
 def _draws(random: np.random.RandomState, needed_upper_bound: int):
@@ -85,22 +93,29 @@ def generate_world(world, player, kinds=None) -> None:
     mountain = noise(x, y, 0, {15: 1, 5: 0.3})
     mountain -= 4 * start + 0.3 * water
 
+    # Stock's if/elif chain per cell, as masks; the later noise fields are computed only where the chain
+    # reaches them (every use below is combined with the same mask, so the skipped cells never matter).
     grass = start > 0.5
     mount = ~grass & (mountain > 0.15)
-    cave = mount & (noise(x, y, 6, 7) > 0.15) & (mountain > 0.3)
-    htunnel = mount & ~cave & (noise(2 * x, y / 5, 7, 3) > 0.4)
-    vtunnel = mount & ~cave & ~htunnel & (noise(x / 5, 2 * y, 7, 3) > 0.4)
+    deep = mount & (mountain > 0.3)
+    cave = deep & (noise(x, y, 6, 7, where=deep) > 0.15)
+    rest = mount & ~cave
+    htunnel = rest & (noise(2 * x, y / 5, 7, 3, where=rest) > 0.4)
+    rest = rest & ~htunnel
+    vtunnel = rest & (noise(x / 5, 2 * y, 7, 3, where=rest) > 0.4)
     tunnels = htunnel | vtunnel
-    rock = mount & ~cave & ~tunnels  # the cells whose material needs random draws (coal/iron/diamond chain)
-    coal_noise = noise(x, y, 1, 8) > 0
-    iron_noise = noise(x, y, 2, 6) > 0.4
+    rock = rest & ~vtunnel  # the cells whose material needs random draws (coal/iron/diamond chain)
+    coal_noise = rock & (noise(x, y, 1, 8, where=rock) > 0)
+    iron_noise = rock & (noise(x, y, 2, 6, where=rock) > 0.4)
     diamond_zone = mountain > 0.18
-    lava_zone = (mountain > 0.3) & (noise(x, y, 6, 5) > 0.35)
+    deep_rock = rock & (mountain > 0.3)
+    lava_zone = deep_rock & (noise(x, y, 6, 5, where=deep_rock) > 0.35)
     low = ~grass & ~mount
-    sand = low & (0.25 < water) & (water <= 0.35) & (noise(x, y, 4, 9) > -0.2)
+    shore = low & (0.25 < water) & (water <= 0.35)
+    sand = shore & (noise(x, y, 4, 9, where=shore) > -0.2)
     water_cells = low & ~sand & (0.3 < water)
     grassland = low & ~sand & ~water_cells
-    tree_zone = grassland & (noise(x, y, 5, 7) > 0)
+    tree_zone = grassland & (noise(x, y, 5, 7, where=grassland) > 0)
 
     ids = world._mat_ids
     for name in constants.materials:  # stock's World registers these ids up front
