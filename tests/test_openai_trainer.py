@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -344,26 +345,42 @@ def test_train_stage_writes_openai_checkpoint_manifest_and_mlflow_run(request, p
     # retrain: a new job, even though the state file records a succeeded one
     renewed = train_openai(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, retrain=True)))
     assert renewed.job.job_id == "ftjob-0002" and not renewed.skipped and len(server.files) == 1  # file reused
+
+    # a failed job: raised with the service's message, recorded in MLflow, the complete checkpoint left untouched
+    server.scenario.outcome = "failure"
+    with pytest.raises(FineTuneJobError, match="failed: Training file has 3 examples"):
+        train_openai(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, epochs=5)))
+    assert json.loads((project / "data" / "checkpoints" / "exp" / "manifest.json").read_text())["job_id"] == "ftjob-0002"
+    failed = mlflow.MlflowClient(tracking_uri=cfg.tracking.uri).search_runs(
+        [run.info.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert failed.info.status == "FAILED" and failed.data.tags["job_status"] == "failed"
+    assert "Training file has 3 examples" in failed.data.tags["job_error"]
     assert_no_canary(project)
 
 
 @pytest.mark.slow
-def test_train_stage_failed_job_is_recorded_and_raises(request, project, key):
-    import mlflow
-    from conftest import project_overrides
+def test_cli_train_openai_success_and_missing_key(request, project, key):
+    """`crafter-exp stage=train trainer=openai` end to end: exit 0 with the model id; a missing key exits 2 with
+    one line, before any request."""
+    import subprocess
+    import sys
 
-    from crafter_exp.config import compose_config
-    from crafter_exp.stages.train_openai import train_openai
+    from conftest import ROOT, project_overrides
 
-    server = serve(request, outcome="failure")
+    server = serve(request)
     _dataset_folder(project, "exp")
-    cfg = compose_config(project_overrides(project) + [
-        "name=exp", "trainer=openai", f"trainer.base_url={server.base_url}", f"trainer.api_key_env={KEY_ENV}",
-        "trainer.poll_interval_s=0.01"])
-    with pytest.raises(FineTuneJobError, match="failed: Training file has 3 examples"):
-        train_openai(cfg)
-    assert not (project / "data" / "checkpoints" / "exp" / "manifest.json").exists()
-    runs = mlflow.MlflowClient(tracking_uri=cfg.tracking.uri).search_runs(
-        [mlflow.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
-    assert runs[0].info.status == "FAILED" and runs[0].data.tags["job_status"] == "failed"
+    args = [sys.executable, "-m", "crafter_exp", "stage=train", "name=exp", "trainer=openai",
+            f"trainer.base_url={server.base_url}", f"trainer.api_key_env={KEY_ENV}", "trainer.poll_interval_s=0.01",
+            "tracking.enabled=false", *project_overrides(project)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    ok = subprocess.run(args, capture_output=True, text=True, cwd=project, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "model=openai model.model=ft:gpt-4o-mini-2024-07-18:org-fake" in ok.stdout
+
+    n = len(server.requests)
+    env.pop(KEY_ENV)
+    missing = subprocess.run(args, capture_output=True, text=True, cwd=project, env=env, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
+    assert f"environment variable {KEY_ENV} is not set" in missing.stderr and len(server.requests) == n
     assert_no_canary(project)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -78,6 +79,8 @@ def api_key(tcfg: OpenAITrainerConfig) -> str:
 def make_client(tcfg: OpenAITrainerConfig, key: str) -> Any:
     from openai import OpenAI
 
+    for name in ("httpx", "httpx2"):  # one INFO line per poll would drown the status lines (Hydra logs at INFO)
+        logging.getLogger(name).setLevel(logging.WARNING)
     return OpenAI(base_url=tcfg.base_url, api_key=key, max_retries=tcfg.max_retries, timeout=tcfg.request_timeout_s)
 
 
