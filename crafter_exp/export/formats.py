@@ -5,7 +5,8 @@ single-turn prompt); `Layout` (read off prompts.build_messages) says which messa
 joins the fragments of the prompt's messages, the target reply, and the format's wrapper into one line per example.
 
 Per-turn examples (one per kept turn, the prompt the policy saw: system + history window + observation -> reply):
-- openai_chat   {"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]}
+- openai_chat   {"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]}; replies of the history
+                window carry "weight": 0 (OpenAI's per-message training weight: context, not target)
 - openai_tools  the same prompt, the target reply as an `interact` tool call ({"actions": [...]}, the actions that
                 were executed) with the reasoning as content, plus "tools": [the interact tool]. History replies stay
                 the text the policy was shown (that is what the `openai` policy sends back in tools mode).
@@ -54,15 +55,14 @@ def _json(obj: Any) -> str:
 CHAT = Rendering(
     name="chat",
     user="to_json({'role': 'user', 'content': observation})",
-    reply="to_json({'role': 'assistant', 'content': reply_out})",
+    # a reply of the history window is context, not a target: weight 0 (else each reply is learned K+1 times)
+    reply="to_json({'role': 'assistant', 'content': reply_out, 'weight': 0})",
     target="to_json({'role': 'assistant', 'content': reply_out})",
     turn="to_json({'role': 'assistant', 'content': reply_out, 'weight': CASE WHEN keep THEN 1 ELSE 0 END})",
     const=lambda m: _json({"role": m.get("role"), "content": m.get("content")}),
     sep="','",
 )
 
-# the parquet `messages` column: no per-message weight (the AlfWorld/verl multi-turn trainer masks every reply)
-CHAT_PLAIN = Rendering(**{**CHAT.__dict__, "name": "chatp", "turn": CHAT.reply})
 
 TOOLS = Rendering(
     name="tools",

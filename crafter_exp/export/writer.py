@@ -28,9 +28,8 @@ from crafter_exp.export.formats import (
     system_text,
 )
 from crafter_exp.export.layout import Layout
-from crafter_exp.filtering.select import reader, run_params
+from crafter_exp.filtering.select import Db, run_params, session
 from crafter_exp.filtering.steps import chunk_params, chunk_sql, chunks, step_params
-from crafter_exp.store.traces import TraceStore
 
 JSONL_FILE = "train.jsonl"
 MESSAGES_TYPE = '[{"role":"VARCHAR","content":"VARCHAR"}]'
@@ -41,7 +40,8 @@ class ExportPlan:
     """Everything the writer needs: the episodes to export (in order, with ep_order, last_kept and split),
     the chosen turns when subsetting, and the prompt layout."""
 
-    store: TraceStore
+    db: Db
+    """The trace store, or an open read session on it."""
     fcfg: Any
     episodes: pd.DataFrame
     layout: Layout
@@ -149,25 +149,25 @@ def write_jsonl(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writte
     params = {**step_params(fcfg), **st.params}
     tmp = out_dir / (JSONL_FILE + ".tmp")
     examples = 0
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f, session(plan.db, fcfg.memory_limit) as rs:
         for chunk in chunks(plan.episodes, fcfg.chunk_steps):
-            with reader(plan.store, fcfg.memory_limit) as con:
-                _register(con, plan, chunk, ("last_kept",) if fcfg.multi_turn else ())
-                p = {**params, **chunk_params(chunk)}
-                if fcfg.dedupe:
-                    rows = run_params(con, ordered, p).fetchall()
-                    for ep, text in rows:
-                        if dedupe.keep(text):
-                            f.write(text)
-                            f.write("\n")
-                            per_episode[ep] += 1
-                            examples += 1
-                else:
-                    text, n = run_params(con, joined, p).fetchone()
-                    if n:
+            con = rs.con
+            _register(con, plan, chunk, ("last_kept",) if fcfg.multi_turn else ())
+            p = {**params, **chunk_params(chunk)}
+            if fcfg.dedupe:
+                rows = run_params(con, ordered, p).fetchall()
+                for ep, text in rows:
+                    if dedupe.keep(text):
                         f.write(text)
                         f.write("\n")
-                        examples += int(n)
+                        per_episode[ep] += 1
+                        examples += 1
+            else:
+                text, n = run_params(con, joined, p).fetchall()[0]
+                if n:
+                    f.write(text)
+                    f.write("\n")
+                    examples += int(n)
             if progress is not None:
                 progress.update(int(chunk["turns"].sum()))
     if not fcfg.dedupe:
@@ -289,14 +289,14 @@ def write_parquet(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writ
     raw_tmp = out_dir / "raw_trajectories.json.tmp"
     first_raw = True
     try:
-        with open(raw_tmp, "w", encoding="utf-8") as raw:
+        with open(raw_tmp, "w", encoding="utf-8") as raw, session(plan.db, fcfg.memory_limit) as rs:
             raw.write("[\n")
             for chunk in chunks(plan.episodes, fcfg.chunk_steps):
-                with reader(plan.store, fcfg.memory_limit) as con:
-                    _register(con, plan, chunk, ("split", "last_kept"))
-                    p = {**params, **chunk_params(chunk)}
-                    table = _arrow(run_params(con, sql, p))
-                    (text,) = run_params(con, raw_sql, p).fetchone()
+                con = rs.con
+                _register(con, plan, chunk, ("split", "last_kept"))
+                p = {**params, **chunk_params(chunk)}
+                table = _arrow(run_params(con, sql, p))
+                (text,) = run_params(con, raw_sql, p).fetchall()[0]
                 if text:
                     raw.write(("" if first_raw else ",\n") + text)
                     first_raw = False

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import duckdb
 import numpy as np
@@ -47,23 +48,68 @@ class SourceRun:
     """Episodes stored for the run (part of the dataset's hash: more episodes, a new dataset)."""
 
 
+class ReadSession:
+    """Read-only access to the store for one stage run: one connection, reopened once it has been held for
+    `hold_s` seconds (with a short pause in between), so a rollout waiting to append gets the lock within seconds
+    while a long export goes on. DuckDB's memory is capped (its buffer pool would otherwise cache the whole file)."""
+
+    def __init__(self, store: TraceStore, memory_limit: str = "512MB", hold_s: float = 5.0, pause_s: float = 0.3):
+        self.store = store
+        self.memory_limit = memory_limit
+        self.hold_s = hold_s
+        self.pause_s = pause_s
+        self._cm: Any = None
+        self._con: Optional[duckdb.DuckDBPyConnection] = None
+        self._opened = 0.0
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is not None and time.monotonic() - self._opened > self.hold_s:
+            self.close()
+            time.sleep(self.pause_s)
+        if self._con is None:
+            self._cm = self.store.connect(read_only=True)
+            self._con = self._cm.__enter__()
+            self._con.execute("SET memory_limit = $limit", {"limit": self.memory_limit})
+            self._opened = time.monotonic()
+        return self._con
+
+    def close(self) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(None, None, None)
+        self._cm, self._con = None, None
+
+    def __enter__(self) -> "ReadSession":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+Db = Union[TraceStore, ReadSession]
+
+
 @contextmanager
-def reader(store: TraceStore, memory_limit: str = "512MB") -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection with DuckDB's memory capped (its buffer pool would otherwise cache the whole file)."""
-    with store.connect(read_only=True) as con:
-        con.execute("SET memory_limit = $limit", {"limit": memory_limit})
-        yield con
+def session(db: Db, memory_limit: str = "512MB") -> Iterator[ReadSession]:
+    """`db` itself when it is a session already, else a session for the duration of the block."""
+    if isinstance(db, ReadSession):
+        yield db
+        return
+    with ReadSession(db, memory_limit) as s:
+        yield s
 
 
 def run_params(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> duckdb.DuckDBPyConnection:
     return con.execute(sql, used_params(sql, params))
 
 
-def resolve_runs(store: TraceStore, name: str, runs: Sequence[str] = ()) -> list[SourceRun]:
+def resolve_runs(db: Db, name: str, runs: Sequence[str] = ()) -> list[SourceRun]:
     """The source runs: each entry a run id or an experiment name (its latest rollout run); none = `name`'s."""
+    store = db.store if isinstance(db, ReadSession) else db
     if not store.path.exists():
         raise FileNotFoundError(f"trace database not found: {store.path} (run stage=rollout first)")
-    table = store.runs()
+    with session(db) as rs:
+        table = rs.con.execute("SELECT * FROM runs ORDER BY created_at").df()
     wanted = list(runs) or [name]
     out: list[SourceRun] = []
     for entry in wanted:
@@ -81,8 +127,8 @@ def resolve_runs(store: TraceStore, name: str, runs: Sequence[str] = ()) -> list
         config = r["config"]
         config = json.loads(config) if isinstance(config, str) else (config or {})
         out.append(SourceRun(str(r["run_id"]), str(r["env"]), str(r["stage"]), r.get("model"), config))
-    with store.connect(read_only=True) as con:
-        counts = dict(con.execute(
+    with session(db) as rs:
+        counts = dict(rs.con.execute(
             "SELECT run_id, count(*) FROM episodes WHERE list_contains($runs::VARCHAR[], run_id) GROUP BY run_id",
             {"runs": [s.run_id for s in out]},
         ).fetchall())
@@ -98,7 +144,7 @@ _RUNS_JOIN = ("JOIN (SELECT unnest($runs::VARCHAR[]) AS run_id, generate_subscri
               " r USING (run_id)")
 
 
-def episode_frame(store: TraceStore, fcfg: Any, run_ids: Sequence[str],
+def episode_frame(db: Db, fcfg: Any, run_ids: Sequence[str],
                   criteria: Optional[list[Criterion]] = None) -> tuple[pd.DataFrame, list[Criterion]]:
     """Every episode of the runs (light columns) with its quality, counted achievements and one boolean column
     per criterion (`pass_<name>`) plus `pass_all` — the basis of the stats table."""
@@ -109,12 +155,12 @@ def episode_frame(store: TraceStore, fcfg: Any, run_ids: Sequence[str],
            f" {QUALITY} AS quality{flags}, ({where}) AS pass_all FROM episodes e {_RUNS_JOIN}"
            " ORDER BY r.run_order, e.seed")
     params = {**params, **common_params(fcfg), "runs": list(run_ids)}
-    with reader(store, fcfg.memory_limit) as con:
-        df = run_params(con, sql, params).df()
+    with session(db, fcfg.memory_limit) as rs:
+        df = run_params(rs.con, sql, params).df()
     return df, criteria
 
 
-def select_episodes(store: TraceStore, fcfg: Any, run_ids: Sequence[str]) -> pd.DataFrame:
+def select_episodes(db: Db, fcfg: Any, run_ids: Sequence[str]) -> pd.DataFrame:
     """Episodes passing every criterion, the best `limit` of them by `sort_by`, in export order (run, seed).
 
     Columns: EPISODE_COLUMNS + run_order, counted_achievements, quality, ep_order (0..n-1, the export order).
@@ -132,8 +178,8 @@ def select_episodes(store: TraceStore, fcfg: Any, run_ids: Sequence[str]) -> pd.
         f" WHERE {where} ORDER BY {SORT_SQL[fcfg.sort_by]}, r.run_order, e.seed{limit})"
         " ORDER BY run_order, seed"
     )
-    with reader(store, fcfg.memory_limit) as con:
-        df = run_params(con, sql, params).df()
+    with session(db, fcfg.memory_limit) as rs:
+        df = run_params(rs.con, sql, params).df()
     df["ep_order"] = np.arange(len(df), dtype=np.int64)
     return df
 
@@ -174,7 +220,7 @@ class StepCounts:
         return int(self.kept.sum())
 
 
-def count_steps(store: TraceStore, fcfg: Any, episodes: pd.DataFrame, subset: Optional[int] = None) -> StepCounts:
+def count_steps(db: Db, fcfg: Any, episodes: pd.DataFrame, subset: Optional[int] = None) -> StepCounts:
     """Kept turns per episode, chunk by chunk; with `subset`, also a seeded choice of that many kept turns
     (the `subset` smallest hashes of (seed, run, episode seed, turn): memory O(subset), not O(dataset))."""
     n = len(episodes)
@@ -189,8 +235,9 @@ def count_steps(store: TraceStore, fcfg: Any, episodes: pd.DataFrame, subset: Op
                         " coalesce(max(turn) FILTER (WHERE keep), -1) AS last FROM w GROUP BY ep_order")
     turns_sql = base + "\nSELECT ep_order, turn FROM w WHERE keep"
     params = step_params(fcfg)
-    for chunk in chunks(episodes, fcfg.chunk_steps):
-        with reader(store, fcfg.memory_limit) as con:
+    with session(db, fcfg.memory_limit) as rs:
+        for chunk in chunks(episodes, fcfg.chunk_steps):
+            con = rs.con
             con.register("chunk", chunk[["run_id", "seed", "ep_order"]])
             p = {**params, **chunk_params(chunk)}
             got = run_params(con, count_sql, p).fetchnumpy()

@@ -37,7 +37,7 @@ from crafter_exp.filtering import (
     resolve_runs,
     select_episodes,
 )
-from crafter_exp.filtering.select import SourceRun, choose_episodes, episode_frame, split_episodes
+from crafter_exp.filtering.select import ReadSession, SourceRun, choose_episodes, episode_frame, split_episodes
 from crafter_exp.store.traces import TraceStore
 
 MANIFEST = "manifest.json"
@@ -71,6 +71,8 @@ class FilterResult:
 @dataclass
 class _Context:
     store: TraceStore
+    db: Any
+    """A ReadSession on the store (one connection for the whole stage, reopened every few seconds)."""
     sources: list[SourceRun]
     env: str
     achievements: tuple[str, ...]
@@ -111,13 +113,15 @@ def _filter_hash(fcfg: Any, sources: Sequence[SourceRun], prompt: PromptConfig) 
     return tracking.config_hash(basis)
 
 
-def prepare(cfg: Any, runs: Optional[Sequence[str]] = None) -> _Context:
+def prepare(cfg: Any, runs: Optional[Sequence[str]] = None, db: Optional[ReadSession] = None) -> _Context:
     """Resolve source runs, check the filter against their env, read the prompt layout. Raises ValueError /
-    FileNotFoundError with one line before any work."""
+    FileNotFoundError with one line before any work. `db`: a read session to reuse (else the store is opened per
+    query)."""
     fcfg = cfg.filter
     check_filter_config(fcfg)
     store = TraceStore(cfg.paths.db)
-    sources = resolve_runs(store, cfg.name, list(runs) if runs else list(fcfg.runs))
+    db = db if db is not None else store
+    sources = resolve_runs(db, cfg.name, list(runs) if runs else list(fcfg.runs))
     env = sources[0].env
     achievements = tuple(env_achievements(env))
     check_filter_config(fcfg, achievements)
@@ -125,7 +129,7 @@ def prepare(cfg: Any, runs: Optional[Sequence[str]] = None) -> _Context:
     instructions = env_instructions(env)
     override = system_override(prompt, instructions, fcfg.system_prompt, fcfg.system_prompt_mode)
     layout = (conversation_layout if fcfg.multi_turn else derive_layout)(prompt, instructions, override)
-    return _Context(store, sources, env, achievements, prompt, layout, _filter_hash(fcfg, sources, prompt))
+    return _Context(store, db, sources, env, achievements, prompt, layout, _filter_hash(fcfg, sources, prompt))
 
 
 # ----------------------------------------------------------------------------------------------------- stats
@@ -134,14 +138,16 @@ def prepare(cfg: Any, runs: Optional[Sequence[str]] = None) -> _Context:
 def stats(cfg: Any, runs: Optional[Sequence[str]] = None, ctx: Optional[_Context] = None,
           with_steps: bool = True) -> FilterStats:
     """The stats table's figures (reads only)."""
-    ctx = ctx or prepare(cfg, runs)
+    if ctx is None:
+        with ReadSession(TraceStore(cfg.paths.db), cfg.filter.memory_limit) as db:
+            return stats(cfg, runs, prepare(cfg, runs, db), with_steps)
     fcfg = cfg.filter
     run_ids = [s.run_id for s in ctx.sources]
-    frame, criteria = episode_frame(ctx.store, fcfg, run_ids)
-    selected = select_episodes(ctx.store, fcfg, run_ids)
+    frame, criteria = episode_frame(ctx.db, fcfg, run_ids)
+    selected = select_episodes(ctx.db, fcfg, run_ids)
     st = compute_stats(frame, criteria, selected, ctx.achievements, fcfg.exclude_achievements)
     if with_steps and len(selected):
-        counts = count_steps(ctx.store, fcfg, selected)
+        counts = count_steps(ctx.db, fcfg, selected)
         st.examples = counts.examples
         st.episodes_with_examples = int((counts.kept > 0).sum())
     elif with_steps:
@@ -181,11 +187,11 @@ def _plan(cfg: Any, ctx: _Context) -> tuple[ExportPlan, pd.DataFrame]:
     """Selected episodes -> the episodes and turns to write (raises EmptySelectionError when none)."""
     fcfg = cfg.filter
     run_ids = [s.run_id for s in ctx.sources]
-    selected = select_episodes(ctx.store, fcfg, run_ids)
+    selected = select_episodes(ctx.db, fcfg, run_ids)
     if selected.empty:
         raise EmptySelectionError(_empty_message(cfg, ctx))
     per_turn_subset = fcfg.max_examples if not fcfg.multi_turn else None
-    counts = count_steps(ctx.store, fcfg, selected, subset=per_turn_subset)
+    counts = count_steps(ctx.db, fcfg, selected, subset=per_turn_subset)
     selected["kept"] = counts.kept
     selected["last_kept"] = counts.last_kept
     keep = counts.kept > 0
@@ -213,18 +219,24 @@ def _plan(cfg: Any, ctx: _Context) -> tuple[ExportPlan, pd.DataFrame]:
     is_val = split_episodes(len(episodes), fcfg.val_fraction if fcfg.format == "parquet" else 0.0, fcfg.seed)
     episodes["split"] = np.where(is_val, "val", "train")
     episodes = episodes.reset_index(drop=True)
-    plan = ExportPlan(ctx.store, fcfg, episodes, ctx.layout, subset, data_source=f"crafter_exp/{ctx.env}")
+    plan = ExportPlan(ctx.db, fcfg, episodes, ctx.layout, subset, data_source=f"crafter_exp/{ctx.env}")
     return plan, selected
 
 
 def filter_and_export(cfg: Any, runs: Optional[Sequence[str]] = None, output: Optional[str | Path] = None,
                       progress: bool = True) -> FilterResult:
     """Select, export, write the manifest last, track in MLflow. Returns where the dataset is and its digest."""
+    with ReadSession(TraceStore(cfg.paths.db), cfg.filter.memory_limit) as db:
+        return _filter_and_export(cfg, db, runs, output, progress)
+
+
+def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]], output: Optional[str | Path],
+                       progress: bool) -> FilterResult:
     from tqdm import tqdm
 
     start = time.perf_counter()
     fcfg = cfg.filter
-    ctx = prepare(cfg, runs)
+    ctx = prepare(cfg, runs, db)
     out = output_dir(cfg, output)
     old = read_manifest(out)
     if old and old.get("filter_hash") == ctx.filter_hash and all((out / f).exists() for f in old.get("files", [])):
@@ -310,7 +322,7 @@ def validate_run(cfg: Any) -> Any:
     fcfg = cfg.filter
     target = Path(fcfg.validate_path) if fcfg.validate_path else output_dir(cfg)
     report = validate_path(target, fcfg)
-    print(report.format())
+    print(report.summary())
     if report.errors:
         first = report.errors[0]
         raise ValueError(f"{target}: {report.error_count} broken line(s); first: {first}")
