@@ -350,7 +350,8 @@ def test_train_stage_writes_openai_checkpoint_manifest_and_mlflow_run(request, p
     server.scenario.outcome = "failure"
     with pytest.raises(FineTuneJobError, match="failed: Training file has 3 examples"):
         train_openai(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, epochs=5)))
-    assert json.loads((project / "data" / "checkpoints" / "exp" / "manifest.json").read_text())["job_id"] == "ftjob-0002"
+    kept = json.loads((project / "data" / "checkpoints" / "exp" / "manifest.json").read_text())
+    assert kept["job_id"] == "ftjob-0002"
     failed = mlflow.MlflowClient(tracking_uri=cfg.tracking.uri).search_runs(
         [run.info.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
     assert failed.info.status == "FAILED" and failed.data.tags["job_status"] == "failed"
