@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from crafter_exp.config import CONF_DIR, Config, register_configs
+from crafter_exp.errors import StageFailed
 
 # stage name -> (module, function)
 STAGES = {
@@ -48,6 +49,9 @@ def _app(dcfg: DictConfig) -> None:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"crafter-exp: error: {message}", file=sys.stderr)
         sys.exit(2)
+    except (StageFailed, TimeoutError) as exc:
+        print(f"crafter-exp: error: {exc}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("crafter-exp: interrupted; finished episodes and outputs are kept — rerun the same command to resume",
               file=sys.stderr)

@@ -14,6 +14,8 @@ not in the manifest, not in any exception raised here (service messages are scru
 
 from __future__ import annotations
 
+from crafter_exp.errors import StageFailed
+
 import hashlib
 import json
 import logging
@@ -34,7 +36,7 @@ CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 CHAT_FORMATS = ("openai_chat", "openai_tools")  # filter.format values whose lines are OpenAI chat examples
 
 
-class FineTuneJobError(RuntimeError):
+class FineTuneJobError(StageFailed):
     """The service refused a request or the job ended failed/cancelled (message = the service's, key scrubbed)."""
 
     def __init__(self, message: str, result: Optional["JobResult"] = None) -> None:
