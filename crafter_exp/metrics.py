@@ -45,6 +45,10 @@ METRICS: dict[str, str] = {
     "cost_per_episode": "USD per episode (mean over episodes with a known cost)",
 }
 FAMILIES = ("achievement/", "success/", "action/")
+# Free-text action spaces (ALFWorld commands) have hundreds of distinct actions: the action distribution keeps the
+# most played ones and folds the rest into OTHER_ACTIONS (Crafter's 17 actions are all kept).
+MAX_ACTIONS = 20
+OTHER_ACTIONS = "(other)"
 
 # Per-episode metrics that make the headline of reports and figures (the rest are in the CSV).
 HEADLINE = [
@@ -123,7 +127,9 @@ class EpisodeArrays:
     task_type: np.ndarray  # (n,) object
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame, env_achievements: Sequence[str]) -> "EpisodeArrays":
+    def from_frame(cls, df: pd.DataFrame, env_achievements: Sequence[str],
+                   actions: Optional[Sequence[str]] = None) -> "EpisodeArrays":
+        """`actions`: the actions reported one by one (default: top_actions(df)); the others count as OTHER."""
         n = len(df)
         achievements = tuple(env_achievements or ())
         index = {a: i for i, a in enumerate(achievements)}
@@ -134,8 +140,14 @@ class EpisodeArrays:
                 if name in index:
                     unlocked[row, index[name]] = 1.0
         counts = [_as_counts(v) for v in df["action_counts"]] if "action_counts" in df.columns else [{}] * n
-        actions = tuple(sorted({a for c in counts for a in c}))
-        action_counts = np.array([[c.get(a, 0.0) for a in actions] for c in counts]).reshape(n, len(actions))
+        named = tuple(actions) if actions is not None else tuple(top_actions(df))
+        kept = set(named)
+        has_other = any(a not in kept for c in counts for a in c)
+        actions = named + ((OTHER_ACTIONS,) if has_other and OTHER_ACTIONS not in kept else ())
+        action_counts = np.array(
+            [[c.get(a, 0.0) for a in named] + ([sum(v for a, v in c.items() if a not in kept)] if len(actions) >
+                                                 len(named) else []) for c in counts]
+        ).reshape(n, len(actions))
         if "task_type" in df.columns:
             task_type = np.array([None if pd.isna(t) else str(t) for t in df["task_type"]], dtype=object)
         else:
@@ -149,6 +161,17 @@ class EpisodeArrays:
         if "num_achievements" not in df.columns:
             columns["num_achievements"] = np.array([float(len(x)) for x in lists])
         return cls(n, columns, achievements, unlocked, actions, action_counts, task_types, task_type)
+
+
+def top_actions(df: pd.DataFrame, limit: int = MAX_ACTIONS) -> list[str]:
+    """Actions in the episodes' action_counts, by name; only the `limit - 1` most played when there are more."""
+    totals: dict[str, float] = {}
+    for value in df["action_counts"] if "action_counts" in df.columns else []:
+        for action, count in _as_counts(value).items():
+            totals[action] = totals.get(action, 0.0) + count
+    if len(totals) <= limit:
+        return sorted(totals)
+    return sorted(sorted(totals, key=lambda a: (-totals[a], a))[: limit - 1])
 
 
 def _stats(arrays: EpisodeArrays, k: int) -> dict[str, Stat]:
@@ -283,11 +306,12 @@ def compute(
     env_achievements: Sequence[str],
     k: int = 3,
     custom: Sequence[tuple[str, CustomMetric]] = (),
+    actions: Optional[Sequence[str]] = None,
 ) -> dict[str, float]:
     """Every applicable metric's value over these episodes (metrics that do not apply are left out)."""
     if len(df) == 0:
         return {}
-    arrays = EpisodeArrays.from_frame(df, env_achievements)
+    arrays = EpisodeArrays.from_frame(df, env_achievements, actions)
     ones = np.ones((1, arrays.n))
     values = {name: float(stat(ones)[0]) for name, stat in _stats(arrays, k).items()}
     if custom:
@@ -307,17 +331,18 @@ def per_achievement_rates(df: pd.DataFrame, env_achievements: Sequence[str]) -> 
                      name="success_rate")
 
 
-def action_distribution(df: pd.DataFrame) -> pd.Series:
-    """% of all actions played, per action (from action_counts)."""
-    arrays = EpisodeArrays.from_frame(df, ())
+def action_distribution(df: pd.DataFrame, actions: Optional[Sequence[str]] = None) -> pd.Series:
+    """% of all actions played, per action (from action_counts; rare ones folded as in EpisodeArrays)."""
+    arrays = EpisodeArrays.from_frame(df, (), actions)
     total = arrays.action_counts.sum()
     shares = 100.0 * arrays.action_counts.sum(axis=0) / total if total else np.zeros(len(arrays.actions))
     return pd.Series(shares, index=list(arrays.actions), name="share")
 
 
-def metric_names(df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3) -> list[str]:
+def metric_names(df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3,
+                 actions: Optional[Sequence[str]] = None) -> list[str]:
     """Names of every metric defined for these episodes (applicable or not), report order."""
-    return list(_stats(EpisodeArrays.from_frame(df, env_achievements), k))
+    return list(_stats(EpisodeArrays.from_frame(df, env_achievements, actions), k))
 
 
 def is_known_metric(name: str) -> bool:
@@ -347,6 +372,7 @@ def bootstrap(
     confidence: float = 0.95,
     custom: Sequence[tuple[str, CustomMetric]] = (),
     custom_resamples: int = 500,
+    actions: Optional[Sequence[str]] = None,
 ) -> pd.DataFrame:
     """Point value and percentile-bootstrap interval of every applicable metric.
 
@@ -356,7 +382,7 @@ def bootstrap(
     """
     if len(df) == 0:
         raise ValueError("no episodes to bootstrap")
-    arrays = EpisodeArrays.from_frame(df, env_achievements)
+    arrays = EpisodeArrays.from_frame(df, env_achievements, actions)
     stats = _stats(arrays, k)
     n = arrays.n
     rng = np.random.default_rng(seed)
@@ -403,6 +429,7 @@ def significance(
     paired: Optional[bool] = None,
     custom: Sequence[tuple[str, CustomMetric]] = (),
     custom_resamples: int = 500,
+    actions: Optional[Sequence[str]] = None,
 ) -> pd.DataFrame:
     """Two-sided permutation test of `value(other) - value(baseline)` for every metric.
 
@@ -424,7 +451,7 @@ def significance(
     pooled = pd.concat([baseline, other], ignore_index=True)
     n1, n2 = len(baseline), len(other)
     n = n1 + n2
-    arrays = EpisodeArrays.from_frame(pooled, env_achievements)
+    arrays = EpisodeArrays.from_frame(pooled, env_achievements, actions)
     stats = _stats(arrays, k)
     custom_eval = _custom_stats(pooled, custom) if custom else None
 
@@ -517,6 +544,7 @@ __all__ = [
     "summary",
     "per_achievement_rates",
     "action_distribution",
+    "top_actions",
     "metric_names",
     "is_known_metric",
     "load_custom_metrics",

@@ -37,3 +37,33 @@ def ray_local():
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
+
+
+# ------------------------------------------------------------------ trainer / hf_local (a small trained tiny student)
+
+TINY_FAST = [
+    "trainer.max_time_s=null",
+    "trainer.progress=false",
+    "trainer.logging_steps=20",
+    "trainer.eval_steps=1000",
+    "trainer.save_best=false",
+    "trainer.student.num_layers=2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """The tiny student trained ~100 steps on the synthetic observation -> action rule (TrainResult).
+
+    A session fixture: several test files play it; training it costs ~10-20 s on 2 cores.
+    """
+    from crafter_exp.config import compose_config
+    from crafter_exp.stages.train import train
+    from crafter_exp.training.synthetic import write_synthetic_dataset
+
+    home = tmp_path_factory.mktemp("tiny_ckpt")
+    write_synthetic_dataset(home / "data" / "datasets" / "default", 1600, seed=0)
+    cfg = compose_config(project_overrides(home) + TINY_FAST + [
+        "tracking.enabled=false", "trainer.max_steps=110", "trainer.learning_rate=3e-3", "trainer.eval_fraction=0.1",
+    ])
+    return train(cfg)

@@ -191,3 +191,18 @@ def test_custom_metrics_by_target(four, monkeypatch):
     bad = M.load_custom_metrics([{"_target_": "builtins.len"}])
     with pytest.raises(ValueError, match="must return"):
         M.compute(four, ACH4, custom=bad)
+
+
+def test_free_text_actions_keep_the_most_played():
+    """ALFWorld-style commands: hundreds of distinct actions -> the 19 most played + (other), shares sum to 100."""
+    rows = [episode("r", s, [], env="alfworld", actions={**{f"go to shelf {i}": 1 for i in range(40)},
+                                                         "look": 10 + s, "inventory": 5})
+            for s in range(3)]
+    df = pd.DataFrame(rows)
+    assert len(M.top_actions(df)) == M.MAX_ACTIONS - 1 and {"look", "inventory"} <= set(M.top_actions(df))
+    shares = M.action_distribution(df)
+    assert len(shares) == M.MAX_ACTIONS and M.OTHER_ACTIONS in shares.index
+    assert shares.sum() == pytest.approx(100.0)
+    values = M.compute(df, ("won",))
+    assert sum(v for k, v in values.items() if k.startswith("action/")) == pytest.approx(100.0)
+    assert values["action/look"] == pytest.approx(100 * 33 / (120 + 33 + 15))

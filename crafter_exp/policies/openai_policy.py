@@ -43,6 +43,10 @@ REASONING_FIELDS = ("reasoning_content", "reasoning")  # vLLM/DeepSeek; Groq/Ope
 ACTION_MODES = ("text", "tools")
 TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
 ERROR_BODY_CHARS = 200
+# httpx's connection pool scans every pooled connection for each request it assigns, so one pool with many
+# connections costs O(in-flight) CPU per call (measured: 1.5 ms/call at 8 in flight, 2.7 ms at 64); requests are
+# spread round-robin over clients of at most this many connections each.
+CONNECTIONS_PER_CLIENT = 8
 
 # HTTP requests sent by the current task: the client's retries happen inside one `create` call, so an httpx
 # request hook counting into a per-task (contextvar) counter gives the retry count even when the call fails.
@@ -129,6 +133,8 @@ class OpenAIPolicy(Policy):
         self.provider = cfg.provider
         self._key: Optional[str] = None
         self._client: Optional[openai.AsyncOpenAI] = None
+        self._clients: list[openai.AsyncOpenAI] = []
+        self._next_client = 0
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._sem: Optional[asyncio.Semaphore] = None
@@ -161,13 +167,17 @@ class OpenAIPolicy(Policy):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="openai-policy-loop", daemon=True)
         self._thread.start()
-        self._client = openai.AsyncOpenAI(
-            api_key=key,
-            base_url=self.cfg.base_url,
-            timeout=self.cfg.timeout,
-            max_retries=self.cfg.max_retries,
-            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [_count_request]}),
-        )
+        self._clients = [
+            openai.AsyncOpenAI(
+                api_key=key,
+                base_url=self.cfg.base_url,
+                timeout=self.cfg.timeout,
+                max_retries=self.cfg.max_retries,
+                http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [_count_request]}),
+            )
+            for _ in range(-(-self.cfg.concurrency // CONNECTIONS_PER_CLIENT))
+        ]
+        self._client = self._clients[0]
         if self.cfg.probe:
             try:
                 self._run(self._probe())
@@ -178,12 +188,13 @@ class OpenAIPolicy(Policy):
     def close(self) -> None:
         if self._loop is None:
             return
-        loop, client = self._loop, self._client
-        if client is not None and loop.is_running():
+        loop = self._loop
+        for client in self._clients if loop.is_running() else []:
             try:
                 asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=5)
             except Exception:  # closing is best effort (e.g. after Ctrl-C)
                 pass
+        self._clients = []
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -239,7 +250,9 @@ class OpenAIPolicy(Policy):
         for _ in range(self.cfg.max_consecutive_errors):
             assert self._sem is not None
             async with self._sem:
-                call, message, status = await self._call(self._client, kwargs)
+                client = self._clients[self._next_client % len(self._clients)]
+                self._next_client += 1
+                call, message, status = await self._call(client, kwargs)
             calls.append(call)
             if call.error is None:
                 break

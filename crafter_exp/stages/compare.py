@@ -372,21 +372,23 @@ def compare(
             raise
         except Exception as exc:
             raise ValueError(f"custom metric {target!r} failed on run {run_ids[0]}: {exc}") from None
+    actions = M.top_actions(all_episodes)  # one action list for every run, so their distributions line up
     known = list(dict.fromkeys([*M.METRICS, *(n for df in episodes.values()
-                                                for n in M.metric_names(df, achievements, c.k)), *custom_names]))
+                                                for n in M.metric_names(df, achievements, c.k, actions)),
+                                *custom_names]))
     selected = _select(c.metrics, known)
 
     # --- the numbers
     tables = []
     for label, run in zip(labels, run_ids):
         t = M.bootstrap(episodes[label], achievements, k=c.k, resamples=c.bootstrap, seed=cfg.seed, custom=custom,
-                        custom_resamples=c.custom_resamples)
+                        custom_resamples=c.custom_resamples, actions=actions)
         tables.append(t.assign(experiment=label, run_id=run))
     table = pd.concat(tables, ignore_index=True)
     test_frames = []
     for a, b in pair_list:
         t = M.significance(episodes[a], episodes[b], achievements, k=c.k, permutations=c.permutations,
-                           seed=cfg.seed, custom=custom, custom_resamples=c.custom_resamples)
+                           seed=cfg.seed, custom=custom, custom_resamples=c.custom_resamples, actions=actions)
         test_frames.append(t.assign(baseline=a, experiment=b))
     tests = (pd.concat(test_frames, ignore_index=True) if test_frames else
              pd.DataFrame(columns=["metric", "baseline_value", "value", "diff", "p", "test", "baseline", "experiment"]))

@@ -14,8 +14,6 @@ not in the manifest, not in any exception raised here (service messages are scru
 
 from __future__ import annotations
 
-from crafter_exp.errors import StageFailed
-
 import hashlib
 import json
 import logging
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from crafter_exp.config import OpenAITrainerConfig
+from crafter_exp.errors import StageFailed
 
 STATE_FILE = "openai_job.json"
 TERMINAL = ("succeeded", "failed", "cancelled")

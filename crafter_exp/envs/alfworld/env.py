@@ -54,12 +54,11 @@ class AlfworldTextEnv(TextEnv):
 
     def reset(self, seed: int) -> Observation:
         game = data.game_for_seed(self.games, seed)
-        env = self._textworld()
         fresh = None
         if game != self._loaded:
-            env.load(game)
-            self._loaded = game
+            env = self._load(game)
             fresh = getattr(env.unwrapped, "_pddl_state", None)
+        env = self._tw_env
         self._expert_rng = random.Random(seed)
         with self._seeded_expert(), _reusing_pddl_state(fresh):
             self._state = env.reset()
@@ -112,6 +111,7 @@ class AlfworldTextEnv(TextEnv):
         return command if text.looks_like_command(command) else None
 
     def expert_action(self) -> Optional[str]:
+        """ALFWorld's hand-coded expert's next command ("look" where it has no admissible plan, as in ALFWorld)."""
         return None if self._done else self._expert_next
 
     def episode_info(self) -> dict[str, Any]:
@@ -125,17 +125,19 @@ class AlfworldTextEnv(TextEnv):
 
     # ------------------------------------------------------------------------------------------------ parts
 
-    def _textworld(self):
+    def _load(self, game: str):
         if self._tw_env is None:
             import textworld
             from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
 
             # What AlfredTWEnv.init_env builds, for one game at a time: its gym wrapper would pick games itself
             # and run them in subprocesses, while a seed must name the game here. Facts feed the expert.
+            # (Started lazily on the episode's own game: `textworld.start` loads the game it is given.)
             infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True, extras=["gamefile"])
-            self._tw_env = textworld.start(
-                self.games[0], infos, wrappers=[AlfredDemangler(shuffle=False), AlfredInfos]
-            )
+            self._tw_env = textworld.start(game, infos, wrappers=[AlfredDemangler(shuffle=False), AlfredInfos])
+        else:
+            self._tw_env.load(game)
+        self._loaded = game
         return self._tw_env
 
     @contextlib.contextmanager
@@ -167,7 +169,9 @@ class AlfworldTextEnv(TextEnv):
         try:
             nxt = self._expert.act(self._state, 0, self._state["won"], command)
         except Exception:  # HandCodedAgentFailed / Timeout, or a heuristic hitting a state it can't parse
-            self._expert, self._expert_next = None, None
+            # it stays stuck: "look" as ALFWorld's own wrapper plans when it has nothing better (the episode
+            # then runs out of steps unsolved, and a success filter drops it)
+            self._expert, self._expert_next = None, "look"
             return
         self._expert_next = nxt if nxt in self._state["admissible_commands"] else "look"
 

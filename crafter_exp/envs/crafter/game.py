@@ -9,7 +9,8 @@ Differences from `crafter.Env` (everything else is crafter's own code and object
 - No pixels unless `render=True` (stock renders every step: ~70 % of its step time); `step` returns obs=None
   then, and `info` leaves out the semantic map (call `semantic()` when needed). Stock's night rendering draws
   its noise from the world's RandomState, so the same number of draws is consumed without rendering.
-- World generation is `worldgen.generate_world` (vectorised, same worlds).
+- World generation is `worldgen.generate_world` (vectorised, same worlds); `FastWorld` does crafter's World
+  lookups and moves in plain ints.
 - Objects near the player are found on the object map, not by measuring each object (same set, same order).
 - Difficulty: `difficulty.PRESETS` numbers for balance (spawn targets) and creature classes; `normal` = stock.
 """
@@ -20,7 +21,7 @@ from typing import Any, Optional
 
 import crafter
 import numpy as np
-from crafter import constants, objects
+from crafter import constants, engine, objects
 
 from crafter_exp.envs.crafter.difficulty import PRESETS, kinds_for
 from crafter_exp.envs.crafter.worldgen import generate_world
@@ -34,11 +35,38 @@ def stable_key(obj: Any) -> tuple[str, int, int]:
     return type(obj).__name__, int(obj.pos[0]), int(obj.pos[1])
 
 
+class FastWorld(engine.World):
+    """crafter's World with its hot lookups in plain ints (same results; stock converts numpy arrays per call)."""
+
+    def __getitem__(self, pos):
+        x, y = pos.tolist() if type(pos) is np.ndarray else pos
+        if not (0 <= x < self.area[0] and 0 <= y < self.area[1]):
+            return None, None
+        return self._mat_names[self._mat_map[x, y]], self._objects[self._obj_map[x, y]]
+
+    def move(self, obj, pos):
+        if obj.removed:
+            return
+        x, y = pos.tolist() if type(pos) is np.ndarray else (int(pos[0]), int(pos[1]))
+        ox, oy = obj.pos.tolist()
+        obj_map = self._obj_map
+        assert obj_map[x, y] == 0
+        obj_map[x, y] = obj_map[ox, oy]
+        obj_map[ox, oy] = 0
+        csx, csy = self._chunk_size
+        if ox // csx != x // csx or oy // csy != y // csy:
+            self._chunks[self.chunk_key((ox, oy))].remove(obj)
+            self._chunks[self.chunk_key((x, y))].add(obj)
+        obj.pos = np.array((x, y))
+
+
 class CrafterGame(crafter.Env):
     """One Crafter game; `reset_to(seed)` then `step(action_index)` (stock's 4-tuple)."""
 
     def __init__(self, area: int = 64, length: int = 10000, difficulty: str = "normal", render: bool = False):
         super().__init__(area=(area, area), length=length, seed=0)
+        self._world = FastWorld(self._world.area, constants.materials, self._world._chunk_size)
+        self._local_view._world = self._sem_view._world = self._world
         self.difficulty = difficulty
         self._balance = PRESETS[difficulty]
         self._kinds = kinds_for(difficulty)
