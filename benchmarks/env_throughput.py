@@ -1,0 +1,203 @@
+"""Env throughput: stock `crafter.Env` vs `CrafterTextEnv`, side by side in one run, then Ray scaling 2 vs 1.
+
+    python benchmarks/env_throughput.py                # ~1.5 minutes
+    python benchmarks/env_throughput.py --seconds 10 --no-ray
+
+Both sides play the same seeds with the same uniformly random actions (episode k: seed k, actions from
+RandomState(k)), resets included, on one core; the two are measured in alternating slices so that other load on
+the machine hits both alike, and both wall-clock and CPU-time (this process only) rates are printed: on a shared
+machine the CPU-time figures are the one-core figures. Ours includes building the text observation every step
+(the real cost a rollout pays). Stock is measured twice: as installed here (opensimplex uses numba) and with
+numba's JIT disabled (pure-Python noise: the 1.1 s resets of the issue's 145 steps/s measurement), the latter
+in a subprocess. Ray: plain actors each playing episodes of CrafterTextEnv; the same total work on 1 actor,
+then on 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import crafter
+import numpy as np
+
+from crafter_exp.config import CrafterEnvConfig
+from crafter_exp.envs.crafter import ACTIONS, CrafterTextEnv
+
+
+class StockRunner:
+    """Stock as people use it: a fresh `crafter.Env(seed=k)` per episode (the first reset names the world)."""
+
+    name = "stock"
+
+    def episode(self, seed: int) -> int:
+        env = crafter.Env(seed=seed)
+        env.reset()
+        rng, steps, done = np.random.RandomState(seed), 0, False
+        while not done:
+            _, _, done, _ = env.step(rng.randint(len(ACTIONS)))
+            steps += 1
+        return steps
+
+
+class OursRunner:
+    name = "ours"
+
+    def __init__(self, obs_format: str = "compact"):
+        self.env = CrafterTextEnv(CrafterEnvConfig(obs_format=obs_format))
+        self.words = []
+
+    def episode(self, seed: int) -> int:
+        self.env.reset(seed)
+        rng, steps, done = np.random.RandomState(seed), 0, False
+        while not done:
+            result = self.env.step(ACTIONS[rng.randint(len(ACTIONS))])
+            self.words.append(len(result.observation.text.split()))
+            done = result.done
+            steps += 1
+        return steps
+
+
+def alternate(runners, seconds: float, slice_seconds: float = 2.0) -> dict[str, tuple[int, float, float]]:
+    """Give each runner `seconds` in alternating slices; every runner plays the seeds 0, 1, 2, ... in order.
+
+    Returns {name: (steps, wall seconds, cpu seconds)}.
+    """
+    totals = {r.name: [0, 0.0, 0.0, 0] for r in runners}  # steps, wall, cpu, next seed
+    while min(t[1] for t in totals.values()) < seconds:
+        for runner in runners:
+            total = totals[runner.name]
+            wall, cpu = time.perf_counter(), time.process_time()
+            while time.perf_counter() - wall < slice_seconds:
+                total[0] += runner.episode(total[3])
+                total[3] += 1
+            total[1] += time.perf_counter() - wall
+            total[2] += time.process_time() - cpu
+    return {name: (steps, wall, cpu) for name, (steps, wall, cpu, _) in totals.items()}
+
+
+def stock_without_numba(seconds: float) -> tuple[float, float]:
+    """Stock with pure-Python simplex noise (numba JIT off), in a subprocess: (wall, cpu) steps/s."""
+    code = (
+        "import json, sys; sys.path.insert(0, %r)\n"
+        "from env_throughput import StockRunner, alternate\n"
+        "steps, wall, cpu = alternate([StockRunner()], %r, %r)['stock']\n"
+        "print(json.dumps([steps / wall, steps / cpu]))\n"
+    ) % (os.path.dirname(os.path.abspath(__file__)), seconds, seconds)
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    wall, cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    return wall, cpu
+
+
+def reset_times(seeds) -> tuple[float, float]:
+    stock, ours = [], []
+    env = CrafterTextEnv(CrafterEnvConfig())
+    env.reset(10**6)  # warm (numba cache load)
+    for seed in seeds:
+        s = crafter.Env(seed=seed)
+        t = time.perf_counter()
+        s.reset()
+        stock.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        env.reset(seed)
+        ours.append(time.perf_counter() - t)
+    return statistics.median(stock), statistics.median(ours)
+
+
+def step_only_rate(seconds: float) -> float:
+    """Ours without resets: steps/s of CPU time inside episodes (resets excluded from the clock)."""
+    env, steps, elapsed, seed = CrafterTextEnv(CrafterEnvConfig()), 0, 0.0, 0
+    while elapsed < seconds:
+        env.reset(seed)
+        rng, done = np.random.RandomState(seed), False
+        start = time.process_time()
+        while not done:
+            done = env.step(ACTIONS[rng.randint(len(ACTIONS))]).done
+            steps += 1
+        elapsed += time.process_time() - start
+        seed += 1
+    return steps / elapsed
+
+
+def ray_scaling(episodes: int) -> tuple[float, float]:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+    @ray.remote(num_cpus=1)
+    class Worker:
+        def __init__(self):
+            self.runner = OursRunner()
+            self.runner.episode(10**6)  # warm-up outside the clock
+
+        def play(self, seeds):
+            return sum(self.runner.episode(s) for s in seeds)
+
+    rates = []
+    try:
+        for n in (1, 2):
+            workers = [Worker.remote() for _ in range(n)]
+            ray.get([w.play.remote([]) for w in workers])  # actors up and warm
+            seeds = list(range(episodes))
+            start = time.perf_counter()
+            steps = sum(ray.get([w.play.remote(seeds[i::n]) for i, w in enumerate(workers)]))
+            rates.append(steps / (time.perf_counter() - start))
+            for w in workers:
+                ray.kill(w)
+    finally:
+        ray.shutdown()
+    return rates[0], rates[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20, help="measured seconds per side (stock, ours)")
+    parser.add_argument("--ray-episodes", type=int, default=300, help="episodes for each Ray measurement")
+    parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--no-pure-python", action="store_true", help="skip stock with numba's JIT disabled")
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
+
+    stock_reset, ours_reset = reset_times(range(20))
+    print(f"reset (median of 20): stock {stock_reset * 1000:.1f} ms, ours {ours_reset * 1000:.1f} ms "
+          f"({stock_reset / ours_reset:.1f}x)")
+
+    ours = OursRunner()
+    ours.episode(10**6)  # warm-up
+    ours.words.clear()
+    results = alternate([StockRunner(), ours], args.seconds)
+    (s_steps, s_wall, s_cpu), (o_steps, o_wall, o_cpu) = results["stock"], results["ours"]
+    print(f"random actions, resets included, one core ({s_steps} stock steps, {o_steps} ours):")
+    for label, s_time, o_time in (("wall clock", s_wall, o_wall), ("CPU time  ", s_cpu, o_cpu)):
+        stock_rate, ours_rate = s_steps / s_time, o_steps / o_time
+        print(f"  {label}: stock {stock_rate:.0f} steps/s, ours {ours_rate:.0f} steps/s: "
+              f"{ours_rate / stock_rate:.1f}x (goal >= 12x)")
+    if not args.no_pure_python:
+        p_wall, p_cpu = stock_without_numba(args.seconds)
+        print(f"  stock with pure-Python noise (numba JIT off, as in the issue's 145 steps/s): "
+              f"{p_wall:.0f} steps/s wall, {p_cpu:.0f} CPU: ours is {o_steps / o_wall / p_wall:.1f}x (wall), "
+              f"{o_steps / o_cpu / p_cpu:.1f}x (CPU)")
+    print(f"ours without resets: {step_only_rate(min(args.seconds, 5)):.0f} steps/s (CPU time)")
+    words = ours.words
+    print(f"compact observation: {statistics.mean(words):.1f} words on average (whitespace split), "
+          f"median {statistics.median(words):.0f}, max {max(words)}")
+    full = OursRunner("full")
+    for seed in range(5):
+        full.episode(seed)
+    print(f"full observation: {statistics.mean(full.words):.1f} words on average")
+
+    if not args.no_ray:
+        one, two = ray_scaling(args.ray_episodes)
+        print(f"Ray actors, {args.ray_episodes} episodes: 1 worker {one:.0f} steps/s, 2 workers {two:.0f} steps/s: "
+              f"{two / one:.2f}x (goal >= 1.8x)")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
