@@ -52,13 +52,15 @@ class AlfworldEnvConfig(EnvConfig):
     name: str = "alfworld"
     max_steps: int = 50
     data_path: Optional[str] = None
-    """ALFWorld data folder; default: $ALFWORLD_DATA, else ../shared/alfworld_data when present."""
+    """ALFWorld data folder (json_2.1.1/ + logic/); default: $ALFWORLD_DATA, else ../shared/alfworld_data when present."""
     split: str = "train"
     """`train`, `eval_in_distribution` (valid_seen) or `eval_out_of_distribution` (valid_unseen)."""
     task_types: list[str] = field(default_factory=list)
     """Keep only these task types (e.g. pick_and_place_simple); empty = all six."""
     show_admissible: bool = True
     """Append the admissible commands to each observation."""
+    fast_text: bool = True
+    """Memoise TextWorld's text-generation parses (identical text, ~2x faster episodes); false = stock TextWorld."""
 
 
 # ------------------------------------------------------------------------------------------------- model group
