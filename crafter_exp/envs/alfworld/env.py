@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from crafter_exp.envs.alfworld import data, text
+from crafter_exp.envs.alfworld import data, speedups, text
 from crafter_exp.envs.base import Observation, StepResult, TextEnv
 
 HIDDEN_COMMANDS = frozenset({"help"})
@@ -133,6 +133,8 @@ class AlfworldTextEnv(TextEnv):
             # What AlfredTWEnv.init_env builds, for one game at a time: its gym wrapper would pick games itself
             # and run them in subprocesses, while a seed must name the game here. Facts feed the expert.
             # (Started lazily on the episode's own game: `textworld.start` loads the game it is given.)
+            if self.cfg.fast_text:
+                speedups.install()
             infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True, extras=["gamefile"])
             self._tw_env = textworld.start(game, infos, wrappers=[AlfredDemangler(shuffle=False), AlfredInfos])
         else:
