@@ -1,25 +1,42 @@
-"""Environment registry: `make_env(cfg)` builds the environment named by `cfg.name`."""
+"""Environment registry: every environment is a module exposing a `TextEnv` subclass and `check_config(cfg)`.
+
+Stages ask this registry (never a specific environment) for what they need: an instance, its achievements, its
+rules text, the metric that says how well a policy plays it.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from crafter_exp.envs.base import Observation, StepResult, TextEnv
 
-__all__ = ["Observation", "StepResult", "TextEnv", "make_env", "check_env_config", "env_achievements", "env_instructions"]
+__all__ = [
+    "Observation", "StepResult", "TextEnv", "ENVIRONMENTS", "env_class", "make_env", "check_env_config",
+    "env_achievements", "env_instructions", "env_primary_metric",
+]
+
+# env name -> (module, TextEnv subclass); modules import lazily (ALFWorld is an optional extra)
+ENVIRONMENTS = {
+    "crafter": ("crafter_exp.envs.crafter", "CrafterTextEnv"),
+    "alfworld": ("crafter_exp.envs.alfworld", "AlfworldTextEnv"),
+}
+
+
+def _module(name: str) -> Any:
+    if name not in ENVIRONMENTS:
+        raise ValueError(f"unknown env {name!r} (known: {', '.join(ENVIRONMENTS)})")
+    return importlib.import_module(ENVIRONMENTS[name][0])
+
+
+def env_class(name: str) -> type[TextEnv]:
+    """The TextEnv subclass registered as `name`."""
+    return getattr(_module(name), ENVIRONMENTS[name][1])
 
 
 def make_env(cfg: Any) -> TextEnv:
     """Build the environment for an `env` config (a dataclass from `crafter_exp.config`)."""
-    if cfg.name == "crafter":
-        from crafter_exp.envs.crafter import CrafterTextEnv
-
-        return CrafterTextEnv(cfg)
-    if cfg.name == "alfworld":
-        from crafter_exp.envs.alfworld import AlfworldTextEnv
-
-        return AlfworldTextEnv(cfg)
-    raise ValueError(f"unknown env {cfg.name!r} (known: crafter, alfworld)")
+    return env_class(cfg.name)(cfg)
 
 
 def check_env_config(cfg: Any) -> None:
@@ -28,39 +45,19 @@ def check_env_config(cfg: Any) -> None:
         raise ValueError(f"env.episodes must be >= 0, got {cfg.episodes}")
     if cfg.max_steps <= 0:
         raise ValueError(f"env.max_steps must be > 0, got {cfg.max_steps}")
-    if cfg.name == "crafter":
-        from crafter_exp.envs.crafter import check_config
-
-        check_config(cfg)
-    elif cfg.name == "alfworld":
-        from crafter_exp.envs.alfworld import check_config
-
-        check_config(cfg)
-    else:
-        raise ValueError(f"unknown env {cfg.name!r} (known: crafter, alfworld)")
+    _module(cfg.name).check_config(cfg)
 
 
 def env_achievements(name: str) -> tuple[str, ...]:
-    """The achievement names an environment reports, without building one."""
-    if name == "crafter":
-        from crafter_exp.envs.crafter import ACHIEVEMENTS
-
-        return ACHIEVEMENTS
-    if name == "alfworld":
-        from crafter_exp.envs.alfworld import ACHIEVEMENTS
-
-        return ACHIEVEMENTS
-    raise ValueError(f"unknown env {name!r}")
+    """Every achievement an environment reports (validates filters, defines per-achievement rates)."""
+    return tuple(env_class(name).achievements)
 
 
 def env_instructions(name: str) -> str:
-    """The rules text an environment puts in system prompts, without building one (used by the SFT export)."""
-    if name == "crafter":
-        from crafter_exp.envs.crafter import INSTRUCTIONS
+    """The rules text an environment puts in system prompts (the SFT export rebuilds prompts with it)."""
+    return env_class(name).instructions
 
-        return INSTRUCTIONS
-    if name == "alfworld":
-        from crafter_exp.envs.alfworld import INSTRUCTIONS
 
-        return INSTRUCTIONS
-    raise ValueError(f"unknown env {name!r}")
+def env_primary_metric(name: str) -> str:
+    """The metric that says how well a policy plays this environment (pipeline verdicts, sweep summaries)."""
+    return env_class(name).primary_metric

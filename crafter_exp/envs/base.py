@@ -46,6 +46,8 @@ class TextEnv(ABC):
     """Every achievement this environment can report (used to validate filters and to compute rates)."""
     instructions: str = ""
     """Rules of the game for a system prompt (what the actions do, what scores)."""
+    primary_metric: str = "mean_achievements"
+    """The metric (crafter_exp.metrics) that says how well a policy plays this environment."""
     fallback_action: str = ""
     """Played when a reply holds no valid action ("" = the first valid action)."""
 
