@@ -215,6 +215,30 @@ def test_expert_replays_identically_after_other_episodes(env):
     assert trajectory(21) == first
 
 
+@needs_data
+def test_fast_text_gives_stock_textworld_text(env):
+    from crafter_exp.envs.alfworld import speedups
+
+    def trajectory():
+        rng = random.Random(1)
+        obs = env.reset(79)
+        texts = [obs.text]
+        for i in range(6):  # expert and random commands: feedback, containers, inventory texts
+            obs = env.step(env.expert_action() if i % 2 else rng.choice(obs.actions)).observation
+            texts.append(obs.text)
+        return texts
+
+    env._loaded = None  # the game's grammar is parsed at load: load it under each variant
+    fast = trajectory()
+    speedups.uninstall()
+    try:
+        env._loaded = None
+        stock = trajectory()
+    finally:
+        speedups.install()
+    assert fast == stock
+
+
 # ------------------------------------------------------------------------------- through the stages (slow)
 
 
