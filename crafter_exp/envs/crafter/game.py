@@ -200,33 +200,44 @@ class CrafterGame(crafter.Env):
 
     def _balance_chunk(self, chunk, objs):
         # Stock's numbers (its `target_fn` lambdas evaluated here), scaled by the difficulty preset (x1.0 for
-        # normal gives identical floats). Same calls in the same order as stock.
+        # normal gives identical floats). Same calls in the same order as stock, except that a call is skipped
+        # where stock's would do nothing (count within its targets: no random draw either). Counting once is
+        # exact: each call adds or removes only its own kind.
         light, b, kinds, world = self._world.daylight, self._balance, self._kinds, self._world
+        zombies = skeletons = cows = 0
+        for obj in objs:
+            if isinstance(obj, objects.Zombie):
+                zombies += 1
+            elif isinstance(obj, objects.Skeleton):
+                skeletons += 1
+            elif isinstance(obj, objects.Cow):
+                cows += 1
         cx, cy = world._chunk_size
         grass = self._space["grass"][chunk[0] // cx][chunk[2] // cy]
+        target = b.zombie_density * (3.5 - 3 * light)
+        low, high = (0 if grass < 50 else target), target
+        if not int(low) <= zombies <= int(high):
+            self._balance_object(
+                chunk, objs, objects.Zombie, "grass", 6, 0, b.zombie_spawn_prob, 0.4,
+                lambda pos: kinds.zombie(world, pos, self._player), low, high)
         path = self._space["path"][chunk[0] // cx][chunk[2] // cy]
-        zombies = b.zombie_density * (3.5 - 3 * light)
-        self._balance_object(
-            chunk, objs, objects.Zombie, "grass", 6, 0, b.zombie_spawn_prob, 0.4,
-            lambda pos: kinds.zombie(world, pos, self._player), 0 if grass < 50 else zombies, zombies)
-        self._balance_object(
-            chunk, objs, objects.Skeleton, "path", 7, 7, 0.1, 0.1,
-            lambda pos: kinds.skeleton(world, pos, self._player),
-            0 if path < 6 else 1 * b.skeleton_density, 2 * b.skeleton_density)
-        self._balance_object(
-            chunk, objs, objects.Cow, "grass", 5, 5, 0.01, 0.1,
-            lambda pos: kinds.cow(world, pos), 0 if grass < 30 else 1, 1.5 + light)
+        low, high = (0 if path < 6 else 1 * b.skeleton_density), 2 * b.skeleton_density
+        if not int(low) <= skeletons <= int(high):
+            self._balance_object(
+                chunk, objs, objects.Skeleton, "path", 7, 7, 0.1, 0.1,
+                lambda pos: kinds.skeleton(world, pos, self._player), low, high)
+        low, high = (0 if grass < 30 else 1), 1.5 + light
+        if not int(low) <= cows <= int(high):
+            self._balance_object(
+                chunk, objs, objects.Cow, "grass", 5, 5, 0.01, 0.1, lambda pos: kinds.cow(world, pos), low, high)
 
     def _balance_object(
         self, chunk, objs, cls, material, span_dist, despan_dist, spawn_prob, despawn_prob, ctor, target_min,
         target_max,
     ):
-        # Stock's code with the targets passed in, an early return where stock does nothing (no random draw
-        # either), and the sort before the despawn choice.
+        # Stock's code with the targets passed in, and the sort before the despawn choice.
         creatures = [obj for obj in objs if isinstance(obj, cls)]
         count = len(creatures)
-        if int(target_min) <= count <= int(target_max):
-            return
         xmin, xmax, ymin, ymax = chunk
         random = self._world.random
         if count < int(target_min) and random.uniform() < spawn_prob:

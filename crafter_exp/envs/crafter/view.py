@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from crafter import objects
 
 VIEW_COLS, VIEW_ROWS = 9, 7
@@ -57,6 +58,15 @@ def _inner(env: Any) -> Any:
     return getattr(env, "inner", env)
 
 
+def _material_names(world: Any) -> np.ndarray:
+    """Material id -> name as an object array (cached on the world; rebuilt if crafter registers a new id)."""
+    names = getattr(world, "_view_names", None)
+    if names is None or len(names) != len(world._mat_names):
+        names = np.array([world._mat_names[i] for i in range(len(world._mat_names))], dtype=object)
+        world._view_names = names
+    return names
+
+
 def local_view(env: Any) -> dict[str, Any]:
     """The player's 9 x 7 surroundings, facing, inventory and status (see the module docstring)."""
     inner = _inner(env)
@@ -67,12 +77,11 @@ def local_view(env: Any) -> dict[str, Any]:
     x0, y0 = px - CENTER_COL, py - CENTER_ROW
     if 0 <= x0 and x0 + VIEW_COLS <= width and 0 <= y0 and y0 + VIEW_ROWS <= height:
         # the usual case: whole window inside the world, read as two array slices (rows = y)
-        mats = mat_map[x0 : x0 + VIEW_COLS, y0 : y0 + VIEW_ROWS].T.tolist()
-        idxs = obj_map[x0 : x0 + VIEW_COLS, y0 : y0 + VIEW_ROWS].T.tolist()
-        grid = [
-            [object_name(objs[i]) if i else mat_names[m] for m, i in zip(mrow, irow)]
-            for mrow, irow in zip(mats, idxs)
-        ]
+        grid = _material_names(world)[mat_map[x0 : x0 + VIEW_COLS, y0 : y0 + VIEW_ROWS].T].tolist()
+        idxs = obj_map[x0 : x0 + VIEW_COLS, y0 : y0 + VIEW_ROWS].T
+        rows, cols = np.nonzero(idxs)
+        for r, c, i in zip(rows.tolist(), cols.tolist(), idxs[rows, cols].tolist()):
+            grid[r][c] = object_name(objs[i])
     else:
         grid = []
         for r in range(VIEW_ROWS):
