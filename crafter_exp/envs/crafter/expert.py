@@ -74,10 +74,6 @@ class CrafterExpert:
         self.chase_block_until = -1
         self.last_pos: Optional[Pos] = None
         self.still_steps = 0
-        self.plant_try_step = -1000
-        self.garden: Optional[Pos] = None
-        """A sapling walled in with stones (cows and zombies trample saplings next to them)."""
-        self.garden_planted = False
         self.cows_seen: dict[Pos, int] = {}
         """Where cows were last seen -> step (cows wander slowly: a good place to look for food)."""
 
@@ -123,9 +119,6 @@ class CrafterExpert:
                 self.plants[p] = max(self.plants[p], PLANT_RIPE_STEPS + 1)
             elif name == "plant" and self.plants[p] > PLANT_RIPE_STEPS:
                 self.plants[p] = PLANT_RIPE_STEPS - 10  # in view and not ripe yet: look again a bit later
-        if self.garden is not None and self.garden not in self.plants and self.objs.get(self.garden) is None:
-            if self._in_view(self.garden, rows, cols) and self.garden_planted:
-                self.garden, self.garden_planted = None, False  # eaten or lost: another one may be built
         if self.pos == self.last_pos:
             self.still_steps += 1
         else:
@@ -603,70 +596,11 @@ class CrafterExpert:
                 a = self._place("place_furnace", tuple(constants.place["furnace"]["where"]))
                 if a:
                     return a
-        if inv["sapling"] > 0 and "place_plant" not in ach:
+        if inv["sapling"] > 0:
             front = _add(self.pos, self.facing)
             if self.mem.get(front) == "grass" and front not in self.objs:
                 self.plants[front] = 0
                 return "place_plant"
-        return self._garden_action()
-
-    def _garden_time(self) -> bool:
-        """Worth it once the stone age is done (it costs steps and stones), by day."""
-        inv = self.inv
-        return (
-            "eat_plant" not in self.ach
-            and inv.get("stone_pickaxe", 0) > 0
-            and inv.get("stone_sword", 0) > 0
-            and "place_furnace" in self.ach
-            and self.daylight > 0.5
-        )
-
-    def _garden_action(self) -> Optional[str]:
-        """Plant a sapling and wall in its 4 neighbours (eaten later by mining one wall stone)."""
-        if not self._garden_time():
-            return None
-        if self.garden is None:
-            if self.inv["sapling"] == 0 or self.inv["stone"] < 4:
-                return None
-            best, best_cost = None, 12.0
-            for p in self.dist:
-                if self.mem.get(p) != "grass" or p in self.objs or p == self.pos:
-                    continue
-                nbrs = [_add(p, d) for d in DIRS]
-                if any(self.mem.get(w) in (None, "lava", "void") for w in nbrs):
-                    continue
-                open_walls = sum(1 for w in nbrs if not self._zombie_blocks(w))
-                cost = self.dist[p] + 3 * open_walls
-                if open_walls <= self.inv["stone"] and cost < best_cost:
-                    best, best_cost = p, cost
-            if best is None:
-                return None
-            self.garden, self.garden_planted = best, False
-        g = self.garden
-        if not self.garden_planted:
-            if self.objs.get(g) in ("plant", "ripe_plant"):
-                self.garden_planted = True
-            elif self.inv["sapling"] == 0 or self.mem.get(g) != "grass" or g in self.objs:
-                self.garden = None
-                return None
-            else:
-                a = self._face_cell(g)
-                if a == "ready":
-                    self.plants[g] = 0
-                    return "place_plant"
-                if a is None:
-                    self.garden = None
-                return a
-        for w in [_add(g, d) for d in DIRS]:
-            if self._zombie_blocks(w) or self.inv["stone"] == 0:
-                continue
-            if self.mem.get(w) not in WALKABLE:
-                continue
-            a = self._face_cell(w)
-            if a == "ready":
-                return "do" if w in self.objs else "place_stone"
-            if a:
-                return a
         return None
 
     def _next_tool(self) -> Optional[str]:
@@ -706,7 +640,7 @@ class CrafterExpert:
                         self.chase_steps, self.chase_block_until = 0, self.step + 60
                     return a
         front = _add(self.pos, self.facing)
-        want_sapling = "collect_sapling" not in ach or (self.garden is None and self._garden_time())
+        want_sapling = "collect_sapling" not in ach or ("eat_plant" not in ach and not self.plants)
         if want_sapling and inv["sapling"] == 0 and self.mem.get(front) == "grass" and front not in self.objs:
             return "do"
         return None
