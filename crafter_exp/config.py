@@ -529,8 +529,8 @@ class CompareConfig:
 
 @dataclass
 class SweepConfig:
-    metric: str = "mean_achievements"
-    """Metric summarised against the swept values at the end of a multirun."""
+    metric: Optional[str] = None
+    """Metric summarised against the swept values at the end of a multirun; None = the env's primary metric."""
 
 
 @dataclass
