@@ -159,6 +159,16 @@ def write_summary(sweep_dir: str | Path, metric: str, status: str = "finished") 
 # ------------------------------------------------------------------------------------------------ callback
 
 
+def _primary_metric(config: Any) -> str:
+    """The environment's own headline metric (Crafter: mean_achievements, ALFWorld: success_rate)."""
+    try:
+        from crafter_exp.envs import env_primary_metric
+
+        return env_primary_metric(str(config.env.name))
+    except Exception:  # an env whose optional extra is missing still gets a summary
+        return "mean_achievements"
+
+
 class SweepCallback(Callback):
     """Hydra callback: an MLflow parent run per multirun and a summary of `sweep.metric` at the end."""
 
@@ -174,7 +184,7 @@ class SweepCallback(Callback):
         from crafter_exp import tracking
 
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
-        self.metric = self.metric_override or str(config.sweep.metric)
+        self.metric = self.metric_override or config.sweep.metric or _primary_metric(config)
         self._closed = False
         atexit.register(self._finish_on_exit)
         if not config.tracking.enabled:

@@ -49,7 +49,8 @@ def sweep_config(project, overrides: list[str]):
     return OmegaConf.create({
         "name": "sw",
         "tracking": {"enabled": True, "uri": f"sqlite:///{project}/mlflow.db", "experiment": "crafter-exp"},
-        "sweep": {"metric": "mean_achievements"},
+        "env": {"name": "crafter"},
+        "sweep": {"metric": None},  # the env's primary metric: mean_achievements
         "hydra": {"sweep": {"dir": str(project / "multirun" / "now")}, "overrides": {"task": overrides}},
     })
 
