@@ -275,6 +275,8 @@ class FilterConfig:
     """Steps read per query when exporting (bounds memory: peak RSS does not grow with the dataset)."""
     memory_limit: str = "512MB"
     """DuckDB memory cap for the filter's queries."""
+    threads: int = 2
+    """Chunks exported in parallel, each on its own DuckDB cursor (memory: threads x one chunk)."""
 
 
 # ----------------------------------------------------------------------------------------------- trainer group
