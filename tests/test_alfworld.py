@@ -248,30 +248,56 @@ def _scripted_available() -> bool:
 
 @needs_data
 @pytest.mark.slow
-@pytest.mark.skipif(not _scripted_available(), reason="model=scripted not landed yet")
-def test_rollout_scripted_writes_success_and_task_type(project):
+def test_rollout_filter_export_round_trip(project):
+    """env=alfworld model=scripted through the real stages: episodes carry success/task_type, the filter selects
+    on them, the export's assistant turns are the expert's admissible commands."""
+    import json
+
     import duckdb
 
-    from crafter_exp.config import compose_config
-    from crafter_exp.stages.rollout import rollout
     from conftest import project_overrides
+    from crafter_exp.config import compose_config
+    from crafter_exp.stages.filter import filter_and_export
+    from crafter_exp.stages.rollout import rollout
 
-    cfg = compose_config(
-        ["env=alfworld", "env.split=eval_in_distribution", "model=scripted", "model.epsilon=0", "env.episodes=3",
-         "env.seed=72", "env.max_steps=25",
-         "stage=rollout", "tracking.enabled=false", *project_overrides(project)]
-    )
+    base = ["env=alfworld", "env.split=eval_in_distribution", "model=scripted", "model.epsilon=0",
+            "env.episodes=3", "env.seed=72", "env.max_steps=25", "tracking.enabled=false", "name=alf",
+            *project_overrides(project)]
+    cfg = compose_config(["stage=rollout", *base])
     result = rollout(cfg)
     assert result.new_episodes == 3
     with duckdb.connect(cfg.paths.db, read_only=True) as db:
         rows = db.execute(
-            "SELECT seed, success, task_type, steps, invalid_actions, parse_failures, achievements, termination "
-            "FROM episodes WHERE run_id = ? ORDER BY seed", [result.run_id]
+            "SELECT seed, success, task_type, steps, turns, invalid_actions, parse_failures, achievements, "
+            "termination FROM episodes WHERE run_id = ? ORDER BY seed", [result.run_id]
         ).fetchall()
-        obs = db.execute("SELECT observation FROM steps WHERE run_id = ? AND turn = 0", [result.run_id]).fetchall()
+        first_obs = db.execute("SELECT observation FROM steps WHERE run_id = ? AND turn = 0",
+                               [result.run_id]).fetchall()
     assert [r[0] for r in rows] == [72, 73, 74]
-    assert sum(r[1] for r in rows) >= 2 and all(r[2] for r in rows)
-    for seed, success, _, steps, invalid, parse_failures, achievements, termination in rows:
-        assert invalid == 0 and parse_failures == 0
+    # seeds 72, 73 are solved by the expert within 25 steps; 74 (a cooling task) is not
+    assert [r[1] for r in rows] == [True, True, False]
+    assert [r[2] for r in rows] == ["pick_and_place_simple", "pick_cool_then_place_in_recep",
+                                    "pick_cool_then_place_in_recep"]
+    for seed, success, _, steps, turns, invalid, parse_failures, achievements, termination in rows:
+        assert invalid == 0 and parse_failures == 0 and steps == turns
         assert (achievements == ["won"] and termination == "success") if success else termination == "max_steps"
-    assert all(o[0].startswith("Your task is to:") for o in obs)
+    assert all(o[0].startswith("Your task is to:") for o in first_obs)
+    assert result.metrics["success_rate"] == pytest.approx(200 / 3)
+
+    solved_turns = sum(r[4] for r in rows if r[1])
+    out = filter_and_export(compose_config(["stage=filter", "filter.success_only=true", *base]), progress=False)
+    assert out.episodes == 2 and out.examples == solved_turns and out.manifest["env"] == "alfworld"
+    examples = [json.loads(line) for f in out.files if f.endswith(".jsonl")
+                for line in (out.path / f).read_text().splitlines()]
+    assert len(examples) == solved_turns
+    for ex in examples:
+        user, reply = ex["messages"][-2]["content"], ex["messages"][-1]["content"]
+        assert user.startswith("Your task is to:")
+        assert reply in user.split("\nAdmissible commands: ")[1].split(", ")  # the expert's admissible command
+
+    cool = filter_and_export(
+        compose_config(["stage=filter", "filter.success_only=true",
+                        "filter.task_types=[pick_cool_then_place_in_recep]", "filter.output=cool", *base]),
+        progress=False,
+    )
+    assert cool.episodes == 1 and cool.examples == rows[1][4]
