@@ -18,7 +18,7 @@ from typing import Any
 
 from crafter_exp import tracking
 from crafter_exp.config import RandomModelConfig
-from crafter_exp.envs import check_env_config
+from crafter_exp.envs import check_env_config, env_primary_metric
 from crafter_exp.stages.evaluate import check_eval_config, evaluate
 from crafter_exp.stages.rollout import as_dict, rollout
 
@@ -72,7 +72,7 @@ def pipeline(cfg: Any) -> PipelineResult:
 
         candidates = {
             "random": lambda: RandomModelConfig(label="random"),
-            "teacher": lambda: dataclasses.replace(cfg.model, label=f"teacher-{teacher.run_id[-6:]}"),
+            "teacher": lambda: dataclasses.replace(cfg.model, label="teacher"),
             "student_before": lambda: trained.policy_before(),
             "student_after": lambda: trained.policy_after(),
         }
@@ -80,8 +80,9 @@ def pipeline(cfg: Any) -> PipelineResult:
         for name in cfg.eval.policies:
             eval_runs[name] = evaluate(cfg, candidates[name]()).run_id
         order = [p for p in ("student_before", "random", "student_after", "teacher") if p in eval_runs]
-        result = compare(cfg, runs=[eval_runs[p] for p in order], labels=order)
-        verdict = _verdict(result)
+        pairs = [(p, "student_after") for p in ("random", "teacher") if p in eval_runs and "student_after" in eval_runs]
+        result = compare(cfg, runs=[eval_runs[p] for p in order], labels=order, pairs=pairs)
+        verdict = _verdict(result, env_primary_metric(cfg.env.name))
         tracking.log_json({"eval_runs": eval_runs, "verdict": verdict}, "pipeline.json")
     seconds = time.perf_counter() - start
     out = PipelineResult(teacher.run_id, Path(data.path), Path(trained.checkpoint), eval_runs, result, seconds, verdict)
@@ -89,8 +90,22 @@ def pipeline(cfg: Any) -> PipelineResult:
     return out
 
 
-def _verdict(result: Any) -> str:
-    return getattr(result, "verdict", "") or ""
+def _verdict(result: Any, metric: str) -> str:
+    """One line on the question the pipeline asks: did fine-tuning help, and by how much."""
+    if "student_after" not in result.labels:
+        return f"{metric}: " + ", ".join(f"{label} {result.value(label, metric):.3g}" for label in result.labels)
+    after = result.value("student_after", metric)
+    parts = [f"fine-tuned student {metric}={after:.3g}"]
+    for other, name in (("student_before", "untrained"), ("random", "random")):
+        test = result.test(other, "student_after", metric)
+        if test is not None:
+            better = "beats" if test["diff"] > 0 and test["p"] < 0.01 else "vs"
+            parts.append(f"{better} {name} {result.value(other, metric):.3g} (p={test['p']:.2g})")
+    if "teacher" in result.labels:
+        teacher = result.value("teacher", metric)
+        share = f", {after / teacher:.0%} of the teacher" if teacher else ""
+        parts.append(f"teacher {teacher:.3g}{share}")
+    return "; ".join(parts)
 
 
 def _write_job_result(cfg: Any, out: PipelineResult) -> None:
