@@ -8,12 +8,13 @@ from `pos`), the saplings it planted and a few plans in progress (exploration ta
 Each turn it runs a fixed priority list and plays the first rule that has something to do:
   1. fight a zombie/skeleton standing next to it;
   2. drink / eat when a vital is low (water, cows, ripe plants);
-  3. sleep: a first short nap in daylight for `wake_up`, later nights sealed in a 2-cell pocket
-     (dug into stone or between trees/water, the entrance closed with a stone or a table);
+  3. sleep: a first short nap in full daylight for `wake_up` (no zombie spawns then); later, at night, when
+     tired or weak, sealed in a 2-cell pocket O -> T1 -> T2: dug into stone or between trees/water, missing
+     walls placed as stones, the entrance closed from inside (walk to T2, step back to T1: now facing O);
   4. craft what the nearby table/furnace allow; place stone, table, furnace, sapling when it pays;
   5. cheap achievements in view (drink, cow, sapling, ripe plant, zombie, skeleton);
   6. gather the next tech-tree resource (wood -> stone -> coal -> iron -> diamond), tunnelling through stone
-     with a pickaxe (path costs count a mined cell as 2 steps);
+     with a pickaxe (path costs count a mined cell as 2 steps, a cell next to a zombie as 5);
   7. explore: walk to the nearest frontier of the remembered map (biased to mountains when ores are needed).
 Recipes and costs come from crafter's own data (`crafter.constants`), so they follow the installed game.
 Decisions are deterministic given the view sequence and the rng (ties are broken by the rng only).
