@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 CustomMetric = Callable[[pd.DataFrame], dict[str, float]]
-Stat = Callable[[np.ndarray], np.ndarray]  # W (B x n) -> values (B,)
 
 # Metrics every run has (name -> meaning). Per-item families are added per data set:
 # `achievement/<name>` (% of episodes unlocking it), `success/<task_type>` (ALFWorld), `action/<name>` (% of
@@ -102,15 +101,59 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def _weighted_mean(values: np.ndarray) -> Stat:
-    """Mean over episodes whose value is known (NaN = not applicable), under weights W."""
-    known = np.isfinite(values).astype(float)
-    filled = np.where(known > 0, values, 0.0)
+class MetricSet:
+    """Every metric as a function of P = W @ Z, where Z stacks the per-episode columns all metrics need.
 
-    def stat(w: np.ndarray) -> np.ndarray:
-        return _divide(w @ filled, w @ known)
+    One matrix product per weight matrix (instead of one per metric) keeps resampling memory-bound work low:
+    a mean is P[:, value] / P[:, known], a ratio P[:, num] / P[:, den], the Crafter score uses the block of
+    achievement indicators. Identical columns are stored once.
+    """
 
-    return stat
+    def __init__(self) -> None:
+        self._columns: list[np.ndarray] = []
+        self._index: dict[bytes, int] = {}
+        self._fns: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+        self._z: Optional[np.ndarray] = None
+
+    def column(self, values: np.ndarray) -> int:
+        values = np.ascontiguousarray(values, dtype=float)
+        key = values.tobytes()
+        if key not in self._index:
+            self._index[key] = len(self._columns)
+            self._columns.append(values)
+            self._z = None
+        return self._index[key]
+
+    def mean(self, name: str, values: np.ndarray) -> None:
+        """Mean over episodes whose value is known (NaN = not applicable)."""
+        known = np.isfinite(values)
+        v, k = self.column(np.where(known, values, 0.0)), self.column(known.astype(float))
+        self._fns[name] = lambda p: _divide(p[:, v], p[:, k])
+
+    def ratio(self, name: str, num: np.ndarray, den: np.ndarray, scale: float = 1.0) -> None:
+        """Sum of num over sum of den (pooled over episodes)."""
+        a, b = self.column(num), self.column(den)
+        self._fns[name] = lambda p: scale * _divide(p[:, a], p[:, b])
+
+    def block(self, matrix: np.ndarray) -> list[int]:
+        return [self.column(matrix[:, j]) for j in range(matrix.shape[1])]
+
+    def add(self, name: str, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+        self._fns[name] = fn
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._fns)
+
+    def __iter__(self):
+        return iter(self._fns)
+
+    def evaluate(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """W (B x n episode weights) -> {metric: values (B,)}."""
+        if self._z is None:
+            self._z = np.column_stack(self._columns) if self._columns else np.zeros((w.shape[1], 0))
+        p = w @ self._z
+        return {name: fn(p) for name, fn in self._fns.items()}
 
 
 @dataclass
@@ -174,49 +217,42 @@ def top_actions(df: pd.DataFrame, limit: int = MAX_ACTIONS) -> list[str]:
     return sorted(sorted(totals, key=lambda a: (-totals[a], a))[: limit - 1])
 
 
-def _stats(arrays: EpisodeArrays, k: int) -> dict[str, Stat]:
-    """name -> statistic of W, for every metric applicable to these episodes."""
+def _stats(arrays: EpisodeArrays, k: int) -> MetricSet:
+    """Every metric applicable to these episodes, in report order."""
     c = arrays.columns
     K = len(arrays.achievements)
     success = c["success"]
-    stats: dict[str, Stat] = {
-        "mean_achievements": _weighted_mean(c["num_achievements"]),
-        "achievement_rate": _weighted_mean(np.where(np.isfinite(c["num_achievements"]),
-                                                    100.0 * (c["num_achievements"] >= k), np.nan)),
-    }
+    m = MetricSet()
+    m.mean("mean_achievements", c["num_achievements"])
+    m.mean("achievement_rate", np.where(np.isfinite(c["num_achievements"]), 100.0 * (c["num_achievements"] >= k),
+                                        np.nan))
     if K:
-        unlocked = arrays.unlocked
+        unlocked = m.block(arrays.unlocked)
+        episodes = m.column(np.ones(arrays.n))
 
-        def score(w: np.ndarray) -> np.ndarray:
-            rates = 100.0 * _divide(w @ unlocked, w.sum(axis=1, keepdims=True))
-            return np.expm1(np.log1p(rates).mean(axis=1))
+        def rates(p: np.ndarray) -> np.ndarray:  # % of (weighted) episodes unlocking each achievement
+            return 100.0 * _divide(p[:, unlocked], p[:, [episodes]])
 
-        def distinct(w: np.ndarray) -> np.ndarray:
-            return ((w @ unlocked) > 0).sum(axis=1).astype(float)
-
-        stats["crafter_score"] = score
-        stats["progression"] = _weighted_mean(100.0 * unlocked.sum(axis=1) / K)
-        stats["distinct_achievements"] = distinct
-    stats.update({
-        "mean_reward": _weighted_mean(c["total_reward"]),
-        "efficiency": _weighted_mean(_divide(c["total_reward"], c["turns"])),
-        "success_rate": _weighted_mean(100.0 * success),
-        "steps_to_success": _weighted_mean(np.where(success == 1.0, c["steps"], np.nan)),
-        "invalid_action_rate": _weighted_mean(100.0 * _divide(c["invalid_actions"], c["steps"])),
-        "parse_failure_rate": _weighted_mean(100.0 * _divide(c["parse_failures"], c["turns"])),
-        "episode_length": _weighted_mean(c["steps"]),
-        "tokens_per_episode": _weighted_mean(np.nan_to_num(c["prompt_tokens"]) + np.nan_to_num(c["completion_tokens"])),
-        "cost_per_episode": _weighted_mean(c["cost"]),
-    })
+        m.add("crafter_score", lambda p: np.expm1(np.log1p(rates(p)).mean(axis=1)))
+        m.mean("progression", 100.0 * arrays.unlocked.sum(axis=1) / K)
+        m.add("distinct_achievements", lambda p: (p[:, unlocked] > 0).sum(axis=1).astype(float))
+    m.mean("mean_reward", c["total_reward"])
+    m.mean("efficiency", _divide(c["total_reward"], c["turns"]))
+    m.mean("success_rate", 100.0 * success)
+    m.mean("steps_to_success", np.where(success == 1.0, c["steps"], np.nan))
+    m.mean("invalid_action_rate", 100.0 * _divide(c["invalid_actions"], c["steps"]))
+    m.mean("parse_failure_rate", 100.0 * _divide(c["parse_failures"], c["turns"]))
+    m.mean("episode_length", c["steps"])
+    m.mean("tokens_per_episode", np.nan_to_num(c["prompt_tokens"]) + np.nan_to_num(c["completion_tokens"]))
+    m.mean("cost_per_episode", c["cost"])
     for i, name in enumerate(arrays.achievements):
-        stats[f"achievement/{name}"] = _weighted_mean(100.0 * arrays.unlocked[:, i])
+        m.mean(f"achievement/{name}", 100.0 * arrays.unlocked[:, i])
     for task in arrays.task_types:
-        stats[f"success/{task}"] = _weighted_mean(np.where(arrays.task_type == task, 100.0 * success, np.nan))
+        m.mean(f"success/{task}", np.where(arrays.task_type == task, 100.0 * success, np.nan))
     total_actions = arrays.action_counts.sum(axis=1)
     for j, action in enumerate(arrays.actions):
-        column = arrays.action_counts[:, j]
-        stats[f"action/{action}"] = lambda w, column=column: 100.0 * _divide(w @ column, w @ total_actions)
-    return stats
+        m.ratio(f"action/{action}", arrays.action_counts[:, j], total_actions, scale=100.0)
+    return m
 
 
 # ---------------------------------------------------------------------------------------------- custom metrics
@@ -313,7 +349,7 @@ def compute(
         return {}
     arrays = EpisodeArrays.from_frame(df, env_achievements, actions)
     ones = np.ones((1, arrays.n))
-    values = {name: float(stat(ones)[0]) for name, stat in _stats(arrays, k).items()}
+    values = {name: float(v[0]) for name, v in _stats(arrays, k).evaluate(ones).items()}
     if custom:
         values.update({name: float(v[0]) for name, v in _custom_stats(df, custom)(ones).items()})
     return {name: v for name, v in values.items() if not math.isnan(v)}
@@ -359,10 +395,6 @@ def _chunks(total: int, n: int) -> list[int]:
     return [min(size, total - start) for start in range(0, total, size)]
 
 
-def _evaluate(stats: dict[str, Stat], w: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: stat(w) for name, stat in stats.items()}
-
-
 def bootstrap(
     df: pd.DataFrame,
     env_achievements: Sequence[str],
@@ -392,14 +424,14 @@ def bootstrap(
     done = 0
     for size in _chunks(resamples, n):
         w = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(float)
-        for name, values in _evaluate(stats, w).items():
+        for name, values in stats.evaluate(w).items():
             draws[name].append(values)
         if custom_eval is not None and done < custom_resamples:
             for name, values in custom_eval(w[: custom_resamples - done]).items():
                 custom_draws.setdefault(name, []).append(values)
         done += size
     ones = np.ones((1, n))
-    point = {name: float(v[0]) for name, v in _evaluate(stats, ones).items()}
+    point = {name: float(v[0]) for name, v in stats.evaluate(ones).items()}
     if custom_eval is not None:
         point.update({name: float(v[0]) for name, v in custom_eval(ones).items()})
     draws.update(custom_draws)
@@ -459,7 +491,7 @@ def significance(
         return first, 1.0 - first
 
     def evaluate(w_base: np.ndarray, w_other: np.ndarray, with_custom: int) -> dict[str, np.ndarray]:
-        a, b = _evaluate(stats, w_base), _evaluate(stats, w_other)
+        a, b = stats.evaluate(w_base), stats.evaluate(w_other)
         diffs = {name: b[name] - a[name] for name in stats}
         if custom_eval is not None and with_custom > 0:
             ca, cb = custom_eval(w_base[:with_custom]), custom_eval(w_other[:with_custom])
@@ -468,8 +500,8 @@ def significance(
 
     observed_base = np.concatenate([np.ones(n1), np.zeros(n2)])[None, :]
     observed = evaluate(*group_weights(observed_base), with_custom=1)
-    base_values = _evaluate(stats, observed_base)
-    other_values = _evaluate(stats, 1.0 - observed_base)
+    base_values = stats.evaluate(observed_base)
+    other_values = stats.evaluate(1.0 - observed_base)
     if custom_eval is not None:
         cb, co = custom_eval(observed_base), custom_eval(1.0 - observed_base)
         base_values.update(cb)
