@@ -162,7 +162,9 @@ class OpenAIPolicy(Policy):
             return
         key = self._read_key()
         self._key = key if key != LOCAL_DUMMY_KEY else None
-        for name in ("httpx", "httpx2"):  # one INFO line per request would flood Hydra's log file
+        # one INFO line per request / per retry would flood the console and Hydra's log with many requests in
+        # flight; retries are counted in every LLMCall instead
+        for name in ("httpx", "httpx2", "openai._base_client"):
             logging.getLogger(name).setLevel(logging.WARNING)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="openai-policy-loop", daemon=True)
