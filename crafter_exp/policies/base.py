@@ -68,6 +68,9 @@ class Decision:
 class Policy(ABC):
     """Decides actions for a batch of turns from different episodes."""
 
+    in_process: bool = False
+    """Play in the driver process, not in Ray workers: a policy that batches a forward pass over episodes is its own
+    parallelism (CPU workers would only split the cores it uses)."""
     needs_expert: bool = False
     """Ask the environment for its expert's action each turn (scripted teachers)."""
     model_name: str = "policy"
@@ -76,7 +79,7 @@ class Policy(ABC):
     """Provider label stored with traces."""
 
     def start(self) -> None:
-        """Fail fast before any episode (e.g. probe an endpoint). Raises with one clear line."""
+        """Fail fast before any episode (probe an endpoint, load a checkpoint). Raises with one clear line."""
 
     def reset(self, episode: int) -> None:
         """A new episode with this key starts (policies with memory clear it)."""

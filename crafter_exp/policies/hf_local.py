@@ -61,6 +61,7 @@ class HFLocalPolicy(Policy):
     """Plays a transformers checkpoint in-process; one forward per step for all live episodes of the batch."""
 
     provider = "local"
+    in_process = True  # batched generation over all episodes is the parallelism; workers would split the cores
 
     def __init__(self, cfg: Any, seed: int = 0):
         self.cfg = cfg

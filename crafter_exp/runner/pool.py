@@ -8,6 +8,7 @@ episodes only. An actor that dies has its batch replayed on a fresh actor, up to
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import deque
 from typing import Any, Callable
@@ -47,34 +48,44 @@ def ensure_ray(address: str | None, num_cpus: int) -> None:
         ray.init(num_cpus=max(num_cpus, os.cpu_count() or 1), **kwargs)
 
 
+def split(seeds: list[int], per_task: int, workers: int) -> list[list[int]]:
+    """Batches of at most `per_task` seeds, evened out so that no worker idles while another plays a long queue."""
+    size = max(1, min(per_task, math.ceil(len(seeds) / max(1, workers))))
+    return [seeds[i : i + size] for i in range(0, len(seeds), size)]
+
+
 def run_episodes(
     env_cfg: Any,
     model_cfg: Any,
-    batches: list[list[int]],
+    seeds: list[int],
     run_meta: dict[str, Any],
     on_batch: OnBatch,
     *,
+    per_task: int = 8,
     seed: int = 0,
     num_workers: int = 2,
     address: str | None = None,
     max_actions: int = 1,
     max_task_retries: int = 3,
 ) -> None:
-    """Play every batch; `on_batch` receives each batch's finished episodes as soon as it is done."""
-    if not batches:
+    """Play every seed, `per_task` episodes together; `on_batch` receives each batch's finished episodes."""
+    if not seeds:
         return
-    if num_workers <= 0:
-        worker = RolloutWorker(env_cfg, model_cfg, seed, run_meta, max_actions)
+    # built and started here first, so a bad endpoint or checkpoint fails before any episode or actor exists
+    worker = RolloutWorker(env_cfg, model_cfg, seed, run_meta, max_actions)
+    if num_workers <= 0 or worker.policy.in_process:
         try:
-            for batch in batches:
+            for batch in split(seeds, per_task, 1):
                 on_batch(worker.play(batch))
         finally:
             worker.policy.close()
         return
+    worker.policy.close()
 
     import ray
     from ray.exceptions import RayActorError, WorkerCrashedError
 
+    batches = split(seeds, per_task, num_workers)
     ensure_ray(address, num_workers)
     remote_worker = ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
     n = min(num_workers, len(batches))

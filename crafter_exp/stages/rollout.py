@@ -7,7 +7,6 @@ only the seeds it lacks, so an interrupted rollout resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import math
 import subprocess
 import time
 from dataclasses import dataclass
@@ -134,18 +133,11 @@ def rollout(
     return RolloutResult(run_id, mlflow_run_id, metrics, new["episodes"], seeds)
 
 
-def _batches(seeds: list[int], per_task: int, workers: int) -> list[list[int]]:
-    # split evenly so that no worker idles while another plays a long queue
-    size = max(1, min(per_task, math.ceil(len(seeds) / max(1, workers))))
-    return [seeds[i : i + size] for i in range(0, len(seeds), size)]
-
-
 def _play(cfg: Any, env_cfg: Any, model_cfg: Any, seeds: list[int], run_meta: dict[str, Any],
           max_actions: int, label: str) -> dict[str, float]:
     store = TraceStore(cfg.paths.db)
     # a policy that overlaps calls or batches a forward pass wants at least that many episodes together
     per_task = max(cfg.ray.episodes_per_task, getattr(model_cfg, "concurrency", 0), getattr(model_cfg, "batch_size", 0))
-    batches = _batches(seeds, per_task, cfg.ray.num_workers)
     done = {"episodes": 0, "steps": 0, "achievements": 0}
     start = time.perf_counter()
     bar = tqdm(total=len(seeds), desc=f"{run_meta['run_id']}", unit="ep", disable=not cfg.rollout.progress,
@@ -162,7 +154,7 @@ def _play(cfg: Any, env_cfg: Any, model_cfg: Any, seeds: list[int], run_meta: di
                         ach=f"{done['achievements'] / max(done['episodes'], 1):.2f}")
 
     try:
-        run_episodes(env_cfg, model_cfg, batches, run_meta, on_batch, seed=cfg.seed,
+        run_episodes(env_cfg, model_cfg, seeds, run_meta, on_batch, per_task=per_task, seed=cfg.seed,
                      num_workers=cfg.ray.num_workers, address=cfg.ray.address, max_actions=max_actions,
                      max_task_retries=cfg.ray.max_task_retries)
     finally:
