@@ -125,7 +125,14 @@ def step_only_rate(seconds: float) -> float:
     return steps / elapsed
 
 
-def ray_scaling(episodes: int) -> tuple[float, float]:
+def ray_scaling(episodes: int, rounds: int = 3) -> tuple[float, float, float, float]:
+    """Steps/s of the same work on 1 actor and on 2 (rounds alternate 1, 2, 1, 2, ... so load drifts hit both).
+
+    Also returns how many cores the two actors actually got (their CPU seconds / wall seconds; 2.0 on an idle
+    machine) and the per-core efficiency of 2 actors relative to 1 (steps per actor CPU-second; 1.0 = the
+    actors do not slow each other down). On a shared machine the wall-clock ratio measures the other load as
+    much as Ray; 2 x efficiency is then the scaling a free second core gives.
+    """
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -137,22 +144,28 @@ def ray_scaling(episodes: int) -> tuple[float, float]:
             self.runner.episode(10**6)  # warm-up outside the clock
 
         def play(self, seeds):
-            return sum(self.runner.episode(s) for s in seeds)
+            cpu = time.process_time()
+            steps = sum(self.runner.episode(s) for s in seeds)
+            return steps, time.process_time() - cpu
 
-    rates = []
     try:
-        for n in (1, 2):
-            workers = [Worker.remote() for _ in range(n)]
-            ray.get([w.play.remote([]) for w in workers])  # actors up and warm
-            seeds = list(range(episodes))
-            start = time.perf_counter()
-            steps = sum(ray.get([w.play.remote(seeds[i::n]) for i, w in enumerate(workers)]))
-            rates.append(steps / (time.perf_counter() - start))
-            for w in workers:
-                ray.kill(w)
+        workers = [Worker.remote() for _ in range(2)]
+        ray.get([w.play.remote([]) for w in workers])  # actors up and warm
+        totals = {1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}  # steps, wall, actor cpu
+        per_round = max(1, episodes // rounds)
+        for r in range(rounds):
+            seeds = list(range(r * per_round, (r + 1) * per_round))
+            for n in (1, 2):
+                start = time.perf_counter()
+                out = ray.get([w.play.remote(seeds[i::n]) for i, w in enumerate(workers[:n])])
+                totals[n][1] += time.perf_counter() - start
+                totals[n][0] += sum(steps for steps, _ in out)
+                totals[n][2] += sum(cpu for _, cpu in out)
     finally:
         ray.shutdown()
-    return rates[0], rates[1]
+    one, two = (totals[n][0] / totals[n][1] for n in (1, 2))
+    per_core_one, per_core_two = (totals[n][0] / totals[n][2] for n in (1, 2))
+    return one, two, totals[2][2] / totals[2][1], per_core_two / per_core_one
 
 
 def main() -> None:
@@ -193,9 +206,11 @@ def main() -> None:
     print(f"full observation: {statistics.mean(full.words):.1f} words on average")
 
     if not args.no_ray:
-        one, two = ray_scaling(args.ray_episodes)
-        print(f"Ray actors, {args.ray_episodes} episodes: 1 worker {one:.0f} steps/s, 2 workers {two:.0f} steps/s: "
-              f"{two / one:.2f}x (goal >= 1.8x)")
+        one, two, cores, efficiency = ray_scaling(args.ray_episodes)
+        print(f"Ray actors, {args.ray_episodes} episodes each way: 1 worker {one:.0f} steps/s, 2 workers "
+              f"{two:.0f} steps/s: {two / one:.2f}x wall clock (goal >= 1.8x)")
+        print(f"  the 2 actors got {cores:.2f} cores of CPU time; per-core efficiency with 2 actors vs 1: "
+              f"{efficiency:.2f} (CPU-time scaling {2 * efficiency:.2f}x)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
