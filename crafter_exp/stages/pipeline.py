@@ -10,7 +10,6 @@ LoRA-rank sweep) share its output instead of redoing it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from crafter_exp.config import RandomModelConfig
 from crafter_exp.envs import check_env_config, env_primary_metric
 from crafter_exp.stages.evaluate import check_eval_config, evaluate
 from crafter_exp.stages.rollout import as_dict, rollout
+from crafter_exp.sweep import write_job_result
 
 EVAL_POLICIES = ("random", "teacher", "student_before", "student_after")
 
@@ -86,7 +86,7 @@ def pipeline(cfg: Any) -> PipelineResult:
         tracking.log_json({"eval_runs": eval_runs, "verdict": verdict}, "pipeline.json")
     seconds = time.perf_counter() - start
     out = PipelineResult(teacher.run_id, Path(data.path), Path(trained.checkpoint), eval_runs, result, seconds, verdict)
-    _write_job_result(cfg, out)
+    _write_job_result(out)
     return out
 
 
@@ -108,25 +108,10 @@ def _verdict(result: Any, metric: str) -> str:
     return "; ".join(parts)
 
 
-def _write_job_result(cfg: Any, out: PipelineResult) -> None:
-    """result.json in the Hydra job folder (read by the sweep summary), when running under Hydra."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        job_dir = Path(HydraConfig.get().runtime.output_dir)
-        overrides = list(HydraConfig.get().overrides.task)
-    except ValueError:  # not under Hydra (tests, notebooks)
-        return
-    payload = {
-        "overrides": overrides,
-        "metrics": getattr(out.compare, "metrics_by_label", {}),
-        "eval_runs": out.eval_runs,
-        "verdict": out.verdict,
-        "seconds": out.seconds,
-    }
-    tmp = job_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    tmp.replace(job_dir / "result.json")
+def _write_job_result(out: PipelineResult) -> None:
+    """result.json in the Hydra job folder, for the sweep summary (no-op outside Hydra)."""
+    write_job_result(out.compare.metrics_by_label, eval_runs=out.eval_runs, verdict=out.verdict,
+                     seconds=out.seconds)
 
 
 def run(cfg: Any) -> PipelineResult:
