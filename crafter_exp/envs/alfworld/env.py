@@ -28,6 +28,7 @@ EXPERT_MAX_STEPS = 1000
 class AlfworldTextEnv(TextEnv):
     name = "alfworld"
     achievements = text.ACHIEVEMENTS
+    primary_metric = "success_rate"
     instructions = text.INSTRUCTIONS
     fallback_action = "look"
     """Played when a reply holds no command: always admissible and harmless (it re-describes the room)."""
@@ -133,8 +134,8 @@ class AlfworldTextEnv(TextEnv):
             # What AlfredTWEnv.init_env builds, for one game at a time: its gym wrapper would pick games itself
             # and run them in subprocesses, while a seed must name the game here. Facts feed the expert.
             # (Started lazily on the episode's own game: `textworld.start` loads the game it is given.)
-            if self.cfg.fast_text:
-                speedups.install()
+            # process-wide (TextWorld's module functions): the last env built decides, normally all share a config
+            speedups.install() if self.cfg.fast_text else speedups.uninstall()
             infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True, extras=["gamefile"])
             self._tw_env = textworld.start(game, infos, wrappers=[AlfredDemangler(shuffle=False), AlfredInfos])
         else:
