@@ -26,8 +26,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from functools import lru_cache
-
 from crafter import objects
 
 
@@ -177,15 +175,27 @@ class Kinds:
     cow: type = objects.Cow
 
 
-@lru_cache(maxsize=None)
-def kinds_for(difficulty: str) -> Kinds:
-    """Creature classes bound to a preset's numbers (one set of subclasses per preset, made once)."""
-    if difficulty == "normal":
-        return Kinds(objects.Player, objects.Zombie, objects.Skeleton)
+def _preset_kinds(difficulty: str) -> Kinds:
+    # module-level classes (named e.g. Zombie_easy) so that game objects pickle like crafter's own
     balance = PRESETS[difficulty]
-    arrow = type(f"Arrow_{difficulty}", (BalancedArrow,), {"balance": balance})
+
+    def make(base: type, name: str, **attrs) -> type:
+        cls = type(f"{name}_{difficulty}", (base,), {"balance": balance, "__module__": __name__, **attrs})
+        globals()[cls.__name__] = cls
+        return cls
+
+    arrow = make(BalancedArrow, "Arrow")
     return Kinds(
-        player=type(f"Player_{difficulty}", (BalancedPlayer,), {"balance": balance}),
-        zombie=type(f"Zombie_{difficulty}", (BalancedZombie,), {"balance": balance}),
-        skeleton=type(f"Skeleton_{difficulty}", (BalancedSkeleton,), {"balance": balance, "arrow_cls": arrow}),
+        player=make(BalancedPlayer, "Player"),
+        zombie=make(BalancedZombie, "Zombie"),
+        skeleton=make(BalancedSkeleton, "Skeleton", arrow_cls=arrow),
     )
+
+
+_KINDS = {"normal": Kinds(objects.Player, objects.Zombie, objects.Skeleton)}
+_KINDS.update({name: _preset_kinds(name) for name in PRESETS if name != "normal"})
+
+
+def kinds_for(difficulty: str) -> Kinds:
+    """The creature classes of a preset: crafter's own for `normal`, subclasses bound to the numbers otherwise."""
+    return _KINDS[difficulty]
