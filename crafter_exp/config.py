@@ -59,6 +59,8 @@ class AlfworldEnvConfig(EnvConfig):
     """Keep only these task types (e.g. pick_and_place_simple); empty = all six."""
     show_admissible: bool = True
     """Append the admissible commands to each observation."""
+    eval_split: Optional[str] = "eval_in_distribution"
+    """Split the evaluate stage plays (held-out games: eval seeds alone would replay `split`'s games); null = split."""
     fast_text: bool = True
     """Memoise TextWorld's text-generation parses (identical text, ~2x faster episodes); false = stock TextWorld."""
 
