@@ -13,7 +13,7 @@ from crafter_exp.envs.base import Observation, StepResult, TextEnv
 
 __all__ = [
     "Observation", "StepResult", "TextEnv", "ENVIRONMENTS", "env_class", "make_env", "check_env_config",
-    "env_achievements", "env_instructions", "env_primary_metric",
+    "env_achievements", "env_instructions", "env_primary_metric", "held_out_env_config",
 ]
 
 # env name -> (module, TextEnv subclass); modules import lazily (ALFWorld is an optional extra)
@@ -61,3 +61,10 @@ def env_instructions(name: str) -> str:
 def env_primary_metric(name: str) -> str:
     """The metric that says how well a policy plays this environment (pipeline verdicts, sweep summaries)."""
     return env_class(name).primary_metric
+
+
+def held_out_env_config(cfg: Any) -> Any:
+    """The env config for held-out evaluation: `cfg` itself where new seeds are new worlds (Crafter); an env whose
+    worlds are a finite set (ALFWorld's games) swaps in its evaluation set via its module's `held_out_config`."""
+    held_out = getattr(_module(cfg.name), "held_out_config", None)
+    return held_out(cfg) if held_out else cfg
