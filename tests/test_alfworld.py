@@ -98,6 +98,20 @@ def test_bad_split_and_task_type_fail_before_work():
         check_config(AlfworldEnvConfig(task_types=["pick_and_place"]))
 
 
+def test_held_out_evaluation_plays_the_eval_split():
+    from crafter_exp.config import compose_config
+    from crafter_exp.envs import env_primary_metric, held_out_env_config
+
+    env_cfg = compose_config(["env=alfworld"]).env
+    assert (env_cfg.split, held_out_env_config(env_cfg).split) == ("train", "eval_in_distribution")
+    assert held_out_env_config(replace(env_cfg, eval_split=None)).split == "train"
+    assert env_primary_metric("alfworld") == "success_rate"
+    from crafter_exp.envs.alfworld import check_config
+
+    with pytest.raises(ValueError, match="env.eval_split='seen'"):
+        check_config(replace(env_cfg, eval_split="seen"))
+
+
 @needs_data
 def test_splits_list_alfworlds_games_in_a_fixed_mixed_order():
     from crafter_exp.envs.alfworld.data import list_games, resolve_data_path, task_type_of

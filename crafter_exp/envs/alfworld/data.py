@@ -70,9 +70,9 @@ def check_task_types(task_types: list[str]) -> None:
         raise ValueError(f"env.task_types: unknown {unknown} (known: {', '.join(TASK_TYPES)})")
 
 
-def check_split(split: str) -> None:
+def check_split(split: str, field: str = "split") -> None:
     if split not in SPLITS:
-        raise ValueError(f"env.split={split!r} unknown (known: {', '.join(SPLITS)})")
+        raise ValueError(f"env.{field}={split!r} unknown (known: {', '.join(SPLITS)})")
 
 
 def alfworld_config(root: Path, task_types: list[str]) -> dict:

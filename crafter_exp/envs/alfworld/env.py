@@ -12,6 +12,7 @@ answers inadmissible commands the same way. Prose that is no command at all is a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -30,6 +31,7 @@ class AlfworldTextEnv(TextEnv):
     achievements = text.ACHIEVEMENTS
     primary_metric = "success_rate"
     instructions = text.INSTRUCTIONS
+    primary_metric = "success_rate"
     fallback_action = "look"
     """Played when a reply holds no command: always admissible and harmless (it re-describes the room)."""
 
@@ -219,9 +221,20 @@ def _reusing_pddl_state(fresh: Any) -> Iterator[None]:
         pddl_logic.PddlState = real
 
 
+def held_out_config(cfg: Any) -> Any:
+    """The config evaluation plays: the same settings on `eval_split`'s games.
+
+    Seeds cannot hold games out within a split (a seed names game `seed % len(games)`, so eval seeds 1_000_000+
+    replay the training games); held-out ALFWorld means other games: valid_seen or valid_unseen.
+    """
+    return dataclasses.replace(cfg, split=cfg.eval_split) if cfg.eval_split else cfg
+
+
 def check_config(cfg: Any) -> None:
     """Everything that can be checked before work starts: split, task types, data present, package installed."""
     data.check_split(cfg.split)
+    if cfg.eval_split:
+        data.check_split(cfg.eval_split, "eval_split")
     data.check_task_types(list(cfg.task_types))
     data.resolve_data_path(cfg.data_path)
     try:
