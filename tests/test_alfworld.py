@@ -183,6 +183,25 @@ def test_commands_admissible_invalid_or_not_commands(env):
 
 
 @needs_data
+def test_replies_parse_through_the_spine_parser(env):
+    from crafter_exp.parsing import parse_reply
+
+    obs = env.reset(59)
+    goto = next(a for a in obs.actions if a.startswith("go to"))
+
+    def parse(reply, tool_calls=None):
+        return parse_reply(reply, tool_calls, env.canonical_action)
+
+    assert parse(f"<think>the card may be there</think>\n<action>{goto.title()}</action>") == ([goto], True)
+    assert parse(f"I should look there first.\nACTION: {goto}") == ([goto], True)
+    assert parse(f"Let me think.\n{goto}") == ([goto], True)  # bare: the last line
+    assert parse("", [{"name": "interact", "arguments": {"actions": [goto]}}]) == ([goto], True)
+    # a command that is not admissible parses (it is played and counted invalid); prose does not
+    assert parse("<action>open unicorn 1</action>") == (["open unicorn 1"], True)
+    assert parse("I am not sure what to do here.") == ([], False)
+
+
+@needs_data
 def test_expert_wins_valid_seen(env):
     wins, steps = [], []
     for task_type, seed in CHEAP.items():

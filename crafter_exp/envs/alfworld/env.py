@@ -104,6 +104,8 @@ class AlfworldTextEnv(TextEnv):
         )
 
     def canonical_action(self, text_: str) -> Optional[str]:
+        if "\n" in (text_ or "").strip():
+            return None  # several lines are a reply, not a command (the parser then tries the last line)
         command = text.normalise(text_)
         if command in self._admissible:
             return self._admissible[command]

@@ -81,8 +81,8 @@ def aliases(command: str) -> Iterable[str]:
 
 
 def looks_like_command(command: str) -> bool:
-    """A single short line starting with a command verb (so prose is a parse failure, a bad command invalid)."""
-    if not command or "\n" in command or len(command) > MAX_COMMAND_CHARS:
+    """A short normalised line starting with a command verb (so prose is a parse failure, a bad command invalid)."""
+    if not command or len(command) > MAX_COMMAND_CHARS:
         return False
     return command.split(" ", 1)[0] in COMMAND_VERBS
 
