@@ -31,7 +31,6 @@ class AlfworldTextEnv(TextEnv):
     achievements = text.ACHIEVEMENTS
     primary_metric = "success_rate"
     instructions = text.INSTRUCTIONS
-    primary_metric = "success_rate"
     fallback_action = "look"
     """Played when a reply holds no command: always admissible and harmless (it re-describes the room)."""
 
