@@ -29,7 +29,8 @@ from typing import Any, Optional
 import pandas as pd
 from hydra.experimental.callback import Callback
 
-PARENT_ENV = "CRAFTER_EXP_PARENT_RUN_ID"
+from crafter_exp.tracking import PARENT_RUN_ENV as PARENT_ENV
+
 RESULT_FILE = "result.json"
 SUMMARY_DIR = "sweep_summary"
 

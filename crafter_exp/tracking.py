@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+PARENT_RUN_ENV = "CRAFTER_EXP_PARENT_RUN_ID"
 SECRET_KEY_RE = re.compile(r"(api[_-]?key|secret|token|password)$", re.I)
 MAX_PARAM_LEN = 6000
 
@@ -55,12 +57,21 @@ def setup(tracking_cfg: Any) -> Optional[str]:
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(tracking_cfg.experiment)
+        return client.create_experiment(tracking_cfg.experiment, artifact_location=_artifact_location(tracking_cfg.uri))
     except Exception:  # another process won the race: read it back rather than fall into "Default"
         exp = client.get_experiment_by_name(tracking_cfg.experiment)
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def _artifact_location(uri: str) -> Optional[str]:
+    """Artifacts of a local sqlite store go beside the database (MLflow's default is ./mlruns of whatever folder the
+    first run happened in); a tracking server keeps its own default."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    return (db.parent / "mlartifacts").as_uri()
 
 
 @contextmanager
@@ -84,7 +95,8 @@ def stage_run(
 
     experiment_id = setup(tracking_cfg)
     active = mlflow.active_run()
-    parent = parent_run_id or (active.info.run_id if active else None)
+    # a sweep under a launcher whose jobs run in other processes (Ray) passes its parent run by environment
+    parent = parent_run_id or (active.info.run_id if active else None) or os.environ.get(PARENT_RUN_ENV)
     all_tags = {"stage": stage, **(tags or {})}
     with mlflow.start_run(
         run_name=run_name,
