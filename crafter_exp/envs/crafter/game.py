@@ -238,19 +238,18 @@ class CrafterGame(crafter.Env):
         # Stock's code with the targets passed in, and the sort before the despawn choice.
         creatures = [obj for obj in objs if isinstance(obj, cls)]
         count = len(creatures)
-        xmin, xmax, ymin, ymax = chunk
+        xmin, _, ymin, _ = chunk
         random = self._world.random
         if count < int(target_min) and random.uniform() < spawn_prob:
-            mask = self._world.mask(*chunk, material)
-            xs = np.tile(np.arange(xmin, xmax)[:, None], [1, ymax - ymin])
-            ys = np.tile(np.arange(ymin, ymax)[None, :], [xmax - xmin, 1])
-            xs, ys = xs[mask], ys[mask]
+            # stock lists the cells with np.tile'd coordinates masked in row-major order; nonzero has that order
+            xs, ys = np.nonzero(self._world.mask(*chunk, material))
             i = random.randint(0, len(xs))
-            pos = np.array((xs[i], ys[i]))
-            empty = self._world[pos][1] is None
-            away = self._player.distance(pos) >= span_dist
+            x, y = int(xs[i]) + xmin, int(ys[i]) + ymin
+            empty = self._world[x, y][1] is None
+            px, py = self._player.pos.tolist()
+            away = abs(x - px) + abs(y - py) >= span_dist
             if empty and away:
-                self._world.add(ctor(pos))
+                self._world.add(ctor(np.array((x, y))))
         elif count > int(target_max) and random.uniform() < despawn_prob:
             creatures.sort(key=stable_key)
             obj = creatures[random.randint(0, len(creatures))]
