@@ -21,32 +21,38 @@ import duckdb
 
 
 def overrides(home: Path, episodes: int, workers: int, per_task: int, extra: list[str]) -> list[str]:
+    model = [o for o in extra if o.startswith("model=")] or ["model=scripted", "model.epsilon=0"]
     return [
         "stage=rollout", "name=bench", "env=alfworld", "env.split=eval_in_distribution", f"env.episodes={episodes}",
-        "env.seed=0", "model=scripted", "model.epsilon=0", f"ray.num_workers={workers}",
-        f"ray.episodes_per_task={per_task}", f"paths.home={home}", "tracking.enabled=false",
-        "rollout.progress=false", *extra,
+        "env.seed=0", *model, f"ray.num_workers={workers}", f"ray.episodes_per_task={per_task}",
+        f"paths.home={home}", "tracking.enabled=false", "rollout.progress=false",
+        *[o for o in extra if not o.startswith("model=")],
     ]
 
 
 def timed_rollout(episodes: int, workers: int, per_task: int, extra: list[str]) -> tuple[float, "object"]:
+    """(wall seconds, episodes DataFrame); in-process runs (workers 0) also get `cpu_s`, this process's CPU time."""
     from crafter_exp.config import compose_config
     from crafter_exp.stages.rollout import rollout
 
     home = Path(tempfile.mkdtemp(prefix="alfbench-"))
     cfg = compose_config(overrides(home, episodes, workers, per_task, extra))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = rollout(cfg)
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     with duckdb.connect(cfg.paths.db, read_only=True) as db:
         df = db.execute("SELECT task_type, success, steps FROM episodes WHERE run_id = ?", [result.run_id]).df()
+    df.attrs["cpu_s"] = cpu if workers == 0 else None
     return seconds, df
 
 
 def line(label: str, seconds: float, df) -> str:
     steps = int(df["steps"].sum())
+    cpu = df.attrs.get("cpu_s")
+    cpu_text = f"   {cpu / len(df):5.2f} CPU s/episode" if cpu else ""
     return (f"{label:<34} {len(df) / seconds * 60:6.1f} episodes/min   {steps / seconds:5.1f} steps/s   "
-            f"{seconds:6.1f} s   success {100 * df['success'].mean():5.1f} %")
+            f"{seconds:6.1f} s   success {100 * df['success'].mean():5.1f} %{cpu_text}")
 
 
 def main() -> None:
@@ -55,6 +61,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--per-task", type=int, default=4, help="episodes an actor plays together (lockstep)")
     parser.add_argument("--text-ab", type=int, default=6, help="episodes for the in-process fast_text A/B (0: skip)")
+    parser.add_argument("--random", type=int, default=0, help="also play N episodes of model=random (success rate)")
     args = parser.parse_args()
 
     from crafter_exp.runner.pool import ensure_ray
@@ -82,6 +89,10 @@ def main() -> None:
             ab[fast] = seconds
             print(line(f"env.fast_text={str(fast).lower()}", seconds, df))
         print(f"{'fast_text speed-up':<34} {ab[False] / ab[True]:6.2f}x")
+
+    if args.random:
+        seconds, df = timed_rollout(args.random, max(args.workers), args.per_task, ["model=random"])
+        print("\n" + line(f"random, {max(args.workers)} worker(s)", seconds, df))
 
     _, df = results[max(results)]
     print("\nexpert per task type (valid_seen seeds above):")
