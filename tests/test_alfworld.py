@@ -145,6 +145,21 @@ def test_same_seed_same_game_and_text_in_two_env_objects(env):
 
 
 @needs_data
+def test_closed_envs_recycle_their_textworld_environment():
+    from crafter_exp.envs.alfworld import AlfworldTextEnv
+
+    first = AlfworldTextEnv(SEEN)
+    first.reset(72)
+    engine = first._tw_env
+    first.close()
+    second = AlfworldTextEnv(SEEN)  # the runner builds one env per episode: no new fast-downward library each time
+    try:
+        assert second.reset(59).text.startswith("Your task is to:") and second._tw_env is engine
+    finally:
+        second.close()
+
+
+@needs_data
 def test_observation_has_task_and_admissible_commands(env):
     obs = env.reset(59)
     first, second = obs.text.splitlines()[:2]

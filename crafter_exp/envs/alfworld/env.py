@@ -22,6 +22,9 @@ from crafter_exp.envs.base import Observation, StepResult, TextEnv
 
 HIDDEN_COMMANDS = frozenset({"help"})
 """Admissible but useless commands left out of `Observation.actions` (random policies would waste steps)."""
+_IDLE: list[tuple[Any, Optional[str]]] = []
+"""TextWorld environments (and the game each has loaded) released by closed envs, reused by new ones: each new
+one loads its own copy of fast-downward's library, which is never unloaded (~2 MB per env object otherwise)."""
 EXPERT_MAX_STEPS = 1000
 """The expert's own give-up limit (ALFWorld raises past it); episodes end earlier via env.max_steps."""
 
@@ -39,6 +42,8 @@ class AlfworldTextEnv(TextEnv):
         self.cfg = cfg
         self.root = data.resolve_data_path(cfg.data_path)
         self.games = data.list_games(str(self.root), cfg.split, tuple(sorted(cfg.task_types)))
+        # process-wide (TextWorld's module functions): the last env built decides; normally all share a config
+        speedups.install() if cfg.fast_text else speedups.uninstall()
         self._tw_env = None
         self._loaded: Optional[str] = None
         self._expert = None
@@ -56,6 +61,8 @@ class AlfworldTextEnv(TextEnv):
 
     def reset(self, seed: int) -> Observation:
         game = data.game_for_seed(self.games, seed)
+        if self._tw_env is None and _IDLE:
+            self._tw_env, self._loaded = _IDLE.pop()
         fresh = None
         if game != self._loaded:
             env = self._load(game)
@@ -123,7 +130,7 @@ class AlfworldTextEnv(TextEnv):
 
     def close(self) -> None:
         if self._tw_env is not None:
-            self._tw_env.close()
+            _IDLE.append((self._tw_env, self._loaded))  # the runner builds an env per episode: recycle it
             self._tw_env = None
             self._loaded = None
 
@@ -137,8 +144,6 @@ class AlfworldTextEnv(TextEnv):
             # What AlfredTWEnv.init_env builds, for one game at a time: its gym wrapper would pick games itself
             # and run them in subprocesses, while a seed must name the game here. Facts feed the expert.
             # (Started lazily on the episode's own game: `textworld.start` loads the game it is given.)
-            # process-wide (TextWorld's module functions): the last env built decides, normally all share a config
-            speedups.install() if self.cfg.fast_text else speedups.uninstall()
             infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True, extras=["gamefile"])
             self._tw_env = textworld.start(game, infos, wrappers=[AlfredDemangler(shuffle=False), AlfredInfos])
         else:
