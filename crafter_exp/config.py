@@ -275,7 +275,7 @@ class FilterConfig:
     """USD per 1M training tokens by model (published list prices, mid 2025: check before relying on them)."""
     chunk_steps: int = 50_000
     """Steps read per query when exporting (bounds memory: peak RSS does not grow with the dataset)."""
-    memory_limit: str = "512MB"
+    memory_limit: str = "256MB"
     """DuckDB memory cap for the filter's queries."""
     threads: int = 2
     """Chunks exported in parallel, each on its own DuckDB cursor (memory: threads x one chunk)."""
