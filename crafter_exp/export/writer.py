@@ -28,8 +28,8 @@ from crafter_exp.export.formats import (
     system_text,
 )
 from crafter_exp.export.layout import Layout
-from crafter_exp.filtering.select import Db, run_params, session
-from crafter_exp.filtering.steps import chunk_params, chunk_sql, chunks, step_params
+from crafter_exp.filtering.select import Db, arrow_table, map_chunks, run_params, session
+from crafter_exp.filtering.steps import as_arrow, chunk_params, chunk_sql, chunks, step_params
 
 JSONL_FILE = "train.jsonl"
 MESSAGES_TYPE = '[{"role":"VARCHAR","content":"VARCHAR"}]'
@@ -95,24 +95,21 @@ def _semi(plan: ExportPlan) -> str:
 
 
 def _register(con: Any, plan: ExportPlan, chunk: pd.DataFrame, columns: tuple[str, ...]) -> None:
-    con.register("chunk", chunk[["run_id", "seed", "ep_order", *columns]])
+    con.register("chunk", as_arrow(chunk[["run_id", "seed", "ep_order", *columns]]))
     if plan.subset is not None:
         orders = chunk["ep_order"].to_numpy()
-        con.register("subset", plan.subset[plan.subset["ep_order"].isin(orders)])
+        con.register("subset", as_arrow(plan.subset[plan.subset["ep_order"].isin(orders)]))
 
 
-def _arrow(result: Any) -> pa.Table:
-    """A query result as an Arrow table (DuckDB 2 names it to_arrow_table, 1.x fetch_arrow_table)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "extra copy": one chunk, bounded
-        if hasattr(result, "to_arrow_table"):
-            return result.to_arrow_table()
-        return result.fetch_arrow_table()
+def _hasher(first_name: str) -> Any:
+    """The running form of `_digest` for a dataset of one file, fed while writing."""
+    h = hashlib.sha256()
+    h.update(first_name.encode() + b"\x00")
+    return h
 
 
 def _digest(paths: list[tuple[str, Path]]) -> str:
+    """Content hash of a dataset: sha256 over (name, NUL, bytes) of each data file, in manifest order."""
     h = hashlib.sha256()
     for name, path in paths:
         h.update(name.encode() + b"\x00")
@@ -129,63 +126,70 @@ def _finish(tmp_files: list[tuple[str, Path]], out_dir: Path) -> str:
     return digest
 
 
+def _in_order(table: pa.Table) -> pa.Table:
+    """Rows by (ep_order, turn). A chunk's rows usually come out of DuckDB in storage order, which is that order;
+    checking is cheaper than an ORDER BY, and a sort happens only when needed."""
+    if table.num_rows < 2:
+        return table
+    key = table.column("ep_order").to_numpy().astype(np.int64) * (1 << 32) + table.column("turn").to_numpy()
+    if np.all(key[1:] >= key[:-1]):
+        return table
+    return table.take(pa.array(np.argsort(key, kind="stable")))
+
+
+def _line_bytes(col: pa.Array) -> bytes | memoryview:
+    """The concatenated values of a string column (each line already ends with a newline), without a copy."""
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        if col.null_count == 0 and len(col):
+            width = np.int32 if pa.types.is_string(col.type) else np.int64
+            offsets = np.frombuffer(col.buffers()[1], dtype=width)
+            return memoryview(col.buffers()[2])[offsets[col.offset]:offsets[col.offset + len(col)]]
+    return "".join(v for v in col.to_pylist() if v is not None).encode()
+
+
 def write_jsonl(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Written:
-    """One of the JSONL formats -> out_dir/train.jsonl."""
+    """One of the JSONL formats -> out_dir/train.jsonl, streamed in Arrow batches (lines rendered by DuckDB)."""
     fcfg, fmt = plan.fcfg, plan.fcfg.format
     assert fmt in JSONL_FORMATS
     st = Statement(plan.layout)
     st.params["keep_reasoning"] = bool(fcfg.keep_reasoning)
+    # lines end with their newline, so that a batch of them is written as one buffer
     if fcfg.multi_turn:
-        line = multi_turn_line(fmt, st)
+        line = multi_turn_line(fmt, st, end="chr(10)")
         sql = (_relations(plan, st, ("last_kept",), lags=False)
                + f"SELECT ep_order, 0 AS turn, {line} AS line FROM h WHERE turn <= last_kept GROUP BY ep_order")
     else:
-        line = per_turn_line(fmt, st, _tools_json(plan))
+        line = per_turn_line(fmt, st, _tools_json(plan), end="chr(10)")
         sql = _relations(plan, st) + f"SELECT ep_order, turn, {line} AS line FROM h{_semi(plan)} WHERE keep"
-    ordered = f"SELECT ep_order, line FROM ({sql}) ORDER BY ep_order, turn"
-    joined = f"SELECT string_agg(line, chr(10) ORDER BY ep_order, turn) AS text, count(*) AS n FROM ({sql})"
     dedupe = _Deduper(fcfg.dedupe)
     per_episode = np.zeros(len(plan.episodes), dtype=np.int64)
     params = {**step_params(fcfg), **st.params}
+    columns = ("last_kept",) if fcfg.multi_turn else ()
+
+    def work(con: Any, chunk: pd.DataFrame) -> pa.Table:
+        _register(con, plan, chunk, columns)
+        return _in_order(arrow_table(con, sql, {**params, **chunk_params(chunk)}))
+
     tmp = out_dir / (JSONL_FILE + ".tmp")
-    examples = 0
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f, session(plan.db, fcfg.memory_limit) as rs:
-        for chunk in chunks(plan.episodes, fcfg.chunk_steps):
-            con = rs.con
-            _register(con, plan, chunk, ("last_kept",) if fcfg.multi_turn else ())
-            p = {**params, **chunk_params(chunk)}
-            if fcfg.dedupe:
-                rows = run_params(con, ordered, p).fetchall()
-                for ep, text in rows:
-                    if dedupe.keep(text):
-                        f.write(text)
-                        f.write("\n")
-                        per_episode[ep] += 1
-                        examples += 1
-            else:
-                text, n = run_params(con, joined, p).fetchall()[0]
-                if n:
-                    f.write(text)
-                    f.write("\n")
-                    examples += int(n)
+    hasher = _hasher(JSONL_FILE)
+    with open(tmp, "wb") as f, session(plan.db, fcfg.memory_limit) as rs:
+        for chunk, table in map_chunks(rs, chunks(plan.episodes, fcfg.chunk_steps), work, fcfg.threads):
+            for batch in table.to_batches():
+                eps = batch.column("ep_order").to_numpy()
+                lines = batch.column("line")
+                if fcfg.dedupe:
+                    mask = np.array([dedupe.keep(t) for t in lines.to_pylist()], dtype=bool)
+                    eps, lines = eps[mask], lines.filter(pa.array(mask))
+                data = _line_bytes(lines)
+                f.write(data)
+                hasher.update(data)
+                per_episode += np.bincount(eps, minlength=len(per_episode))
+            del table
             if progress is not None:
                 progress.update(int(chunk["turns"].sum()))
-    if not fcfg.dedupe:
-        per_episode = _examples_per_episode(plan)
-    digest = _finish([(JSONL_FILE, tmp)], out_dir)
-    return Written([JSONL_FILE], examples, int((per_episode > 0).sum()), digest, dedupe.dropped,
-                   per_episode=per_episode)
-
-
-def _examples_per_episode(plan: ExportPlan) -> np.ndarray:
-    if plan.fcfg.multi_turn:
-        return np.ones(len(plan.episodes), dtype=np.int64)
-    if plan.subset is not None:
-        counts = plan.subset.groupby("ep_order").size()
-        out = np.zeros(len(plan.episodes), dtype=np.int64)
-        out[counts.index.to_numpy()] = counts.to_numpy()
-        return out
-    return plan.episodes["kept"].to_numpy().astype(np.int64)
+    tmp.replace(out_dir / JSONL_FILE)
+    return Written([JSONL_FILE], int(per_episode.sum()), int((per_episode > 0).sum()), hasher.hexdigest()[:32],
+                   dedupe.dropped, per_episode=per_episode)
 
 
 # ------------------------------------------------------------------------------------------------- parquet
@@ -288,15 +292,15 @@ def write_parquet(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writ
     per_episode = np.zeros(len(plan.episodes), dtype=np.int64)
     raw_tmp = out_dir / "raw_trajectories.json.tmp"
     first_raw = True
+    def work(con: Any, chunk: pd.DataFrame) -> tuple[pa.Table, Optional[str]]:
+        _register(con, plan, chunk, ("split", "last_kept"))
+        p = {**params, **chunk_params(chunk)}
+        return arrow_table(con, sql, p), run_params(con, raw_sql, p).fetchall()[0][0]
+
     try:
         with open(raw_tmp, "w", encoding="utf-8") as raw, session(plan.db, fcfg.memory_limit) as rs:
             raw.write("[\n")
-            for chunk in chunks(plan.episodes, fcfg.chunk_steps):
-                con = rs.con
-                _register(con, plan, chunk, ("split", "last_kept"))
-                p = {**params, **chunk_params(chunk)}
-                table = _arrow(run_params(con, sql, p))
-                (text,) = run_params(con, raw_sql, p).fetchall()[0]
+            for chunk, (table, text) in map_chunks(rs, chunks(plan.episodes, fcfg.chunk_steps), work, fcfg.threads):
                 if text:
                     raw.write(("" if first_raw else ",\n") + text)
                     first_raw = False
@@ -305,7 +309,7 @@ def write_parquet(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writ
                     table = table.filter(pa.array(mask))
                 if table.num_rows:
                     eps = table.column("ep_order").to_numpy()
-                    np.add.at(per_episode, eps, 1)
+                    per_episode += np.bincount(eps, minlength=len(per_episode))
                     parquet, csv = _parquet_tables(table)
                     splits = table.column("split").to_numpy(zero_copy_only=False)
                     for split in ("train", "val"):

@@ -58,7 +58,7 @@ def check_filter_config(fcfg: Any, achievements: Optional[Sequence[str]] = None)
         value = getattr(fcfg, key)
         if value is not None and value < 0:
             raise ValueError(f"filter.{key} must be >= 0, got {value}")
-    for key in ("limit", "max_examples", "chunk_steps", "cost_epochs"):
+    for key in ("limit", "max_examples", "chunk_steps", "cost_epochs", "threads"):
         value = getattr(fcfg, key)
         if value is not None and value < 1:
             raise ValueError(f"filter.{key} must be >= 1, got {value}")

@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
 import duckdb
 import numpy as np
@@ -27,8 +29,11 @@ from crafter_exp.filtering.criteria import (
     episode_criteria,
     used_params,
 )
-from crafter_exp.filtering.steps import chunk_params, chunk_sql, chunks, step_params
+from crafter_exp.filtering.steps import as_arrow, chunk_params, chunk_sql, chunks, step_params
 from crafter_exp.store.traces import TraceStore
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 EPISODE_COLUMNS = (
     "run_id", "seed", "env", "model", "provider", "task_type", "steps", "turns", "total_reward", "achievements",
@@ -53,7 +58,7 @@ class ReadSession:
     `hold_s` seconds (with a short pause in between), so a rollout waiting to append gets the lock within seconds
     while a long export goes on. DuckDB's memory is capped (its buffer pool would otherwise cache the whole file)."""
 
-    def __init__(self, store: TraceStore, memory_limit: str = "512MB", hold_s: float = 5.0, pause_s: float = 0.3):
+    def __init__(self, store: TraceStore, memory_limit: str = "256MB", hold_s: float = 5.0, pause_s: float = 0.3):
         self.store = store
         self.memory_limit = memory_limit
         self.hold_s = hold_s
@@ -62,9 +67,13 @@ class ReadSession:
         self._con: Optional[duckdb.DuckDBPyConnection] = None
         self._opened = 0.0
 
+    def expired(self) -> bool:
+        """Held long enough: the next `con` reopens (after a pause that lets a waiting writer in)."""
+        return self._con is not None and time.monotonic() - self._opened > self.hold_s
+
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
-        if self._con is not None and time.monotonic() - self._opened > self.hold_s:
+        if self.expired():
             self.close()
             time.sleep(self.pause_s)
         if self._con is None:
@@ -90,7 +99,7 @@ Db = Union[TraceStore, ReadSession]
 
 
 @contextmanager
-def session(db: Db, memory_limit: str = "512MB") -> Iterator[ReadSession]:
+def session(db: Db, memory_limit: str = "256MB") -> Iterator[ReadSession]:
     """`db` itself when it is a session already, else a session for the duration of the block."""
     if isinstance(db, ReadSession):
         yield db
@@ -101,6 +110,39 @@ def session(db: Db, memory_limit: str = "512MB") -> Iterator[ReadSession]:
 
 def run_params(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> duckdb.DuckDBPyConnection:
     return con.execute(sql, used_params(sql, params))
+
+
+def map_chunks(rs: ReadSession, items: Iterable[T], work: Callable[[duckdb.DuckDBPyConnection, T], R],
+               workers: int = 2) -> Iterator[tuple[T, R]]:
+    """`work(cursor, item)` for each item, `workers` at a time on their own cursors (DuckDB runs them in parallel
+    outside the GIL: a chunk touches one or two row groups, which one thread scans), results in item order.
+    At most `workers` results are held at once; the connection is renewed only between items with none in flight."""
+    def call(cur: duckdb.DuckDBPyConnection, item: T) -> R:
+        try:
+            return work(cur, item)
+        finally:
+            cur.close()
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque[tuple[T, Future[R]]] = deque()
+        for item in items:
+            if rs.expired():
+                while pending:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            pending.append((item, pool.submit(call, rs.con.cursor(), item)))
+            while len(pending) >= max(1, workers):
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
+def arrow_table(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> Any:
+    """A query's whole result as an Arrow table."""
+    relation = con.sql(sql, params=used_params(sql, params))
+    return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
 
 
 def resolve_runs(db: Db, name: str, runs: Sequence[str] = ()) -> list[SourceRun]:
@@ -235,17 +277,18 @@ def count_steps(db: Db, fcfg: Any, episodes: pd.DataFrame, subset: Optional[int]
                         " coalesce(max(turn) FILTER (WHERE keep), -1) AS last FROM w GROUP BY ep_order")
     turns_sql = base + "\nSELECT ep_order, turn FROM w WHERE keep"
     params = step_params(fcfg)
+    def work(con: duckdb.DuckDBPyConnection, chunk: pd.DataFrame) -> tuple[dict, Optional[dict]]:
+        con.register("chunk", as_arrow(chunk[["run_id", "seed", "ep_order"]]))
+        p = {**params, **chunk_params(chunk)}
+        got = run_params(con, count_sql, p).fetchnumpy()
+        return got, (run_params(con, turns_sql, p).fetchnumpy() if subset else None)
+
     with session(db, fcfg.memory_limit) as rs:
-        for chunk in chunks(episodes, fcfg.chunk_steps):
-            con = rs.con
-            con.register("chunk", chunk[["run_id", "seed", "ep_order"]])
-            p = {**params, **chunk_params(chunk)}
-            got = run_params(con, count_sql, p).fetchnumpy()
+        for _, (got, rows) in map_chunks(rs, chunks(episodes, fcfg.chunk_steps), work, fcfg.threads):
             idx = got["ep_order"].astype(np.int64)
             kept[idx] = got["kept"]
             last[idx] = got["last"]
-            if subset:
-                rows = run_params(con, turns_sql, p).fetchnumpy()
+            if rows is not None:
                 ep = rows["ep_order"].astype(np.int64)
                 turn = rows["turn"].astype(np.int64)
                 with np.errstate(over="ignore"):

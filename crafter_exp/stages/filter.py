@@ -43,7 +43,7 @@ from crafter_exp.store.traces import TraceStore
 MANIFEST = "manifest.json"
 # settings that change how the stage runs or reports, not which examples it writes
 NOT_IN_HASH = frozenset({"runs", "stats_only", "output", "validate_path", "validate_format", "tokenizer",
-                         "price_model", "cost_epochs", "training_prices", "chunk_steps", "memory_limit"})
+                         "price_model", "cost_epochs", "training_prices", "chunk_steps", "memory_limit", "threads"})
 
 
 class EmptySelectionError(ValueError):
@@ -136,15 +136,16 @@ def prepare(cfg: Any, runs: Optional[Sequence[str]] = None, db: Optional[ReadSes
 
 
 def stats(cfg: Any, runs: Optional[Sequence[str]] = None, ctx: Optional[_Context] = None,
-          with_steps: bool = True) -> FilterStats:
-    """The stats table's figures (reads only)."""
+          with_steps: bool = True, selected: Optional[pd.DataFrame] = None) -> FilterStats:
+    """The stats table's figures (reads only). `selected`: select_episodes' result when already at hand."""
     if ctx is None:
         with ReadSession(TraceStore(cfg.paths.db), cfg.filter.memory_limit) as db:
-            return stats(cfg, runs, prepare(cfg, runs, db), with_steps)
+            return stats(cfg, runs, prepare(cfg, runs, db), with_steps, selected)
     fcfg = cfg.filter
     run_ids = [s.run_id for s in ctx.sources]
     frame, criteria = episode_frame(ctx.db, fcfg, run_ids)
-    selected = select_episodes(ctx.db, fcfg, run_ids)
+    if selected is None:
+        selected = select_episodes(ctx.db, fcfg, run_ids)
     st = compute_stats(frame, criteria, selected, ctx.achievements, fcfg.exclude_achievements)
     if with_steps and len(selected):
         counts = count_steps(ctx.db, fcfg, selected)
@@ -245,7 +246,7 @@ def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]],
                             mlflow_run_id=old.get("mlflow_run_id"), skipped=True)
 
     plan, selected = _plan(cfg, ctx)
-    st = stats(cfg, ctx=ctx, with_steps=False)
+    st = stats(cfg, ctx=ctx, with_steps=False, selected=selected)
     source_ids = [s.run_id for s in ctx.sources]
     params = {"filter": _as_dict(fcfg), "source_runs": source_ids, "name": cfg.name}
     tags = {"name": cfg.name, "env": ctx.env, "format": fcfg.format, "source_runs": ",".join(source_ids)}
