@@ -22,7 +22,7 @@ TASK_TYPES: tuple[str, ...] = (
 
 INSTRUCTIONS = """\
 You are an agent in a household (ALFWorld, a text version of ALFRED). Each turn you see your task, what you \
-observe, and the commands admissible now. Type exactly one command per turn. Commands:
+observe, and the commands admissible now. Commands:
 - look: look around your current location
 - inventory: check what you are carrying
 - go to (receptacle): move to a receptacle, e.g. go to countertop 1
