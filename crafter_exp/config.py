@@ -297,6 +297,26 @@ class TrainerConfig:
 
 
 @dataclass
+class TinyStudentConfig:
+    """Architecture of the offline student built from a config (random init, no download)."""
+
+    architecture: str = "llama"
+    """transformers config family: `llama` or `qwen3`."""
+    hidden_size: int = 128
+    """Hidden width."""
+    num_layers: int = 4
+    """Transformer blocks."""
+    num_heads: int = 4
+    """Attention heads."""
+    intermediate_size: int = 512
+    """MLP width."""
+    vocab_size: int = 1024
+    """Target vocabulary of the tokenizer trained on the dataset."""
+    tie_embeddings: bool = True
+    """Share input and output embeddings."""
+
+
+@dataclass
 class LocalTrainerConfig(TrainerConfig):
     name: str = "local_lora"
     model: str = "Qwen/Qwen3-0.6B"
@@ -358,30 +378,12 @@ class LocalTrainerConfig(TrainerConfig):
     """Log loss every N steps."""
     merge_adapter: bool = False
     """Also save LoRA weights merged into the base model."""
+    student: TinyStudentConfig = field(default_factory=TinyStudentConfig)
+    """Architecture of the student built when `model: tiny` (any method; LoRA on a random init barely learns)."""
     retrain: bool = False
     """Train even when the output folder already holds a complete checkpoint of this config and dataset."""
     progress: bool = True
     """Show a progress bar while tokenizing and training."""
-
-
-@dataclass
-class TinyStudentConfig:
-    """Architecture of the offline student built from a config (random init, no download)."""
-
-    architecture: str = "llama"
-    """transformers config family: `llama` or `qwen3`."""
-    hidden_size: int = 128
-    """Hidden width."""
-    num_layers: int = 4
-    """Transformer blocks."""
-    num_heads: int = 4
-    """Attention heads."""
-    intermediate_size: int = 512
-    """MLP width."""
-    vocab_size: int = 1024
-    """Target vocabulary of the tokenizer trained on the dataset."""
-    tie_embeddings: bool = True
-    """Share input and output embeddings."""
 
 
 @dataclass
@@ -397,8 +399,6 @@ class TinyTrainerConfig(LocalTrainerConfig):
     loss_on: str = "weighted"
     max_time_s: Optional[float] = 300.0
     epochs: float = 3.0
-    student: TinyStudentConfig = field(default_factory=TinyStudentConfig)
-    """The student's architecture."""
 
 
 @dataclass
