@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from crafter import objects
+from crafter_exp.envs.crafter import creatures
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,11 @@ PRESETS: dict[str, Balance] = {
 DIFFICULTIES = tuple(PRESETS)
 
 
-# The subclasses below are used only for easy/hard: `normal` keeps crafter's own classes, so it is stock by
-# construction. Each overrides only the method holding the numbers, mirroring stock's code line by line.
+# The subclasses below are used only for easy/hard (`normal` plays `creatures.*`: crafter's classes with faster
+# geometry). Each overrides only the method holding the numbers, mirroring stock's code line by line.
 
 
-class BalancedPlayer(objects.Player):
+class BalancedPlayer(creatures.Player):
     balance: Balance = Balance()
 
     def _update_life_stats(self):
@@ -109,7 +109,7 @@ class BalancedPlayer(objects.Player):
             self.health -= 1
 
 
-class BalancedZombie(objects.Zombie):
+class BalancedZombie(creatures.Zombie):
     balance: Balance = Balance()
 
     def update(self):
@@ -133,7 +133,7 @@ class BalancedZombie(objects.Zombie):
                 self.cooldown = self.balance.zombie_cooldown
 
 
-class BalancedArrow(objects.Arrow):
+class BalancedArrow(creatures.Arrow):
     balance: Balance = Balance()
 
     def update(self):
@@ -150,29 +150,19 @@ class BalancedArrow(objects.Arrow):
             self.move(self.facing)
 
 
-class BalancedSkeleton(objects.Skeleton):
+class BalancedSkeleton(creatures.Skeleton):
     balance: Balance = Balance()
     arrow_cls: type = BalancedArrow
-
-    def _shoot(self, direction):
-        if self.reload > 0:
-            return
-        if direction[0] == 0 and direction[1] == 0:
-            return
-        pos = self.pos + direction
-        if self.is_free(pos, objects.Arrow.walkable):
-            self.world.add(self.arrow_cls(self.world, pos, direction))
-            self.reload = 4
 
 
 @dataclass(frozen=True)
 class Kinds:
-    """The creature classes a game spawns (crafter's own for `normal`)."""
+    """The creature classes a game spawns (`creatures.*`, crafter's own behaviour, for `normal`)."""
 
     player: type
     zombie: type
     skeleton: type
-    cow: type = objects.Cow
+    cow: type = creatures.Cow
 
 
 def _preset_kinds(difficulty: str) -> Kinds:
@@ -192,10 +182,10 @@ def _preset_kinds(difficulty: str) -> Kinds:
     )
 
 
-_KINDS = {"normal": Kinds(objects.Player, objects.Zombie, objects.Skeleton)}
+_KINDS = {"normal": Kinds(creatures.Player, creatures.Zombie, creatures.Skeleton)}
 _KINDS.update({name: _preset_kinds(name) for name in PRESETS if name != "normal"})
 
 
 def kinds_for(difficulty: str) -> Kinds:
-    """The creature classes of a preset: crafter's own for `normal`, subclasses bound to the numbers otherwise."""
+    """The creature classes of a preset: `creatures.*` for `normal`, subclasses bound to the numbers otherwise."""
     return _KINDS[difficulty]

@@ -1,6 +1,7 @@
 """`CrafterGame`: stock `crafter.Env`, made reproducible and fast, with difficulty presets.
 
-Differences from `crafter.Env` (everything else is crafter's own code and objects):
+Differences from `crafter.Env` (everything else is crafter's own code; creatures are crafter's classes with
+their geometry helpers in plain ints, see `creatures.py`):
 - Reproducible: `_balance_object` sorts the creatures by (class name, position) before choosing one to despawn.
   Stock iterates a `set`, whose order follows memory addresses, so the same seed and actions diverged across
   processes. This is the only change to the dynamics; tests check it against stock with the same sort patched in.
