@@ -1,4 +1,5 @@
-"""Evaluate stage: play a policy on the held-out seed set (the same set for every model compared).
+"""Evaluate stage: play a policy on the held-out seed set (the same set for every model compared), in the
+environment's held-out configuration (ALFWorld: its evaluation games).
 
 Training seeds are `env.seed + i` for i < env.episodes, eval seeds `eval.seed + i` for i < eval.episodes; the two
 ranges must not overlap, so no evaluated world was seen in training.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from crafter_exp.envs import held_out_env_config
 from crafter_exp.policies import model_label
 from crafter_exp.stages.rollout import HEADLINE, RolloutResult, rollout
 
@@ -34,7 +36,7 @@ def evaluate(cfg: Any, model_cfg: Any = None, run_id: Optional[str] = None) -> R
     check_eval_config(cfg)
     model_cfg = model_cfg or cfg.model
     return rollout(cfg, stage="eval", run_id=run_id, seed_start=cfg.eval.seed, episodes=cfg.eval.episodes,
-                   model_cfg=model_cfg)
+                   model_cfg=model_cfg, env_cfg=held_out_env_config(cfg.env))
 
 
 def run(cfg: Any) -> RolloutResult:

@@ -62,9 +62,9 @@ def as_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
-def default_run_id(cfg: Any, stage: str, model_cfg: Any, config_hash: str) -> str:
+def default_run_id(cfg: Any, stage: str, env_name: str, model_cfg: Any, config_hash: str) -> str:
     # the hash makes a changed env/model config a new run (sweeps), the same config the same run (resume)
-    return f"{cfg.name}-{stage}-{cfg.env.name}-{model_label(model_cfg)}-{config_hash[:6]}"
+    return f"{cfg.name}-{stage}-{env_name}-{model_label(model_cfg)}-{config_hash[:6]}"
 
 
 def rollout(
@@ -75,9 +75,11 @@ def rollout(
     seed_start: Optional[int] = None,
     episodes: Optional[int] = None,
     model_cfg: Any = None,
+    env_cfg: Any = None,
 ) -> RolloutResult:
-    """Play `episodes` seeds from `seed_start` (defaults: cfg.env) with `model_cfg` (default cfg.model)."""
-    env_cfg = cfg.env
+    """Play `episodes` seeds from `seed_start` (defaults: cfg.env) with `model_cfg` (default cfg.model) in
+    `env_cfg` (default cfg.env)."""
+    env_cfg = env_cfg or cfg.env
     model_cfg = model_cfg or cfg.model
     check_env_config(env_cfg)
     seed_start = env_cfg.seed if seed_start is None else seed_start
@@ -96,7 +98,7 @@ def rollout(
     }
     played_hash = tracking.config_hash(hash_basis)
     run_id = run_id or (cfg.rollout.run_id if stage == "rollout" else None) or default_run_id(
-        cfg, stage, model_cfg, played_hash
+        cfg, stage, env_cfg.name, model_cfg, played_hash
     )
     run_row = {
         "run_id": run_id, "name": cfg.name, "stage": stage, "env": env_cfg.name, "policy": model_cfg.name,
