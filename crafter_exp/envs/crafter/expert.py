@@ -18,15 +18,28 @@ Each turn it runs a fixed priority list and plays the first rule that has someth
   7. explore: walk to the nearest frontier of the remembered map (biased to mountains when ores are needed).
 Recipes and costs come from crafter's own data (`crafter.constants`), so they follow the installed game.
 Decisions are deterministic given the view sequence and the rng (ties are broken by the rng only).
+
+Speed (~0.1 ms a turn): the memory is mirrored in numpy arrays, paths come from a compiled bucket-queue
+Dijkstra (numba, cached on disk) and the searches over the whole map (targets, frontier, shelter sites, crafting
+spots) are vectorised. Each gives exactly the plain-Python loops' results, ties included: same visiting orders
+(cells in the order they were first seen / first reached), first-wins on equal costs.
+`benchmarks/expert_speed.py` plays the previous version side by side and checks every action.
 """
 
 from __future__ import annotations
 
-import heapq
 import random
 from typing import Any, Optional
 
+import numpy as np
 from crafter import constants
+
+try:  # numba is a dependency (world generation uses it too); without it the planner runs as plain Python
+    from numba import njit
+except ImportError:  # pragma: no cover
+
+    def njit(*args, **kwargs):
+        return lambda func: func
 
 Pos = tuple[int, int]
 
@@ -41,6 +54,85 @@ FURNACE_STONE = constants.place["furnace"]["uses"]["stone"]
 PLANT_RIPE_STEPS = 300  # stock Plant.ripe: grown > 300 (it grows only while the player is within 18 cells)
 GROW_RADIUS = 17  # objects update only when within 2 * max(view) = 18 (Manhattan) of the player
 INF = float("inf")
+PLAN_LIMIT = 80  # cells farther than this (path cost) are not expanded
+MAP_MARGIN = 3  # unknown cells kept around the known map in the arrays (lookups up to 3 cells away stay inside)
+MAP_GROW = 32  # cells added on a side when the known map reaches the arrays' edge
+
+
+@njit(cache=True)
+def _dijkstra(cells, step_cost, blocked, danger, height, start, limit, dist, parent, order, work):  # pragma: no cover
+    """Dijkstra over a flat grid (index = x * height + y) with the cost on the cell entered.
+
+    Entering a cell costs `step_cost[material code]` (0 = impassable), 0 on `blocked` cells (creatures) and 4
+    more on `danger` cells (next to a zombie). Cells costing more than `limit` are reached but not expanded.
+    Fills `dist` (-1 = unreached), `parent` (-1 = none) and `order` (cells in the order they were first
+    reached; returns how many); `work` is a buffer of 9 * cells.size + 2 integers. The caller keeps the outer
+    ring of cells unknown (impassable), so neighbours never leave the arrays.
+
+    Same results as a heap of (cost, (x, y)) tuples, ties included: cells settle in (cost, x, y) order. With
+    integer costs >= 1 a bucket per cost does that: every entry of bucket d is queued before bucket d is
+    opened (from cheaper cells), and sorting a bucket by flat index sorts it by (x, y).
+    """
+    size = cells.shape[0]
+    weight, cell, link = work[:size], work[size : 5 * size + 1], work[5 * size + 1 :]
+    for i in range(size):
+        weight[i] = step_cost[cells[i]]
+    for i in blocked:
+        weight[i] = 0
+    for i in danger:
+        if weight[i] > 0:
+            weight[i] += 4
+    dist[:] = -1
+    parent[:] = -1
+    dist[start] = 0
+    order[0] = start
+    count = 1
+    # bucket d: a linked list of queued cells (head[d] -> link[entry] ...), entry e holds cell[e]
+    head = np.full(limit + 1, -1, dtype=np.int64)
+    cell[0], link[0], head[0], entries = start, -1, 0, 1
+    for d in range(limit + 1):
+        n = 0
+        e = head[d]
+        while e >= 0:
+            n += 1
+            e = link[e]
+        if n == 0:
+            continue
+        bucket = np.empty(n, dtype=np.int64)
+        e, n = head[d], 0
+        while e >= 0:
+            bucket[n] = cell[e]
+            n += 1
+            e = link[e]
+        bucket.sort()
+        for p in bucket:
+            if dist[p] != d:
+                continue  # reached more cheaply since it was queued
+            for k in range(4):  # left, right, up, down (DIRS order)
+                if k == 0:
+                    q = p - height
+                elif k == 1:
+                    q = p + height
+                elif k == 2:
+                    q = p - 1
+                else:
+                    q = p + 1
+                c = weight[q]
+                if c == 0:
+                    continue
+                nd = d + c
+                if dist[q] < 0:
+                    order[count] = q
+                    count += 1
+                elif nd >= dist[q]:
+                    continue
+                dist[q] = nd
+                parent[q] = p
+                if nd <= limit:  # costlier cells are never expanded
+                    cell[entries], link[entries] = q, head[nd]
+                    head[nd] = entries
+                    entries += 1
+    return count
 
 
 def _add(a: Pos, b: Pos) -> Pos:
@@ -77,6 +169,73 @@ class CrafterExpert:
         self.still_steps = 0
         self.cows_seen: dict[Pos, int] = {}
         """Where cows were last seen -> step (cows wander slowly: a good place to look for food)."""
+        # `mem` mirrored in arrays for the whole-map work (path planning, searches over all known cells):
+        # cell (x, y) is [x - ox, y - oy]; `mat` holds material codes (0 = unknown), `serial` the order in
+        # which cells entered `mem` (its dict order, which breaks ties between equally good targets).
+        self.ox = self.oy = 0
+        self.mat = np.zeros((0, 0), dtype=np.int16)
+        self.serial = np.zeros((0, 0), dtype=np.int64)
+        self.seen = 0
+        self._tables: dict[tuple, np.ndarray] = {}  # step costs per material code, by (costs, codes known)
+
+    # The names seen so far -> codes (shared by all experts: codes are internal and only ever added).
+    names: list[Optional[str]] = [None]
+    codes: dict[str, int] = {}
+
+    view_codes: dict[str, int] = {}
+    """View names -> material codes, -1 for creatures."""
+
+    @classmethod
+    def _view_code(cls, name: str) -> int:
+        code = cls.view_codes.get(name)
+        if code is None:
+            code = cls.view_codes[name] = -1 if name in CREATURES else cls._code(name)
+        return code
+
+    @classmethod
+    def _code(cls, name: str) -> int:
+        code = cls.codes.get(name)
+        if code is None:
+            code = cls.codes[name] = len(cls.names)
+            cls.names.append(name)
+        return code
+
+    def _fit(self, x0: int, y0: int, x1: int, y1: int) -> None:
+        """Grow the arrays so that cells x0..x1 x y0..y1 lie at least MAP_MARGIN inside them."""
+        w, h = self.mat.shape
+        if w and x0 - MAP_MARGIN >= self.ox and y0 - MAP_MARGIN >= self.oy:
+            if x1 + MAP_MARGIN < self.ox + w and y1 + MAP_MARGIN < self.oy + h:
+                return
+        if not w:
+            nx0, ny0, nx1, ny1 = x0 - MAP_GROW, y0 - MAP_GROW, x1 + MAP_GROW, y1 + MAP_GROW
+        else:
+            nx0 = min(self.ox, x0 - MAP_MARGIN - MAP_GROW)
+            ny0 = min(self.oy, y0 - MAP_MARGIN - MAP_GROW)
+            nx1 = max(self.ox + w - 1, x1 + MAP_MARGIN + MAP_GROW)
+            ny1 = max(self.oy + h - 1, y1 + MAP_MARGIN + MAP_GROW)
+        mat = np.zeros((nx1 - nx0 + 1, ny1 - ny0 + 1), dtype=np.int16)
+        serial = np.full(mat.shape, -1, dtype=np.int64)
+        if w:
+            sx, sy = self.ox - nx0, self.oy - ny0
+            mat[sx : sx + w, sy : sy + h] = self.mat
+            serial[sx : sx + w, sy : sy + h] = self.serial
+        self.mat, self.serial, self.ox, self.oy = mat, serial, nx0, ny0
+        self.height = mat.shape[1]
+        self._neighbours = np.array([dx * self.height + dy for dx, dy in DIRS], dtype=np.int64)
+        size = mat.size
+        self._work = np.empty(9 * size + 2, dtype=np.int64)
+        self._dist = np.empty(size, dtype=np.int64)
+        self._parent = np.empty(size, dtype=np.int64)
+        self._order_buf = np.empty(size, dtype=np.int64)
+
+    def _remember(self, p: Pos, name: str) -> None:
+        """mem[p] = name, mirrored in the arrays."""
+        i, j = p[0] - self.ox, p[1] - self.oy
+        if p not in self.mem:
+            self.serial[i, j] = self.seen
+            self.seen += 1
+        self.mem[p] = name
+        self.mat[i, j] = self.codes.get(name) or self._code(name)
 
     def _observe(self, view: dict[str, Any]) -> None:
         grid = view["grid"]
@@ -90,18 +249,32 @@ class CrafterExpert:
         self.step: int = int(view["step"])
         self.daylight: float = float(view.get("daylight", 1.0))
         self.objs = {}
-        for r in range(rows):
-            for c in range(cols):
-                name = grid[r][c]
-                p = (self.pos[0] + c - cc, self.pos[1] + r - cr)
-                if name in CREATURES:
-                    if name != "player":
-                        self.objs[p] = name
-                    # the material under a creature is not shown: keep memory, else assume what it stands on
-                    if self.mem.get(p) not in WALKABLE and name != "arrow":
-                        self.mem[p] = "path" if name == "skeleton" else "grass"
-                else:
-                    self.mem[p] = name
+        self._cells_cache: dict[str, np.ndarray] = {}
+        x0, y0 = self.pos[0] - cc, self.pos[1] - cr
+        self._fit(x0, y0, x0 + cols - 1, y0 + rows - 1)
+        # Only creature cells and cells whose material differs from memory need work (in reading order: it
+        # numbers the cells first seen).
+        view_codes = self.view_codes
+        try:
+            codes = [view_codes[name] for row in grid for name in row]
+        except KeyError:
+            codes = [self._view_code(name) for row in grid for name in row]
+        block = np.array(codes, dtype=np.int16).reshape(rows, cols)
+        i0, j0 = x0 - self.ox, y0 - self.oy
+        changed = (block < 0) | (block != self.mat[i0 : i0 + cols, j0 : j0 + rows].T)
+        remember, mem = self._remember, self.mem
+        for k in np.flatnonzero(changed).tolist():
+            r, c = divmod(k, cols)
+            name = grid[r][c]
+            p = (x0 + c, y0 + r)
+            if name in CREATURES:
+                if name != "player":
+                    self.objs[p] = name
+                # the material under a creature is not shown: keep memory, else assume what it stands on
+                if mem.get(p) not in WALKABLE and name != "arrow":
+                    remember(p, "path" if name == "skeleton" else "grass")
+            else:
+                remember(p, name)
         # Saplings: grow only while we are near; forget those no longer there.
         for p in list(self.plants):
             if _manhattan(p, self.pos) <= GROW_RADIUS:
@@ -153,7 +326,11 @@ class CrafterExpert:
         return any(self.mem.get((x + dx, y + dy)) == material for dx in (-1, 0, 1) for dy in (-1, 0, 1))
 
     def _plan_paths(self) -> None:
-        """Dijkstra from the player over the remembered map: walk = 1, mine-then-walk = 2."""
+        """Dijkstra from the player over the remembered map: walk = 1, mine-then-walk = 2.
+
+        Results, on the map arrays (flat index `_index`): `_dist` (-1 = unreached), `_parent`, `_order` (cells
+        in the order they were reached, the order ties between equal choices follow).
+        """
         step_cost = {m: 1 for m in WALKABLE}
         step_cost["tree"] = 2
         if self.inv.get("wood_pickaxe", 0) > 0:
@@ -162,37 +339,49 @@ class CrafterExpert:
             step_cost["iron"] = 2
         if self.inv.get("iron_pickaxe", 0) > 0:
             step_cost["diamond"] = 2
+        key = (tuple(sorted(step_cost.items())), len(self.names))
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = np.zeros(len(self.names), dtype=np.int64)
+            for name, cost in step_cost.items():
+                if name in self.codes:  # else no cell has it yet
+                    table[self.codes[name]] = cost
         # cells next to a zombie cost more: each contact costs health (it strikes as it arrives)
-        danger: dict[Pos, int] = {}
-        for z in self._objects("zombie"):
-            for dxy in DIRS + ((0, 0),):
-                danger[_add(z, dxy)] = 4
-        mem, objs = self.mem, self.objs
-        dist: dict[Pos, float] = {self.pos: 0}
-        parent: dict[Pos, Pos] = {}
-        heap = [(0, self.pos)]
-        pop, push = heapq.heappop, heapq.heappush
-        while heap:
-            d, p = pop(heap)
-            if d > dist[p] or d > 80:
-                continue
-            x, y = p
-            for q in ((x - 1, y), (x + 1, y), (x, y - 1), (x, y + 1)):
-                c = step_cost.get(mem.get(q))
-                if c is None or q in objs:
-                    continue
-                nd = d + c + danger.get(q, 0)
-                if nd < dist.get(q, INF):
-                    dist[q] = nd
-                    parent[q] = p
-                    push(heap, (nd, q))
-        self.dist, self.parent = dist, parent
+        danger = {_add(z, dxy) for z in self._objects("zombie") for dxy in DIRS + ((0, 0),)}
+        index = self._index
+        blocked = np.array([index(p) for p in self.objs], dtype=np.int64)
+        danger = np.array([index(p) for p in danger], dtype=np.int64)
+        start = index(self.pos)
+        count = _dijkstra(
+            self.mat.ravel(), table, blocked, danger, self.height, start, PLAN_LIMIT,
+            self._dist, self._parent, self._order_buf, self._work,
+        )
+        self._start = start
+        self._order = self._order_buf[:count]
+
+    def _index(self, p: Pos) -> int:
+        """Flat index of a cell on the map arrays (-1 when outside them: unknown, so unreached)."""
+        i, j = p[0] - self.ox, p[1] - self.oy
+        w, h = self.mat.shape
+        return i * h + j if 0 <= i < w and 0 <= j < h else -1
+
+    def _pos(self, index: int) -> Pos:
+        i, j = divmod(int(index), self.height)
+        return (i + self.ox, j + self.oy)
+
+    def _reached(self, p: Pos) -> bool:
+        i = self._index(p)
+        return i >= 0 and self._dist[i] >= 0
 
     def _step_toward(self, goal: Pos) -> str:
         """First action along the planned path to `goal` (a cell with a known distance)."""
-        p = goal
-        while self.parent.get(p) is not None and self.parent[p] != self.pos:
-            p = self.parent[p]
+        i, parent, start = self._index(goal), self._parent, self._start
+        if i >= 0:
+            while parent[i] >= 0 and parent[i] != start:
+                i = parent[i]
+            p = self._pos(i)
+        else:
+            p = goal
         d = (p[0] - self.pos[0], p[1] - self.pos[1])
         if self._free(p) or self.facing != d:
             return MOVE[d]  # walks, or only turns when the cell is blocked
@@ -205,34 +394,51 @@ class CrafterExpert:
             return None
         return MOVE[d]
 
-    def _approach(self, targets: list[Pos], max_cost: float = INF) -> Optional[tuple[str, Pos]]:
-        """Go next to the cheapest target. Returns (action, target); action "ready" when facing it."""
-        best, best_cost, best_target = None, INF, None
-        for t in targets:
-            if _manhattan(t, self.pos) == 1:
-                cost = 0 if _add(self.pos, self.facing) == t else 0.5
-            else:
-                cost = INF
-                for dxy in DIRS:
-                    s = _add(t, dxy)
-                    c = self.dist.get(s, INF)
-                    if c < cost:
-                        cost, stand = c, s
-                if cost < INF:
-                    cost += 0.0
-            if cost < best_cost:
-                best_cost, best_target = cost, t
-                best = None if _manhattan(t, self.pos) == 1 else stand
-        if best_target is None or best_cost > max_cost:
-            return None
-        if best is None:
-            turn = self._face(best_target)
-            return (turn or "ready", best_target)
-        return (self._step_toward(best), best_target)
+    def _approach(self, targets: Any, max_cost: float = INF) -> Optional[tuple[str, Pos]]:
+        """Go next to the cheapest target. Returns (action, target); action "ready" when facing it.
 
-    def _cells(self, *materials: str) -> list[Pos]:
-        mats = set(materials)
-        return [p for p, m in self.mem.items() if m in mats]
+        `targets`: cells (x, y), or their flat indices (`_cells`). A target next to the player costs 0 when faced
+        (0.5 else); any other, the cheapest of its neighbours (the first in DIRS order among equals); among
+        equal targets the first one wins.
+        """
+        if isinstance(targets, np.ndarray):
+            flat = targets
+        else:
+            flat = np.array([self._index(t) for t in targets], dtype=np.int64)
+        if not len(flat):
+            return None
+        around = self._dist[flat[:, None] + self._neighbours].astype(np.float64)
+        around[around < 0] = INF
+        side = around.argmin(axis=1)
+        cost = around[np.arange(len(flat)), side]
+        # next to the player (an interior cell, so +-1 never wraps to another column)
+        offset = np.abs(flat - self._start)
+        adjacent = (offset == 1) | (offset == self.height)
+        if adjacent.any():
+            faced = flat == self._index(_add(self.pos, self.facing))
+            cost[adjacent] = np.where(faced[adjacent], 0.0, 0.5)
+        k = int(cost.argmin())
+        best_cost = cost[k]
+        if best_cost == INF or best_cost > max_cost:
+            return None
+        target = self._pos(flat[k])
+        if adjacent[k]:
+            turn = self._face(target)
+            return (turn or "ready", target)
+        return (self._step_toward(_add(target, DIRS[side[k]])), target)
+
+    def _cells(self, material: str) -> np.ndarray:
+        """Flat indices of the known cells of a material, in the order they were first seen (cached per turn)."""
+        found = self._cells_cache.get(material)
+        if found is None:
+            code = self.codes.get(material)
+            if code is None:
+                found = np.zeros(0, dtype=np.int64)
+            else:
+                found = np.flatnonzero(self.mat == code)
+                found = found[np.argsort(self.serial.ravel()[found])]
+            self._cells_cache[material] = found
+        return found
 
     def _objects(self, *names: str) -> list[Pos]:
         return sorted(p for p, n in self.objs.items() if n in names)
@@ -331,7 +537,7 @@ class CrafterExpert:
                 else:  # no food in view: where cows were last seen, else explore the grassland
                     seen = sorted(self.cows_seen, key=lambda p: (-self.cows_seen[p], p))
                     for p in seen:
-                        if p in self.dist:
+                        if self._reached(p):
                             return self._step_toward(p)
                     return self._explore(prefer="grass")
         # top up when it is cheap
@@ -429,27 +635,55 @@ class CrafterExpert:
         return mines, to_place
 
     def _find_shelter(self) -> Optional[dict[str, Any]]:
-        """Cheapest 2-cell pocket O -> T1 -> T2: dug into stone, between trees/water, or walled with stones."""
-        best, best_cost = None, 45.0
+        """Cheapest 2-cell pocket O -> T1 -> T2: dug into stone, between trees/water, or walled with stones.
+
+        `_site_plan` for every pocket at once (O a reached walkable cell): the cheapest below 45 wins, the first
+        among equals (O in the order cells were reached, then d in DIRS order).
+        """
+        limit, impossible = 45, 1000
         stone, wood = self.inv["stone"], self.inv["wood"]
-        for o in self.dist:
-            c = self.dist[o]
-            if c >= best_cost or self.mem.get(o) not in WALKABLE:
-                continue
-            for d in DIRS:
-                plan = self._site_plan(o, d)
-                if plan is None:
-                    continue
-                mines, to_place = plan
-                t1, t2, _ = self._site_cells(o, d)
-                stone_mined = sum(1 for t in (t1, t2) if self.mem.get(t) in ("stone", "coal"))
-                stones = stone + stone_mined
-                if stones < to_place or (stones == to_place and wood < TABLE_WOOD):
-                    continue  # the entrance O needs a stone or a table too
-                cost = c + 2 * mines + 5 * to_place
-                if cost < best_cost:
-                    best, best_cost = {"O": o, "d": d, "been_t2": False, "slept": False}, cost
-        return best
+        mat, dist, h = self.mat, self._dist, self.height
+        walk = np.isin(mat, self._codes_of(*WALKABLE))
+        order = self._order
+        cand = order[(dist[order] < limit) & walk.ravel()[order]]
+        if not len(cand):
+            return None
+        obj = np.zeros(mat.shape, dtype=bool)
+        hostile, plant = obj.copy(), obj.copy()
+        for (x, y), name in self.objs.items():
+            i, j = x - self.ox, y - self.oy
+            obj[i, j] = True
+            hostile[i, j] = name in HOSTILE
+            plant[i, j] = name in ("plant", "ripe_plant")
+        # a pocket cell: 0 mines when walkable (or the player's), 1 when we can mine it here, else impossible
+        dug = np.isin(mat, self._codes_of("stone", "coal"))
+        minable = np.isin(mat, self._codes_of("tree"))
+        if self.inv.get("wood_pickaxe", 0) > 0:
+            minable |= dug
+        mines = np.where(walk, 0, np.where(minable, 1, impossible))
+        mines[obj] = impossible
+        mines[self.pos[0] - self.ox, self.pos[1] - self.oy] = 0
+        # a wall: nothing to do where no creature can stand (`_zombie_blocks`), a stone on open ground, else no
+        blocks = (mat != 0) & ~walk & ~np.isin(mat, self._codes_of("lava", "void")) | plant
+        place = np.where(blocks, 0, np.where(walk & ~(obj & ~hostile), 1, impossible))
+        mines, place, dug = mines.ravel(), place.ravel(), dug.ravel().astype(np.int64)
+        costs = np.empty((len(cand), len(DIRS)), dtype=np.int64)
+        for k, (dx, dy) in enumerate(DIRS):
+            step, side = dx * h + dy, dy * h + dx  # flat offsets along d and across it
+            t1, t2 = cand + step, cand + 2 * step
+            n_mines = mines[t1] + mines[t2]
+            n_place = place[t2 + side] + place[t1 + side] + place[t2 - side] + place[t1 - side] + place[t2 + step]
+            stones = stone + dug[t1] + dug[t2]
+            ok = (n_mines < impossible) & (n_place < impossible)
+            ok &= ~((stones < n_place) | ((stones == n_place) & (wood < TABLE_WOOD)))  # O needs a stone/table too
+            costs[:, k] = np.where(ok, dist[cand] + 2 * n_mines + 5 * n_place, limit)
+        k = int(costs.argmin())
+        if costs.flat[k] >= limit:
+            return None
+        return {"O": self._pos(cand[k // len(DIRS)]), "d": DIRS[k % len(DIRS)], "been_t2": False, "slept": False}
+
+    def _codes_of(self, *names: str) -> list[int]:
+        return [self.codes[n] for n in names if n in self.codes]
 
     def _face_cell(self, target: Pos, avoid: tuple[Pos, ...] = ()) -> Optional[str]:
         """First action of the shortest walk that ends next to `target`, facing it (BFS over position x facing).
@@ -527,7 +761,7 @@ class CrafterExpert:
             if self._free(t1):
                 return MOVE[d]
             return self._face(t1) or "do"
-        if o not in self.dist:
+        if not self._reached(o):
             return None
         return self._step_toward(o)
 
@@ -656,12 +890,13 @@ class CrafterExpert:
             uses = constants.make[next_tool]["uses"]
             if all(inv.get(k, 0) >= v for k, v in uses.items()):
                 stations = constants.make[next_tool]["nearby"]
-                spots = [
-                    p for p in self.dist
-                    if all(self._near(s, p) for s in stations)
-                ]
-                if spots:
-                    best = min(spots, key=lambda p: (self.dist[p], p))
+                spots = self._dist.reshape(self.mat.shape) >= 0
+                for station in stations:
+                    spots &= self._near_mask(station)
+                spots = np.flatnonzero(spots)
+                if len(spots):
+                    costs = self._dist[spots]
+                    best = self._pos(spots[costs == costs.min()][0])  # flat index order = (x, y) order
                     if best != self.pos:
                         return self._step_toward(best)
         order = []
@@ -697,7 +932,8 @@ class CrafterExpert:
         if prefer is None:
             prefer = "ore" if self.inv.get("wood_pickaxe", 0) > 0 else None
         t = self.explore_target
-        if t is None or t == self.pos or t not in self.dist or not self._is_frontier(t) or prefer != self.explore_kind:
+        stale = t is None or t == self.pos or not self._reached(t) or not self._is_frontier(t)
+        if stale or prefer != self.explore_kind:
             t = self._pick_frontier(prefer)
             self.explore_target, self.explore_kind = t, prefer
         if t is None:
@@ -708,15 +944,32 @@ class CrafterExpert:
         return any(_add(p, d) not in self.mem for d in DIRS)
 
     def _pick_frontier(self, prefer: Optional[str]) -> Optional[Pos]:
-        best, best_score = None, INF
-        for p, c in self.dist.items():
-            if p == self.pos or not self._is_frontier(p):
-                continue
-            score = c + self.rng.random() * 0.5
-            if prefer == "ore" and self.mem.get(p) not in ("grass", "sand"):
-                score -= 6
-            elif prefer == "grass" and self.mem.get(p) == "grass":
-                score -= 10
-            if score < best_score:
-                best, best_score = p, score
-        return best
+        """The cheapest reached frontier cell (plus a random 0..0.5 per cell, drawn in the order cells were reached;
+        a bonus for the preferred ground), the first reached among equals."""
+        order = self._order[1:]  # the player's cell is reached first
+        unknown = self.mat.ravel() == 0
+        h = self.height
+        cand = order[unknown[order - h] | unknown[order + h] | unknown[order - 1] | unknown[order + 1]]
+        if not len(cand):
+            return None
+        rng = self.rng.random
+        score = self._dist[cand] + np.array([rng() for _ in range(len(cand))]) * 0.5
+        mat = self.mat.ravel()[cand]
+        if prefer == "ore":
+            score[~np.isin(mat, [self.codes.get("grass", -1), self.codes.get("sand", -1)])] -= 6
+        elif prefer == "grass":
+            score[mat == self.codes.get("grass", -1)] -= 10
+        return self._pos(cand[int(score.argmin())])
+
+    def _near_mask(self, material: str) -> np.ndarray:
+        """Cells with `material` within their 3 x 3 square (`_near` for every cell of the map arrays)."""
+        out = np.zeros(self.mat.shape, dtype=bool)
+        code = self.codes.get(material)
+        if code is None:
+            return out
+        hit = self.mat == code
+        w, h = hit.shape
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                out[1 : w - 1, 1 : h - 1] |= hit[1 + dx : w - 1 + dx, 1 + dy : h - 1 + dy]
+        return out
