@@ -57,7 +57,8 @@ class TextEnv(ABC):
 
     @abstractmethod
     def step(self, action: str) -> StepResult:
-        """Apply one canonical action (an element of the last observation's `actions`)."""
+        """Apply one action returned by `canonical_action`. One the game does not admit now (ALFWorld's commands are
+        free text) leaves the state unchanged and comes back with `valid=False`."""
 
     @abstractmethod
     def canonical_action(self, text: str) -> Optional[str]:
