@@ -206,7 +206,7 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
             )
             shutil.rmtree(workdir, ignore_errors=True)
             saved = sft.save_outcome(outcome, staged, merge_adapter=bool(tcfg.merge_adapter))
-            untrained = _save_untrained(outcome, staged, data.prompt)
+            untrained = _save_untrained(outcome, staged, data.prompt, saved)
             _publish(staged, out)
             manifest = {
                 **saved,
@@ -236,10 +236,10 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
     return TrainResult(out, outcome.metrics, mlflow_run_id, manifest)
 
 
-def _save_untrained(outcome: Any, staged: Path, prompt: Optional[dict[str, Any]]) -> Optional[str]:
+def _save_untrained(outcome: Any, staged: Path, prompt: Optional[dict[str, Any]], saved: dict[str, Any]) -> Optional[str]:
     """What `policy_before` plays: the tiny student's initial weights, or the pretrained base model."""
     if outcome.kind == "adapter":
-        return outcome.base_model  # a tiny base was saved as base_model/; a hub base is its id or path
+        return saved["base_model"]  # a tiny base was saved as base_model/; a hub base is its id or path
     if outcome.untrained_model is None:
         return outcome.base_model
     untrained = staged / "untrained"

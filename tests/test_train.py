@@ -1,0 +1,274 @@
+"""Trainer stage (local SFT): the tiny student learns, checkpoints are complete, LoRA / hub-path code paths, bad input.
+
+Real parts throughout: real tokenizers, real transformers models (tiny, random init), TRL's trainer, MLflow sqlite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from crafter_exp.config import compose_config
+from crafter_exp.stages.train import train
+from crafter_exp.training import data as data_mod
+from crafter_exp.training.sft import ProgressClock, lr_factor, role_loss
+from crafter_exp.training.synthetic import write_synthetic_dataset
+from conftest import TINY_FAST, project_overrides
+
+
+def make_cfg(home: Path, *extra: str, tracking: bool = False):
+    over = project_overrides(home) + TINY_FAST + list(extra)
+    if not tracking:
+        over.append("tracking.enabled=false")
+    return compose_config(over)
+
+
+@pytest.fixture
+def synth(tmp_path) -> Path:
+    return write_synthetic_dataset(tmp_path / "data" / "datasets" / "default", 200, seed=1)
+
+
+# ------------------------------------------------------------------------------------------- learning
+
+
+def test_tiny_student_learns_the_synthetic_rule(tiny_checkpoint):
+    m = tiny_checkpoint.metrics
+    assert m["train_loss"] < 0.5 * m["train_loss_first"]
+    # five actions occur, none in more than ~25 % of examples: a model that ignores the observation stays near that
+    assert m["eval_reply_accuracy"] > 0.6, m
+    assert m["trained_tokens"] > 0 and m["tokens_per_s"] > 0
+    assert m["truncated_examples"] == 0 and m["dropped_examples"] == 0
+
+
+def test_checkpoint_manifest_is_complete(tiny_checkpoint):
+    ckpt = tiny_checkpoint.checkpoint
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    assert manifest["kind"] == "full" and manifest["base_model"] == "tiny"
+    assert manifest["dataset_digest"] == "synthetic-1600-0"
+    assert manifest["prompt"]["template"] == "bare"
+    assert manifest["trainer"]["name"] == "tiny" and manifest["trainer"]["max_steps"] == 110
+    assert manifest["metrics"]["steps"] == 110
+    assert manifest["untrained"] == "untrained"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "untrained/model.safetensors"):
+        assert (ckpt / name).is_file(), name
+    assert not list(ckpt.parent.glob(".*staging*")), "staging folder left behind"
+    cfg = json.loads((ckpt / "config.json").read_text())
+    assert cfg["model_type"] == "llama" and cfg["hidden_size"] == 128 and cfg["tie_word_embeddings"]
+
+
+def test_rerun_with_same_config_skips_and_retrain_trains(tmp_path, synth):
+    cfg = make_cfg(tmp_path, "trainer.max_steps=2", "trainer.eval_fraction=0")
+    first = train(cfg)
+    assert not first.skipped
+    mtime = (first.checkpoint / "manifest.json").stat().st_mtime
+    again = train(cfg)
+    assert again.skipped and again.checkpoint == first.checkpoint
+    assert (first.checkpoint / "manifest.json").stat().st_mtime == mtime
+    redo = train(make_cfg(tmp_path, "trainer.max_steps=2", "trainer.eval_fraction=0", "trainer.retrain=true"))
+    assert not redo.skipped
+
+
+def test_time_budget_stops_training(tmp_path, synth):
+    cfg = make_cfg(tmp_path, "trainer.max_steps=100000", "trainer.max_time_s=2", "trainer.eval_fraction=0")
+    t0 = time.monotonic()
+    result = train(cfg)
+    assert result.metrics["stopped_by_time"] is True
+    assert result.metrics["steps"] < 100000
+    assert time.monotonic() - t0 < 60
+
+
+# ------------------------------------------------------------------------------------------- code paths
+
+
+def test_lora_on_tiny_saves_an_adapter_with_its_base(tmp_path, synth):
+    cfg = make_cfg(tmp_path, "trainer=local_lora", "trainer.model=tiny", "trainer.max_steps=3", "trainer.lora_r=4",
+                   "trainer.lora_alpha=8", "trainer.eval_fraction=0", "trainer.merge_adapter=true")
+    result = train(cfg)
+    ckpt = result.checkpoint
+    manifest = result.manifest
+    assert manifest["kind"] == "adapter" and manifest["base_model"] == "base_model"
+    assert (ckpt / "adapter_config.json").is_file() and (ckpt / "adapter_model.safetensors").is_file()
+    assert (ckpt / "base_model" / "model.safetensors").is_file()
+    assert (ckpt / "merged" / "model.safetensors").is_file()
+    assert result.metrics["trainable_params"] < result.metrics["params"] / 2
+    before = result.policy_before()
+    assert Path(before.path) == ckpt / "base_model"
+
+
+def test_hub_path_model_trains_full_and_lora(tmp_path, synth, tiny_checkpoint):
+    """Same code path for a pretrained model given as a local folder (what a hub id resolves to)."""
+    base = tiny_checkpoint.checkpoint  # a complete transformers folder: config, weights, tokenizer, chat template
+    full = train(make_cfg(tmp_path, "trainer=local_full", f"trainer.model={base}", "trainer.max_steps=2",
+                          "trainer.eval_fraction=0", "trainer.output_dir=" + str(tmp_path / "full")))
+    assert full.manifest["kind"] == "full" and full.manifest["base_model"] == str(base.resolve())
+    assert full.manifest["untrained"] == str(base.resolve())
+    lora = train(make_cfg(tmp_path, "trainer=local_lora", f"trainer.model={base}", "trainer.max_steps=2",
+                          "trainer.eval_fraction=0", "trainer.output_dir=" + str(tmp_path / "lora")))
+    assert lora.manifest["kind"] == "adapter" and lora.manifest["base_model"] == str(base.resolve())
+    assert not (lora.checkpoint / "base_model").exists()  # a pretrained base is referenced, not copied
+
+
+def test_mlflow_run_records_params_curve_dataset_and_checkpoint(tmp_path, synth):
+    import mlflow
+
+    cfg = make_cfg(tmp_path, "trainer.max_steps=6", "trainer.logging_steps=2", "trainer.eval_steps=3",
+                   "trainer.eval_fraction=0.2", tracking=True)
+    result = train(cfg)
+    client = mlflow.MlflowClient(tracking_uri=cfg.tracking.uri)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.data.params["trainer.learning_rate"] == str(cfg.trainer.learning_rate)
+    assert run.data.tags["stage"] == "train"
+    assert run.data.tags["checkpoint"] == str(result.checkpoint.resolve())
+    for key in ("trained_tokens", "tokens_per_s", "train_time_s", "peak_memory_mb", "final_eval_loss"):
+        assert key in run.data.metrics, key
+    curve = client.get_metric_history(run.info.run_id, "loss")
+    assert [p.step for p in curve] == [2, 4, 6]
+    assert len(client.get_metric_history(run.info.run_id, "eval_loss")) >= 2
+    inputs = run.inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.digest == "synthetic-200-1"
+
+
+# ------------------------------------------------------------------------------------------- loss masking
+
+
+def test_role_loss_modes_match_hand_computation():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 5, 7)
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    roles = torch.tensor([[0, 0, 0, 1, 1]])  # targets 2,3,4 (prompt,prompt,assistant), 5 (assistant)
+    ce = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:], reduction="none")
+    prompt, asst = ce[:2].mean(), ce[2:].mean()
+    assert math.isclose(role_loss(logits, ids, roles, "assistant", 0.5).loss.item(), asst.item(), rel_tol=1e-5)
+    assert math.isclose(role_loss(logits, ids, roles, "all", 0.5).loss.item(), ce.mean().item(), rel_tol=1e-5)
+    assert math.isclose(role_loss(logits, ids, roles, "weighted", 0.5).loss.item(), (asst + 0.5 * prompt).item(),
+                        rel_tol=1e-5)
+    padded = role_loss(torch.cat([logits, logits[:, :1]], 1), torch.tensor([[1, 2, 3, 4, 5, 0]]),
+                       torch.tensor([[0, 0, 0, 1, 1, -1]]), "all", 0.5)
+    assert math.isclose(padded.loss.item(), ce.mean().item(), rel_tol=1e-5), "padding must not count"
+
+
+def test_assistant_masks_from_template_and_from_prefixes(tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_checkpoint.checkpoint))
+    ex = data_mod.Example([{"role": "system", "content": "Reply with one action name only."},
+                           {"role": "user", "content": "facing tree"}, {"role": "assistant", "content": "do"}])
+    with_markers = data_mod.tokenize_examples(tok, [ex], 256)
+    reply = [t for t, r in zip(with_markers.input_ids[0], with_markers.roles[0]) if r]
+    assert tok.decode(reply) == "do<|end|>"
+    # a template without {% generation %} markers: masks come from rendering conversation prefixes
+    tok.chat_template = tok.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    from_prefixes = data_mod.tokenize_examples(tok, [ex], 256)
+    assert from_prefixes.input_ids == with_markers.input_ids and from_prefixes.roles == with_markers.roles
+
+
+def test_schedule_warms_up_decays_to_floor_and_follows_the_clock():
+    assert lr_factor("cosine", 0.0, 0.1, 0.1) == pytest.approx(1e-3)
+    assert lr_factor("cosine", 0.05, 0.1, 0.1) == pytest.approx(0.5)
+    assert lr_factor("cosine", 0.1, 0.1, 0.1) == pytest.approx(1.0)
+    assert lr_factor("cosine", 1.0, 0.1, 0.1) == pytest.approx(0.1)
+    assert lr_factor("linear", 0.55, 0.1, 0.0) == pytest.approx(0.5)
+    clock = ProgressClock(max_time_s=10.0)
+    clock.num_steps = 1000
+    clock.t0 = time.monotonic() - 5.0  # half the time budget spent after 10 steps: time wins
+    assert clock.progress(10) == pytest.approx(0.5, abs=0.01)
+
+
+# ------------------------------------------------------------------------------------------- data formats
+
+
+def test_loader_reads_vertex_prompt_completion_and_parquet(tmp_path):
+    f = tmp_path / "mixed.jsonl"
+    f.write_text(
+        json.dumps({"systemInstruction": {"parts": [{"text": "sys"}]},
+                    "contents": [{"role": "user", "parts": [{"text": "obs"}]},
+                                 {"role": "model", "parts": [{"text": "do"}]}]}) + "\n"
+        + json.dumps({"prompt": "obs", "completion": "noop"}) + "\n"
+    )
+    data = data_mod.load_sft_data(f)
+    assert [m["role"] for m in data.train[0].messages] == ["system", "user", "assistant"]
+    assert data.train[1].messages[-1] == {"role": "assistant", "content": "noop"}
+    pq_dir = write_synthetic_dataset(tmp_path / "pq", 10, fmt="parquet")
+    pq = data_mod.load_sft_data(pq_dir)
+    assert len(pq.train) == 10 and pq.prompt["template"] == "bare"
+
+
+def test_manifest_eval_split_is_used(tmp_path):
+    folder = write_synthetic_dataset(tmp_path / "ds", 20)
+    (folder / "val.jsonl").write_text((folder / "train.jsonl").read_text().splitlines()[0] + "\n")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = ["train.jsonl", "val.jsonl"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    data = data_mod.load_sft_data(folder)
+    assert len(data.train) == 20 and len(data.eval) == 1
+    train_ex, eval_ex = data_mod.split_eval(data, 0.5, None, 0)
+    assert len(train_ex) == 20 and len(eval_ex) == 1
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+def test_broken_line_reports_its_number(tmp_path):
+    folder = write_synthetic_dataset(tmp_path / "data" / "datasets" / "default", 5)
+    lines = (folder / "train.jsonl").read_text().splitlines()
+    lines[2] = lines[2][:-7]
+    (folder / "train.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"train\.jsonl:3: bad example"):
+        train(make_cfg(tmp_path, "trainer.max_steps=1"))
+
+
+def test_example_without_assistant_reply_is_refused(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(ValueError, match=r"d\.jsonl:1: .*no assistant message"):
+        data_mod.load_sft_data(f)
+
+
+def test_empty_and_missing_datasets(tmp_path):
+    folder = write_synthetic_dataset(tmp_path / "data" / "datasets" / "default", 3)
+    (folder / "train.jsonl").write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        train(make_cfg(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no dataset"):
+        train(make_cfg(tmp_path, "name=nothing_here"))
+    (folder / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no dataset"):
+        train(make_cfg(tmp_path))
+
+
+def test_missing_model_path_fails_before_training(tmp_path, synth):
+    with pytest.raises(FileNotFoundError, match="trainer.model path not found"):
+        train(make_cfg(tmp_path, "trainer=local_lora", "trainer.model=/no/such/model"))
+    assert not (tmp_path / "data" / "checkpoints").exists()
+
+
+def test_qlora_without_cuda_is_one_clear_error(tmp_path, synth):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        train(make_cfg(tmp_path, "trainer=local_qlora", "trainer.model=/no/such/model"))
+
+
+def test_long_sequences_are_truncated_and_counted(tmp_path, synth):
+    # synthetic examples are 26, 30 or 34 tokens; at 32 the longest lose their reply (dropped), at 33 only its end
+    cut = train(make_cfg(tmp_path, "trainer.max_steps=1", "trainer.max_length=32", "trainer.eval_fraction=0")).metrics
+    assert cut["truncated_examples"] == cut["dropped_examples"] > 0
+    assert cut["train_examples"] == 200 - cut["dropped_examples"]
+    kept = train(make_cfg(tmp_path, "trainer.max_steps=1", "trainer.max_length=33", "trainer.eval_fraction=0")).metrics
+    assert kept["truncated_examples"] == cut["truncated_examples"] and kept["dropped_examples"] == 0
+    with pytest.raises(ValueError, match="no training example kept a reply token"):
+        train(make_cfg(tmp_path, "trainer.max_steps=1", "trainer.max_length=8", "trainer.retrain=true"))
+
+
+def test_bad_settings_fail_fast(tmp_path, synth):
+    with pytest.raises(ValueError, match="trainer.loss_on"):
+        train(make_cfg(tmp_path, "trainer.loss_on=prompt"))
+    with pytest.raises(ValueError, match="trainer.method"):
+        train(make_cfg(tmp_path, "trainer.method=dora"))
+    with pytest.raises(ValueError, match="divisible"):
+        train(make_cfg(tmp_path, "trainer.student.num_heads=3"))
