@@ -91,6 +91,7 @@ def test_text_env_steps_like_stock_and_terminates_on_death():
         _, r1, d1, i1 = stock.step(action)
         result = env.step(ACTIONS[action])
         assert result.reward == pytest.approx(r1) and result.done == d1
+        assert env.view == local_view(stock)  # our int mirrors of the maps vs stock's numpy maps
         assert result.observation.info["inventory"] == i1["inventory"]
         for name in result.unlocked:
             assert name not in achieved and i1["achievements"][name] > 0
@@ -239,6 +240,18 @@ def test_observation_is_short_matches_view_and_has_no_previous_action():
     assert len(view["grid"]) == 7 and all(len(row) == 9 for row in view["grid"]) and view["grid"][3][4] == "player"
     fx, fy = view["facing"]
     assert view["facing_target"] == view["grid"][3 + fy][4 + fx]
+
+
+def test_view_follows_material_changes():
+    env = CrafterTextEnv(CrafterEnvConfig())
+    env.reset(0)
+    env.step("noop")
+    world, (px, py) = env.inner._world, env.view["pos"]
+    world[(px - 1, py)] = "table"  # what collecting, placing and arrows do
+    world[np.array((px + 2, py - 3))] = "diamond"
+    grid = local_view(env)["grid"]
+    assert grid[3][3] == "table" and grid[0][6] == "diamond"
+    assert "table 1 west" in env.step("noop").observation.text
 
 
 def test_view_marks_cells_outside_the_world():

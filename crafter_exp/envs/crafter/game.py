@@ -12,7 +12,7 @@ their geometry helpers in plain ints, see `creatures.py`):
   its noise from the world's RandomState, so the same number of draws is consumed without rendering.
 - World generation is `worldgen.generate_world` (vectorised, same worlds); `FastWorld` does crafter's World
   lookups and moves in plain ints.
-- Objects near the player are found on the object map, not by measuring each object (same set, same order).
+- Objects near the player are found on an int position table, not by numpy per object (same set, same order).
 - Difficulty: `difficulty.PRESETS` numbers for balance (spawn targets) and creature classes; `normal` = stock.
 """
 
@@ -22,9 +22,10 @@ from typing import Any, Optional
 
 import crafter
 import numpy as np
-from crafter import constants, engine, objects
+from crafter import constants, objects
 
 from crafter_exp.envs.crafter.difficulty import PRESETS, kinds_for
+from crafter_exp.envs.crafter.world import FastWorld
 from crafter_exp.envs.crafter.worldgen import generate_world
 
 # stock SemanticView's object order (ids follow the material ids)
@@ -34,31 +35,6 @@ _SEMANTIC_KINDS = (objects.Player, objects.Cow, objects.Zombie, objects.Skeleton
 def stable_key(obj: Any) -> tuple[str, int, int]:
     """Process-independent order for creatures (positions are unique on the object map)."""
     return type(obj).__name__, int(obj.pos[0]), int(obj.pos[1])
-
-
-class FastWorld(engine.World):
-    """crafter's World with its hot lookups in plain ints (same results; stock converts numpy arrays per call)."""
-
-    def __getitem__(self, pos):
-        x, y = pos.tolist() if type(pos) is np.ndarray else pos
-        if not (0 <= x < self.area[0] and 0 <= y < self.area[1]):
-            return None, None
-        return self._mat_names[self._mat_map[x, y]], self._objects[self._obj_map[x, y]]
-
-    def move(self, obj, pos):
-        if obj.removed:
-            return
-        x, y = pos.tolist() if type(pos) is np.ndarray else (int(pos[0]), int(pos[1]))
-        ox, oy = obj.pos.tolist()
-        obj_map = self._obj_map
-        assert obj_map[x, y] == 0
-        obj_map[x, y] = obj_map[ox, oy]
-        obj_map[ox, oy] = 0
-        csx, csy = self._chunk_size
-        if ox // csx != x // csx or oy // csy != y // csy:
-            self._chunks[self.chunk_key((ox, oy))].remove(obj)
-            self._chunks[self.chunk_key((x, y))].add(obj)
-        obj.pos = np.array((x, y))
 
 
 class CrafterGame(crafter.Env):
@@ -134,11 +110,11 @@ class CrafterGame(crafter.Env):
     def _update_objects(self) -> None:
         """Stock: `for obj in self._world.objects: if self._player.distance(obj) < 2 * max(self._view): obj.update()`.
 
-        Same objects, same order, found on the object map instead of measuring every object in the world.
-        Why that is exact: stock iterates a snapshot taken before any update, in index order; the player is
-        object 1 (added first at reset) and updates first; an object moves or removes only itself in its own
-        update, so every other object is, at its turn, where it was after the player's update; objects added
-        during the loop (plants, arrows) get indices past the snapshot and are left out, as in stock.
+        Same objects, same order, measured on the world's int position table. Why that is exact: stock iterates
+        a snapshot taken before any update, in index order (the table's order); the player is object 1 (added
+        first at reset) and updates first; an object moves or removes only itself in its own update, so every
+        other object is, at its turn, where the snapshot says; objects added during the loop (plants, arrows)
+        are not in the snapshot, as in stock.
         """
         world, player, near = self._world, self._player, self._near
         objs = world._objects
@@ -147,16 +123,12 @@ class CrafterGame(crafter.Env):
                 if player.distance(obj) < near:
                     obj.update()
             return
-        snapshot = len(objs)
+        snapshot = list(world.positions.items())
         player.update()
         px, py = player.pos.tolist()
-        x0, y0 = max(0, px - near + 1), max(0, py - near + 1)
-        window = world._obj_map[x0 : px + near, y0 : py + near]
-        xs, ys = np.nonzero(window)
-        index = window[xs, ys]
-        close = (np.abs(xs + (x0 - px)) + np.abs(ys + (y0 - py)) < near) & (index < snapshot) & (index != 1)
-        for i in np.sort(index[close]).tolist():
-            objs[i].update()
+        for i, (x, y) in snapshot:
+            if i != 1 and abs(x - px) + abs(y - py) < near:
+                objs[i].update()
 
     def _obs(self) -> Optional[np.ndarray]:
         if self._render_frames:

@@ -77,7 +77,11 @@ def local_view(env: Any) -> dict[str, Any]:
     x0, y0 = px - CENTER_COL, py - CENTER_ROW
     if 0 <= x0 and x0 + VIEW_COLS <= width and 0 <= y0 and y0 + VIEW_ROWS <= height:
         # the usual case: whole window inside the world, read as two array slices (rows = y)
-        grid = _material_names(world)[mat_map[x0 : x0 + VIEW_COLS, y0 : y0 + VIEW_ROWS].T].tolist()
+        if hasattr(world, "material_columns"):  # our FastWorld keeps the names as lists
+            columns = world.material_columns()[x0 : x0 + VIEW_COLS]
+            grid = [list(row) for row in zip(*(column[y0 : y0 + VIEW_ROWS] for column in columns))]
+        else:
+            grid = _material_names(world)[mat_map[x0 : x0 + VIEW_COLS, y0 : y0 + VIEW_ROWS].T].tolist()
         idxs = obj_map[x0 : x0 + VIEW_COLS, y0 : y0 + VIEW_ROWS].T
         rows, cols = np.nonzero(idxs)
         for r, c, i in zip(rows.tolist(), cols.tolist(), idxs[rows, cols].tolist()):
