@@ -176,7 +176,7 @@ class CrafterExpert:
         self.mat = np.zeros((0, 0), dtype=np.int16)
         self.serial = np.zeros((0, 0), dtype=np.int64)
         self.seen = 0
-        self._tables: dict[tuple, np.ndarray] = {}  # step costs per material code, by (costs, codes known)
+        self._tables: dict[tuple, np.ndarray] = {}  # step costs per material code, by (pickaxes, codes known)
 
     # The names seen so far -> codes (shared by all experts: codes are internal and only ever added).
     names: list[Optional[str]] = [None]
@@ -331,18 +331,19 @@ class CrafterExpert:
         Results, on the map arrays (flat index `_index`): `_dist` (-1 = unreached), `_parent`, `_order` (cells
         in the order they were reached, the order ties between equal choices follow).
         """
-        step_cost = {m: 1 for m in WALKABLE}
-        step_cost["tree"] = 2
-        if self.inv.get("wood_pickaxe", 0) > 0:
-            step_cost["stone"] = step_cost["coal"] = 2
-        if self.inv.get("stone_pickaxe", 0) > 0:
-            step_cost["iron"] = 2
-        if self.inv.get("iron_pickaxe", 0) > 0:
-            step_cost["diamond"] = 2
-        key = (tuple(sorted(step_cost.items())), len(self.names))
-        table = self._tables.get(key)
+        inv = self.inv
+        picks = (inv.get("wood_pickaxe", 0) > 0, inv.get("stone_pickaxe", 0) > 0, inv.get("iron_pickaxe", 0) > 0)
+        table = self._tables.get((picks, len(self.names)))
         if table is None:
-            table = self._tables[key] = np.zeros(len(self.names), dtype=np.int64)
+            step_cost = {m: 1 for m in WALKABLE}
+            step_cost["tree"] = 2
+            if picks[0]:
+                step_cost["stone"] = step_cost["coal"] = 2
+            if picks[1]:
+                step_cost["iron"] = 2
+            if picks[2]:
+                step_cost["diamond"] = 2
+            table = self._tables[(picks, len(self.names))] = np.zeros(len(self.names), dtype=np.int64)
             for name, cost in step_cost.items():
                 if name in self.codes:  # else no cell has it yet
                     table[self.codes[name]] = cost
