@@ -98,6 +98,14 @@ def test_lora_on_tiny_saves_an_adapter_with_its_base(tmp_path, synth):
     assert result.metrics["trainable_params"] < result.metrics["params"] / 2
     before = result.policy_before()
     assert Path(before.path) == ckpt / "base_model"
+    # hf_local plays the adapter (base from the manifest, merged at load) and the merged copy alike
+    from crafter_exp.policies import Turn, make_policy
+
+    turn = Turn(episode=0, observation="nearest:\ntree 1 steps north\nfacing grass", actions=[], instructions="")
+    adapter_policy = make_policy(result.policy_after(max_new_tokens=3))
+    merged_policy = make_policy(result.policy_after(path=str(ckpt / "merged"), max_new_tokens=3))
+    assert adapter_policy._is_adapter() and not merged_policy._is_adapter()
+    assert adapter_policy.act([turn])[0].reply == merged_policy.act([turn])[0].reply
 
 
 def test_hub_path_model_trains_full_and_lora(tmp_path, synth, tiny_checkpoint):
