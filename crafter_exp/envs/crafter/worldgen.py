@@ -105,15 +105,15 @@ def generate_world(world, player, kinds=None) -> None:
     start = 4 - dist
     start += 2 * noise(x, y, 8, 3)
     start = 1 / (1 + np.exp(-start))
-    water = noise(x, y, 3, {15: 1, 5: 0.15}, False) + 0.1
-    water -= 2 * start
-    mountain = noise(x, y, 0, {15: 1, 5: 0.3})
-    mountain -= 4 * start + 0.3 * water
-
     # Stock's if/elif chain per cell, as masks; the later noise fields are computed only where the chain
     # reaches them (every use below is combined with the same mask, so the skipped cells never matter).
     grass = start > 0.5
-    mount = ~grass & (mountain > 0.15)
+    land = ~grass  # water and mountain decide only these cells
+    water = noise(x, y, 3, {15: 1, 5: 0.15}, False, where=land) + 0.1
+    water -= 2 * start
+    mountain = noise(x, y, 0, {15: 1, 5: 0.3}, where=land)
+    mountain -= 4 * start + 0.3 * water
+    mount = land & (mountain > 0.15)
     deep = mount & (mountain > 0.3)
     cave = deep & (noise(x, y, 6, 7, where=deep) > 0.15)
     rest = mount & ~cave
@@ -149,32 +149,36 @@ def generate_world(world, player, kinds=None) -> None:
     cells = np.flatnonzero(drawing.ravel())
     flags = zip(*(a.ravel()[cells].tolist() for a in (rock, coal_noise, iron_noise, diamond_zone)))
     count, flat = len(cells), mat.ravel()  # `flat` is a view: writes land in `mat`
-    block, at = [], 0
+    block, at, end = [], 0, 0
     for k, (i, (is_rock, has_coal, has_iron, has_diamond)) in enumerate(zip(cells.tolist(), flags)):
         if not is_rock:  # grassland with tree noise
-            if at == len(block):
+            if at == end:
                 block, at = _refill(random, count - k)
+                end = len(block)
             at += 1
             if block[at - 1] > 0.8:
                 flat[i] = tree
             continue
         if has_coal:
-            if at == len(block):
+            if at == end:
                 block, at = _refill(random, count - k)
+                end = len(block)
             at += 1
             if block[at - 1] > 0.85:
                 flat[i] = coal
                 continue
         if has_iron:
-            if at == len(block):
+            if at == end:
                 block, at = _refill(random, count - k)
+                end = len(block)
             at += 1
             if block[at - 1] > 0.75:
                 flat[i] = iron
                 continue
         if has_diamond:
-            if at == len(block):
+            if at == end:
                 block, at = _refill(random, count - k)
+                end = len(block)
             at += 1
             if block[at - 1] > 0.994:
                 flat[i] = diamond
@@ -189,7 +193,7 @@ def _place_objects(world, player, mat: np.ndarray, tunnels: np.ndarray, dist: np
         (objects.Cow, objects.Zombie, objects.Skeleton) if kinds is None else (kinds.cow, kinds.zombie, kinds.skeleton)
     )
     ids = world._mat_ids
-    walkable = np.isin(mat, [ids[name] for name in constants.walkable])
+    walkable = np.logical_or.reduce([mat == ids[name] for name in constants.walkable])
     is_grass = mat == ids["grass"]
     far3, far10 = dist > 3, dist > 10
     tunnel_path = (mat == ids["path"]) & tunnels
@@ -198,24 +202,27 @@ def _place_objects(world, player, mat: np.ndarray, tunnels: np.ndarray, dist: np
     cells = np.flatnonzero(candidates.ravel())
     flags = zip(*(a.ravel()[cells].tolist() for a in (far3 & is_grass, far10, tunnel_path)))
     count, height, random = len(cells), mat.shape[1], world.random
-    block, at = [], 0
+    block, at, end = [], 0, 0
     for k, (i, (cow_cell, zombie_cell, skeleton_cell)) in enumerate(zip(cells.tolist(), flags)):
         kind = None
         if cow_cell:
-            if at == len(block):
+            if at == end:
                 block, at = _refill(random, count - k)
+                end = len(block)
             at += 1
             if block[at - 1] > 0.985:
                 kind = "cow"
         if kind is None and zombie_cell:
-            if at == len(block):
+            if at == end:
                 block, at = _refill(random, count - k)
+                end = len(block)
             at += 1
             if block[at - 1] > 0.993:
                 kind = "zombie"
         if kind is None and skeleton_cell:
-            if at == len(block):
+            if at == end:
                 block, at = _refill(random, count - k)
+                end = len(block)
             at += 1
             if block[at - 1] > 0.95:
                 kind = "skeleton"
