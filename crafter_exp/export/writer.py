@@ -29,7 +29,7 @@ from crafter_exp.export.formats import (
 )
 from crafter_exp.export.layout import Layout
 from crafter_exp.filtering.select import Db, arrow_table, map_chunks, run_params, session
-from crafter_exp.filtering.steps import as_arrow, chunk_params, chunk_sql, chunks, step_params
+from crafter_exp.filtering.steps import as_arrow, chunk_params, chunk_sql, chunk_steps, chunks, step_params
 
 JSONL_FILE = "train.jsonl"
 MESSAGES_TYPE = '[{"role":"VARCHAR","content":"VARCHAR"}]'
@@ -59,6 +59,18 @@ class Written:
     splits: dict[str, dict[str, int]] = field(default_factory=dict)
     per_episode: Optional[np.ndarray] = None
     """Examples written per episode (by ep_order)."""
+    tmp_files: list[tuple[str, Path]] = field(default_factory=list)
+    """(final name, temporary path) of each data file: the caller renames them (`publish`) or drops them."""
+
+    def publish(self, out_dir: Path) -> None:
+        for name, tmp in self.tmp_files:
+            tmp.replace(out_dir / name)
+        self.tmp_files = []
+
+    def discard(self) -> None:
+        for _, tmp in self.tmp_files:
+            tmp.unlink(missing_ok=True)
+        self.tmp_files = []
 
 
 class _Deduper:
@@ -119,13 +131,6 @@ def _digest(paths: list[tuple[str, Path]]) -> str:
     return h.hexdigest()[:32]
 
 
-def _finish(tmp_files: list[tuple[str, Path]], out_dir: Path) -> str:
-    digest = _digest(tmp_files)
-    for name, tmp in tmp_files:
-        tmp.replace(out_dir / name)
-    return digest
-
-
 def _in_order(table: pa.Table) -> pa.Table:
     """Rows by (ep_order, turn). A chunk's rows usually come out of DuckDB in storage order, which is that order;
     checking is cheaper than an ORDER BY, and a sort happens only when needed."""
@@ -173,7 +178,8 @@ def write_jsonl(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writte
     tmp = out_dir / (JSONL_FILE + ".tmp")
     hasher = _hasher(JSONL_FILE)
     with open(tmp, "wb") as f, session(plan.db, fcfg.memory_limit) as rs:
-        for chunk, table in map_chunks(rs, chunks(plan.episodes, fcfg.chunk_steps), work, fcfg.threads):
+        for chunk, table in map_chunks(rs, chunks(plan.episodes, fcfg.chunk_steps), work, fcfg.threads,
+                                          chunk_steps):
             for batch in table.to_batches():
                 eps = batch.column("ep_order").to_numpy()
                 lines = batch.column("line")
@@ -186,10 +192,9 @@ def write_jsonl(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writte
                 per_episode += np.bincount(eps, minlength=len(per_episode))
             del table
             if progress is not None:
-                progress.update(int(chunk["turns"].sum()))
-    tmp.replace(out_dir / JSONL_FILE)
+                progress.update(chunk_steps(chunk))
     return Written([JSONL_FILE], int(per_episode.sum()), int((per_episode > 0).sum()), hasher.hexdigest()[:32],
-                   dedupe.dropped, per_episode=per_episode)
+                   dedupe.dropped, per_episode=per_episode, tmp_files=[(JSONL_FILE, tmp)])
 
 
 # ------------------------------------------------------------------------------------------------- parquet
@@ -300,7 +305,8 @@ def write_parquet(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writ
     try:
         with open(raw_tmp, "w", encoding="utf-8") as raw, session(plan.db, fcfg.memory_limit) as rs:
             raw.write("[\n")
-            for chunk, (table, text) in map_chunks(rs, chunks(plan.episodes, fcfg.chunk_steps), work, fcfg.threads):
+            for chunk, (table, text) in map_chunks(rs, chunks(plan.episodes, fcfg.chunk_steps), work, fcfg.threads,
+                                          chunk_steps):
                 if text:
                     raw.write(("" if first_raw else ",\n") + text)
                     first_raw = False
@@ -328,7 +334,7 @@ def write_parquet(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writ
                         cw.write_table(csv.filter(pa.array(mask)))
                         counts[split]["examples"] += int(mask.sum())
                 if progress is not None:
-                    progress.update(int(chunk["turns"].sum()))
+                    progress.update(chunk_steps(chunk))
             raw.write("\n]\n")
     finally:
         for pw, cw in writers.values():
@@ -339,13 +345,13 @@ def write_parquet(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writ
         counts[split]["episodes"] = int(((per_episode > 0) & (split_of == split)).sum())
     names = [n for n in ("train.parquet", "val.parquet", "train.csv", "val.csv") if n in tmp_paths]
     files = [(n, tmp_paths[n]) for n in names] + [("raw_trajectories.json", raw_tmp)]
-    digest = _finish(files, out_dir)
     splits = {s: c for s, c in counts.items() if c["examples"]}
-    return Written([n for n, _ in files], int(per_episode.sum()), int((per_episode > 0).sum()), digest,
-                   dedupe.dropped, splits, per_episode)
+    return Written([n for n, _ in files], int(per_episode.sum()), int((per_episode > 0).sum()), _digest(files),
+                   dedupe.dropped, splits, per_episode, tmp_files=files)
 
 
 def write_dataset(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Written:
+    """Write the data files under temporary names in `out_dir`; `Written.publish` gives them their names."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if plan.fcfg.format == "parquet":
         return write_parquet(plan, out_dir, progress)

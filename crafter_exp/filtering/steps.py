@@ -98,6 +98,11 @@ def as_arrow(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(df, preserve_index=False)
 
 
+def chunk_steps(chunk: pd.DataFrame) -> int:
+    """Steps in a chunk (the unit of work a read session is charged)."""
+    return int(chunk["turns"].fillna(0).sum())
+
+
 def chunk_params(chunk: pd.DataFrame) -> dict[str, Any]:
     return {"run_id": str(chunk["run_id"].iloc[0]), "seed_lo": int(chunk["seed"].min()),
             "seed_hi": int(chunk["seed"].max())}

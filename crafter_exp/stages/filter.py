@@ -37,7 +37,14 @@ from crafter_exp.filtering import (
     resolve_runs,
     select_episodes,
 )
-from crafter_exp.filtering.select import ReadSession, SourceRun, choose_episodes, episode_frame, split_episodes
+from crafter_exp.filtering.select import (
+    ReadSession,
+    SourceRun,
+    choose_episodes,
+    episode_frame,
+    return_large_frees_to_os,
+    split_episodes,
+)
 from crafter_exp.store.traces import TraceStore
 
 MANIFEST = "manifest.json"
@@ -191,6 +198,13 @@ def _plan(cfg: Any, ctx: _Context) -> tuple[ExportPlan, pd.DataFrame]:
     selected = select_episodes(ctx.db, fcfg, run_ids)
     if selected.empty:
         raise EmptySelectionError(_empty_message(cfg, ctx))
+    if not (fcfg.multi_turn or fcfg.max_examples is not None or fcfg.format == "parquet"):
+        # one example per kept turn, every episode's turns written as they come: no need to count them first
+        # (an episode keeping none writes nothing; nothing kept at all is caught after writing, before publishing)
+        selected["kept"] = -1
+        selected["last_kept"] = selected["turns"] - 1
+        selected["split"] = "train"
+        return ExportPlan(ctx.db, fcfg, selected, ctx.layout, None, data_source=f"crafter_exp/{ctx.env}"), selected
     per_turn_subset = fcfg.max_examples if not fcfg.multi_turn else None
     counts = count_steps(ctx.db, fcfg, selected, subset=per_turn_subset)
     selected["kept"] = counts.kept
@@ -202,11 +216,7 @@ def _plan(cfg: Any, ctx: _Context) -> tuple[ExportPlan, pd.DataFrame]:
         keep &= chosen
     episodes = selected[keep].copy()
     if episodes.empty:
-        st = stats(cfg, ctx=ctx, with_steps=False)
-        raise EmptySelectionError(
-            f"no turn left: the {len(selected)} selected episode(s) keep no turn with step_mode={fcfg.step_mode}"
-            f"{', drop_unparsed' if fcfg.drop_unparsed else ''} (episodes passing all criteria: {st.passing_all})"
-        )
+        raise EmptySelectionError(_no_turn_message(fcfg, len(selected)))
     if fcfg.multi_turn and fcfg.max_examples is not None and fcfg.max_examples < len(episodes):
         episodes = episodes[choose_episodes(episodes, fcfg.max_examples, fcfg.seed)].copy()
     # re-number the export order densely; carry the chosen turns along
@@ -224,9 +234,15 @@ def _plan(cfg: Any, ctx: _Context) -> tuple[ExportPlan, pd.DataFrame]:
     return plan, selected
 
 
+def _no_turn_message(fcfg: Any, selected: int) -> str:
+    return (f"no turn left: the {selected} selected episode(s) keep no turn with step_mode={fcfg.step_mode}"
+            f"{' and drop_unparsed' if fcfg.drop_unparsed else ''}; nothing written")
+
+
 def filter_and_export(cfg: Any, runs: Optional[Sequence[str]] = None, output: Optional[str | Path] = None,
                       progress: bool = True) -> FilterResult:
     """Select, export, write the manifest last, track in MLflow. Returns where the dataset is and its digest."""
+    return_large_frees_to_os()
     with ReadSession(TraceStore(cfg.paths.db), cfg.filter.memory_limit) as db:
         return _filter_and_export(cfg, db, runs, output, progress)
 
@@ -247,52 +263,62 @@ def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]],
 
     plan, selected = _plan(cfg, ctx)
     st = stats(cfg, ctx=ctx, with_steps=False, selected=selected)
-    source_ids = [s.run_id for s in ctx.sources]
+    total_steps = int(plan.episodes["turns"].sum())
+    created = not out.exists()
+    with tqdm(total=total_steps, desc=f"filter {cfg.name}", unit="step", disable=not progress,
+              dynamic_ncols=True) as bar:
+        written = write_dataset(plan, out, bar)  # under temporary names: an earlier dataset stays intact
+    if written.examples == 0:
+        written.discard()
+        if created:
+            out.rmdir()
+        raise EmptySelectionError(_no_turn_message(fcfg, len(selected)))
+    (out / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the new manifest lands
+    written.publish(out)
+    for stale in set((old or {}).get("files", [])) - set(written.files):
+        (out / stale).unlink(missing_ok=True)
+    prompt = _as_dict(ctx.prompt)
+    if fcfg.system_prompt is not None:
+        # the model trained on this data should play with the same system prompt: ship it with the data
+        (out / "system_prompt.txt").write_text(ctx.layout.system or "")
+        prompt = {**prompt, "system_prompt_file": str((out / "system_prompt.txt").resolve())}
+    seconds = time.perf_counter() - start
+    turns_kept = int(plan.episodes["kept"].sum()) if (plan.episodes["kept"] >= 0).all() \
+        else written.examples + written.dedupe_dropped
+    manifest = {
+        "format": fcfg.format,
+        "multi_turn": bool(fcfg.multi_turn),
+        "files": written.files,
+        "examples": written.examples,
+        "episodes": written.episodes,
+        "digest": written.digest,
+        "source_runs": [s.run_id for s in ctx.sources],
+        "env": ctx.env,
+        "prompt": prompt,
+        "filter_hash": ctx.filter_hash,
+        "filter": _as_dict(fcfg),
+        "splits": written.splits,
+        "turns_kept": turns_kept,
+        "dedupe_dropped": written.dedupe_dropped,
+        "mlflow_run_id": None,
+        "created_at": pd.Timestamp.now().isoformat(),
+        "seconds": round(seconds, 3),
+    }
+    # the MLflow run records a finished export (an empty selection leaves no failed run behind)
+    source_ids = manifest["source_runs"]
     params = {"filter": _as_dict(fcfg), "source_runs": source_ids, "name": cfg.name}
-    tags = {"name": cfg.name, "env": ctx.env, "format": fcfg.format, "source_runs": ",".join(source_ids)}
+    tags = {"name": cfg.name, "env": ctx.env, "format": fcfg.format, "source_runs": ",".join(source_ids),
+            "dataset_digest": written.digest}
     with tracking.stage_run(cfg.tracking, "filter", f"filter-{cfg.name}", params, tags) as mlrun:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the new manifest lands
-        total_steps = int(plan.episodes["turns"].sum())
-        with tqdm(total=total_steps, desc=f"filter {cfg.name}", unit="step", disable=not progress,
-                  dynamic_ncols=True) as bar:
-            written = write_dataset(plan, out, bar)
-        for stale in set((old or {}).get("files", [])) - set(written.files):
-            (out / stale).unlink(missing_ok=True)
-        prompt = _as_dict(ctx.prompt)
-        if fcfg.system_prompt is not None:
-            # the model trained on this data should play with the same system prompt: ship it with the data
-            (out / "system_prompt.txt").write_text(ctx.layout.system or "")
-            prompt = {**prompt, "system_prompt_file": str((out / "system_prompt.txt").resolve())}
-        seconds = time.perf_counter() - start
-        manifest = {
-            "format": fcfg.format,
-            "multi_turn": bool(fcfg.multi_turn),
-            "files": written.files,
-            "examples": written.examples,
-            "episodes": written.episodes,
-            "digest": written.digest,
-            "source_runs": source_ids,
-            "env": ctx.env,
-            "prompt": prompt,
-            "filter_hash": ctx.filter_hash,
-            "filter": _as_dict(fcfg),
-            "splits": written.splits,
-            "turns_kept": int(plan.episodes["kept"].sum()),
-            "dedupe_dropped": written.dedupe_dropped,
-            "mlflow_run_id": mlrun.info.run_id if mlrun else None,
-            "created_at": pd.Timestamp.now().isoformat(),
-            "seconds": round(seconds, 3),
-        }
         if mlrun:
+            manifest["mlflow_run_id"] = mlrun.info.run_id
             index = plan.episodes[["run_id", "seed", "split", "counted_achievements", "total_reward", "turns",
                                    "quality"]].assign(examples=written.per_episode)
             tracking.log_dataframe_input(index, name=f"{cfg.name}-{fcfg.format}", source=str(out.resolve()),
                                          context="output", digest=written.digest)
-            metrics = {**st.metrics(), "episodes_exported": written.episodes, "examples": written.examples,
-                       "turns_kept": manifest["turns_kept"], "dedupe_dropped": written.dedupe_dropped,
-                       "seconds": seconds, "steps_per_s": total_steps / max(seconds, 1e-9)}
-            tracking.log_metrics(metrics)
+            tracking.log_metrics({**st.metrics(), "episodes_exported": written.episodes, "examples": written.examples,
+                                  "turns_kept": turns_kept, "dedupe_dropped": written.dedupe_dropped,
+                                  "seconds": seconds, "steps_per_s": total_steps / max(seconds, 1e-9)})
         _write_json_atomic(out / MANIFEST, manifest)
         if mlrun:
             tracking.log_file(out / MANIFEST)
