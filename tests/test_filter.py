@@ -340,3 +340,40 @@ def test_cli_filter_tracks_in_mlflow_and_fails_cleanly(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "no example passes the filter" in bad.stderr
     assert not (tmp_path / "empty").exists()
+
+
+def test_presets_compose_and_select(home, tmp_path):
+    cfg = compose_config(["filter=key_turns", "tracking.enabled=false", f"paths.home={home}", "name=exp",
+                          f"filter.output={tmp_path / 'k'}"])
+    F.filter_and_export(cfg, progress=False)
+    expected = ({(2, t) for t in range(3)} | {(3, t) for t in range(5)} | {(4, t) for t in range(6)}
+                | {(6, t) for t in (0, 1, 2, 4, 5, 6)})
+    assert exported_turns(tmp_path / "k") == expected
+    hq = compose_config(["filter=high_quality"]).filter
+    assert hq.min_quality == 3.0 and hq.dedupe and hq.sort_by == "quality"
+    assert seeds(home, "filter.min_quality=3.0") == {1, 2, 3, 4, 6}
+
+
+def test_alfworld_export_uses_its_own_rules(home, tmp_path):
+    from crafter_exp.envs import env_instructions
+
+    r = F.filter_and_export(cfg_for(home, "filter.success_only=true", f"filter.output={tmp_path / 'a'}",
+                                    name="alfexp"), progress=False)
+    first = json.loads((r.path / "train.jsonl").read_text().splitlines()[0])
+    assert first["messages"][0]["content"].startswith(env_instructions("alfworld").strip())
+    assert r.manifest["env"] == "alfworld" and r.examples == 5 + 3
+
+
+def test_rows_come_out_in_episode_and_turn_order():
+    import numpy as np
+    import pyarrow as pa
+
+    from crafter_exp.export.writer import _in_order
+
+    rng = np.random.default_rng(0)
+    ep, turn = np.repeat(np.arange(5), 4), np.tile(np.arange(4), 5)
+    perm = rng.permutation(20)
+    table = pa.table({"ep_order": ep[perm], "turn": turn[perm], "line": [f"{e}:{t}" for e, t in zip(ep[perm], turn[perm])]})
+    ordered = _in_order(table)
+    assert ordered.column("line").to_pylist() == [f"{e}:{t}" for e, t in zip(ep, turn)]
+    assert _in_order(ordered) is ordered  # already in order: no copy
