@@ -126,9 +126,8 @@ class CrafterGame(crafter.Env):
         snapshot = list(world.positions.items())
         player.update()
         px, py = player.pos.tolist()
-        for i, (x, y) in snapshot:
-            if i != 1 and abs(x - px) + abs(y - py) < near:
-                objs[i].update()
+        for i in [i for i, (x, y) in snapshot if abs(x - px) + abs(y - py) < near and i != 1]:
+            objs[i].update()
 
     def _obs(self) -> Optional[np.ndarray]:
         if self._render_frames:
