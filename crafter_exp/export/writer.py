@@ -1,7 +1,9 @@
-"""Write a dataset folder: data files streamed chunk by chunk to temporary names, renamed once all are complete.
+"""Write a dataset's data files, streamed chunk by chunk under temporary names; the caller publishes them
+(renames) once all are complete, or discards them, and writes `manifest.json` last (it marks the folder complete).
 
-The caller writes `manifest.json` last (it marks the folder complete). Memory: one chunk of episodes at a time
-(FilterConfig.chunk_steps steps) plus, with `dedupe`, a 16-byte digest per distinct example.
+Chunks of episodes (FilterConfig.chunk_steps steps) are rendered by DuckDB on `threads` cursors in parallel and
+written in order. Memory: `threads` + 1 chunks at a time, plus, with `dedupe`, a 16-byte digest per distinct
+example (the one part that grows with the dataset; dedupe is off by default).
 """
 
 from __future__ import annotations

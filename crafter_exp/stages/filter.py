@@ -15,7 +15,7 @@ import dataclasses
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -86,7 +86,6 @@ class _Context:
     prompt: PromptConfig
     layout: Layout
     filter_hash: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _as_dict(obj: Any) -> Any:
