@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
-from crafter_exp.config import OpenAIModelConfig, PromptConfig
+from conftest import project_overrides
+from crafter_exp.config import OpenAIModelConfig, PromptConfig, compose_config
 from crafter_exp.policies.base import Turn
 from crafter_exp.policies.openai_policy import OpenAIPolicy
 from crafter_exp.policies.pricing import call_cost, check_prices
+from crafter_exp.store.traces import TraceStore
 from fake_openai_server import FakeOpenAIServer, Reply
 
 KEY_ENV = "CRAFTER_EXP_TEST_OPENAI_KEY"
@@ -247,8 +253,6 @@ def test_probe_rejects_an_unknown_model(server):
 
 
 def test_probe_rejects_an_unreachable_endpoint_fast(key):
-    import socket
-
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -289,14 +293,6 @@ def test_close_stops_the_loop_thread(server):
 
 
 # ------------------------------------------------------------------------------------- end to end (rollout)
-
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-from conftest import ROOT, project_overrides  # noqa: E402
-from crafter_exp.config import compose_config  # noqa: E402
-from crafter_exp.store.traces import TraceStore  # noqa: E402
 
 PRICES = "+model.prices.fake-model={input:2.0,output:8.0}"  # Hydra: + adds a key to a config dict
 
@@ -412,18 +408,17 @@ def test_rollout_with_ray_workers(project, ray_local):
         eps = TraceStore(cfg.paths.db).query("SELECT seed, termination, llm_calls FROM episodes ORDER BY seed")
         assert result.new_episodes == 4 and list(eps.seed) == [0, 1, 2, 3]
         assert set(eps.termination) == {"max_steps"} and set(eps.llm_calls) == {4}
-        assert sum(is_probe(r["body"]) for r in srv.requests) == 2  # one probe per worker
+        assert sum(is_probe(r["body"]) for r in srv.requests) == 1 + 2  # the driver first, then each worker
 
 
 @pytest.mark.slow
 def test_cli_probe_fails_fast_with_one_line(project, key):
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # Ray workers (the default): the driver probes before any actor starts
     out = cli(project, "stage=rollout", "model=openai", f"model.base_url=http://127.0.0.1:{port}/v1",
-              "env.episodes=2", *project_overrides(project), "tracking.enabled=false")
+              "env.episodes=2", *project_overrides(project, workers=2), "tracking.enabled=false")
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert lines[-1].startswith("crafter-exp: error: cannot reach model endpoint") and len(lines) == 1, out.stderr
