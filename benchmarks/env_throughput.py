@@ -1,6 +1,6 @@
 """Env throughput: stock `crafter.Env` vs `CrafterTextEnv`, side by side in one run, then Ray scaling 2 vs 1.
 
-    python benchmarks/env_throughput.py                # ~1.5 minutes
+    python benchmarks/env_throughput.py                # ~2.5 minutes
     python benchmarks/env_throughput.py --seconds 10 --no-ray
 
 Both sides play the same seeds with the same uniformly random actions (episode k: seed k, actions from
@@ -137,7 +137,9 @@ def ray_scaling(episodes: int, rounds: int = 3) -> tuple[float, float, float, fl
     Also returns how many cores the two actors actually got (their CPU seconds / wall seconds; 2.0 on an idle
     machine) and the per-core efficiency of 2 actors relative to 1 (steps per actor CPU-second; 1.0 = the
     actors do not slow each other down). On a shared machine the wall-clock ratio measures the other load as
-    much as Ray; 2 x efficiency is then the scaling a free second core gives.
+    much as Ray; 2 x efficiency is then the scaling a free second core gives. (Linux autogroup scheduling,
+    on here, shares CPU fairly between sessions, and Ray's workers sit in one session: while other sessions
+    keep the cores busy, two workers get about one worker's share, whatever Ray does.)
     """
     import ray
 
