@@ -19,6 +19,11 @@ Shape (fixed; other modules rely on it):
     daylight        0 (night) .. 1 (day).
     sleeping        whether the player is asleep.
 Cell (row r, col c) is the world position (x + c - 4, y + r - 3).
+
+What the texts show of it (`text.py`): the compact text (the default) shows `nearest(view)` (the nearest cell of
+each kind but grass, as exact offsets), `facing_target` with the facing direction, the vitals, the non-zero
+items, `time_of_day(daylight)` and `sleeping`; not the rest of the grid, `pos`, `step` or `achievements`.
+The full text adds the whole grid, `step`, `pos` and `achievements`.
 """
 
 from __future__ import annotations
