@@ -18,11 +18,12 @@ their geometry helpers in plain ints, see `creatures.py`):
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 import crafter
 import numpy as np
-from crafter import constants, objects
+from crafter import constants, engine, objects
 
 from crafter_exp.envs.crafter.difficulty import PRESETS, kinds_for
 from crafter_exp.envs.crafter.world import FastWorld
@@ -30,6 +31,12 @@ from crafter_exp.envs.crafter.worldgen import generate_world
 
 # stock SemanticView's object order (ids follow the material ids)
 _SEMANTIC_KINDS = (objects.Player, objects.Cow, objects.Zombie, objects.Skeleton, objects.Arrow, objects.Plant)
+
+
+@functools.lru_cache(maxsize=1)
+def shared_textures() -> engine.Textures:
+    """Crafter's textures, read once per process (only rendering uses them)."""
+    return engine.Textures(constants.root / "assets")
 
 
 def stable_key(obj: Any) -> tuple[str, int, int]:
@@ -41,9 +48,19 @@ class CrafterGame(crafter.Env):
     """One Crafter game; `reset_to(seed)` then `step(action_index)` (stock's 4-tuple)."""
 
     def __init__(self, area: int = 64, length: int = 10000, difficulty: str = "normal", render: bool = False):
-        super().__init__(area=(area, area), length=length, seed=0)
-        self._world = FastWorld(self._world.area, constants.materials, self._world._chunk_size)
-        self._local_view._world = self._sem_view._world = self._world
+        # stock's __init__ (crafter.Env), except that the world is a FastWorld from the start and the textures are
+        # loaded once per process: stock reads every PNG on each Env() (~25 ms), and a rollout makes one per episode
+        view, size = np.array((9, 9)), np.array((64, 64))
+        self._area, self._view, self._size = (area, area), view, size
+        self._reward, self._length, self._seed, self._episode = True, length, 0, 0
+        self._world = FastWorld((area, area), constants.materials, (12, 12))
+        self._textures = shared_textures()
+        item_rows = int(np.ceil(len(constants.items) / view[0]))
+        self._local_view = engine.LocalView(self._world, self._textures, [view[0], view[1] - item_rows])
+        self._item_view = engine.ItemView(self._textures, [view[0], item_rows])
+        self._sem_view = engine.SemanticView(self._world, list(_SEMANTIC_KINDS))
+        self._step = self._player = self._last_health = self._unlocked = None
+        self.reward_range = self.metadata = None
         self.difficulty = difficulty
         self._balance = PRESETS[difficulty]
         self._kinds = kinds_for(difficulty)
