@@ -52,7 +52,7 @@ def _sql_list(values: list[str]) -> str:
     return "[" + ", ".join("'" + v + "'" for v in values) + "]"  # benchmark constants, not user input
 
 
-def generate(db_path: Path, json_dir: Optional[Path], n_steps: int) -> int:
+def generate(db_path: Path, json_dir: Optional[Path], n_steps: int, prompt: Optional[dict] = None) -> int:
     """A synthetic store of about n_steps steps, and its JSON export; returns the exact step count."""
     import duckdb
 
@@ -98,7 +98,7 @@ def generate(db_path: Path, json_dir: Optional[Path], n_steps: int) -> int:
       NULL, 'max_steps', 0, count(*) FILTER (WHERE NOT parse_ok), 0, '{{}}', 0, 0, 0, 0, NULL, 1.0, now()
     FROM steps GROUP BY seed ORDER BY seed
     """)
-    config = json.dumps({"model": {"name": "scripted", "prompt": PROMPT}, "env": {"name": "crafter"}})
+    config = json.dumps({"model": {"name": "scripted", "prompt": prompt or PROMPT}, "env": {"name": "crafter"}})
     con.execute("INSERT INTO runs VALUES ($run, $name, 'rollout', 'crafter', 'scripted', 'teacher', 'local', 0, "
                 "$n, $config, 'bench', 'bench', NULL, now())",
                 {"run": RUN_ID, "name": NAME, "n": n_eps, "config": config})
@@ -124,10 +124,12 @@ def child_sql(home: Path, out: Path) -> dict:
                  f"filter.exclude_achievements=[{','.join(FILTER['exclude_achievements'])}]",
                  f"filter.max_turns={FILTER['max_turns']}"]
     cfg = compose_config(overrides)
+    shutil.rmtree(out, ignore_errors=True)  # else a repeat finds the dataset up to date and skips the work
     import crafter_exp.envs.crafter  # noqa: F401  (import cost — numba — is not filtering; same in the baseline)
 
     start, cpu = time.perf_counter(), cpu_seconds()
     result = filter_and_export(cfg, progress=False)
+    assert not result.skipped
     return {"seconds": time.perf_counter() - start, "cpu_s": cpu_seconds() - cpu, "examples": result.examples}
 
 
@@ -226,6 +228,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--reuse", action="store_true", help="reuse databases kept in --workdir by an earlier --keep")
     parser.add_argument("--repeat", type=int, default=2, help="runs per side and size; the fastest counts")
+    parser.add_argument("--template", default="bare", help="prompt template the synthetic run records (bare = the "
+                        "scripted teacher's; standard adds the ~2.5 kB rules prompt to every example)")
+    parser.add_argument("--history", type=int, default=0, help="history window the synthetic run records")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     global REPEAT
@@ -238,6 +243,9 @@ def main() -> None:
         return
 
     shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    prompt = {**PROMPT, "template": args.template, "history": args.history}
+    if args.reuse and prompt != PROMPT:
+        parser.error("--reuse keeps the prompt the stores were generated with; drop --template/--history")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="filter_bench_", dir=shm))
     print(f"working in {work}")
     rows = []
@@ -256,7 +264,7 @@ def main() -> None:
             else:
                 shutil.rmtree(home, ignore_errors=True)
                 (home / "data").mkdir(parents=True)
-                steps = generate(db, home / "json", size)
+                steps = generate(db, home / "json", size, prompt)
             gen_s = time.perf_counter() - t0
             db_mb = (home / "data" / "traces.duckdb").stat().st_size / 2**20
             json_mb = sum(p.stat().st_size for p in (home / "json").iterdir()) / 2**20
@@ -279,7 +287,7 @@ def main() -> None:
             if not (args.reuse and db.exists()):
                 shutil.rmtree(home, ignore_errors=True)
                 (home / "data").mkdir(parents=True)
-                generate(db, None, size)
+                generate(db, None, size, prompt)
             shutil.rmtree(home / "out_sql", ignore_errors=True)
             import duckdb
 

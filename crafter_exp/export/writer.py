@@ -103,6 +103,30 @@ def _relations(plan: ExportPlan, st: Statement, chunk_columns: tuple[str, ...] =
             f", h AS (SELECT *{st.lag_columns() if lags else ''} FROM r)\n")
 
 
+CHUNK_BYTES = 32 << 20
+"""Rendered bytes a chunk of steps may hold: the chunk's step count shrinks for big examples (a long system prompt,
+a history window), so memory stays bounded whatever the example size."""
+
+
+def _chunk_steps(plan: ExportPlan, rs: Any) -> int:
+    """Steps per chunk: FilterConfig.chunk_steps, fewer when an example is large (estimated from a sample)."""
+    fcfg = plan.fcfg
+    first = plan.episodes.iloc[0]
+    row = rs.con.execute(
+        "SELECT avg(len(observation)) + avg(len(reply)) FROM steps WHERE run_id = $run_id AND seed = $seed",
+        {"run_id": str(first["run_id"]), "seed": int(first["seed"])},
+    ).fetchall()
+    pair = float(row[0][0] or 200.0) + 64  # + JSON framing of a user/assistant pair
+    system = len(plan.layout.system or "") + 64
+    if fcfg.multi_turn:
+        per_step = pair + system / max(float(plan.episodes["turns"].mean()), 1.0)
+    else:
+        per_step = system + (plan.layout.history + 1) * pair + (600 if fcfg.format == "openai_tools" else 0)
+    if fcfg.format == "parquet":
+        per_step *= 3  # messages, prompt text and the CSV copy
+    return int(max(500, min(fcfg.chunk_steps, CHUNK_BYTES // per_step)))
+
+
 def _semi(plan: ExportPlan) -> str:
     """Restrict to the chosen (episode, turn) pairs when subsetting."""
     return " SEMI JOIN subset USING (ep_order, turn)" if plan.subset is not None else ""
@@ -180,7 +204,7 @@ def write_jsonl(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writte
     tmp = out_dir / (JSONL_FILE + ".tmp")
     hasher = _hasher(JSONL_FILE)
     with open(tmp, "wb") as f, session(plan.db, fcfg.memory_limit) as rs:
-        for chunk, table in map_chunks(rs, chunks(plan.episodes, fcfg.chunk_steps), work, fcfg.threads,
+        for chunk, table in map_chunks(rs, chunks(plan.episodes, _chunk_steps(plan, rs)), work, fcfg.threads,
                                           chunk_steps):
             for batch in table.to_batches():
                 eps = batch.column("ep_order").to_numpy()
@@ -307,7 +331,7 @@ def write_parquet(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writ
     try:
         with open(raw_tmp, "w", encoding="utf-8") as raw, session(plan.db, fcfg.memory_limit) as rs:
             raw.write("[\n")
-            for chunk, (table, text) in map_chunks(rs, chunks(plan.episodes, fcfg.chunk_steps), work, fcfg.threads,
+            for chunk, (table, text) in map_chunks(rs, chunks(plan.episodes, _chunk_steps(plan, rs)), work, fcfg.threads,
                                           chunk_steps):
                 if text:
                     raw.write(("" if first_raw else ",\n") + text)
