@@ -61,6 +61,7 @@ def run_episodes(
     run_meta: dict[str, Any],
     on_batch: OnBatch,
     *,
+    policy: Any,
     per_task: int = 8,
     seed: int = 0,
     num_workers: int = 2,
@@ -68,19 +69,17 @@ def run_episodes(
     max_actions: int = 1,
     max_task_retries: int = 3,
 ) -> None:
-    """Play every seed, `per_task` episodes together; `on_batch` receives each batch's finished episodes."""
+    """Play every seed, `per_task` episodes together; `on_batch` receives each batch's finished episodes.
+
+    `policy` is the caller's started instance of `model_cfg`: it plays here when there are no workers or when it
+    is a batched in-process policy; otherwise each Ray actor builds and starts its own from `model_cfg`.
+    """
     if not seeds:
         return
-    # built and started here first, so a bad endpoint or checkpoint fails before any episode or actor exists
-    worker = RolloutWorker(env_cfg, model_cfg, seed, run_meta, max_actions)
-    if num_workers <= 0 or worker.policy.in_process:
-        try:
-            for batch in split(seeds, per_task, 1):
-                on_batch(worker.play(batch))
-        finally:
-            worker.policy.close()
+    if num_workers <= 0 or policy.in_process:
+        for batch in split(seeds, per_task, 1):
+            on_batch(play_batch(env_cfg, policy, batch, run_meta, max_actions))
         return
-    worker.policy.close()
 
     import ray
     from ray.exceptions import RayActorError, WorkerCrashedError

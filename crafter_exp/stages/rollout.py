@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from crafter_exp import __version__, tracking
 from crafter_exp.envs import check_env_config, env_achievements
-from crafter_exp.policies import model_label, model_provider
+from crafter_exp.policies import make_policy, model_label, model_provider
 from crafter_exp.runner.pool import run_episodes
 from crafter_exp.store.traces import EpisodeRecord, TraceStore
 
@@ -107,36 +107,42 @@ def rollout(
         "code_version": code_version(),
     }
     store = TraceStore(cfg.paths.db)
-    stored_run = store.register_run(run_row)
     missing = sorted(set(seeds) - store.done_seeds(run_id))
-    run_meta = {k: run_row[k] for k in ("run_id", "env", "policy", "model", "provider")} | {"run_id": run_id}
-
-    if not missing and stored_run.get("mlflow_run_id"):
-        metrics = summarize(store, run_id, seeds, env_cfg.name)
-        return RolloutResult(run_id, stored_run["mlflow_run_id"], metrics, 0, seeds)
-
-    tags = {"env": env_cfg.name, "model": label, "policy": model_cfg.name, "trace_run_id": run_id, "name": cfg.name}
-    with tracking.stage_run(cfg.tracking, stage, f"{stage}-{label}", run_row["config"], tags) as mlrun:
-        mlflow_run_id = mlrun.info.run_id if mlrun else None
-        if mlflow_run_id:
-            store.set_run_field(run_id, "mlflow_run_id", mlflow_run_id)
-        new = _play(cfg, env_cfg, model_cfg, missing, run_meta, max_actions, label)
-        metrics = summarize(store, run_id, seeds, env_cfg.name)
-        metrics["new_episodes"] = new["episodes"]
-        metrics["steps_per_s"] = new["steps"] / new["seconds"] if new["seconds"] > 0 else 0.0
-        tracking.log_metrics(metrics)
-        if mlrun:
-            episodes_df = store.episodes([run_id])
-            tracking.log_dataframe_input(
-                episodes_df.drop(columns=["created_at"]), name=run_id, source=str(cfg.paths.db), context="traces"
-            )
-            tracking.log_json({"run_id": run_id, "seeds": [seeds[0], seeds[-1]] if seeds else [],
-                               "metrics": metrics}, "summary.json")
+    # started before anything is written: a bad endpoint or checkpoint fails with no run row and no MLflow run
+    policy = make_policy(model_cfg, cfg.seed) if missing else None
+    try:
+        if policy is not None:
+            policy.start()
+        stored_run = store.register_run(run_row)
+        if not missing and stored_run.get("mlflow_run_id"):
+            return RolloutResult(run_id, stored_run["mlflow_run_id"], summarize(store, run_id, seeds, env_cfg.name), 0,
+                                 seeds)
+        run_meta = {k: run_row[k] for k in ("run_id", "env", "policy", "model", "provider")}
+        tags = {"env": env_cfg.name, "model": label, "policy": model_cfg.name, "trace_run_id": run_id,
+                "name": cfg.name}
+        with tracking.stage_run(cfg.tracking, stage, f"{stage}-{label}", run_row["config"], tags) as mlrun:
+            mlflow_run_id = mlrun.info.run_id if mlrun else None
+            if mlflow_run_id:
+                store.set_run_field(run_id, "mlflow_run_id", mlflow_run_id)
+            new = _play(cfg, env_cfg, model_cfg, policy, missing, run_meta, max_actions)
+            metrics = summarize(store, run_id, seeds, env_cfg.name)
+            metrics["new_episodes"] = new["episodes"]
+            metrics["steps_per_s"] = new["steps"] / new["seconds"] if new["seconds"] > 0 else 0.0
+            tracking.log_metrics(metrics)
+            if mlrun:
+                episodes_df = store.episodes([run_id])
+                tracking.log_dataframe_input(episodes_df.drop(columns=["created_at"]), name=run_id,
+                                             source=str(cfg.paths.db), context="traces")
+                tracking.log_json({"run_id": run_id, "seeds": [seeds[0], seeds[-1]] if seeds else [],
+                                   "metrics": metrics}, "summary.json")
+    finally:
+        if policy is not None:
+            policy.close()
     return RolloutResult(run_id, mlflow_run_id, metrics, new["episodes"], seeds)
 
 
-def _play(cfg: Any, env_cfg: Any, model_cfg: Any, seeds: list[int], run_meta: dict[str, Any],
-          max_actions: int, label: str) -> dict[str, float]:
+def _play(cfg: Any, env_cfg: Any, model_cfg: Any, policy: Any, seeds: list[int], run_meta: dict[str, Any],
+          max_actions: int) -> dict[str, float]:
     store = TraceStore(cfg.paths.db)
     # a policy that overlaps calls or batches a forward pass wants at least that many episodes together
     per_task = max(cfg.ray.episodes_per_task, getattr(model_cfg, "concurrency", 0), getattr(model_cfg, "batch_size", 0))
@@ -156,7 +162,7 @@ def _play(cfg: Any, env_cfg: Any, model_cfg: Any, seeds: list[int], run_meta: di
                         ach=f"{done['achievements'] / max(done['episodes'], 1):.2f}")
 
     try:
-        run_episodes(env_cfg, model_cfg, seeds, run_meta, on_batch, per_task=per_task, seed=cfg.seed,
+        run_episodes(env_cfg, model_cfg, seeds, run_meta, on_batch, policy=policy, per_task=per_task, seed=cfg.seed,
                      num_workers=cfg.ray.num_workers, address=cfg.ray.address, max_actions=max_actions,
                      max_task_retries=cfg.ray.max_task_retries)
     finally:
