@@ -156,10 +156,10 @@ class HFLocalModelConfig(ModelConfig):
     """Checkpoint: a local folder (full model or PEFT adapter) or a hub id; None = the pipeline's trained student."""
     base_model: Optional[str] = None
     """Base model for an adapter checkpoint (default: read from the adapter config)."""
-    do_sample: bool = False
-    """Sample instead of greedy decoding."""
-    temperature: float = 1.0
-    """Sampling temperature when do_sample."""
+    do_sample: Optional[bool] = None
+    """Sample instead of greedy decoding; None = as the checkpoint's manifest recommends (`play_temperature`), else greedy."""
+    temperature: Optional[float] = None
+    """Sampling temperature when sampling; None = the manifest's `play_temperature`, else 1.0."""
     max_new_tokens: int = 32
     """Tokens generated per turn."""
     batch_size: int = 32
@@ -350,6 +350,8 @@ class LocalTrainerConfig(TrainerConfig):
     """Max tokens per example; longer ones are truncated and counted."""
     packing: bool = False
     """Pack examples into full-length sequences."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (less padding; transformers' length-grouped sampler)."""
     loss_on: str = "assistant"
     """`assistant` (assistant tokens only), `all` (every token), or `weighted` (prompt tokens x prompt_weight)."""
     prompt_weight: float = 0.5
@@ -382,6 +384,8 @@ class LocalTrainerConfig(TrainerConfig):
     """Architecture of the student built when `model: tiny` (any method; LoRA on a random init barely learns)."""
     retrain: bool = False
     """Train even when the output folder already holds a complete checkpoint of this config and dataset."""
+    play_temperature: Optional[float] = None
+    """Sampling temperature recorded in the checkpoint for hf_local play (None = greedy decoding)."""
     progress: bool = True
     """Show a progress bar while tokenizing and training."""
 
