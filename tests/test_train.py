@@ -263,11 +263,11 @@ def test_qlora_without_cuda_is_one_clear_error(tmp_path, synth):
 
 
 def test_long_sequences_are_truncated_and_counted(tmp_path, synth):
-    # synthetic examples are 26, 30 or 34 tokens; at 32 the longest lose their reply (dropped), at 33 only its end
-    cut = train(make_cfg(tmp_path, "trainer.max_steps=1", "trainer.max_length=32", "trainer.eval_fraction=0")).metrics
+    # synthetic examples are 18, 22 or 26 tokens; at 24 the longest lose their reply (dropped), at 25 only its end
+    cut = train(make_cfg(tmp_path, "trainer.max_steps=1", "trainer.max_length=24", "trainer.eval_fraction=0")).metrics
     assert cut["truncated_examples"] == cut["dropped_examples"] > 0
     assert cut["train_examples"] == 200 - cut["dropped_examples"]
-    kept = train(make_cfg(tmp_path, "trainer.max_steps=1", "trainer.max_length=33", "trainer.eval_fraction=0")).metrics
+    kept = train(make_cfg(tmp_path, "trainer.max_steps=1", "trainer.max_length=25", "trainer.eval_fraction=0")).metrics
     assert kept["truncated_examples"] == cut["truncated_examples"] and kept["dropped_examples"] == 0
     with pytest.raises(ValueError, match="no training example kept a reply token"):
         train(make_cfg(tmp_path, "trainer.max_steps=1", "trainer.max_length=8", "trainer.retrain=true"))

@@ -44,6 +44,21 @@ def resolve_prompt(cfg_prompt: Any, manifest: dict[str, Any]) -> Any:
     return PromptConfig()
 
 
+def resolve_decoding(cfg: Any, manifest: dict[str, Any]) -> tuple[bool, float]:
+    """(sample?, temperature): the user's settings, else the checkpoint's recommendation, else greedy.
+
+    A small student imitating a teacher that has memory is uncertain exactly where the teacher acted on what the
+    student cannot see; greedy decoding then repeats one choice forever (e.g. walks into a wall), sampling does not.
+    So the train stage records a play temperature for the tiny student and hf_local uses it unless told otherwise.
+    """
+    recorded = (manifest.get("play") or {}).get("temperature")
+    do_sample = cfg.do_sample if cfg.do_sample is not None else recorded is not None
+    temperature = cfg.temperature if cfg.temperature is not None else (recorded if recorded is not None else 1.0)
+    if do_sample and temperature <= 0:
+        raise ValueError(f"model.temperature must be > 0 when sampling, got {temperature}")
+    return bool(do_sample), float(temperature)
+
+
 def parse_tool_calls(text: str) -> Optional[list[dict[str, Any]]]:
     """`<tool_call>{"name": ..., "arguments": ...}</tool_call>` blocks (Qwen/Hermes style) -> tool calls."""
     calls = []
@@ -75,6 +90,7 @@ class HFLocalPolicy(Policy):
         self.manifest = read_manifest(self.path) if self.is_local else {}
         self.prompt = resolve_prompt(cfg.prompt, self.manifest)
         prompts.check_template(self.prompt.template)
+        self.do_sample, self.temperature = resolve_decoding(cfg, self.manifest)
         self.model_name = cfg.label or (self.path.name if self.is_local else str(cfg.path))
         self.model: Any = None
         self.tokenizer: Any = None
@@ -157,8 +173,8 @@ class HFLocalPolicy(Policy):
 
         gen = GenerationConfig(
             max_new_tokens=self.cfg.max_new_tokens,
-            do_sample=bool(self.cfg.do_sample),
-            temperature=float(self.cfg.temperature) if self.cfg.do_sample else None,
+            do_sample=self.do_sample,
+            temperature=self.temperature if self.do_sample else None,
             top_p=None,
             top_k=None,
             pad_token_id=self.tokenizer.pad_token_id,

@@ -57,10 +57,14 @@ class TrainResult:
             raise ValueError(f"{self.checkpoint}/{MANIFEST} records no untrained model")
         path = self.checkpoint / untrained if (self.checkpoint / untrained).exists() else Path(untrained)
         prompt = self.manifest.get("prompt")
+        temperature = (self.manifest.get("play") or {}).get("temperature")
         kw = {
             "label": "student_before",
             "path": str(path) if path.exists() else untrained,
             "prompt": PromptConfig(**prompt) if prompt else None,
+            # decoded like the trained checkpoint (a pretrained base has no manifest of ours to say so)
+            "do_sample": temperature is not None,
+            "temperature": temperature,
             **overrides,
         }
         return HFLocalModelConfig(**kw)
@@ -206,11 +210,14 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
             )
             shutil.rmtree(workdir, ignore_errors=True)
             saved = sft.save_outcome(outcome, staged, merge_adapter=bool(tcfg.merge_adapter))
-            untrained = _save_untrained(outcome, staged, data.prompt, saved)
+            play = {"temperature": tcfg.play_temperature}
+            untrained = _save_untrained(outcome, staged, data.prompt, saved, play)
             _publish(staged, out)
             manifest = {
                 **saved,
                 "untrained": untrained,
+                # how hf_local should decode this checkpoint unless told otherwise (None = greedy)
+                "play": play,
                 "dataset_digest": data.digest,
                 "dataset_path": str(Path(dataset).resolve()),
                 "prompt": data.prompt,
@@ -236,7 +243,8 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
     return TrainResult(out, outcome.metrics, mlflow_run_id, manifest)
 
 
-def _save_untrained(outcome: Any, staged: Path, prompt: Optional[dict[str, Any]], saved: dict[str, Any]) -> Optional[str]:
+def _save_untrained(outcome: Any, staged: Path, prompt: Optional[dict[str, Any]], saved: dict[str, Any],
+                    play: dict[str, Any]) -> Optional[str]:
     """What `policy_before` plays: the tiny student's initial weights, or the pretrained base model."""
     if outcome.kind == "adapter":
         return saved["base_model"]  # a tiny base was saved as base_model/; a hub base is its id or path
@@ -245,7 +253,8 @@ def _save_untrained(outcome: Any, staged: Path, prompt: Optional[dict[str, Any]]
     untrained = staged / "untrained"
     outcome.untrained_model.save_pretrained(str(untrained))
     outcome.tokenizer.save_pretrained(str(untrained))
-    _write_json_atomic(untrained / MANIFEST, {"kind": "full", "base_model": "tiny", "untrained": True, "prompt": prompt})
+    _write_json_atomic(untrained / MANIFEST, {"kind": "full", "base_model": "tiny", "untrained": True, "prompt": prompt,
+                                              "play": play})
     return "untrained"
 
 

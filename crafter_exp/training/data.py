@@ -304,26 +304,39 @@ def _prefix_roles(tokenizer: Any, example: Example, template: Optional[str]) -> 
     return ids, roles
 
 
+def _marked_chunks(tokenizer: Any, examples: list[Example], template: Optional[str], chunk: int = 256):
+    """(ids, roles) per example via the template's generation markers, rendering and tokenizing in batches."""
+    i = 0
+    while i < len(examples):
+        tools = examples[i].tools
+        j = i
+        while j < len(examples) and j - i < chunk and examples[j].tools == tools:
+            j += 1
+        enc = tokenizer.apply_chat_template(
+            [ex.messages for ex in examples[i:j]],
+            tools=tools,
+            chat_template=template,
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+        )
+        yield from zip(enc["input_ids"], enc["assistant_masks"])
+        i = j
+
+
 def tokenize_examples(tokenizer: Any, examples: list[Example], max_length: int, progress: bool = False) -> Tokenized:
     """Token ids + roles for every example (truncated to `max_length`; examples with no assistant token dropped)."""
     from tqdm.auto import tqdm
 
     template = training_chat_template(tokenizer)
     use_markers = template is not None or has_generation_markers(tokenizer.chat_template)
+    if use_markers:
+        pairs = _marked_chunks(tokenizer, examples, template)
+    else:
+        pairs = (_prefix_roles(tokenizer, ex, template) for ex in examples)
     out = Tokenized([], [])
-    for ex in tqdm(examples, desc="tokenize", disable=not progress, mininterval=1.0):
-        if use_markers:
-            enc = tokenizer.apply_chat_template(
-                ex.messages,
-                tools=ex.tools,
-                chat_template=template,
-                tokenize=True,
-                return_dict=True,
-                return_assistant_tokens_mask=True,
-            )
-            ids, roles = list(enc["input_ids"]), list(enc["assistant_masks"])
-        else:
-            ids, roles = _prefix_roles(tokenizer, ex, template)
+    for ids, roles in tqdm(pairs, total=len(examples), desc="tokenize", disable=not progress, mininterval=1.0):
+        ids, roles = list(ids), list(roles)
         if len(ids) > max_length:
             out.truncated += 1
             ids, roles = ids[:max_length], roles[:max_length]

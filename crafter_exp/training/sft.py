@@ -452,7 +452,7 @@ def peak_memory_mb() -> float:
 def to_dataset(tok: data_mod.Tokenized) -> Any:
     from datasets import Dataset
 
-    return Dataset.from_dict({"input_ids": tok.input_ids, "roles": tok.roles})
+    return Dataset.from_dict({"input_ids": tok.input_ids, "roles": tok.roles, "length": [len(x) for x in tok.input_ids]})
 
 
 def train_sft(
@@ -524,6 +524,7 @@ def train_sft(
         remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
         dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if tcfg.group_by_length and not tcfg.packing else "random",
         use_cpu=not torch.cuda.is_available(),
     )
     clock = ProgressClock(tcfg.max_time_s)
