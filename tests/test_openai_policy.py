@@ -422,7 +422,7 @@ def test_cli_probe_fails_fast_with_one_line(project, key):
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert lines[-1].startswith("crafter-exp: error: cannot reach model endpoint") and len(lines) == 1, out.stderr
-    assert TraceStore(project / "data/traces.duckdb").query("SELECT count(*) AS n FROM episodes").n[0] == 0
+    assert not (project / "data/traces.duckdb").exists()  # the probe runs before anything is written
 
 
 @pytest.mark.slow
