@@ -17,6 +17,11 @@ Per-turn examples (one per kept turn, the prompt the policy saw: system + histor
 Multi-turn (one example per episode: the whole conversation up to its last kept turn): openai_chat (assistant
 messages carry "weight": 1 for kept turns, 0 for the others, OpenAI's per-message training weight) and
 vertex_gemini (every model turn trained).
+- parquet (writer.py; the AlfWorld workflow's single- and multi-turn SFT files): train.parquet / val.parquet
+  (split by episode), rows {data_source, messages: [{role, content}], prompt_data: {content}, response_data:
+  {content}, ability, reward_model: {style, ground_truth = the executed actions}, extra_info: {run_id, seed, turn,
+  split, reward}}; train.csv / val.csv (messages as JSON text); raw_trajectories.json (every turn of every
+  exported episode, with a `kept` flag).
 """
 
 from __future__ import annotations
@@ -155,11 +160,27 @@ class Statement:
             pieces += [self._item(r, i) for i in items]
             return f"concat_ws({r.sep}, {', '.join(pieces)})"
 
+        return self._by_history(parts)
+
+    def joined(self, r: Rendering, head: list[str], tail: list[str],
+               with_system: Optional[Callable[[str], str]] = None) -> str:
+        """SQL: concat(*head, the prompt's fragments and tail[0] separated by the rendering's separator, *tail[1:])
+        — a whole example in one allocation (a nested concat would copy every example once more)."""
+
+        def parts(items: list[Item]) -> str:
+            pieces = []
+            if with_system is not None and self.layout.system is not None:
+                pieces.append(self.const(with_system(self.layout.system)))
+            pieces += [self._item(r, i) for i in items] + [tail[0]]
+            spaced = [x for piece in pieces for x in (piece, r.sep)][:-1]
+            return f"concat({', '.join(head + spaced + tail[1:])})"
+
+        return self._by_history(parts)
+
+    def _by_history(self, render: Callable[[list[Item]], str]) -> str:
         if self.layout.history == 0:
-            return parts(self.layout.by_history[0])
-        cases = " ".join(
-            f"WHEN {n} THEN {parts(items)}" for n, items in enumerate(self.layout.by_history)
-        )
+            return render(self.layout.by_history[0])
+        cases = " ".join(f"WHEN {n} THEN {render(items)}" for n, items in enumerate(self.layout.by_history))
         return f"(CASE least(pos, {self.layout.history}) {cases} END)"
 
 
@@ -175,17 +196,15 @@ def per_turn_line(fmt: str, st: Statement, tools_json: Optional[str] = None, end
     """SQL: one JSONL line per kept turn (columns of the `h` relation), followed by `end` (SQL, e.g. chr(10))."""
     if fmt == "openai_chat":
         st.use(CHAT)
-        return (f"""concat('{{"messages":[', concat_ws(',', {st.prompt_parts(CHAT, system_chat)}, {CHAT.target}),"""
-                f""" ']}}', {end})""")
+        return st.joined(CHAT, ["""'{"messages":['"""], [CHAT.target, "']}'", end], system_chat)
     if fmt == "openai_tools":
         st.use(TOOLS)
         tools = st.const(tools_json or "[]")
-        return (f"""concat('{{"messages":[', concat_ws(',', {st.prompt_parts(TOOLS, system_chat)}, {TOOLS.target}),"""
-                f""" '],"tools":', {tools}, '}}', {end})""")
+        return st.joined(TOOLS, ["""'{"messages":['"""], [TOOLS.target, """'],"tools":'""", tools, "'}'", end],
+                         system_chat)
     if fmt == "vertex_gemini":
         st.use(VERTEX)
-        return (f"""concat('{{', {_vertex_system(st)}, '"contents":[', """
-                f"""concat_ws(',', {st.prompt_parts(VERTEX)}, {VERTEX.target}), ']}}', {end})""")
+        return st.joined(VERTEX, ["'{'", _vertex_system(st), """'"contents":['"""], [VERTEX.target, "']}'", end])
     if fmt == "single_turn":
         st.use(TEXT)
         return (f"""concat('{{"prompt_data":{{"content":', {J(st.prompt_parts(TEXT, system_text))}, """

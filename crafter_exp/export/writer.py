@@ -232,7 +232,7 @@ def _parquet_sql(plan: ExportPlan, st: Statement) -> str:
     st.use(TEXT)
     ds = st.const(plan.data_source)
     if not fcfg.multi_turn:
-        chat = f"'[' || concat_ws(',', {st.prompt_parts(CHAT, system_chat)}, {CHAT.target}) || ']'"
+        chat = st.joined(CHAT, ["'['"], [CHAT.target, "']'"], system_chat)
         prompt = st.prompt_parts(TEXT, system_text)
         response = TEXT.target
         select = (
