@@ -82,12 +82,19 @@ def test_prompt_comes_from_the_manifest_unless_set(tiny_checkpoint, after):
     assert "RULES" in msgs[0]["content"] and "<action>" in msgs[0]["content"]
 
 
-def test_sampling_is_seeded(tiny_checkpoint):
+def test_sampling_is_seeded_per_episode_whatever_the_batch(tiny_checkpoint):
     pairs = held_out(30, seed=3)
-    cfg = tiny_checkpoint.policy_after(do_sample=True, temperature=1.5)
-    first = [d.reply for d in make_policy(cfg, seed=5).act(turns_for(pairs))]
-    again = [d.reply for d in make_policy(cfg, seed=5).act(turns_for(pairs))]
-    assert first == again
+    cfg = tiny_checkpoint.policy_after(do_sample=True, temperature=2.0)
+    turns = turns_for(pairs)
+    first = [d.reply for d in make_policy(cfg, seed=5).act(turns)]
+    # the same episodes in another order and other batches: the same decisions
+    regrouped = make_policy(dataclasses.replace(cfg, batch_size=7), seed=5)
+    shuffled = list(reversed(turns))
+    again = {t.episode: d.reply for t, d in zip(shuffled, regrouped.act(shuffled))}
+    assert first == [again[t.episode] for t in turns]
+    other_seed = [d.reply for d in make_policy(cfg, seed=6).act(turns)]
+    greedy = [d.reply for d in make_policy(tiny_checkpoint.policy_after(do_sample=False)).act(turns)]
+    assert first != other_seed and first != greedy  # temperature 2 on 30 decisions: it does sample
 
 
 def test_plays_crafter_episodes_through_the_runner(tiny_checkpoint):
@@ -119,3 +126,15 @@ def test_label_and_config_round_trip(tiny_checkpoint):
     cfg = tiny_checkpoint.policy_after()
     assert cfg.label == "student_after" and cfg.path == str(tiny_checkpoint.checkpoint)
     assert dataclasses.replace(cfg, batch_size=4).batch_size == 4
+
+
+def test_decoding_follows_the_manifest_unless_set():
+    from crafter_exp.policies.hf_local import resolve_decoding
+
+    recommends = {"play": {"temperature": 0.7}}
+    assert resolve_decoding(HFLocalModelConfig(), recommends) == (True, 0.7)
+    assert resolve_decoding(HFLocalModelConfig(), {"play": {"temperature": None}}) == (False, 1.0)
+    assert resolve_decoding(HFLocalModelConfig(do_sample=False), recommends) == (False, 0.7)
+    assert resolve_decoding(HFLocalModelConfig(temperature=1.3), recommends) == (True, 1.3)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        resolve_decoding(HFLocalModelConfig(do_sample=True, temperature=0.0), {})

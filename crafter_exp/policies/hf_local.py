@@ -2,7 +2,8 @@
 
 Same prompts (prompts.build_messages + the tokenizer's chat template) and parsing (done by the rollout) as the
 openai policy. All turns of a lockstep batch are decoded together: left padding, one `generate` call per
-`batch_size` turns, greedy or sampled. The prompt template comes from the checkpoint's manifest.json (the data's
+`batch_size` turns, greedy or sampled (sampling is seeded per episode and turn, so a decision does not depend on
+which other episodes share its batch). The prompt template comes from the checkpoint's manifest.json (the data's
 template, recorded by the train stage) unless `model.prompt` is set.
 """
 
@@ -70,6 +71,33 @@ def parse_tool_calls(text: str) -> Optional[list[dict[str, Any]]]:
         if isinstance(obj, dict) and "name" in obj:
             calls.append({"name": obj["name"], "arguments": obj.get("arguments", {})})
     return calls or None
+
+
+def row_seed(seed: int, episode: int, turn: int) -> int:
+    """A sampling seed for one decision, independent of which other episodes share its batch."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(f"{seed}/{episode}/{turn}".encode(), digest_size=8).digest(), "little") >> 1
+
+
+class GumbelSampler:
+    """Sampling as greedy search over Gumbel-perturbed logits (the Gumbel-max trick), with one random generator
+    per row: a row's sample depends only on its own seed, not on the batch it was decoded in (lockstep batches and
+    Ray actors regroup episodes freely, and evaluations stay reproducible)."""
+
+    def __init__(self, seeds: list[int], temperature: float):
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature = temperature
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        vocab = scores.shape[-1]
+        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(scores.device)
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1.0 - 1e-7)))
+        return scores.float() / self.temperature + gumbel
 
 
 class HFLocalPolicy(Policy):
@@ -152,7 +180,6 @@ class HFLocalPolicy(Policy):
             raise ValueError(f"{self.cfg.path}: the tokenizer has no chat template")
         model.to(self.device)
         model.eval()  # dropout off
-        torch.manual_seed(self.seed)
         self.model, self.tokenizer = model, tokenizer
 
     def start(self) -> None:
@@ -168,26 +195,33 @@ class HFLocalPolicy(Policy):
     def messages(self, turn: Turn) -> list[dict[str, Any]]:
         return prompts.build_messages(self.prompt, turn.instructions, turn.observation, turn.history)
 
-    def _generation_kwargs(self) -> dict[str, Any]:
-        from transformers import GenerationConfig
+    def _generation_kwargs(self, seeds: Optional[list[int]]) -> dict[str, Any]:
+        from transformers import GenerationConfig, LogitsProcessorList
 
         gen = GenerationConfig(
             max_new_tokens=self.cfg.max_new_tokens,
-            do_sample=self.do_sample,
-            temperature=self.temperature if self.do_sample else None,
+            do_sample=False,  # sampling, when asked, is greedy search over Gumbel-perturbed logits (GumbelSampler)
+            temperature=None,
             top_p=None,
             top_k=None,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id,
             bos_token_id=self.model.generation_config.bos_token_id,
         )
-        return {"generation_config": gen}
+        kwargs: dict[str, Any] = {"generation_config": gen}
+        if self.do_sample and seeds is not None:
+            kwargs["logits_processor"] = LogitsProcessorList([GumbelSampler(seeds, self.temperature)])
+        return kwargs
 
-    def generate(self, texts: list[str]) -> list[tuple[str, int, int, float]]:
-        """(reply, prompt tokens, completion tokens, seconds per row) for each prompt text, batched."""
+    def generate(self, texts: list[str], seeds: Optional[list[int]] = None) -> list[tuple[str, int, int, float]]:
+        """(reply, prompt tokens, completion tokens, seconds per row) for each prompt text, batched.
+
+        `seeds`: one sampling seed per text (default: derived from the policy seed and the row's position)."""
         import torch
 
         self.load()
+        if self.do_sample and seeds is None:
+            seeds = [row_seed(self.seed, -1, i) for i in range(len(texts))]
         out: list[tuple[str, int, int, float]] = []
         eos_ids = self.model.generation_config.eos_token_id
         eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids or self.tokenizer.eos_token_id])
@@ -197,7 +231,7 @@ class HFLocalPolicy(Policy):
             t0 = time.perf_counter()
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
             with torch.inference_mode():
-                seqs = self.model.generate(**enc, **self._generation_kwargs())
+                seqs = self.model.generate(**enc, **self._generation_kwargs(seeds[i : i + step] if seeds else None))
             new = seqs[:, enc["input_ids"].shape[1] :].tolist()
             dt = (time.perf_counter() - t0) / len(chunk)
             prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
@@ -219,8 +253,9 @@ class HFLocalPolicy(Policy):
             self.tokenizer.apply_chat_template(m, tools=self._tools(t), tokenize=False, add_generation_prompt=True, **kwargs)
             for m, t in zip(messages, turns)
         ]
+        seeds = [row_seed(self.seed, t.episode, len(t.history)) for t in turns]
         decisions = []
-        for msgs, (reply, n_prompt, n_completion, dt) in zip(messages, self.generate(texts)):
+        for msgs, (reply, n_prompt, n_completion, dt) in zip(messages, self.generate(texts, seeds)):
             reasoning, _ = split_reasoning(reply)
             tool_calls = parse_tool_calls(reply) if self.prompt.action_mode == "tools" else None
             call = LLMCall(

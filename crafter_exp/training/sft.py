@@ -460,10 +460,12 @@ def train_sft(
     data: data_mod.SFTData,
     workdir: Path,
     log_fn: Optional[LogFn] = None,
-    progress: bool = True,
+    progress: Optional[bool] = None,
 ) -> SFTOutcome:
     """Fine-tune as `tcfg` says on `data`; intermediate checkpoints go to `workdir` (removed by the caller)."""
     from trl import SFTConfig
+
+    progress = bool(tcfg.progress) if progress is None else progress
 
     check_local_trainer(tcfg)
     seed = int(tcfg.seed)
