@@ -160,8 +160,8 @@ class HFLocalModelConfig(ModelConfig):
     """Sample instead of greedy decoding; None = as the checkpoint's manifest recommends (`play_temperature`), else greedy."""
     temperature: Optional[float] = None
     """Sampling temperature when sampling; None = the manifest's `play_temperature`, else 1.0."""
-    max_new_tokens: int = 32
-    """Tokens generated per turn."""
+    max_new_tokens: Optional[int] = None
+    """Tokens generated per turn; None = the longest reply in the checkpoint's training data (manifest), else 256."""
     batch_size: int = 32
     """Episodes decoded together in one forward pass."""
     device: str = "auto"
