@@ -54,6 +54,7 @@ def test_checkpoint_manifest_is_complete(tiny_checkpoint):
     assert manifest["trainer"]["name"] == "tiny" and manifest["trainer"]["max_steps"] == 110
     assert manifest["metrics"]["steps"] == 110
     assert manifest["untrained"] == "untrained"
+    assert manifest["play"]["max_new_tokens"] == 2  # an action name and the end token
     for name in ("config.json", "model.safetensors", "tokenizer.json", "untrained/model.safetensors"):
         assert (ckpt / name).is_file(), name
     assert not list(ckpt.parent.glob(".*staging*")), "staging folder left behind"

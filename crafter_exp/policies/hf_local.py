@@ -19,6 +19,8 @@ from crafter_exp import prompts
 from crafter_exp.parsing import split_reasoning
 from crafter_exp.policies.base import Decision, LLMCall, Policy, Turn
 
+DEFAULT_MAX_NEW_TOKENS = 256
+"""Reply budget when neither the config nor the checkpoint's manifest gives one."""
 TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 
 
@@ -119,6 +121,8 @@ class HFLocalPolicy(Policy):
         self.prompt = resolve_prompt(cfg.prompt, self.manifest)
         prompts.check_template(self.prompt.template)
         self.do_sample, self.temperature = resolve_decoding(cfg, self.manifest)
+        recorded = (self.manifest.get("play") or {}).get("max_new_tokens")
+        self.max_new_tokens = int(cfg.max_new_tokens or recorded or DEFAULT_MAX_NEW_TOKENS)
         self.model_name = cfg.label or (self.path.name if self.is_local else str(cfg.path))
         self.model: Any = None
         self.tokenizer: Any = None
@@ -154,7 +158,9 @@ class HFLocalPolicy(Policy):
             return
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in every rollout actor
         device = self.cfg.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -199,7 +205,7 @@ class HFLocalPolicy(Policy):
         from transformers import GenerationConfig, LogitsProcessorList
 
         gen = GenerationConfig(
-            max_new_tokens=self.cfg.max_new_tokens,
+            max_new_tokens=self.max_new_tokens,
             do_sample=False,  # sampling, when asked, is greedy search over Gumbel-perturbed logits (GumbelSampler)
             temperature=None,
             top_p=None,

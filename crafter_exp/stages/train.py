@@ -58,8 +58,10 @@ class TrainResult:
         path = self.checkpoint / untrained if (self.checkpoint / untrained).exists() else Path(untrained)
         prompt = self.manifest.get("prompt")
         temperature = (self.manifest.get("play") or {}).get("temperature")
+        max_new = (self.manifest.get("play") or {}).get("max_new_tokens")
         kw = {
             "label": "student_before",
+            "max_new_tokens": max_new,
             "path": str(path) if path.exists() else untrained,
             "prompt": PromptConfig(**prompt) if prompt else None,
             # decoded like the trained checkpoint (a pretrained base has no manifest of ours to say so)
@@ -210,13 +212,14 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
             )
             shutil.rmtree(workdir, ignore_errors=True)
             saved = sft.save_outcome(outcome, staged, merge_adapter=bool(tcfg.merge_adapter))
-            play = {"temperature": tcfg.play_temperature}
+            # how hf_local decodes this checkpoint unless told otherwise: temperature (None = greedy), and no
+            # reply longer than the longest the model was trained on (an untrained model rambles to the limit)
+            play = {"temperature": tcfg.play_temperature, "max_new_tokens": outcome.metrics["max_reply_tokens"]}
             untrained = _save_untrained(outcome, staged, data.prompt, saved, play)
             _publish(staged, out)
             manifest = {
                 **saved,
                 "untrained": untrained,
-                # how hf_local should decode this checkpoint unless told otherwise (None = greedy)
                 "play": play,
                 "dataset_digest": data.digest,
                 "dataset_path": str(Path(dataset).resolve()),

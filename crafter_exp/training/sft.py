@@ -466,6 +466,9 @@ def train_sft(
     from trl import SFTConfig
 
     progress = bool(tcfg.progress) if progress is None else progress
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-save "Writing model shards" bars; ours is the training bar
 
     check_local_trainer(tcfg)
     seed = int(tcfg.seed)
@@ -585,6 +588,7 @@ def train_sft(
         "dropped_examples": train_tok.dropped + (eval_tok.dropped if eval_tok else 0),
         "vocab_size": len(tokenizer),
         "mean_tokens_per_example": train_tok.tokens / max(len(train_tok.input_ids), 1),
+        "max_reply_tokens": max((sum(r) for r in train_tok.roles), default=0),
     }
     for key, value in final_eval.items():
         if key.startswith("eval_") and isinstance(value, (int, float)):
