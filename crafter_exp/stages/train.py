@@ -262,14 +262,12 @@ def _save_untrained(outcome: Any, staged: Path, prompt: Optional[dict[str, Any]]
 
 
 def _log_dataset(data: Any, dataset: Path) -> None:
-    """Register the dataset as the run's input, under the filter stage's digest."""
-    import mlflow
+    """Register the dataset as the run's input, under the filter stage's digest (a sample of rows as its table)."""
     import pandas as pd
 
     rows = [{"messages": json.dumps(ex.messages)} for ex in data.train[:1000]]
-    ds = mlflow.data.from_pandas(pd.DataFrame(rows), source=str(Path(dataset).resolve()),
-                                 name=f"sft-{data.digest[:12]}", digest=data.digest[:36])
-    mlflow.log_input(ds, context="training")
+    tracking.log_dataframe_input(pd.DataFrame(rows), name=f"sft-{data.digest[:12]}",
+                                 source=str(Path(dataset).resolve()), context="training", digest=data.digest[:36])
     tracking.log_metrics({"dataset_examples": len(data.train) + len(data.eval)})
 
 
