@@ -285,3 +285,12 @@ def test_validate_detects_files_changed_after_export(home, tmp_path):
     path.write_text(path.read_text().replace("move_left", "move_right"))
     report = validate_path(result.path, cfg_for(home).filter)
     assert report.error_count == 1 and "differs from the manifest" in report.errors[0].message
+
+
+def test_validate_missing_file_and_unknown_format(home, tmp_path):
+    result = export(home, tmp_path)
+    (result.path / "train.jsonl").unlink()
+    report = validate_path(result.path, cfg_for(home).filter)
+    assert "missing" in str(report.errors[0]) and not str(report.errors[0]).startswith("line")
+    with pytest.raises(ValueError, match="unknown filter.validate_format"):
+        validate_path(result.path, cfg_for(home, "filter.validate_format=csv").filter)

@@ -29,7 +29,7 @@ class LineError:
     message: str
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
+        return f"line {self.line}: {self.message}" if self.line else self.message
 
 
 @dataclass
@@ -372,6 +372,9 @@ def validate_path(path: Path, fcfg: Any) -> ValidationReport:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"nothing to validate at {path}")
+    if fcfg.validate_format not in ("auto", *CHECKS, "parquet"):
+        raise ValueError(f"unknown filter.validate_format {fcfg.validate_format!r} "
+                         f"(known: auto, {', '.join(CHECKS)}, parquet)")
     count, how = token_counter(fcfg.tokenizer)
     fmt = None if fcfg.validate_format == "auto" else fcfg.validate_format
     if path.is_dir():
@@ -387,10 +390,13 @@ def validate_path(path: Path, fcfg: Any) -> ValidationReport:
             report = ValidationReport(path, fmt)
             for name in [f for f in files if f.endswith(".jsonl")]:
                 validate_jsonl(path / name, fmt, count, report)
-        from crafter_exp.export.writer import _digest
+        from crafter_exp.export.writer import dataset_digest
 
-        if all((path / f).exists() for f in files):
-            actual = _digest([(f, path / f) for f in files])
+        missing = [f for f in files if not (path / f).exists()]
+        if missing:
+            report.error(0, f"file(s) named in the manifest are missing: {missing}")
+        else:
+            actual = dataset_digest([(f, path / f) for f in files])
             if actual != manifest.get("digest"):
                 report.error(0, f"digest {actual} differs from the manifest's {manifest.get('digest')} "
                                 "(files changed after export)")

@@ -140,13 +140,13 @@ def _register(con: Any, plan: ExportPlan, chunk: pd.DataFrame, columns: tuple[st
 
 
 def _hasher(first_name: str) -> Any:
-    """The running form of `_digest` for a dataset of one file, fed while writing."""
+    """The running form of `dataset_digest` for a dataset of one file, fed while writing."""
     h = hashlib.sha256()
     h.update(first_name.encode() + b"\x00")
     return h
 
 
-def _digest(paths: list[tuple[str, Path]]) -> str:
+def dataset_digest(paths: list[tuple[str, Path]]) -> str:
     """Content hash of a dataset: sha256 over (name, NUL, bytes) of each data file, in manifest order."""
     h = hashlib.sha256()
     for name, path in paths:
@@ -372,7 +372,7 @@ def write_parquet(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writ
     names = [n for n in ("train.parquet", "val.parquet", "train.csv", "val.csv") if n in tmp_paths]
     files = [(n, tmp_paths[n]) for n in names] + [("raw_trajectories.json", raw_tmp)]
     splits = {s: c for s, c in counts.items() if c["examples"]}
-    return Written([n for n, _ in files], int(per_episode.sum()), int((per_episode > 0).sum()), _digest(files),
+    return Written([n for n, _ in files], int(per_episode.sum()), int((per_episode > 0).sum()), dataset_digest(files),
                    dedupe.dropped, splits, per_episode, tmp_files=files)
 
 
