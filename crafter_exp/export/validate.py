@@ -384,11 +384,12 @@ def validate_path(path: Path, fcfg: Any) -> ValidationReport:
         manifest = json.loads(manifest_path.read_text())
         fmt = fmt or manifest["format"]
         files = list(manifest["files"])
+        present = [f for f in files if (path / f).exists()]
         if fmt == "parquet":
-            report = validate_parquet_folder(path, files, count)
+            report = validate_parquet_folder(path, present, count)
         else:
             report = ValidationReport(path, fmt)
-            for name in [f for f in files if f.endswith(".jsonl")]:
+            for name in [f for f in present if f.endswith(".jsonl")]:
                 validate_jsonl(path / name, fmt, count, report)
         from crafter_exp.export.writer import dataset_digest
 
