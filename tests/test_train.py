@@ -281,3 +281,17 @@ def test_bad_settings_fail_fast(tmp_path, synth):
         train(make_cfg(tmp_path, "trainer.method=dora"))
     with pytest.raises(ValueError, match="divisible"):
         train(make_cfg(tmp_path, "trainer.student.num_heads=3"))
+
+
+def test_length_batches_are_homogeneous_and_shuffled():
+    from crafter_exp.training.sft import ShuffledLengthBatches
+
+    lengths = [10 + (i * 37) % 70 for i in range(640)]
+    sampler = ShuffledLengthBatches(lengths, batch_size=32, seed=0, mega=4)
+    first, second = list(sampler), list(sampler)
+    assert sorted(first) == list(range(640)) and first != second  # a permutation, new each epoch
+    batches = [first[i : i + 32] for i in range(0, 640, 32)]
+    spreads = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
+    assert max(spreads) <= 30 and sum(spreads) / len(spreads) < 20  # random batches span ~65 of the 70 tokens
+    longest = [max(lengths[i] for i in b) for b in batches]
+    assert longest != sorted(longest, reverse=True) and longest != sorted(longest)  # no long-to-short runs
