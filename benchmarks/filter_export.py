@@ -67,7 +67,7 @@ def generate(db_path: Path, json_dir: Optional[Path], n_steps: int, prompt: Opti
     con.execute(f"CREATE TEMP TABLE eps AS SELECT e AS seed, (100 + (hash(e * 7919) >> 2)::BIGINT % 301)::INTEGER AS turns "
                 f"FROM range({n_eps}) t(e)")
     A, O, D, ACH = _sql_list(ACTIONS), _sql_list(OBJECTS), _sql_list(DIRS), _sql_list(achievements)
-    con.execute(f"""
+    con.execute("""
     CREATE TEMP TABLE raw AS
     SELECT seed, turns, t, (hash(seed * 1000003 + t) >> 2)::BIGINT AS h FROM (SELECT seed, turns, unnest(range(turns)) AS t FROM eps)
     """)

@@ -30,6 +30,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 
 from crafter_exp.tracking import PARENT_RUN_ENV as PARENT_ENV
+from crafter_exp.files import write_json_atomic, write_text_atomic
 
 RESULT_FILE = "result.json"
 SUMMARY_DIR = "sweep_summary"
@@ -60,11 +61,7 @@ def write_job_result(metrics: dict[str, dict[str, float]], **extra: Any) -> Opti
     from hydra.core.hydra_config import HydraConfig
 
     payload = {"metrics": metrics, "overrides": list(HydraConfig.get().overrides.task), **extra}
-    job_dir.mkdir(parents=True, exist_ok=True)
-    tmp = job_dir / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    tmp.replace(job_dir / RESULT_FILE)
-    return job_dir / RESULT_FILE
+    return write_json_atomic(job_dir / RESULT_FILE, payload)
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -123,10 +120,7 @@ def write_summary(sweep_dir: str | Path, metric: str, status: str = "finished") 
     files: dict[str, Path] = {}
 
     def write(name: str, text: str) -> Path:
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(out / name)
-        return out / name
+        return write_text_atomic(out / name, text)
 
     files["csv"] = write("summary.csv", table.to_csv(index=False))
     x = "setting"

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, project_overrides
+from conftest import project_overrides
 from episode_factory import episode, random_episodes, use_crafter_achievements, write_run
 
 from crafter_exp import metrics as M

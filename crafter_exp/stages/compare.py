@@ -24,6 +24,7 @@ import pandas as pd
 from crafter_exp import metrics as M
 from crafter_exp import tracking
 from crafter_exp.store.traces import TraceStore
+from crafter_exp.files import write_text_atomic
 
 FAMILY_TITLES = {
     "achievement/": "Per-achievement success rate (% of episodes)",
@@ -246,16 +247,8 @@ def significance_lines(tests: pd.DataFrame) -> list[str]:
 # --------------------------------------------------------------------------------------------------- writing
 
 
-def _write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
-
-
 def _write_csv(path: Path, df: pd.DataFrame) -> Path:
-    return _write_text(path, df.to_csv(index=False))
+    return write_text_atomic(path, df.to_csv(index=False))
 
 
 def _mlflow_episodes(df: pd.DataFrame) -> pd.DataFrame:
@@ -433,7 +426,7 @@ def compare(
         files = {
             "metrics_csv": _write_csv(report_dir / "metrics.csv", table),
             "tests_csv": _write_csv(report_dir / "significance.csv", tests),
-            "markdown": _write_text(report_dir / "report.md", _report_markdown(
+            "markdown": write_text_atomic(report_dir / "report.md", _report_markdown(
                 cfg, labels, run_ids, episodes, table, tests, scalar, families, figures, report_dir)),
             **{f"figure:{name}": path for name, path in figures.items()},
         }
@@ -476,7 +469,7 @@ def compare(
             "significant": [f"{r.experiment} vs {r.baseline}: {r.metric}" for r in result.significant.itertuples()],
             "mlflow_run_id": result.mlflow_run_id,
         }
-        files["manifest"] = _write_text(manifest_path, json.dumps(manifest, indent=1, default=_json_default))
+        files["manifest"] = write_text_atomic(manifest_path, json.dumps(manifest, indent=1, default=_json_default))
         if result.mlflow_run_id:
             tracking.log_file(files["manifest"], "compare")
     result.files = files

@@ -46,6 +46,7 @@ from crafter_exp.filtering.select import (
     split_episodes,
 )
 from crafter_exp.store.traces import TraceStore
+from crafter_exp.files import write_json_atomic
 
 MANIFEST = "manifest.json"
 # settings that change how the stage runs or reports, not which examples it writes
@@ -184,12 +185,6 @@ def read_manifest(path: Path) -> Optional[dict[str, Any]]:
         return None
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    tmp.replace(path)
-
-
 def _plan(cfg: Any, ctx: _Context) -> tuple[ExportPlan, pd.DataFrame]:
     """Selected episodes -> the episodes and turns to write (raises EmptySelectionError when none)."""
     fcfg = cfg.filter
@@ -318,7 +313,7 @@ def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]],
             tracking.log_metrics({**st.metrics(), "episodes_exported": written.episodes, "examples": written.examples,
                                   "turns_kept": turns_kept, "dedupe_dropped": written.dedupe_dropped,
                                   "seconds": seconds, "steps_per_s": total_steps / max(seconds, 1e-9)})
-        _write_json_atomic(out / MANIFEST, manifest)
+        write_json_atomic(out / MANIFEST, manifest)
         if mlrun:
             tracking.log_file(out / MANIFEST)
     return FilterResult(out, written.digest, fcfg.format, written.examples, written.episodes, written.files,

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from crafter_exp.store import schema
+from crafter_exp.files import write_text_atomic
 
 LOCK_WAIT_S = 60.0
 
@@ -199,9 +200,4 @@ class TraceStore:
             }
             for r in df.itertuples()
         ]
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(out, indent=1))
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, json.dumps(out, indent=1))

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from crafter_exp.config import OpenAITrainerConfig
 from crafter_exp.errors import StageFailed
+from crafter_exp.files import write_json_atomic
 
 STATE_FILE = "openai_job.json"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -229,13 +230,6 @@ def read_state(output_dir: Path) -> dict[str, Any]:
 
 def write_state(output_dir: Path, state: dict[str, Any]) -> None:
     write_json_atomic(Path(output_dir) / STATE_FILE, state)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------- entry points

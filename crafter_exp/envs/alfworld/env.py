@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from crafter_exp.envs.alfworld import data, speedups, text
