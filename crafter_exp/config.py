@@ -35,6 +35,7 @@ class EnvConfig:
 @dataclass
 class CrafterEnvConfig(EnvConfig):
     name: str = "crafter"
+    episodes: int = 200  # the offline pipeline's teacher data (~50k steps, ~25 s); set it for paid API models
     difficulty: str = "normal"
     """`easy` / `normal` / `hard` (see README: what each changes); `normal` is stock Crafter."""
     length: int = 10000
