@@ -357,6 +357,9 @@ class LocalTrainerConfig(TrainerConfig):
     """`assistant` (assistant tokens only), `all` (every token), or `weighted` (prompt tokens x prompt_weight)."""
     prompt_weight: float = 0.5
     """With loss_on=weighted: weight of the prompt tokens' next-token loss."""
+    reply_balance: float = 0.0
+    """Weight each example's reply loss by (frequency of its exact reply) ^ -x, mean 1: 0 = off; 0.5 = rare replies
+    (e.g. crafting actions among thousands of moves) count more."""
     lora_r: int = 16
     """LoRA rank."""
     lora_alpha: int = 32
