@@ -40,7 +40,8 @@ def trainer_cfg(args: argparse.Namespace, method: str) -> LocalTrainerConfig:
     base = TinyTrainerConfig() if args.model == "tiny" else LocalTrainerConfig(model=args.model)
     return dataclasses.replace(
         base, method=method, max_steps=args.steps, max_time_s=None, eval_fraction=0.0, save_best=False,
-        logging_steps=10, progress=False, per_device_batch=args.batch,
+        logging_steps=10, progress=False, per_device_batch=args.batch, bf16=args.bf16,
+        group_by_length=not args.no_grouping,
         learning_rate=base.learning_rate if method == "full" else 1e-3,
     )
 
@@ -65,11 +66,14 @@ def plain_run(tcfg: LocalTrainerConfig, data: data_mod.SFTData) -> dict:
         model = get_peft_model(model, sft.lora_config(tcfg))
     tok = data_mod.tokenize_examples(base.tokenizer, train_ex, tcfg.max_length)
     collate = sft.RoleCollator(base.tokenizer.pad_token_id)
-    g = torch.Generator().manual_seed(tcfg.seed)
-    order = torch.randperm(len(tok.input_ids), generator=g).tolist()
-    rows = [{"input_ids": tok.input_ids[i], "roles": tok.roles[i]} for i in order]
     b = tcfg.per_device_batch
+    if tcfg.group_by_length:  # the stage's own batching: similar lengths together, batches shuffled
+        order = list(sft.ShuffledLengthBatches([len(x) for x in tok.input_ids], b, tcfg.seed))
+    else:
+        order = torch.randperm(len(tok.input_ids), generator=torch.Generator().manual_seed(tcfg.seed)).tolist()
+    rows = [{"input_ids": tok.input_ids[i], "roles": tok.roles[i]} for i in order]
     batches = [collate(rows[i : i + b]) for i in range(0, len(rows), b)]
+    bf16 = sft.use_bf16(tcfg)  # the stage's precision: bf16 autocast where the CPU/GPU has native bf16
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay,
                             fused=True)  # what Trainer uses (adamw_torch_fused)
@@ -82,7 +86,8 @@ def plain_run(tcfg: LocalTrainerConfig, data: data_mod.SFTData) -> dict:
     t0 = time.monotonic()
     for step in range(tcfg.max_steps):
         batch = batches[step % len(batches)]
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         loss = sft.role_loss(out.logits, batch["input_ids"], batch["roles"], tcfg.loss_on, tcfg.prompt_weight).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, tcfg.max_grad_norm)
@@ -105,7 +110,8 @@ def bench_training(args: argparse.Namespace, data: data_mod.SFTData) -> None:
             results["plain loop (lora)"].append(plain_run(lora, data))
             results["stage (lora)"].append(stage_run(lora, data))
     print(f"\n== SFT throughput: model={args.model}, {args.steps} steps x batch {args.batch}, "
-          f"{args.repeats} alternating repeats, torch threads {torch.get_num_threads()} ==")
+          f"{args.repeats} alternating repeats, torch threads {torch.get_num_threads()}, "
+          f"bf16 {sft.use_bf16(full)}, length-grouped batches {full.group_by_length} ==")
     print(f"{'run':<20} {'tokens/s (median)':>18} {'all runs':>28} {'peak MB':>9}")
     med = {}
     for name, runs in results.items():
@@ -171,6 +177,8 @@ def main() -> None:
     ap.add_argument("--skip-lora", action="store_true")
     ap.add_argument("--skip-play", action="store_true")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--bf16", default="auto", help="auto | true | false (trainer.bf16)")
+    ap.add_argument("--no-grouping", action="store_true", help="random batches (trainer.group_by_length=false)")
     ap.add_argument("--checkpoint", help="checkpoint to play (default: a tiny student trained for 60 steps)")
     ap.add_argument("--episodes", type=int, default=16)
     ap.add_argument("--play-steps", type=int, default=60)

@@ -295,3 +295,18 @@ def test_length_batches_are_homogeneous_and_shuffled():
     assert max(spreads) <= 30 and sum(spreads) / len(spreads) < 20  # random batches span ~65 of the 70 tokens
     longest = [max(lengths[i] for i in b) for b in batches]
     assert longest != sorted(longest, reverse=True) and longest != sorted(longest)  # no long-to-short runs
+
+
+def test_reply_balance_weights_rare_replies_up():
+    from crafter_exp.training.sft import reply_weights
+
+    tok = data_mod.Tokenized(input_ids=[[1, 5], [1, 5], [1, 5], [2, 7]], roles=[[0, 1]] * 4)
+    assert reply_weights(tok, 0.0) == [1.0] * 4
+    w = reply_weights(tok, 1.0)  # replies 5 (x3) and 7 (x1): inverse frequency, mean 1
+    assert sum(w) == pytest.approx(4.0) and w[3] == pytest.approx(3 * w[0])
+    logits = torch.randn(2, 2, 9)
+    ids = torch.tensor([[1, 5], [2, 7]])
+    roles = torch.tensor([[0, 1], [0, 1]])
+    ce = torch.nn.functional.cross_entropy(logits[:, 0], ids[:, 1], reduction="none")
+    weighted = role_loss(logits, ids, roles, "assistant", 0.0, torch.tensor([1.0, 3.0])).loss
+    assert weighted.item() == pytest.approx(((ce[0] + 3 * ce[1]) / 4).item(), rel=1e-5)
