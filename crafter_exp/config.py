@@ -168,7 +168,8 @@ class HFLocalModelConfig(ModelConfig):
     device: str = "auto"
     """`auto` (cuda if available), `cpu`, `cuda`."""
     dtype: str = "auto"
-    """`auto`, `float32`, `bfloat16`, `float16`."""
+    """`auto` (bf16 on a GPU that has it; on a CPU with native bf16, fp32 weights under bf16 autocast), `float32`,
+    `bfloat16`, `float16`."""
     seed: int = 0
     """Sampling seed."""
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
