@@ -153,6 +153,20 @@ class HFLocalPolicy(Policy):
             return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.cfg.dtype]
 
+    def _autocast(self) -> Any:
+        """bf16 autocast on a CPU with native bf16 (dtype auto): fp32 weights, bf16 matmuls — the numerics the
+        student was trained with under the trainer's bf16 setting, and a faster prefill."""
+        import contextlib
+
+        import torch
+
+        if self.cfg.dtype == "auto" and self.device.type == "cpu":
+            from crafter_exp.training.sft import cpu_has_bf16
+
+            if cpu_has_bf16():
+                return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def load(self) -> None:
         if self.model is not None:
             return
@@ -236,7 +250,7 @@ class HFLocalPolicy(Policy):
             chunk = texts[i : i + step]
             t0 = time.perf_counter()
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 seqs = self.model.generate(**enc, **self._generation_kwargs(seeds[i : i + step] if seeds else None))
             new = seqs[:, enc["input_ids"].shape[1] :].tolist()
             dt = (time.perf_counter() - t0) / len(chunk)
