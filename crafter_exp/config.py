@@ -397,6 +397,8 @@ class LocalTrainerConfig(TrainerConfig):
 
 @dataclass
 class TinyTrainerConfig(LocalTrainerConfig):
+    """The offline student's defaults (conf/trainer/tiny.yaml explains each choice and what it was measured against)."""
+
     name: str = "tiny"
     model: str = "tiny"
     method: str = "full"
@@ -404,10 +406,14 @@ class TinyTrainerConfig(LocalTrainerConfig):
     per_device_batch: int = 32
     grad_accum: int = 1
     warmup_ratio: float = 0.05
+    min_lr_ratio: float = 0.1
     max_length: int = 256
     loss_on: str = "weighted"
     max_time_s: Optional[float] = 300.0
     epochs: float = 3.0
+    eval_steps: int = 250
+    logging_steps: int = 25
+    play_temperature: Optional[float] = 0.7
 
 
 @dataclass
