@@ -37,7 +37,7 @@ def accuracy(policy, pairs) -> float:
 
 @pytest.fixture(scope="module")
 def after(tiny_checkpoint):
-    policy = make_policy(tiny_checkpoint.policy_after(batch_size=16))
+    policy = make_policy(tiny_checkpoint.policy_after(batch_size=16, do_sample=False))
     policy.start()
     return policy
 
@@ -57,7 +57,7 @@ def test_batched_generation_returns_one_parsed_decision_per_turn(after):
 
 def test_trained_student_beats_its_untrained_self_on_held_out_prompts(tiny_checkpoint, after):
     pairs = held_out(100)
-    before = make_policy(tiny_checkpoint.policy_before(batch_size=100, max_new_tokens=4))
+    before = make_policy(tiny_checkpoint.policy_before(batch_size=100, max_new_tokens=4, do_sample=False))
     acc_before, acc_after = accuracy(before, pairs), accuracy(after, pairs)
     assert acc_after > 0.6, acc_after  # the commonest action is ~25 % of the data
     assert acc_before < 0.3 and acc_after > acc_before + 0.3
@@ -73,8 +73,13 @@ def test_left_padded_batch_decodes_like_one_at_a_time(after):
     assert batched == single
 
 
-def test_prompt_comes_from_the_manifest_unless_set(tiny_checkpoint, after):
+def test_prompt_and_decoding_come_from_the_manifest_unless_set(tiny_checkpoint, after):
     assert after.prompt.template == "bare"
+    recommended = make_policy(tiny_checkpoint.policy_after())
+    assert (recommended.do_sample, recommended.temperature) == (True, 0.7)  # the tiny trainer's play_temperature
+    assert recommended.max_new_tokens == 2
+    before = make_policy(tiny_checkpoint.policy_before())
+    assert (before.do_sample, before.temperature, before.max_new_tokens) == (True, 0.7, 2)
     assert tiny_checkpoint.manifest["prompt"]["template"] == "bare"
     own = make_policy(tiny_checkpoint.policy_after(prompt=PromptConfig(template="standard")))
     assert own.prompt.template == "standard"
