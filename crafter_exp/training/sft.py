@@ -672,6 +672,9 @@ def train_sft(
         "mean_tokens_per_example": train_tok.tokens / max(len(train_tok.input_ids), 1),
         "max_reply_tokens": max((sum(r) for r in train_tok.roles), default=0),
     }
+    if save_best and trainer.state.best_metric is not None:
+        metrics["best_eval_assistant_loss"] = float(trainer.state.best_metric)
+        metrics["best_step"] = int(str(trainer.state.best_model_checkpoint).rsplit("-", 1)[-1])
     for key, value in final_eval.items():
         if key.startswith("eval_") and isinstance(value, (int, float)):
             metrics[key] = float(value)
