@@ -226,7 +226,6 @@ class LossParts:
     assistant_tokens: int
     replies_exact: int
     replies: int
-    tokens: int
 
 
 def role_loss(logits: torch.Tensor, input_ids: torch.Tensor, roles: torch.Tensor, loss_on: str, prompt_weight: float,
@@ -268,7 +267,6 @@ def role_loss(logits: torch.Tensor, input_ids: torch.Tensor, roles: torch.Tensor
         assistant_tokens=int(n_a),
         replies_exact=exact,
         replies=int(has_reply.sum()),
-        tokens=int((r >= 0).sum()) + int(has_reply.numel()),
     )
 
 
