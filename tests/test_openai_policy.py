@@ -26,7 +26,7 @@ from crafter_exp.store.traces import TraceStore
 from fake_openai_server import FakeOpenAIServer, Reply
 
 KEY_ENV = "CRAFTER_EXP_TEST_OPENAI_KEY"
-CANARY = "sk-canary-7f3a9c21e8d04b6f"  # must never appear in anything the program writes
+CANARY = "test-canary-7f3a9c21e8d04b6f"  # must never appear in anything the program writes
 ACTIONS = ["noop", "move_left", "move_right", "do"]
 
 
@@ -240,7 +240,7 @@ def test_one_failing_turn_does_not_fail_the_others(server, policy_for):
 
 
 def test_probe_rejects_a_wrong_key_in_one_line_without_the_key(key, monkeypatch):
-    with FakeOpenAIServer(api_key="sk-the-right-one-123456") as srv:
+    with FakeOpenAIServer(api_key="test-the-right-one-123456") as srv:
         with pytest.raises(ValueError) as err:
             OpenAIPolicy(make_cfg(srv)).start()
     text = str(err.value)

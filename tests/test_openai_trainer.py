@@ -22,7 +22,7 @@ from crafter_exp.training.openai_jobs import (
 )
 from fake_ft_server import FakeFineTuningServer, Scenario
 
-CANARY = "sk-canary-7c1d0e5f9a8b4c3d2e1f0a9b8c7d6e5f"
+CANARY = "test-canary-7c1d0e5f9a8b4c3d2e1f0a9b8c7d6e5f"
 KEY_ENV = "CRAFTER_EXP_TEST_FT_KEY"
 
 
