@@ -198,8 +198,8 @@ def main() -> None:
     ap.add_argument("--bf16", default="auto", help="auto | true | false (trainer.bf16)")
     ap.add_argument("--no-grouping", action="store_true", help="random batches (trainer.group_by_length=false)")
     ap.add_argument("--checkpoint", help="checkpoint to play (default: a tiny student trained for 60 steps)")
-    ap.add_argument("--episodes", type=int, default=16)
-    ap.add_argument("--play-steps", type=int, default=60)
+    ap.add_argument("--episodes", type=int, default=32, help="episodes played (and decoded together when batched)")
+    ap.add_argument("--play-steps", type=int, default=150)
     ap.add_argument("--max-new-tokens", type=int, default=8)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
