@@ -243,7 +243,7 @@ def filter_and_export(cfg: Any, runs: Optional[Sequence[str]] = None, output: Op
 
 def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]], output: Optional[str | Path],
                        progress: bool) -> FilterResult:
-    from tqdm import tqdm
+    from crafter_exp.progress import progress_bar
 
     start = time.perf_counter()
     fcfg = cfg.filter
@@ -259,7 +259,7 @@ def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]],
     st = stats(cfg, ctx=ctx, with_steps=False, selected=selected)
     total_steps = int(plan.episodes["turns"].sum())
     created = not out.exists()
-    with tqdm(total=total_steps, desc=f"filter {cfg.name}", unit="step", disable=not progress,
+    with progress_bar(total=total_steps, desc=f"filter {cfg.name}", unit="step", disable=not progress,
               dynamic_ncols=True) as bar:
         written = write_dataset(plan, out, bar)  # under temporary names: an earlier dataset stays intact
     if written.examples == 0:

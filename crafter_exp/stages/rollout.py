@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from tqdm import tqdm
 
 from crafter_exp import __version__, tracking
+from crafter_exp.progress import progress_bar
 from crafter_exp.envs import check_env_config, env_achievements
 from crafter_exp.policies import make_policy, model_label, model_provider
 from crafter_exp.runner.pool import run_episodes
@@ -148,7 +148,7 @@ def _play(cfg: Any, env_cfg: Any, model_cfg: Any, policy: Any, seeds: list[int],
     per_task = max(cfg.ray.episodes_per_task, getattr(model_cfg, "concurrency", 0), getattr(model_cfg, "batch_size", 0))
     done = {"episodes": 0, "steps": 0, "achievements": 0}
     start = time.perf_counter()
-    bar = tqdm(total=len(seeds), desc=f"{run_meta['run_id']}", unit="ep", disable=not cfg.rollout.progress,
+    bar = progress_bar(total=len(seeds), desc=f"{run_meta['run_id']}", unit="ep", disable=not cfg.rollout.progress,
                dynamic_ncols=True)
 
     def on_batch(records: list[EpisodeRecord]) -> None:

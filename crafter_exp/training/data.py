@@ -326,7 +326,7 @@ def _marked_chunks(tokenizer: Any, examples: list[Example], template: Optional[s
 
 def tokenize_examples(tokenizer: Any, examples: list[Example], max_length: int, progress: bool = False) -> Tokenized:
     """Token ids + roles for every example (truncated to `max_length`; examples with no assistant token dropped)."""
-    from tqdm.auto import tqdm
+    from crafter_exp.progress import progress_bar
 
     template = training_chat_template(tokenizer)
     use_markers = template is not None or has_generation_markers(tokenizer.chat_template)
@@ -335,7 +335,7 @@ def tokenize_examples(tokenizer: Any, examples: list[Example], max_length: int, 
     else:
         pairs = (_prefix_roles(tokenizer, ex, template) for ex in examples)
     out = Tokenized([], [])
-    for ids, roles in tqdm(pairs, total=len(examples), desc="tokenize", disable=not progress, mininterval=1.0):
+    for ids, roles in progress_bar(pairs, total=len(examples), desc="tokenize", disable=not progress, mininterval=1.0):
         ids, roles = list(ids), list(roles)
         if len(ids) > max_length:
             out.truncated += 1

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -410,11 +409,11 @@ def _new_events(client: Any, job_id: str, seen: set[str]) -> Iterator[Any]:
 
 
 def _progress(bar: Any, data: dict[str, Any]) -> Any:
-    from tqdm import tqdm
+    from crafter_exp.progress import progress_bar
 
     total, step = data.get("total_steps"), data.get("step")
     if bar is None:
-        bar = tqdm(total=total, desc="fine-tuning steps", unit="step", file=sys.stderr)
+        bar = progress_bar(total=total, desc="fine-tuning steps", unit="step")
     if isinstance(step, int):
         bar.update(max(0, step - bar.n))
     loss = data.get("train_loss")

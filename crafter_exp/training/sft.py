@@ -21,7 +21,7 @@ import math
 import os
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -348,6 +348,14 @@ def lr_factor(name: str, progress: float, warmup: float, min_ratio: float) -> fl
 # ------------------------------------------------------------------------------------------------ trainer
 
 
+def _checkpointing_arg(enabled: bool) -> dict[str, bool]:
+    """transformers 5 renamed `gradient_checkpointing` to `activation_checkpointing` (the old name warns)."""
+    from trl import SFTConfig
+
+    names = {f.name for f in fields(SFTConfig)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
+
+
 def _trainer_class() -> type:
     from trl import SFTTrainer
 
@@ -376,6 +384,15 @@ def _trainer_class() -> type:
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             return ShuffledLengthBatches(dataset["length"], batch, self.args.seed)
+
+        def _issue_warnings_after_load(self, load_result: Any) -> None:
+            # A tied output head (tiny student) is not saved: it *is* the input embedding, which was loaded.
+            # transformers reports it as missing when it reloads the best checkpoint; drop that false alarm.
+            params = dict(self.model.named_parameters(remove_duplicate=False))
+            missing = set(load_result.missing_keys)
+            loaded = {p.data_ptr() for name, p in params.items() if name not in missing}
+            really_missing = [k for k in load_result.missing_keys if k not in params or params[k].data_ptr() not in loaded]
+            super()._issue_warnings_after_load(load_result._replace(missing_keys=really_missing))
 
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
             if self.schedule not in OWN_SCHEDULES:
@@ -447,7 +464,7 @@ def _trainer_class() -> type:
 
 def _callbacks(clock: ProgressClock, max_time_s: Optional[float], has_eval: bool, log_fn: Optional[LogFn],
                progress: bool, curve: list[dict[str, float]]) -> list[Any]:
-    from tqdm.auto import tqdm
+    from crafter_exp.progress import progress_bar
     from transformers import TrainerCallback
 
     class Budget(TrainerCallback):
@@ -473,7 +490,7 @@ def _callbacks(clock: ProgressClock, max_time_s: Optional[float], has_eval: bool
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if progress:
-                self.bar = tqdm(total=state.max_steps, desc="train", unit="step", dynamic_ncols=True)
+                self.bar = progress_bar(total=state.max_steps, desc="train", unit="step", dynamic_ncols=True)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if self.bar is not None:
@@ -591,7 +608,7 @@ def train_sft(
         packing=False,
         bf16=bf16,
         fp16=False,
-        gradient_checkpointing=bool(tcfg.gradient_checkpointing),
+        **_checkpointing_arg(bool(tcfg.gradient_checkpointing)),
         logging_steps=int(tcfg.logging_steps),
         eval_strategy="steps" if has_eval else "no",
         eval_steps=int(tcfg.eval_steps),
