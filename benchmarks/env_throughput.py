@@ -131,6 +131,14 @@ def step_only_rate(seconds: float) -> float:
     return steps / elapsed
 
 
+CHUNK = 4
+"""Episodes per task: work is handed to whichever worker is free, a few episodes at a time, as the rollout pool does."""
+
+
+def _chunks(seeds: list[int]) -> list[list[int]]:
+    return [seeds[i:i + CHUNK] for i in range(0, len(seeds), CHUNK)]
+
+
 def ray_scaling(episodes: int, rounds: int = 3) -> tuple[float, float, float, float]:
     """Steps/s of the same work on 1 actor and on 2 (rounds alternate 1, 2, 1, 2, ... so load drifts hit both).
 
@@ -156,21 +164,70 @@ def ray_scaling(episodes: int, rounds: int = 3) -> tuple[float, float, float, fl
             steps = sum(self.runner.episode(s) for s in seeds)
             return steps, time.process_time() - cpu
 
+    def play(workers, seeds) -> tuple[int, float]:
+        """Every chunk to the first free worker; returns (steps, worker CPU seconds)."""
+        todo, free, inflight, steps, cpu = _chunks(seeds), list(workers), {}, 0, 0.0
+        while todo or inflight:
+            while todo and free:
+                worker = free.pop()
+                inflight[worker.play.remote(todo.pop(0))] = worker
+            done, _ = ray.wait(list(inflight), num_returns=1)
+            free.append(inflight.pop(done[0]))
+            chunk_steps, chunk_cpu = ray.get(done[0])
+            steps, cpu = steps + chunk_steps, cpu + chunk_cpu
+        return steps, cpu
+
     try:
         workers = [Worker.remote() for _ in range(2)]
         ray.get([w.play.remote([]) for w in workers])  # actors up and warm
-        totals = {1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}  # steps, wall, actor cpu
-        per_round = max(1, episodes // rounds)
-        for r in range(rounds):
-            seeds = list(range(r * per_round, (r + 1) * per_round))
-            for n in (1, 2):
-                start = time.perf_counter()
-                out = ray.get([w.play.remote(seeds[i::n]) for i, w in enumerate(workers[:n])])
-                totals[n][1] += time.perf_counter() - start
-                totals[n][0] += sum(steps for steps, _ in out)
-                totals[n][2] += sum(cpu for _, cpu in out)
+        return _alternate_one_two(lambda n, seeds: play(workers[:n], seeds), episodes, rounds)
     finally:
         ray.shutdown()
+
+
+def _process_play(seeds: list[int]) -> tuple[int, float]:
+    runner = _PROCESS_RUNNER["runner"]
+    cpu = time.process_time()
+    return sum(runner.episode(s) for s in seeds), time.process_time() - cpu
+
+
+_PROCESS_RUNNER: dict = {}
+
+
+def _process_init() -> None:
+    _PROCESS_RUNNER["runner"] = OursRunner()
+    _PROCESS_RUNNER["runner"].episode(10**6)
+
+
+def process_scaling(episodes: int, rounds: int = 3) -> tuple[float, float, float, float]:
+    """The same measurement with plain worker processes (multiprocessing, no Ray): what 2 cores give here at best."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1, initializer=_process_init) as one, ctx.Pool(2, initializer=_process_init) as two:
+        for pool, n in ((one, 1), (two, 2)):  # start and warm every worker outside the clock
+            pool.map(_process_play, [[]] * n, chunksize=1)
+            time.sleep(1.0)
+
+        def play(n: int, seeds: list[int]) -> tuple[int, float]:
+            out = list((one if n == 1 else two).imap_unordered(_process_play, _chunks(seeds)))
+            return sum(s for s, _ in out), sum(c for _, c in out)
+
+        return _alternate_one_two(play, episodes, rounds)
+
+
+def _alternate_one_two(play, episodes: int, rounds: int) -> tuple[float, float, float, float]:
+    """(1-worker steps/s, 2-worker steps/s, cores the 2 workers got, per-core efficiency 2 vs 1)."""
+    totals = {1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}  # steps, wall, worker cpu
+    per_round = max(1, episodes // rounds)
+    for r in range(rounds):
+        seeds = list(range(r * per_round, (r + 1) * per_round))
+        for n in (1, 2):
+            start = time.perf_counter()
+            steps, cpu = play(n, seeds)
+            totals[n][1] += time.perf_counter() - start
+            totals[n][0] += steps
+            totals[n][2] += cpu
     one, two = (totals[n][0] / totals[n][1] for n in (1, 2))
     per_core_one, per_core_two = (totals[n][0] / totals[n][2] for n in (1, 2))
     return one, two, totals[2][2] / totals[2][1], per_core_two / per_core_one
@@ -214,11 +271,14 @@ def main() -> None:
     print(f"full observation: {statistics.mean(full.words):.1f} words on average")
 
     if not args.no_ray:
-        one, two, cores, efficiency = ray_scaling(args.ray_episodes)
-        print(f"Ray actors, {args.ray_episodes} episodes each way: 1 worker {one:.0f} steps/s, 2 workers "
-              f"{two:.0f} steps/s: {two / one:.2f}x wall clock (goal >= 1.8x)")
-        print(f"  the 2 actors got {cores:.2f} cores of CPU time; per-core efficiency with 2 actors vs 1: "
-              f"{efficiency:.2f} (CPU-time scaling {2 * efficiency:.2f}x)")
+        print(f"2 workers vs 1, {args.ray_episodes} episodes each way, {CHUNK} episodes per task to the first free worker:")
+        for label, measure in (("Ray actors", ray_scaling), ("plain processes (no Ray; the machine's ceiling)",
+                                                             process_scaling)):
+            one, two, cores, efficiency = measure(args.ray_episodes)
+            print(f"  {label}: 1 worker {one:.0f} steps/s, 2 workers {two:.0f} steps/s: {two / one:.2f}x wall clock"
+                  f"{' (goal >= 1.8x)' if measure is ray_scaling else ''}")
+            print(f"    the 2 workers got {cores:.2f} cores of CPU time; per-core efficiency 2 vs 1: {efficiency:.2f} "
+                  f"(CPU-time scaling {2 * efficiency:.2f}x)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
