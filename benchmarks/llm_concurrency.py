@@ -2,7 +2,8 @@
 
 64 Crafter episodes x 20 steps through the real rollout stage (`model=openai`) against the loopback fake
 chat-completions server (tests/fake_openai_server.py, run in its own process) answering each request after
-100 ms. Rows: one call at a time (concurrency 1), one process with 64 in flight, and Ray 2 workers x 32 in flight.
+100 ms. Rows: one call at a time (concurrency 1), one process with 64 in flight (each episode at its own pace, and in
+lockstep), and Ray 2 workers x 32 in flight.
 steps/s = environment steps / wall time of the stage (actor start, env construction, world generation and DuckDB
 writes included; this process is warmed up first).
 Then the client-side cost per call at 0 ms server latency: sequential round trip through `OpenAIPolicy.act`, and
@@ -156,6 +157,7 @@ def main() -> None:
 
     import ray
 
+    from crafter_exp.policies.openai_policy import OpenAIPolicy
     from crafter_exp.runner.pool import ensure_ray
 
     ensure_ray(None, 2)  # started before timing: a cluster is up before a real run too
@@ -165,7 +167,11 @@ def main() -> None:
         home = Path(tmp)
         print(f"{args.episodes} episodes x {args.steps} steps, server answers in {args.latency * 1000:.0f} ms, "
               f"{os.cpu_count()} CPUs", flush=True)
-        for label, workers, conc in [("ray-2x32", 2, 32), ("inproc-64", 0, 64), ("sequential", 0, 1)]:
+        for label, workers, conc in [("ray-2x32", 2, 32), ("inproc-64", 0, 64), ("lockstep-64", 0, 64),
+                                     ("sequential", 0, 1)]:
+            # lockstep-64: the same, but every episode waits for the slowest reply of each turn (the runner's
+            # path for batching policies), to show what playing each episode at its own pace gives
+            OpenAIPolicy.decides_per_turn = label != "lockstep-64"
             row = rollout_row(label, srv.base_url, home, args.episodes, args.steps, workers, conc)
             rows.append(row)
             print(f"  {label:<11} {row['steps']:>5} steps in {row['wall_s']:7.1f} s = {row['steps_s']:7.1f} steps/s",

@@ -88,6 +88,7 @@ def rotation_responder(moves: Optional[list[str]] = None) -> Callable[[dict[str,
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # listen backlog: socketserver's 5 drops connections when 64 clients connect at once
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # resets and clients that gave up (timeouts) break pipes on purpose

@@ -6,6 +6,7 @@ Policies see observation text and action names only; they know nothing of Crafte
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -71,6 +72,9 @@ class Policy(ABC):
     in_process: bool = False
     """Play in the driver process, not in Ray workers: a policy that batches a forward pass over episodes is its own
     parallelism (CPU workers would only split the cores it uses)."""
+    decides_per_turn: bool = False
+    """Offers `submit` (one turn, a Future back): the runner then lets each episode move on as soon as its own reply
+    arrives instead of waiting for the slowest reply of the batch (API policies)."""
     needs_expert: bool = False
     """Ask the environment for its expert's action each turn (scripted teachers)."""
     model_name: str = "policy"
@@ -87,6 +91,10 @@ class Policy(ABC):
     @abstractmethod
     def act(self, turns: list[Turn]) -> list[Decision]:
         """One decision per turn, in order."""
+
+    def submit(self, turn: Turn) -> Future:
+        """Start deciding one turn in the background; a Future of its Decision. Only where `decides_per_turn`."""
+        raise NotImplementedError(f"{type(self).__name__} decides in batches (act)")
 
     def close(self) -> None:
         """Release resources."""

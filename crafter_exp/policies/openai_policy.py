@@ -1,8 +1,9 @@
 """model=openai: play with any OpenAI-compatible chat-completions endpoint, many episodes' requests in flight.
 
-The runner calls `act(turns)` synchronously once per lockstep turn; the policy sends one request per turn, all
-concurrently (at most `concurrency` in flight) on an asyncio loop it owns in a background thread — a thread, not
-`run_until_complete`, so it also works where the caller already runs a loop (notebooks, async actors).
+The runner hands over each episode's turn as soon as that episode is ready (`submit`, a Future per turn; `act` does
+a batch at once); the policy sends the requests concurrently (at most `concurrency` in flight) on an asyncio loop it
+owns in a background thread — a thread, not `run_until_complete`, so it also works where the caller already runs a
+loop (notebooks, async actors) and the runner steps environments while replies are on their way.
 
 Faults: the `openai` client retries 408/409/429/5xx, timeouts and connection errors itself (`max_retries`,
 exponential backoff honouring Retry-After). A response it cannot retry — a body that isn't JSON, no choices, or
@@ -17,6 +18,7 @@ response body and error text this module produces (providers echo the key they g
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
@@ -113,6 +115,8 @@ def _usage(body: dict[str, Any]) -> tuple[int, int, int, int]:
 
 class OpenAIPolicy(Policy):
     """A policy backed by an OpenAI-compatible chat-completions endpoint (`model=openai` and its presets)."""
+
+    decides_per_turn = True
 
     def __init__(self, cfg: Any, seed: int = 0):
         prompt = cfg.prompt
@@ -222,9 +226,14 @@ class OpenAIPolicy(Policy):
         return self._run(self._act(turns))
 
     async def _act(self, turns: list[Turn]) -> list[Decision]:
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.cfg.concurrency)
         return list(await asyncio.gather(*(self._decide(t) for t in turns)))
+
+    def submit(self, turn: Turn) -> concurrent.futures.Future:
+        """The turn's request on the policy's loop (at most `concurrency` in flight); the Future holds its Decision."""
+        if self._client is None:
+            self.start()
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(self._decide(turn), self._loop)
 
     def request(self, turn: Turn) -> dict[str, Any]:
         """The chat-completions arguments for one turn."""
@@ -248,8 +257,9 @@ class OpenAIPolicy(Policy):
     async def _decide(self, turn: Turn) -> Decision:
         body = self.request(turn)
         calls: list[LLMCall] = []
+        if self._sem is None:  # made on the loop that uses it
+            self._sem = asyncio.Semaphore(self.cfg.concurrency)
         for _ in range(self.cfg.max_consecutive_errors):
-            assert self._sem is not None
             async with self._sem:
                 client = self._clients[self._next_client % len(self._clients)]
                 self._next_client += 1

@@ -1,6 +1,8 @@
-"""The episode loop: play a batch of seeds in lockstep, one `policy.act` per turn for every live episode.
+"""The episode loop: play a batch of seeds, in lockstep (one `policy.act` per turn for every live episode) or, for
+policies that decide turn by turn, each episode at its own pace.
 
-Lockstep lets a policy batch (one forward pass for many episodes) or overlap requests (many API calls in flight).
+Lockstep lets a policy batch (one forward pass for many episodes); per-turn futures let API calls overlap without
+the slowest reply of a turn holding up every episode (and the envs step while other replies are on their way).
 Knows environments and policies through their interfaces only; returns finished `EpisodeRecord`s, stores nothing.
 """
 
@@ -8,8 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from functools import partial
+from typing import Any, Callable, Optional
 
 from crafter_exp.envs import Observation, TextEnv, make_env
 from crafter_exp.parsing import parse_reply
@@ -130,6 +134,17 @@ def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: in
                     "unlocked": unlocked, "info": ep.obs.info, "done": done})
 
 
+def _turn(ep: _Episode, policy: Policy) -> Turn:
+    return Turn(
+        episode=ep.seed,
+        observation=ep.obs.text,
+        actions=ep.obs.actions,
+        instructions=ep.env.instructions,
+        history=ep.history,
+        expert_action=ep.env.expert_action() if policy.needs_expert else None,
+    )
+
+
 def play_batch(
     env_cfg: Any,
     policy: Policy,
@@ -137,34 +152,59 @@ def play_batch(
     run_meta: dict[str, Any],
     max_actions: int = 1,
 ) -> list[EpisodeRecord]:
-    """Play one episode per seed, all in lockstep; returns the finished episodes in seed order."""
+    """Play one episode per seed; returns the finished episodes in seed order.
+
+    Policies that decide turn by turn (`submit`, e.g. API calls) play every episode at its own pace: an episode takes
+    its next turn as soon as its reply arrives. The others play in lockstep: one `act` for all live episodes a turn.
+    """
     live: list[_Episode] = []
     for seed in seeds:
         env = make_env(env_cfg)  # a fresh env per seed: the seed alone names the world
         live.append(_Episode(seed=seed, env=env, obs=env.reset(seed), start=time.perf_counter()))
         policy.reset(seed)
+    play_turn = partial(_play_turn, max_actions=max_actions, max_steps=env_cfg.max_steps, run_id=run_meta["run_id"])
+    play = _each_at_its_pace if policy.decides_per_turn else _lockstep
+    finished = play(live, policy, play_turn, run_meta)
+    return [finished[s] for s in seeds]
+
+
+def _lockstep(live: list[_Episode], policy: Policy, play_turn: Callable[..., None],
+              run_meta: dict[str, Any]) -> dict[int, EpisodeRecord]:
     finished: dict[int, EpisodeRecord] = {}
     while live:
-        turns = [
-            Turn(
-                episode=ep.seed,
-                observation=ep.obs.text,
-                actions=ep.obs.actions,
-                instructions=ep.env.instructions,
-                history=ep.history,
-                expert_action=ep.env.expert_action() if policy.needs_expert else None,
-            )
-            for ep in live
-        ]
+        turns = [_turn(ep, policy) for ep in live]
         decisions = policy.act(turns)
         if len(decisions) != len(turns):
             raise RuntimeError(f"policy returned {len(decisions)} decisions for {len(turns)} turns")
         still = []
         for ep, decision in zip(live, decisions):
-            _play_turn(ep, decision, max_actions, env_cfg.max_steps, run_meta["run_id"])
+            play_turn(ep, decision)
             if ep.termination is None:
                 still.append(ep)
             else:
                 finished[ep.seed] = _finish(ep, run_meta)
         live = still
-    return [finished[s] for s in seeds]
+    return finished
+
+
+def _each_at_its_pace(live: list[_Episode], policy: Policy, play_turn: Callable[..., None],
+                      run_meta: dict[str, Any]) -> dict[int, EpisodeRecord]:
+    finished: dict[int, EpisodeRecord] = {}
+    pending: dict[Future, _Episode] = {}
+    try:
+        for ep in live:
+            pending[policy.submit(_turn(ep, policy))] = ep
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                ep = pending.pop(future)
+                play_turn(ep, future.result())
+                if ep.termination is None:
+                    pending[policy.submit(_turn(ep, policy))] = ep
+                else:
+                    finished[ep.seed] = _finish(ep, run_meta)
+    except BaseException:  # Ctrl-C or a failing policy: no request outlives the batch
+        for future in pending:
+            future.cancel()
+        raise
+    return finished
