@@ -42,7 +42,7 @@ from crafter_exp.filtering.select import (
     SourceRun,
     choose_episodes,
     episode_frame,
-    return_large_frees_to_os,
+    large_frees_to_os,
     split_episodes,
 )
 from crafter_exp.store.traces import TraceStore
@@ -236,8 +236,7 @@ def _no_turn_message(fcfg: Any, selected: int) -> str:
 def filter_and_export(cfg: Any, runs: Optional[Sequence[str]] = None, output: Optional[str | Path] = None,
                       progress: bool = True) -> FilterResult:
     """Select, export, write the manifest last, track in MLflow. Returns where the dataset is and its digest."""
-    return_large_frees_to_os()
-    with ReadSession(TraceStore(cfg.paths.db), cfg.filter.memory_limit) as db:
+    with large_frees_to_os(), ReadSession(TraceStore(cfg.paths.db), cfg.filter.memory_limit) as db:
         return _filter_and_export(cfg, db, runs, output, progress)
 
 
