@@ -409,7 +409,8 @@ class TinyTrainerConfig(LocalTrainerConfig):
     min_lr_ratio: float = 0.1
     max_length: int = 256
     loss_on: str = "weighted"
-    max_time_s: Optional[float] = 300.0
+    max_steps: int = 3800
+    max_time_s: Optional[float] = 420.0
     epochs: float = 3.0
     eval_steps: int = 250
     logging_steps: int = 25
