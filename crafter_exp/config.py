@@ -376,7 +376,7 @@ class LocalTrainerConfig(TrainerConfig):
     eval_fraction: float = 0.05
     """Held-out fraction of the dataset for eval loss (0 = none)."""
     eval_steps: int = 100
-    """Eval every N steps."""
+    """Evaluate, and save a resumable checkpoint (weights + optimizer state), every N steps."""
     eval_max_examples: Optional[int] = 512
     """Cap on held-out eval examples (eval passes stay short); None = no cap."""
     save_best: bool = True

@@ -83,6 +83,41 @@ def test_time_budget_stops_training(tmp_path, synth):
     assert time.monotonic() - t0 < 60
 
 
+@pytest.mark.slow
+def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, synth, capsys):
+    """Ctrl-C a CLI training run after its first checkpoints; the rerun picks up there and finishes the same steps."""
+    import signal
+    import subprocess
+    import sys
+
+    args = [*project_overrides(tmp_path), *TINY_FAST, "tracking.enabled=false", "trainer.max_steps=300",
+            "trainer.eval_steps=20", "trainer.eval_fraction=0"]
+    proc = subprocess.Popen([sys.executable, "-m", "crafter_exp", "stage=train", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoints = tmp_path / "data" / "checkpoints"  # the stage's output: checkpoints/default
+
+    def saved_steps() -> list[int]:
+        return sorted(int(p.name.split("-")[1]) for p in checkpoints.glob(".default.trainer-*/checkpoint-*"))
+
+    deadline = time.monotonic() + 180
+    while not any(step >= 40 for step in saved_steps()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    [workdir] = checkpoints.glob(".default.trainer-*")
+    kept = saved_steps()
+    assert kept and kept[-1] >= 40 and not (checkpoints / "default" / "manifest.json").exists()  # nothing published
+
+    result = train(compose_config(args))
+    assert f"resuming from {workdir / f'checkpoint-{kept[-1]}'}" in capsys.readouterr().out
+    assert result.metrics["steps"] == 300
+    # this process trained only the steps after the checkpoint
+    assert 0 < result.metrics["trained_tokens"] < (300 - kept[-1]) * 32 * 40
+    assert (result.checkpoint / "manifest.json").is_file() and not workdir.exists()
+
+
 # ------------------------------------------------------------------------------------------- code paths
 
 

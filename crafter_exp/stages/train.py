@@ -194,7 +194,10 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
     if staged.exists():
         shutil.rmtree(staged)
     staged.mkdir(parents=True)
-    workdir = staged / "_trainer"
+    # intermediate checkpoints, named by the training's hash and kept when interrupted: a rerun resumes from them
+    workdir = out.parent / f".{out.name}.trainer-{chash}"
+    if tcfg.retrain:
+        shutil.rmtree(workdir, ignore_errors=True)
     label = "tiny" if sft.is_tiny(tcfg) else Path(str(tcfg.model)).name
     run_config = {"name": cfg.name, "dataset": str(dataset), "dataset_digest": data.digest,
                   "trainer": dataclasses.asdict(tcfg)}
@@ -210,7 +213,6 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
                 log_fn=(lambda m, step: tracking.log_metrics(m, step=step)) if mlrun else None,
                 progress=bool(tcfg.progress),
             )
-            shutil.rmtree(workdir, ignore_errors=True)
             saved = sft.save_outcome(outcome, staged, merge_adapter=bool(tcfg.merge_adapter))
             # how hf_local decodes this checkpoint unless told otherwise: temperature (None = greedy), and no
             # reply longer than the longest the model was trained on (an untrained model rambles to the limit)
@@ -232,6 +234,7 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
                 "created_at": started,
             }
             _write_json_atomic(out / MANIFEST, manifest)
+            shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint is complete: nothing left to resume
             if mlrun:
                 import mlflow
 

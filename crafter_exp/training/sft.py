@@ -559,7 +559,9 @@ def train_sft(
     log_fn: Optional[LogFn] = None,
     progress: Optional[bool] = None,
 ) -> SFTOutcome:
-    """Fine-tune as `tcfg` says on `data`; intermediate checkpoints go to `workdir` (removed by the caller)."""
+    """Fine-tune as `tcfg` says on `data`; intermediate checkpoints go to `workdir` (removed by the caller once the
+    model is saved). When `workdir` holds a checkpoint of an interrupted run, training resumes from it (the time
+    budget `max_time_s` counts this process's training only)."""
     from trl import SFTConfig
 
     progress = bool(tcfg.progress) if progress is None else progress
@@ -612,10 +614,12 @@ def train_sft(
         logging_steps=int(tcfg.logging_steps),
         eval_strategy="steps" if has_eval else "no",
         eval_steps=int(tcfg.eval_steps),
-        save_strategy="steps" if save_best else "no",
+        # a checkpoint with optimizer state every eval_steps: the best one (save_best) and the latest, from which
+        # a rerun resumes when this one is interrupted
+        save_strategy="steps",
         save_steps=int(tcfg.eval_steps),
-        save_total_limit=1 if save_best else None,
-        save_only_model=True,
+        save_total_limit=1,
+        save_only_model=False,
         load_best_model_at_end=save_best,
         metric_for_best_model="eval_assistant_loss" if save_best else None,
         greater_is_better=False if save_best else None,
@@ -653,8 +657,13 @@ def train_sft(
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
 
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(workdir)) if workdir.is_dir() else None
+    if last:
+        print(f"[train] resuming from {last} (an earlier run of this training was interrupted)")
     t0 = time.monotonic()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=last)
     train_wall = time.monotonic() - t0
     final_eval: dict[str, float] = {}
     if has_eval:
