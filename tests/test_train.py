@@ -96,8 +96,9 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, synth, 
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoints = tmp_path / "data" / "checkpoints"  # the stage's output: checkpoints/default
 
-    def saved_steps() -> list[int]:
-        return sorted(int(p.name.split("-")[1]) for p in checkpoints.glob(".default.trainer-*/checkpoint-*"))
+    def saved_steps() -> list[int]:  # whole checkpoints: trainer_state.json is written last
+        return sorted(int(p.parent.name.split("-")[1])
+                      for p in checkpoints.glob(".default.trainer-*/checkpoint-*/trainer_state.json"))
 
     deadline = time.monotonic() + 180
     while not any(step >= 40 for step in saved_steps()) and time.monotonic() < deadline:
@@ -116,6 +117,20 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, synth, 
     # this process trained only the steps after the checkpoint
     assert 0 < result.metrics["trained_tokens"] < (300 - kept[-1]) * 32 * 40
     assert (result.checkpoint / "manifest.json").is_file() and not workdir.exists()
+
+
+def test_resume_skips_a_checkpoint_cut_short_while_saving(tmp_path):
+    from crafter_exp.training.sft import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "none") is None
+    for step, state in ((40, '{"global_step": 40}'), (60, None), (80, '{"global_st')):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"weights")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-40")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-40"]  # the partial ones are gone
 
 
 # ------------------------------------------------------------------------------------------- code paths

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import math
 import os
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -348,6 +350,23 @@ def lr_factor(name: str, progress: float, warmup: float, min_ratio: float) -> fl
 # ------------------------------------------------------------------------------------------------ trainer
 
 
+def last_complete_checkpoint(workdir: Path) -> Optional[str]:
+    """The newest `checkpoint-N` in `workdir` that was saved whole, or None; newer partial ones are deleted.
+
+    transformers writes a checkpoint's weights, optimizer, scheduler and RNG state, then `trainer_state.json`: a
+    checkpoint whose trainer state is missing or cut short was interrupted while saving (Ctrl-C, a killed job)."""
+    if not workdir.is_dir():
+        return None
+    found = [(int(p.name.split("-")[1]), p) for p in workdir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return str(path)
+        except (OSError, ValueError):
+            shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
 def _checkpointing_arg(enabled: bool) -> dict[str, bool]:
     """transformers 5 renamed `gradient_checkpointing` to `activation_checkpointing` (the old name warns)."""
     from trl import SFTConfig
@@ -657,9 +676,7 @@ def train_sft(
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
 
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(workdir)) if workdir.is_dir() else None
+    last = last_complete_checkpoint(workdir)
     if last:
         print(f"[train] resuming from {last} (an earlier run of this training was interrupted)")
     t0 = time.monotonic()
