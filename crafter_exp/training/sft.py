@@ -407,6 +407,8 @@ def _trainer_class() -> type:
         def _issue_warnings_after_load(self, load_result: Any) -> None:
             # A tied output head (tiny student) is not saved: it *is* the input embedding, which was loaded.
             # transformers reports it as missing when it reloads the best checkpoint; drop that false alarm.
+            if not hasattr(load_result, "_replace"):  # not torch's (missing_keys, unexpected_keys) tuple
+                return super()._issue_warnings_after_load(load_result)
             params = dict(self.model.named_parameters(remove_duplicate=False))
             missing = set(load_result.missing_keys)
             loaded = {p.data_ptr() for name, p in params.items() if name not in missing}
