@@ -35,7 +35,8 @@ class EnvConfig:
 @dataclass
 class CrafterEnvConfig(EnvConfig):
     name: str = "crafter"
-    episodes: int = 200  # the offline pipeline's teacher data (~50k steps, ~25 s); set it for paid API models
+    episodes: int = 200
+    """Episodes the rollout stage plays (200: the offline pipeline's teacher data, ~50k steps); lower it for paid APIs."""
     difficulty: str = "normal"
     """`easy` / `normal` / `hard` (see README: what each changes); `normal` is stock Crafter."""
     length: int = 10000

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-
 from crafter_exp import __version__, tracking
 from crafter_exp.progress import progress_bar
 from crafter_exp.envs import check_env_config, env_achievements

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from crafter_exp import tracking
+from crafter_exp.files import write_json_atomic
 
 MANIFEST = "manifest.json"
 # trainer settings that do not change the trained weights (a rerun differing only in these resumes)
@@ -57,8 +58,8 @@ class TrainResult:
             raise ValueError(f"{self.checkpoint}/{MANIFEST} records no untrained model")
         path = self.checkpoint / untrained if (self.checkpoint / untrained).exists() else Path(untrained)
         prompt = self.manifest.get("prompt")
-        temperature = (self.manifest.get("play") or {}).get("temperature")
-        max_new = (self.manifest.get("play") or {}).get("max_new_tokens")
+        play = self.manifest.get("play") or {}
+        temperature, max_new = play.get("temperature"), play.get("max_new_tokens")
         kw = {
             "label": "student_before",
             "max_new_tokens": max_new,
@@ -105,12 +106,6 @@ def resolve_output(cfg: Any, output_dir: Optional[str | Path]) -> Path:
     if cfg.trainer.output_dir:
         return Path(cfg.trainer.output_dir)
     return Path(cfg.paths.checkpoints) / cfg.name
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def _publish(staged: Path, out: Path) -> None:
@@ -233,7 +228,7 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
                 "mlflow_run_id": mlflow_run_id,
                 "created_at": started,
             }
-            _write_json_atomic(out / MANIFEST, manifest)
+            write_json_atomic(out / MANIFEST, manifest)
             shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint is complete: nothing left to resume
             if mlrun:
                 import mlflow
@@ -259,7 +254,7 @@ def _save_untrained(outcome: Any, staged: Path, prompt: Optional[dict[str, Any]]
     untrained = staged / "untrained"
     outcome.untrained_model.save_pretrained(str(untrained))
     outcome.tokenizer.save_pretrained(str(untrained))
-    _write_json_atomic(untrained / MANIFEST, {"kind": "full", "base_model": "tiny", "untrained": True, "prompt": prompt,
+    write_json_atomic(untrained / MANIFEST, {"kind": "full", "base_model": "tiny", "untrained": True, "prompt": prompt,
                                               "play": play})
     return "untrained"
 

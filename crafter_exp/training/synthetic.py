@@ -12,6 +12,8 @@ import random
 from pathlib import Path
 from typing import Any, Optional
 
+from crafter_exp.files import write_json_atomic
+
 OBJECTS = ("tree", "stone", "water", "grass", "cow", "sand", "coal")
 DIRECTIONS = {"north": "move_up", "south": "move_down", "east": "move_right", "west": "move_left"}
 SYSTEM = "Reply with one action name only."
@@ -68,7 +70,5 @@ def write_synthetic_dataset(folder: str | Path, n: int, seed: int = 0, fmt: str 
         "env": "crafter",
         "prompt": BARE_PROMPT,
     }
-    tmp = folder / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(folder / "manifest.json")
+    write_json_atomic(folder / "manifest.json", manifest)
     return folder
