@@ -1,4 +1,14 @@
-"""Errors whose message says everything a user needs: the entrypoint prints them as one line and exits non-zero."""
+"""Errors whose message says everything a user needs: the entrypoint prints them as one line and exits non-zero.
+
+Only these are turned into one line: any other exception is a bug and keeps its traceback.
+"""
+
+
+class UserError(ValueError):
+    """Bad input (a config value, a missing or malformed file, an option that does not fit): exit 2, before work starts.
+
+    A `ValueError` so that library callers catching `ValueError` keep working.
+    """
 
 
 class StageFailed(RuntimeError):
