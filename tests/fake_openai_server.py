@@ -9,6 +9,9 @@ Faults are queued with `inject(kind, times=...)` and consumed by the next reques
   429 (with Retry-After), 500, 503, slow (sleeps past the client's timeout), reset (TCP RST, no response),
   non_json (200 with an HTML body), no_choices (200 with `choices: []`), 401, 404 (unknown model).
 `fail_after(n, kind)` makes every request after the first n fail with `kind` (an endpoint that goes down).
+`flaky(rate, kinds)` makes each later request fail with probability `rate` (seeded), with one of `kinds`.
+Bad replies (unknown actions, too many, empty, cut at max_tokens, broken tool arguments, reasoning only) are
+plain `Reply`s: `sequence_responder([...])` plays a script of them in order.
 Independently of injected faults, a wrong bearer key gives 401 (when `api_key` is set) and a model not in
 `models` gives 404, as real endpoints do.
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import random
 import socket
 import struct
 import threading
@@ -48,6 +52,8 @@ class Reply:
     """Usage override; default: a word count of the messages."""
     completion_tokens: Optional[int] = None
     reasoning_tokens: Optional[int] = None
+    finish_reason: Optional[str] = None
+    """Sent as `choices[0].finish_reason`; default `tool_calls` with tool calls, else `stop` (`length` = cut)."""
 
 
 @dataclass
@@ -86,6 +92,18 @@ def rotation_responder(moves: Optional[list[str]] = None) -> Callable[[dict[str,
     return respond
 
 
+def sequence_responder(replies: list[Reply]) -> Callable[[dict[str, Any]], Reply]:
+    """The scripted replies in order, then again from the start (one episode at a time: reply i = turn i)."""
+    cycle = itertools.cycle(replies)
+    lock = threading.Lock()
+
+    def respond(body: dict[str, Any]) -> Reply:
+        with lock:
+            return next(cycle)
+
+    return respond
+
+
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # listen backlog: socketserver's 5 drops connections when 64 clients connect at once
@@ -120,6 +138,7 @@ class FakeOpenAIServer:
         """Most chat requests being answered at the same time (what client-side concurrency achieved)."""
         self._faults: deque[Fault] = deque()
         self._fail_after: Optional[tuple[int, Fault]] = None
+        self._flaky: Optional[tuple[float, tuple[str, ...], random.Random]] = None
         self._lock = threading.Lock()
         self._ids = itertools.count()
         self._httpd = _QuietServer(("127.0.0.1", port), self._handler_class())
@@ -167,10 +186,19 @@ class FakeOpenAIServer:
         with self._lock:
             self._fail_after = (len(self.requests) + n, Fault(kind, retry_after))
 
+    def flaky(self, rate: float, kinds: tuple[str, ...] = ("non_json", "no_choices"), seed: int = 0) -> None:
+        """From now on each request fails with probability `rate`, with a kind drawn from `kinds` (seeded)."""
+        unknown = [k for k in kinds if k not in FAULTS]
+        if unknown or not 0 <= rate <= 1:
+            raise ValueError(f"flaky: rate must be in [0, 1] and kinds known, got {rate}, {unknown}")
+        with self._lock:
+            self._flaky = (rate, tuple(kinds), random.Random(seed))
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
             self._fail_after = None
+            self._flaky = None
 
     def _next_fault(self, index: int) -> Optional[Fault]:
         with self._lock:
@@ -178,6 +206,10 @@ class FakeOpenAIServer:
                 return self._faults.popleft()
             if self._fail_after is not None and index >= self._fail_after[0]:
                 return self._fail_after[1]
+            if self._flaky is not None:
+                rate, kinds, rng = self._flaky
+                if rng.random() < rate:
+                    return Fault(rng.choice(kinds))
         return None
 
     # ------------------------------------------------------------------------------------------- replies
@@ -217,7 +249,7 @@ class FakeOpenAIServer:
                 {
                     "index": 0,
                     "message": message,
-                    "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                    "finish_reason": reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop"),
                     "logprobs": None,
                 }
             ],

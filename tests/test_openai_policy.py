@@ -199,16 +199,28 @@ def test_retry_after_is_honoured(server, policy_for):
     assert d.error is None and d.calls[0].retries == 1 and d.calls[0].latency_s >= 0.6
 
 
-@pytest.mark.parametrize("kind, message", [("non_json", "not JSON"), ("no_choices", "no choices")])
-def test_malformed_responses_are_retried_by_the_policy(server, policy_for, kind, message):
+@pytest.mark.parametrize("kind", ["non_json", "no_choices"])
+def test_malformed_200_is_retried_by_the_client_like_a_5xx(server, policy_for, kind):
     policy = policy_for(make_cfg(server))
     server.inject(kind)
     [d] = policy.act([turn()])
     assert d.error is None and "<action>" in d.reply
-    first, second = d.calls
-    assert message in first.error
-    assert first.response is None if kind == "non_json" else first.response["choices"] == []
-    assert second.error is None and second.response is not None
+    [call] = d.calls  # one attempt: the retry happened inside the client, as for a 503
+    assert call.retries == 1 and call.error is None and call.response["choices"]
+    # the client's own retry loop sent it (it numbers its retries), not a re-ask of ours
+    assert [r["fault"] for r in server.requests[-2:]] == [kind, None]
+    assert server.requests[-1]["headers"].get("x-stainless-retry-count") == "1"
+
+
+@pytest.mark.parametrize("kind, message", [("non_json", "response is not JSON: '<html>"),
+                                           ("no_choices", "response has no choices")])
+def test_persistent_malformed_200_uses_the_5xx_budget_then_gives_up(server, policy_for, kind, message):
+    policy = policy_for(make_cfg(server, max_retries=1, max_consecutive_errors=2))
+    server.fail_after(0, kind)
+    [d] = policy.act([turn()])
+    assert d.error.startswith(f"malformed 200 response: {message}") and d.reply == ""
+    assert len(d.calls) == 2 and all(c.retries == 1 for c in d.calls)
+    assert len(chat_bodies(server)) == 2 * 2  # (max_retries + 1) x max_consecutive_errors, as for a 503
 
 
 def test_persistent_failure_gives_up_with_an_error(server, policy_for):
@@ -231,7 +243,7 @@ def test_fatal_status_is_not_retried_and_the_echoed_key_is_scrubbed(server, poli
 
 def test_one_failing_turn_does_not_fail_the_others(server, policy_for):
     policy = policy_for(make_cfg(server, max_consecutive_errors=1, concurrency=1))
-    server.inject("non_json")  # the first of the three requests
+    server.inject("401")  # the first of the three requests (a fault no retry fixes)
     decisions = policy.act([turn(0), turn(1), turn(2)])
     assert [d.error is not None for d in decisions] == [True, False, False]
 
@@ -366,12 +378,9 @@ def test_rollout_survives_every_fault_and_unpriced_model_costs_null(project, ser
     assert result.new_episodes == 3 and set(eps.termination) == {"max_steps"}
     assert eps.cost.isna().all()  # model not in the price table: unknown, not 0
     calls = store.query("SELECT * FROM llm_calls")
-    assert calls.retries.sum() == 5  # 429, 500, 503, slow (timeout), reset: retried inside the client
-    failed = calls[calls.error.notna()]
-    assert sorted(failed.error.str[:20]) == ["response has no choi", "response is not JSON"]
-    assert len(calls) == 3 * 4 + 2  # the policy's own retries: one more call per malformed response
-    last = calls.sort_values("call_index").groupby(["seed", "turn"]).tail(1)
-    assert last.error.isna().all() and len(last) == 3 * 4  # every turn ended with an answer
+    # 429, 500, 503, slow (timeout), reset and the two malformed 200s: all retried inside the client
+    assert calls.retries.sum() == 7
+    assert len(calls) == 3 * 4 and calls.error.isna().all()  # one call per turn, every one answered
     assert calls.cost.isna().all()
 
 

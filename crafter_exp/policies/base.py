@@ -64,6 +64,8 @@ class Decision:
     """Model requests made for this decision (empty for scripted policies)."""
     error: Optional[str] = None
     """Set when no reply could be had (API failures after retries): the rollout may end the episode `api_error`."""
+    finish_reason: Optional[str] = None
+    """Why generation stopped, where the model says (`stop`, `tool_calls`, `length` = cut at max_tokens)."""
 
 
 class Policy(ABC):

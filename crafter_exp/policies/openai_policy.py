@@ -6,10 +6,12 @@ owns in a background thread — a thread, not `run_until_complete`, so it also w
 loop (notebooks, async actors) and the runner steps environments while replies are on their way.
 
 Faults: the `openai` client retries 408/409/429/5xx, timeouts and connection errors itself (`max_retries`,
-exponential backoff honouring Retry-After). A response it cannot retry — a body that isn't JSON, no choices, or
-the client's own retries used up — is one failed attempt; a decision makes up to `max_consecutive_errors`
-attempts in a row before it gives up with `Decision.error` (the runner then ends the episode `api_error`).
-Errors that no retry fixes (400/401/403/404/422) end the decision at once. Every attempt is an `LLMCall`.
+exponential backoff honouring Retry-After). A malformed 200 — a body that isn't a JSON object, or has no
+`choices[0].message` — is a server fault too: the transport under the client turns it into a retryable 502
+(`_MalformedAsRetryable`), so it gets the client's own retry budget and backoff, exactly as a 5xx does. The
+client's retries used up is one failed attempt; a decision makes up to `max_consecutive_errors` attempts in a
+row before it gives up with `Decision.error` (the runner then ends the episode `api_error`). Errors that no retry
+fixes (400/401/403/404/422) end the decision at once. Every attempt is an `LLMCall`.
 
 Secrets: the key is read from `os.environ[cfg.api_key_env]` when the client starts and is scrubbed from every
 response body and error text this module produces (providers echo the key they got in 401 messages).
@@ -28,6 +30,7 @@ from contextvars import ContextVar
 from typing import Any, Optional
 from urllib.parse import urlparse
 
+import httpx2
 import openai
 
 from crafter_exp.parsing import split_reasoning
@@ -63,6 +66,51 @@ async def _count_request(request: Any) -> None:
 
 class _BadResponse(Exception):
     """A 200 the client accepted but that holds no usable reply (not JSON, no choices)."""
+
+
+MALFORMED_HEADER = "x-crafter-exp-malformed"  # marks the 502 that stands for a malformed 200
+
+
+def malformed_reason(content: bytes) -> Optional[str]:
+    """Why a chat-completions 200 body holds no usable reply (None when it is usable)."""
+    text = content.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return f"response is not JSON: {_one_line(text, ERROR_BODY_CHARS)!r}"
+    if not isinstance(data, dict):
+        return f"response is not a JSON object: {_one_line(text, ERROR_BODY_CHARS)!r}"
+    choices = data.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict) \
+            or not isinstance(choices[0].get("message"), dict):
+        return "response has no choices"
+    return None
+
+
+class _MalformedAsRetryable(httpx2.AsyncBaseTransport):
+    """Turns a malformed chat-completions 200 into a 502 the client retries (budget, backoff) like any 5xx.
+
+    Proxies seen in the wild answer 200 with an HTML error page, and overloaded servers 200 with `choices: []`:
+    transient faults that a retry fixes. Below the client, so its own retry loop does the waiting (no second,
+    hand-written one) and `max_retries` means the same for every transient fault.
+    """
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport):
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self.inner.handle_async_request(request)
+        if response.status_code != 200 or request.method != "POST" \
+                or not request.url.path.endswith("/chat/completions"):
+            return response
+        reason = malformed_reason(await response.aread())  # read once: the client reuses the cached content
+        if reason is None:
+            return response
+        return httpx2.Response(502, headers={MALFORMED_HEADER: "1", "content-type": "application/json"},
+                               json={"error": {"message": f"malformed 200 response: {reason}"}}, request=request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def _is_local(base_url: Optional[str]) -> bool:
@@ -179,7 +227,11 @@ class OpenAIPolicy(Policy):
                 base_url=self.cfg.base_url,
                 timeout=self.cfg.timeout,
                 max_retries=self.cfg.max_retries,
-                http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [_count_request]}),
+                http_client=openai.DefaultAsyncHttpxClient(
+                    event_hooks={"request": [_count_request]},
+                    # the client's own connection limits (a transport given here replaces the one they configure)
+                    transport=_MalformedAsRetryable(httpx2.AsyncHTTPTransport(limits=openai.DEFAULT_CONNECTION_LIMITS)),
+                ),
             )
             for _ in range(-(-self.cfg.concurrency // CONNECTIONS_PER_CLIENT))
         ]
@@ -272,7 +324,9 @@ class OpenAIPolicy(Policy):
         if call.error is not None or message is None:
             return Decision(reply="", calls=calls, error=call.error)
         reply = _text_content(message.get("content"))
-        return Decision(reply=reply, tool_calls=call.tool_calls, reasoning=call.reasoning, calls=calls)
+        finish = (call.response or {})["choices"][0].get("finish_reason")
+        return Decision(reply=reply, tool_calls=call.tool_calls, reasoning=call.reasoning, calls=calls,
+                        finish_reason=finish if isinstance(finish, str) else None)
 
     # ------------------------------------------------------------------------------------------------- calls
 
@@ -281,6 +335,8 @@ class OpenAIPolicy(Policy):
 
     def _status_error(self, exc: openai.APIStatusError) -> str:
         body = exc.body  # the client already unwraps {"error": {...}}
+        if exc.response is not None and exc.response.headers.get(MALFORMED_HEADER) and isinstance(body, dict):
+            return self._scrub(_one_line(str(body.get("message"))))  # the server said 200: no "HTTP 502"
         if isinstance(body, dict):
             inner = body.get("error")
             detail = (inner.get("message") if isinstance(inner, dict) else None) or body.get("message")
