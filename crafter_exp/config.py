@@ -84,6 +84,8 @@ class PromptConfig:
     """`text` (actions parsed from the reply) or `tools` (one `interact` tool taking 1..N actions)."""
     max_actions_per_turn: int = 1
     """Most actions one reply may execute (tool calls or several <action> lines)."""
+    invalid_feedback: bool = False
+    """Start the next observation with "Your last reply was invalid: <why>. Played: <actions>." (BALROG's idea)."""
 
 
 @dataclass

@@ -6,6 +6,7 @@ the filter stage to rebuild the exact messages a policy saw for SFT export — o
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -51,17 +52,74 @@ def build_messages(
     prompt_cfg: Any,
     instructions: str,
     observation: str,
-    history: list[tuple[str, str]] = (),
+    history: list[tuple] = (),
     system_override: Optional[str] = None,
-) -> list[dict[str, str]]:
-    """[system, (user, assistant) x last `prompt_cfg.history` turns, user] for one decision."""
-    messages = [{"role": "system", "content": system_prompt(prompt_cfg, instructions, system_override)}]
-    window = list(history)[-prompt_cfg.history :] if prompt_cfg.history > 0 else []
-    for obs, reply in window:
+) -> list[dict[str, Any]]:
+    """[system, (user, assistant) x last `prompt_cfg.history` turns, user] for one decision.
+
+    History items are `(observation, reply)` or `(observation, reply, tool_calls, tool_result)`. In
+    `action_mode=tools` a turn that called tools is sent back as it happened: the assistant message with its
+    `tool_calls`, then one `tool` message per call with `tool_result` (text content alone would show the model
+    empty replies). Call ids are numbered by turn, so a turn's messages stay the same as the window moves on
+    (prompt caching).
+    """
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": system_prompt(prompt_cfg, instructions, system_override)}
+    ]
+    past = list(history)
+    window = past[-prompt_cfg.history :] if prompt_cfg.history > 0 else []
+    first = len(past) - len(window)
+    for k, item in enumerate(window):
+        obs, reply = item[0], item[1]
+        calls = item[2] if len(item) > 2 else None
         messages.append({"role": "user", "content": obs})
-        messages.append({"role": "assistant", "content": reply})
+        if calls and prompt_cfg.action_mode == "tools":
+            messages.extend(_tool_turn(first + k, reply, calls, item[3] if len(item) > 3 else None))
+        else:
+            messages.append({"role": "assistant", "content": reply})
     messages.append({"role": "user", "content": observation})
     return messages
+
+
+def _tool_turn(turn: int, reply: str, calls: list[dict[str, Any]], result: Optional[str]) -> list[dict[str, Any]]:
+    ids = [f"call_{turn}_{i}" for i in range(len(calls))]
+    assistant = {
+        "role": "assistant",
+        "content": reply or None,
+        "tool_calls": [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {
+                    "name": call.get("name") or "interact",
+                    # raw text as the model sent it; objects as JSON text, as the wire format wants
+                    "arguments": call.get("arguments") if isinstance(call.get("arguments"), str)
+                    else json.dumps(call.get("arguments") or {}),
+                },
+            }
+            for call_id, call in zip(ids, calls)
+        ],
+    }
+    return [assistant] + [{"role": "tool", "tool_call_id": i, "content": result or ""} for i in ids]
+
+
+def invalid_note(problem: str, played: list[str]) -> str:
+    """What `prompt.invalid_feedback` puts before the next observation: the last reply was invalid, and why.
+
+    BALROG found weak models otherwise repeat an invalid action turn after turn (its
+    `feedback_on_invalid_action`); the note is part of the observation text, so traces and SFT exports keep it.
+    """
+    return f"Your last reply was invalid: {problem}. Played: {', '.join(played) or 'nothing'}."
+
+
+def with_note(observation: str, note: Optional[str]) -> str:
+    return f"{note}\n\n{observation}" if note else observation
+
+
+def tool_result(played: list[str], problem: Optional[str]) -> str:
+    """The `tool` message answering an earlier turn's `interact` call in the history window (what was done)."""
+    done = f"Played: {', '.join(played) or 'nothing'}."
+    return f"Invalid: {problem}. {done}" if problem else done
 
 
 def format_reply(

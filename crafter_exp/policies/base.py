@@ -23,8 +23,9 @@ class Turn:
     """Valid action names now."""
     instructions: str
     """The environment's rules (for a system prompt)."""
-    history: list[tuple[str, str]] = field(default_factory=list)
-    """Earlier (observation, reply) pairs of this episode, oldest first (the policy keeps its own window)."""
+    history: list[tuple] = field(default_factory=list)
+    """Earlier turns of this episode, oldest first (the policy keeps its own window): (observation, reply) or, from
+    the runner, (observation, reply, tool_calls, tool_result) — see `prompts.build_messages`."""
     expert_action: Optional[str] = None
     """The environment's expert suggestion; filled only when the policy sets `needs_expert`."""
 

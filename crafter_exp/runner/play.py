@@ -16,8 +16,9 @@ from functools import partial
 from typing import Any, Callable, Optional
 
 from crafter_exp.envs import Observation, TextEnv, make_env
-from crafter_exp.parsing import parse_reply
+from crafter_exp.parsing import parse_reply_why
 from crafter_exp.policies import Decision, Policy, Turn
+from crafter_exp.prompts import invalid_note, tool_result, with_note
 from crafter_exp.store.traces import EpisodeRecord
 
 
@@ -30,7 +31,10 @@ class _Episode:
     steps: int = 0
     reward: float = 0.0
     achievements: list[str] = field(default_factory=list)
-    history: list[tuple[str, str]] = field(default_factory=list)
+    history: list[tuple[str, str, Any, str]] = field(default_factory=list)
+    """(observation shown, reply, tool calls, tool result) of each earlier turn."""
+    shown: str = ""
+    """The observation text the policy is shown next (the env's, after the invalid-reply note when that is on)."""
     rows: list[dict[str, Any]] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
     actions: Counter = field(default_factory=Counter)
@@ -79,7 +83,8 @@ def _finish(ep: _Episode, run_meta: dict[str, Any]) -> EpisodeRecord:
     return EpisodeRecord(episode=episode, steps=ep.rows, calls=calls)
 
 
-def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: int, run_id: str) -> None:
+def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: int, run_id: str,
+               invalid_feedback: bool = False) -> None:
     env = ep.env
     turn = len(ep.rows)
     ep.calls.extend(_call_rows(run_id, ep.seed, turn, decision))
@@ -88,7 +93,7 @@ def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: in
         "seed": ep.seed,
         "turn": turn,
         "step": ep.steps,
-        "observation": ep.obs.text,
+        "observation": ep.shown,
         "reply": decision.reply,
         "reasoning": decision.reasoning,
         "tool_calls": decision.tool_calls,
@@ -97,9 +102,11 @@ def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: in
         # the policy already retried; the episode ends here and the filter excludes it by default
         ep.termination = "api_error"
         ep.rows.append({**row, "actions": [], "parse_ok": False, "valid": True, "reward": 0.0,
-                        "unlocked": [], "info": {"error": decision.error}, "done": True})
+                        "unlocked": [], "info": {"error": decision.error}, "done": True,
+                        "reply_problem": f"no reply: {decision.error}"})
         return
-    actions, ok = parse_reply(decision.reply, decision.tool_calls, env.canonical_action, max_actions)
+    actions, ok, problem = parse_reply_why(decision.reply, decision.tool_calls, env.canonical_action, max_actions,
+                                           reasoning=decision.reasoning, truncated=decision.finish_reason == "length")
     if not actions:
         actions = [env.fallback_action or (ep.obs.actions[0] if ep.obs.actions else "")]
     if not ok:
@@ -117,6 +124,8 @@ def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: in
         reward += result.reward
         valid = valid and result.valid
         ep.invalid += 0 if result.valid else 1
+        if not result.valid and problem is None:
+            problem = f"{action!r} could not be done (not admissible now)"
         for name in result.unlocked:
             if name not in ep.achievements:
                 ep.achievements.append(name)
@@ -129,15 +138,17 @@ def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: in
             done, ep.termination = True, "max_steps"
             break
     ep.reward += reward
-    ep.history.append((row["observation"], decision.reply))
+    told = problem if invalid_feedback else None  # off: the agent is told nothing, not even in a tool result
+    ep.history.append((row["observation"], decision.reply, decision.tool_calls, tool_result(played, told)))
+    ep.shown = with_note(ep.obs.text, invalid_note(told, played) if told else None)
     ep.rows.append({**row, "actions": played, "parse_ok": ok, "valid": valid, "reward": reward,
-                    "unlocked": unlocked, "info": ep.obs.info, "done": done})
+                    "unlocked": unlocked, "info": ep.obs.info, "done": done, "reply_problem": problem})
 
 
 def _turn(ep: _Episode, policy: Policy) -> Turn:
     return Turn(
         episode=ep.seed,
-        observation=ep.obs.text,
+        observation=ep.shown,
         actions=ep.obs.actions,
         instructions=ep.env.instructions,
         history=ep.history,
@@ -151,8 +162,12 @@ def play_batch(
     seeds: list[int],
     run_meta: dict[str, Any],
     max_actions: int = 1,
+    invalid_feedback: bool = False,
 ) -> list[EpisodeRecord]:
     """Play one episode per seed; returns the finished episodes in seed order.
+
+    `invalid_feedback`: start the next observation with a note saying the last reply was invalid and why
+    (`model.prompt.invalid_feedback`).
 
     Policies that decide turn by turn (`submit`, e.g. API calls) play every episode at its own pace: an episode takes
     its next turn as soon as its reply arrives. The others play in lockstep: one `act` for all live episodes a turn.
@@ -160,9 +175,11 @@ def play_batch(
     live: list[_Episode] = []
     for seed in seeds:
         env = make_env(env_cfg)  # a fresh env per seed: the seed alone names the world
-        live.append(_Episode(seed=seed, env=env, obs=env.reset(seed), start=time.perf_counter()))
+        obs = env.reset(seed)
+        live.append(_Episode(seed=seed, env=env, obs=obs, start=time.perf_counter(), shown=obs.text))
         policy.reset(seed)
-    play_turn = partial(_play_turn, max_actions=max_actions, max_steps=env_cfg.max_steps, run_id=run_meta["run_id"])
+    play_turn = partial(_play_turn, max_actions=max_actions, max_steps=env_cfg.max_steps, run_id=run_meta["run_id"],
+                        invalid_feedback=invalid_feedback)
     play = _each_at_its_pace if policy.decides_per_turn else _lockstep
     finished = play(live, policy, play_turn, run_meta)
     return [finished[s] for s in seeds]

@@ -23,8 +23,10 @@ OnBatch = Callable[[list[EpisodeRecord]], None]
 class RolloutWorker:
     """Plays batches of seeds with one policy instance (wrapped by `ray.remote` in `run_episodes`)."""
 
-    def __init__(self, env_cfg: Any, model_cfg: Any, seed: int, run_meta: dict[str, Any], max_actions: int):
+    def __init__(self, env_cfg: Any, model_cfg: Any, seed: int, run_meta: dict[str, Any], max_actions: int,
+                 invalid_feedback: bool = False):
         self.env_cfg, self.run_meta, self.max_actions = env_cfg, run_meta, max_actions
+        self.invalid_feedback = invalid_feedback
         self.policy = make_policy(model_cfg, seed)
         self.policy.start()
 
@@ -32,7 +34,7 @@ class RolloutWorker:
         return os.getpid()
 
     def play(self, seeds: list[int]) -> list[EpisodeRecord]:
-        return play_batch(self.env_cfg, self.policy, seeds, self.run_meta, self.max_actions)
+        return play_batch(self.env_cfg, self.policy, seeds, self.run_meta, self.max_actions, self.invalid_feedback)
 
 
 def ensure_ray(address: str | None, num_cpus: int) -> None:
@@ -68,6 +70,7 @@ def run_episodes(
     address: str | None = None,
     max_actions: int = 1,
     max_task_retries: int = 3,
+    invalid_feedback: bool = False,
 ) -> None:
     """Play every seed, `per_task` episodes together; `on_batch` receives each batch's finished episodes.
 
@@ -78,7 +81,7 @@ def run_episodes(
         return
     if num_workers <= 0 or policy.in_process:
         for batch in split(seeds, per_task, 1):
-            on_batch(play_batch(env_cfg, policy, batch, run_meta, max_actions))
+            on_batch(play_batch(env_cfg, policy, batch, run_meta, max_actions, invalid_feedback))
         return
 
     import ray
@@ -90,7 +93,7 @@ def run_episodes(
     n = min(num_workers, len(batches))
 
     def new_actor() -> Any:
-        return remote_worker.remote(env_cfg, model_cfg, seed, run_meta, max_actions)
+        return remote_worker.remote(env_cfg, model_cfg, seed, run_meta, max_actions, invalid_feedback)
 
     actors = [new_actor() for _ in range(n)]
     queue = deque(batches)

@@ -88,6 +88,7 @@ def rollout(
     seeds = list(range(seed_start, seed_start + episodes))
     label = model_label(model_cfg)
     max_actions = model_cfg.prompt.max_actions_per_turn if getattr(model_cfg, "prompt", None) else 1
+    invalid_feedback = bool(getattr(getattr(model_cfg, "prompt", None), "invalid_feedback", False))
 
     played_config = {"env": as_dict(env_cfg), "model": as_dict(model_cfg)}
     # what decides the episodes: everything but which seeds (more episodes extend a run)
@@ -123,7 +124,7 @@ def rollout(
             mlflow_run_id = mlrun.info.run_id if mlrun else None
             if mlflow_run_id:
                 store.set_run_field(run_id, "mlflow_run_id", mlflow_run_id)
-            new = _play(cfg, env_cfg, model_cfg, policy, missing, run_meta, max_actions)
+            new = _play(cfg, env_cfg, model_cfg, policy, missing, run_meta, max_actions, invalid_feedback)
             metrics = summarize(store, run_id, seeds, env_cfg.name)
             metrics["new_episodes"] = new["episodes"]
             metrics["steps_per_s"] = new["steps"] / new["seconds"] if new["seconds"] > 0 else 0.0
@@ -141,7 +142,7 @@ def rollout(
 
 
 def _play(cfg: Any, env_cfg: Any, model_cfg: Any, policy: Any, seeds: list[int], run_meta: dict[str, Any],
-          max_actions: int) -> dict[str, float]:
+          max_actions: int, invalid_feedback: bool = False) -> dict[str, float]:
     store = TraceStore(cfg.paths.db)
     # a policy that overlaps calls or batches a forward pass wants at least that many episodes together
     per_task = max(cfg.ray.episodes_per_task, getattr(model_cfg, "concurrency", 0), getattr(model_cfg, "batch_size", 0))
@@ -163,7 +164,7 @@ def _play(cfg: Any, env_cfg: Any, model_cfg: Any, policy: Any, seeds: list[int],
     try:
         run_episodes(env_cfg, model_cfg, seeds, run_meta, on_batch, policy=policy, per_task=per_task, seed=cfg.seed,
                      num_workers=cfg.ray.num_workers, address=cfg.ray.address, max_actions=max_actions,
-                     max_task_retries=cfg.ray.max_task_retries)
+                     max_task_retries=cfg.ray.max_task_retries, invalid_feedback=invalid_feedback)
     finally:
         bar.close()
     return {**done, "seconds": time.perf_counter() - start}

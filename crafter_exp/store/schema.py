@@ -42,7 +42,9 @@ EPISODES: list[Column] = [
     ("success", "BOOLEAN", "Task solved (ALFWorld: won); NULL where the env has no success"),
     ("termination", "VARCHAR", "Why it ended: done, death, success, max_steps, length, api_error"),
     ("invalid_actions", "INTEGER", "Steps whose action was not admissible"),
-    ("parse_failures", "INTEGER", "Turns whose reply held no valid action (played as the fallback)"),
+    ("parse_failures", "INTEGER", "Turns whose reply was not 1..max_actions_per_turn valid actions (empty, "
+     "reasoning only, cut, unknown action, too many, bad tool arguments); its valid actions, else the fallback, "
+     "were played"),
     ("repeated_actions", "INTEGER", "Turns repeating the previous turn's actions"),
     ("action_counts", "JSON", "{action: times played}"),
     ("prompt_tokens", "BIGINT", "Sum over LLM calls"),
@@ -64,12 +66,13 @@ STEPS: list[Column] = [
     ("reasoning", "VARCHAR", "Reasoning text, if any"),
     ("tool_calls", "JSON", "Tool calls of the reply, if any"),
     ("actions", "VARCHAR[]", "Actions executed (parsed; the fallback when the parse failed)"),
-    ("parse_ok", "BOOLEAN", "The reply held only valid actions"),
+    ("parse_ok", "BOOLEAN", "The reply held 1..max_actions_per_turn actions, all valid"),
     ("valid", "BOOLEAN", "Every executed action was admissible"),
     ("reward", "DOUBLE", "Reward of the turn's steps"),
     ("unlocked", "VARCHAR[]", "Achievements first unlocked during this turn"),
     ("info", "JSON", "Environment facts after the turn (inventory, vitals, position, ...)"),
     ("done", "BOOLEAN", "The episode ended at this turn"),
+    ("reply_problem", "VARCHAR", "Why the reply was not played as written (one line; NULL when it was)"),
 ]
 
 LLM_CALLS: list[Column] = [
