@@ -38,7 +38,8 @@ METRICS: dict[str, str] = {
     "success_rate": "% of episodes solved (where the env has success: ALFWorld)",
     "steps_to_success": "Environment steps of the solved episodes (mean)",
     "invalid_action_rate": "% of an episode's steps whose action was not admissible (mean)",
-    "parse_failure_rate": "% of an episode's turns whose reply held no valid action (mean)",
+    "parse_failure_rate": "% of an episode's turns whose reply was not 1..N valid actions (episodes.parse_failures, mean)",
+    "repeated_action_rate": "% of an episode's turns repeating the previous turn's actions (mean)",
     "episode_length": "Environment steps per episode (mean)",
     "tokens_per_episode": "Prompt + completion tokens per episode (mean)",
     "cost_per_episode": "USD per episode (mean over episodes with a known cost)",
@@ -199,7 +200,7 @@ class EpisodeArrays:
         columns = {
             c: _numeric(df, c)
             for c in ("steps", "turns", "total_reward", "num_achievements", "success", "invalid_actions",
-                      "parse_failures", "prompt_tokens", "completion_tokens", "cost")
+                      "parse_failures", "repeated_actions", "prompt_tokens", "completion_tokens", "cost")
         }
         if "num_achievements" not in df.columns:
             columns["num_achievements"] = np.array([float(len(x)) for x in lists])
@@ -242,6 +243,7 @@ def _stats(arrays: EpisodeArrays, k: int) -> MetricSet:
     m.mean("steps_to_success", np.where(success == 1.0, c["steps"], np.nan))
     m.mean("invalid_action_rate", 100.0 * _divide(c["invalid_actions"], c["steps"]))
     m.mean("parse_failure_rate", 100.0 * _divide(c["parse_failures"], c["turns"]))
+    m.mean("repeated_action_rate", 100.0 * _divide(c["repeated_actions"], c["turns"]))
     m.mean("episode_length", c["steps"])
     m.mean("tokens_per_episode", np.nan_to_num(c["prompt_tokens"]) + np.nan_to_num(c["completion_tokens"]))
     m.mean("cost_per_episode", c["cost"])

@@ -34,13 +34,13 @@ def episode(run_id: str, seed: int, achievements: Sequence[str] = (), *, env: st
             steps: int = 100, turns: Optional[int] = None, reward: Optional[float] = None,
             success: Optional[bool] = None, task_type: Optional[str] = None, invalid: int = 0, parse_failures: int = 0,
             actions: Optional[dict[str, int]] = None, prompt_tokens: int = 0, completion_tokens: int = 0,
-            cost: Optional[float] = None, termination: str = "max_steps") -> dict[str, Any]:
+            cost: Optional[float] = None, termination: str = "max_steps", repeated: int = 0) -> dict[str, Any]:
     return {
         "run_id": run_id, "seed": seed, "env": env, "policy": "scripted", "model": model, "provider": "local",
         "task_type": task_type, "steps": steps, "turns": steps if turns is None else turns,
         "total_reward": float(len(achievements)) if reward is None else reward, "achievements": list(achievements),
         "num_achievements": len(achievements), "success": success, "termination": termination,
-        "invalid_actions": invalid, "parse_failures": parse_failures, "repeated_actions": 0,
+        "invalid_actions": invalid, "parse_failures": parse_failures, "repeated_actions": repeated,
         "action_counts": actions if actions is not None else {"noop": steps // 2, "do": steps - steps // 2},
         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "reasoning_tokens": 0,
         "llm_calls": 0, "cost": cost, "wall_time_s": 0.1,

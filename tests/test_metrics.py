@@ -22,9 +22,10 @@ def four() -> pd.DataFrame:
     return pd.DataFrame([
         episode("r", 0, ["a", "b", "c"], steps=10, turns=5, reward=3.0, invalid=1, parse_failures=0,
                 actions={"noop": 2, "do": 3}, prompt_tokens=100, completion_tokens=20, cost=0.01),
-        episode("r", 1, ["a"], steps=20, turns=10, reward=1.0, invalid=0, parse_failures=2,
+        episode("r", 1, ["a"], steps=20, turns=10, reward=1.0, invalid=0, parse_failures=2, repeated=4,
                 actions={"noop": 5, "do": 5}, prompt_tokens=50, completion_tokens=10),
-        episode("r", 2, [], steps=5, turns=5, reward=0.0, invalid=5, parse_failures=5, actions={"noop": 5}),
+        episode("r", 2, [], steps=5, turns=5, reward=0.0, invalid=5, parse_failures=5, repeated=4,
+                actions={"noop": 5}),
         episode("r", 3, ["a", "b", "c", "d"], steps=10, turns=10, reward=3.5, invalid=2, parse_failures=1,
                 actions={"do": 10}, prompt_tokens=30, cost=0.03),
     ])
@@ -40,6 +41,7 @@ HAND = {
     "efficiency": (3 / 5 + 1 / 10 + 0 + 3.5 / 10) / 4,
     "invalid_action_rate": (10 + 0 + 100 + 20) / 4,
     "parse_failure_rate": (0 + 20 + 100 + 10) / 4,
+    "repeated_action_rate": (0 + 40 + 80 + 0) / 4,
     "episode_length": 45 / 4,
     "tokens_per_episode": (120 + 60 + 0 + 30) / 4,
     "cost_per_episode": 0.02,  # mean over the episodes with a known cost
