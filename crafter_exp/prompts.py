@@ -92,15 +92,26 @@ def _tool_turn(turn: int, reply: str, calls: list[dict[str, Any]], result: Optio
                 "type": "function",
                 "function": {
                     "name": call.get("name") or "interact",
-                    # raw text as the model sent it; objects as JSON text, as the wire format wants
-                    "arguments": call.get("arguments") if isinstance(call.get("arguments"), str)
-                    else json.dumps(call.get("arguments") or {}),
+                    "arguments": _arguments_text(call.get("arguments")),
                 },
             }
             for call_id, call in zip(ids, calls)
         ],
     }
     return [assistant] + [{"role": "tool", "tool_call_id": i, "content": result or ""} for i in ids]
+
+
+def _arguments_text(arguments: Any) -> str:
+    """A past call's arguments as the wire format wants them: JSON text. Text that is not JSON (a reply cut inside
+    its arguments) is sent as {}: servers that render tool calls through a chat template (vLLM) parse the
+    arguments and refuse the whole request otherwise; the tool result says what was played."""
+    if isinstance(arguments, str):
+        try:
+            json.loads(arguments)
+            return arguments
+        except ValueError:
+            return "{}"
+    return json.dumps(arguments if arguments is not None else {})
 
 
 def invalid_note(problem: str, played: list[str]) -> str:
