@@ -38,7 +38,7 @@ METRICS: dict[str, str] = {
     "success_rate": "% of episodes solved (where the env has success: ALFWorld)",
     "steps_to_success": "Environment steps of the solved episodes (mean)",
     "invalid_action_rate": "% of an episode's steps whose action was not admissible (mean)",
-    "parse_failure_rate": "% of an episode's turns whose reply was not 1..N valid actions (episodes.parse_failures, mean)",
+    "parse_failure_rate": "% of an episode's turns whose reply was not 1..N valid actions (parse_failures, mean)",
     "repeated_action_rate": "% of an episode's turns repeating the previous turn's actions (mean)",
     "episode_length": "Environment steps per episode (mean)",
     "tokens_per_episode": "Prompt + completion tokens per episode (mean)",
