@@ -213,7 +213,10 @@ class HFLocalPolicy(Policy):
         return [prompts.interact_tool(turn.actions, self.prompt.max_actions_per_turn)]
 
     def messages(self, turn: Turn) -> list[dict[str, Any]]:
-        return prompts.build_messages(self.prompt, turn.instructions, turn.observation, turn.history)
+        # earlier replies as the text generated (tool-call markup included), as the SFT export renders them: a
+        # local model's reply is its own text, not the structured tool_calls an API returns
+        history = [(past[0], past[1]) for past in turn.history]
+        return prompts.build_messages(self.prompt, turn.instructions, turn.observation, history)
 
     def _generation_kwargs(self, seeds: Optional[list[int]]) -> dict[str, Any]:
         from transformers import GenerationConfig, LogitsProcessorList
