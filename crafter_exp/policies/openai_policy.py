@@ -30,8 +30,12 @@ from contextvars import ContextVar
 from typing import Any, Optional
 from urllib.parse import urlparse
 
-import httpx2
 import openai
+
+try:  # the HTTP library under the openai client: httpx2 in openai 3.x, httpx before (the same API)
+    import httpx2
+except ImportError:  # pragma: no cover - older openai
+    import httpx as httpx2  # type: ignore[no-redef]
 
 from crafter_exp.parsing import split_reasoning
 from crafter_exp.policies.base import Decision, LLMCall, Policy, Turn
@@ -324,7 +328,7 @@ class OpenAIPolicy(Policy):
         if call.error is not None or message is None:
             return Decision(reply="", calls=calls, error=call.error)
         reply = _text_content(message.get("content"))
-        finish = (call.response or {})["choices"][0].get("finish_reason")
+        finish = ((call.response or {}).get("choices") or [{}])[0].get("finish_reason")
         return Decision(reply=reply, tool_calls=call.tool_calls, reasoning=call.reasoning, calls=calls,
                         finish_reason=finish if isinstance(finish, str) else None)
 
