@@ -258,3 +258,48 @@ def test_transient_malformed_replies_cost_no_episode(project):
     calls = store.query(f"SELECT * FROM llm_calls WHERE run_id = '{run_id}'")
     assert len(calls) == 4 * 8 and calls.error.isna().all()  # one call per turn: retried inside the client
     assert faults >= 4 and calls.retries.sum() == faults  # each malformed reply was one client retry
+
+
+def test_the_malformed_check_leaves_streams_and_other_routes_alone():
+    """The transport under the client reads only plain chat-completions 200s: a server-sent stream passes unread."""
+    import asyncio
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from crafter_exp.policies.openai_policy import _MalformedAsRetryable, httpx2
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            stream = self.path.endswith("/stream/chat/completions")
+            data = b'data: {"choices": []}\n\n' if stream else b"<html>502</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream" if stream else "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    async def send(path: str):
+        transport = _MalformedAsRetryable(httpx2.AsyncHTTPTransport())
+        try:
+            response = await transport.handle_async_request(httpx2.Request("POST", base + path, content=b"{}"))
+            consumed = response.is_stream_consumed
+            return response.status_code, consumed, await response.aread()
+        finally:
+            await transport.aclose()
+
+    try:
+        assert asyncio.run(send("/v1/stream/chat/completions")) == (200, False, b'data: {"choices": []}\n\n')
+        assert asyncio.run(send("/v1/files"))[:2] == (200, False)  # not a chat completion: not looked at
+        status, _, body = asyncio.run(send("/v1/chat/completions"))
+        assert status == 502 and b"malformed 200 response: response is not JSON" in body
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -105,8 +105,9 @@ class _MalformedAsRetryable(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await self.inner.handle_async_request(request)
         if response.status_code != 200 or request.method != "POST" \
-                or not request.url.path.endswith("/chat/completions"):
-            return response
+                or not request.url.path.endswith("/chat/completions") \
+                or response.headers.get("content-type", "").startswith("text/event-stream"):
+            return response  # a stream (`stream: true`) is read by its consumer, chunk by chunk
         reason = malformed_reason(await response.aread())  # read once: the client reuses the cached content
         if reason is None:
             return response
