@@ -44,6 +44,9 @@ class _Episode:
     last_actions: Optional[list[str]] = None
     termination: Optional[str] = None
 
+    def __post_init__(self) -> None:
+        self.shown = self.shown or self.obs.text
+
 
 def _call_rows(run_id: str, seed: int, turn: int, decision: Decision) -> list[dict[str, Any]]:
     return [
@@ -175,8 +178,7 @@ def play_batch(
     live: list[_Episode] = []
     for seed in seeds:
         env = make_env(env_cfg)  # a fresh env per seed: the seed alone names the world
-        obs = env.reset(seed)
-        live.append(_Episode(seed=seed, env=env, obs=obs, start=time.perf_counter(), shown=obs.text))
+        live.append(_Episode(seed=seed, env=env, obs=env.reset(seed), start=time.perf_counter()))
         policy.reset(seed)
     play_turn = partial(_play_turn, max_actions=max_actions, max_steps=env_cfg.max_steps, run_id=run_meta["run_id"],
                         invalid_feedback=invalid_feedback)
