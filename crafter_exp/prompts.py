@@ -7,6 +7,7 @@ the filter stage to rebuild the exact messages a policy saw for SFT export — o
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -52,7 +53,7 @@ def build_messages(
     prompt_cfg: Any,
     instructions: str,
     observation: str,
-    history: list[tuple] = (),
+    history: Sequence[tuple[Any, ...]] = (),
     system_override: Optional[str] = None,
 ) -> list[dict[str, Any]]:
     """[system, (user, assistant) x last `prompt_cfg.history` turns, user] for one decision.
