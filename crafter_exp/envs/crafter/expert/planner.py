@@ -126,10 +126,10 @@ class PathPlanner(MapMemory):
                 if name in self.codes:  # else no cell has it yet
                     table[self.codes[name]] = cost
         # cells next to a zombie cost more: each contact costs health (it strikes as it arrives)
-        danger = {_add(z, dxy) for z in self._objects("zombie") for dxy in DIRS + ((0, 0),)}
+        near_zombie = {_add(z, dxy) for z in self._objects("zombie") for dxy in DIRS + ((0, 0),)}
         index = self._index
         blocked = np.array([index(p) for p in self.objs], dtype=np.int64)
-        danger = np.array([index(p) for p in danger], dtype=np.int64)
+        danger = np.array([index(p) for p in near_zombie], dtype=np.int64)
         start = index(self.pos)
         count = _dijkstra(
             self.mat.ravel(), table, blocked, danger, self.height, start, PLAN_LIMIT,
@@ -206,7 +206,7 @@ class PathPlanner(MapMemory):
             return (turn or "ready", target)
         return (self._step_toward(_add(target, DIRS[side[k]])), target)
 
-    def _interact(self, targets: list[Pos], action: str = "do", max_cost: float = INF) -> Optional[str]:
+    def _interact(self, targets: Any, action: str = "do", max_cost: float = INF) -> Optional[str]:
         res = self._approach(targets, max_cost)
         if res is None:
             return None

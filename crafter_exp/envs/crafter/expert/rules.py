@@ -280,7 +280,7 @@ class CrafterExpert(PathPlanner):
         start = (self.pos, self.facing)
         if _add(self.pos, self.facing) == target:
             return "ready"
-        seen = {start: None}
+        seen: dict[Any, Any] = {start: None}
         frontier = [start]
         for _ in range(30):
             nxt = []
@@ -476,10 +476,10 @@ class CrafterExpert(PathPlanner):
             uses = constants.make[next_tool]["uses"]
             if all(inv.get(k, 0) >= v for k, v in uses.items()):
                 stations = constants.make[next_tool]["nearby"]
-                spots = self._dist.reshape(self.mat.shape) >= 0
+                reachable = self._dist.reshape(self.mat.shape) >= 0
                 for station in stations:
-                    spots &= self._near_mask(station)
-                spots = np.flatnonzero(spots)
+                    reachable &= self._near_mask(station)
+                spots = np.flatnonzero(reachable)
                 if len(spots):
                     costs = self._dist[spots]
                     best = self._pos(spots[costs == costs.min()][0])  # flat index order = (x, y) order
