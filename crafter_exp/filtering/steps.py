@@ -31,6 +31,12 @@ REASONING = (
     "nullif(regexp_replace(regexp_extract(reply, '(?is)<think>(.*?)(?:</think>|$)', 1), '^\\s+|\\s+$', '', 'g'), ''))"
 )
 
+NO_PREDICTION = (
+    # keep_predictions=false: drop each <prediction>...</prediction> with the whitespace before it, then outer
+    # whitespace ("<think>..</think>\n<prediction>..</prediction>\n<action>do</action>" keeps think + action)
+    "regexp_replace(regexp_replace({reply}, '(?is)\\s*<prediction>.*?</prediction>', '', 'g'), '^\\s+|\\s+$', '', 'g')"
+)
+
 STEP_COLUMNS = ("run_id", "seed", "turn", "observation", "reply", "reasoning", "actions", "parse_ok", "reward",
                 "unlocked")
 
@@ -63,6 +69,8 @@ def chunk_sql(fcfg: Any, columns: Sequence[str] = STEP_COLUMNS, chunk_columns: S
     cols = ", ".join(f"s.{c}" for c in columns)
     extra = "".join(f", k.{c}" for c in chunk_columns)
     reply_out = "reply" if fcfg.keep_reasoning else STRIPPED_REPLY
+    if not fcfg.keep_predictions:
+        reply_out = NO_PREDICTION.format(reply=reply_out)
     return f"""
 WITH s AS (
   SELECT {cols}, k.ep_order{extra}
