@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -139,84 +141,132 @@ def test_a_store_from_before_the_prediction_columns_gets_them(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ end to end
 
-MOVE = "noop"  # a few noops from the start change nothing in Crafter: "no change" is right, "wood +1" wrong
-REPLIES = {
-    "right": "<think>wait</think>\n<prediction>no change</prediction>\n<action>noop</action>",
+FIXED = {
+    # a few noops from the start change nothing in Crafter: "wood +1, energy -1" is wrong on every turn
     "wrong": "<think>wait</think>\n<prediction>wood +1, energy -1</prediction>\n<action>noop</action>",
     "vague": "<think>wait</think>\n<prediction>Much the same view.</prediction>\n<action>noop</action>",
-    # the action does not parse (fallback played): its prediction is stored, not scored
+    # the action does not parse (the fallback is played): its prediction is stored, not scored
     "unparsed": "<think>wait</think>\n<prediction>no change</prediction>\n<action>dance</action>",
 }
+MOVES = {"north": "move_up", "south": "move_down", "east": "move_right", "west": "move_left"}
+
+
+def walk_to_a_tree(observation: str) -> tuple[str, str]:
+    """(action, prediction) of a player that walks to the nearest tree (columns first) and chops it: walking changes
+    nothing, the first chop gives wood and unlocks collect_wood, later chops give wood."""
+    if "Facing: tree" in observation:
+        has_wood = "wood" in observation.split("Inventory:")[1]
+        return "do", "wood +1" if has_wood else "wood +1, unlock collect_wood"
+    m = re.search(r"tree (\d+) (north|south)(?: (\d+) (east|west))?[,.]", observation)
+    if m:
+        return MOVES[m.group(4) or m.group(2)], "no change"
+    m = re.search(r"tree \d+ (east|west)[,.]", observation)
+    return (MOVES[m.group(1)], "no change") if m else ("noop", "no change")
+
+
+def responder(kind: str):
+    def respond(body: dict) -> Reply:
+        if kind in FIXED:
+            return Reply(content=FIXED[kind])
+        action, prediction = walk_to_a_tree(body["messages"][-1]["content"])
+        if kind == "lazy":
+            prediction = "no change"  # right while walking, wrong at every chop
+        return Reply(content=f"<think>go</think>\n<prediction>{prediction}</prediction>\n<action>{action}</action>")
+    return respond
+
+
+RUNS = ("sighted", "lazy", *FIXED)
 
 
 def _cfg(home: Path, srv: FakeOpenAIServer, *extra: str):
     return compose_config(project_overrides(home) + [
         "model=openai", f"model.base_url={srv.base_url}", "model.model=fake-model", f"model.api_key_env={KEY_ENV}",
-        "model.max_retries=1", "model.timeout=5", "env.episodes=2", "env.max_steps=3", "tracking.enabled=false",
+        "model.max_retries=1", "model.timeout=5", "env.episodes=2", "env.max_steps=8", "tracking.enabled=false",
         "model.prompt.template=world_model", "name=wm", *extra])
 
 
 @pytest.fixture(scope="module")
 def played(tmp_path_factory):
-    """Four runs of 2 episodes x 3 turns into one store, one per kind of reply."""
+    """Five runs of seeds 0 and 1 x 8 turns into one store, one per kind of reply."""
     from crafter_exp.stages.rollout import rollout
 
     home = tmp_path_factory.mktemp("wm_home")
     os.environ[KEY_ENV] = "test-key"
     try:
-        for run_id, reply in REPLIES.items():
-            with FakeOpenAIServer(responder=lambda body, reply=reply: Reply(content=reply)) as srv:
-                cfg = _cfg(home, srv, f"rollout.run_id={run_id}")
-                result = rollout(cfg)
+        for run_id in RUNS:
+            with FakeOpenAIServer(responder=responder(run_id)) as srv:
+                result = rollout(_cfg(home, srv, f"rollout.run_id={run_id}"))
                 assert result.new_episodes == 2
                 sent = srv.requests[-1]["body"]["messages"][0]["content"]
                 assert "`name +N` / `name -N`" in sent  # the prompt says how a scored prediction reads
     finally:
         os.environ.pop(KEY_ENV, None)
-    return home, cfg
+    return home
 
 
 @pytest.mark.slow
 def test_rollout_stores_and_scores_predictions(played):
-    home, _ = played
-    store = TraceStore(home / "data" / "traces.duckdb")
+    store = TraceStore(played / "data" / "traces.duckdb")
     steps = store.query("SELECT * FROM steps ORDER BY run_id, seed, turn")
-    by_run = {r: steps[steps.run_id == r] for r in REPLIES}
-    assert all(len(s) == 6 for s in by_run.values())
-    # the actual change: Crafter showed none over these turns (the env's own view of it, from the info column)
+    by_run = {r: steps[steps.run_id == r] for r in RUNS}
+    assert all(len(s) == 16 for s in by_run.values())
+    sighted, lazy, wrong, vague, unparsed = (by_run[r] for r in RUNS)
     for s in by_run.values():
-        assert all(json.loads(a) == {} for a in s.actual_changes)
-    right, wrong, vague, unparsed = (by_run[r] for r in REPLIES)
-    assert set(right.prediction) == {"no change"} and set(wrong.prediction) == {"wood +1, energy -1"}
-    assert [json.loads(p) for p in right.predicted_changes] == [{}] * 6 and right.prediction_f1.tolist() == [1.0] * 6
-    assert [json.loads(p) for p in wrong.predicted_changes] == [{"wood": 1, "energy": -1}] * 6
-    assert wrong.prediction_f1.tolist() == [0.0] * 6
+        # actual_changes is the difference of the inventories the env showed before and after the turn
+        infos = [json.loads(i)["inventory"] for i in s["info"]]
+        for (seed, turn, actual), after, before in zip(s[["seed", "turn", "actual_changes"]].values, infos,
+                                                       [None] + infos[:-1]):
+            if turn > 0:
+                diff = {k: v - before[k] for k, v in after.items() if v != before[k]}
+                assert {k: v for k, v in json.loads(actual).items() if not k.startswith("collect_")} == diff
+    # walking to a tree and chopping it: every prediction right, wood and collect_wood on the first chop
+    chops = sighted[sighted.actual_changes.map(json.loads).map(bool)]
+    assert len(chops) >= 2 and {seed for seed in chops.seed} == {0, 1}
+    assert json.loads(chops.actual_changes.iloc[0]) == {"wood": 1, "collect_wood": 1}
+    assert chops.predicted_changes.tolist() == chops.actual_changes.tolist()
+    assert sighted.prediction_f1.tolist() == [1.0] * 16
+    # the same walk predicting "no change" throughout: right while walking, 0 at each chop
+    assert lazy.actions.map(list).tolist() == sighted.actions.map(list).tolist()
+    lazy_chops = lazy[lazy.actual_changes.map(json.loads).map(bool)]
+    assert lazy_chops.prediction_f1.tolist() == [0.0] * len(chops)
+    assert lazy.prediction_f1.sum() == 16 - len(chops)
+    # noops: nothing changed, the fixed wrong guess scores 0 on every turn
+    assert all(json.loads(a) == {} for a in wrong.actual_changes)
+    assert set(wrong.prediction) == {"wood +1, energy -1"} and wrong.prediction_f1.tolist() == [0.0] * 16
+    assert [json.loads(p) for p in wrong.predicted_changes] == [{"wood": 1, "energy": -1}] * 16
     assert set(vague.prediction) == {"Much the same view."}
     assert vague.predicted_changes.isna().all() and vague.prediction_f1.isna().all()
     assert (~unparsed.parse_ok).all() and unparsed.prediction_f1.isna().all() and set(unparsed.prediction) == {"no change"}
 
-    eps = store.query("SELECT run_id, predictions, predictions_scored, predictions_exact, prediction_f1 "
-                      "FROM episodes ORDER BY run_id, seed").set_index("run_id")
-    assert eps.loc["right"].values.tolist() == [[3, 3, 3, 1.0]] * 2
-    assert eps.loc["wrong"].values.tolist() == [[3, 3, 0, 0.0]] * 2
+    eps = store.query("SELECT run_id, predictions, predictions_scored, predictions_exact, prediction_f1, "
+                      "prediction_f1_changed FROM episodes ORDER BY run_id, seed").set_index("run_id")
+    assert eps.loc["sighted"].values.tolist() == [[8, 8, 8, 1.0, 1.0]] * 2
+    lazy_eps = eps.loc["lazy"]
+    assert lazy_eps.prediction_f1_changed.tolist() == [0.0, 0.0]
+    assert (lazy_eps.predictions_exact.sum(), lazy_eps.prediction_f1.sum() * 8) == (16 - len(chops),
+                                                                                    pytest.approx(16 - len(chops)))
+    assert eps.loc["wrong"].values[:, :4].tolist() == [[8, 8, 0, 0.0]] * 2
+    assert eps.loc["wrong"].prediction_f1_changed.isna().all()  # nothing ever changed
     assert eps.loc["vague", "predictions_scored"].tolist() == [0, 0]
-    assert eps.loc["vague", "prediction_f1"].isna().all() and eps.loc["vague", "predictions"].tolist() == [3, 3]
+    assert eps.loc["vague", "prediction_f1"].isna().all() and eps.loc["vague", "predictions"].tolist() == [8, 8]
 
 
 @pytest.mark.slow
 def test_compare_reports_prediction_accuracy_per_run(played, capsys):
     from crafter_exp.stages.compare import compare
 
-    home, _ = played
-    cfg = compose_config(project_overrides(home) + ["tracking.enabled=false", "compare.bootstrap=200",
-                                                    "compare.permutations=199", "compare.figures=false"])
-    result = compare(cfg, ["right", "wrong", "vague"])
-    assert result.value("right", "prediction_f1") == 100.0 and result.value("wrong", "prediction_f1") == 0.0
-    assert result.value("right", "prediction_exact_rate") == 100.0
-    assert result.value("right", "prediction_scored_rate") == 100.0
+    cfg = compose_config(project_overrides(played) + ["tracking.enabled=false", "compare.bootstrap=200",
+                                                      "compare.permutations=199", "compare.figures=false"])
+    result = compare(cfg, ["sighted", "lazy", "wrong", "vague"])
+    assert result.value("sighted", "prediction_f1") == 100.0 and result.value("wrong", "prediction_f1") == 0.0
+    assert result.value("sighted", "prediction_f1_changed") == 100.0
+    assert result.value("lazy", "prediction_f1_changed") == 0.0
+    assert 50.0 < result.value("lazy", "prediction_f1") < 100.0
+    assert result.value("sighted", "prediction_exact_rate") == 100.0
+    assert result.value("sighted", "prediction_scored_rate") == 100.0
     assert result.value("vague", "prediction_scored_rate") == 0.0
-    assert not (result.value("vague", "prediction_f1") == result.value("vague", "prediction_f1"))  # NaN: none scored
-    test = result.test("right", "wrong", "prediction_f1")
+    assert math.isnan(result.value("vague", "prediction_f1"))  # none scored: not reported
+    test = result.test("sighted", "wrong", "prediction_f1")
     assert test is not None and test["diff"] == -100.0
     assert "prediction_f1" in result.files["markdown"].read_text()
     assert "prediction_f1" in capsys.readouterr().out
@@ -230,36 +280,34 @@ def _filter_cfg(home: Path, *overrides: str):
 def test_filter_selects_on_prediction_f1(played):
     from crafter_exp.stages import filter as F
 
-    home, _ = played
-    st = F.stats(_filter_cfg(home, "filter.runs=[right,wrong,vague]", "filter.min_prediction_f1=0.5"))
+    runs = "filter.runs=[sighted,lazy,wrong,vague]"
+    st = F.stats(_filter_cfg(played, runs, "filter.min_prediction_f1=0.95"))
     assert st.passing_all == 2 and st.criteria["min_prediction_f1"] == 2
-    result = F.filter_and_export(_filter_cfg(home, "filter.runs=[right,wrong,vague]", "filter.min_prediction_f1=0.5",
-                                             f"filter.output={home / 'sel'}"), progress=False)
-    assert result.episodes == 2 and result.manifest["source_runs"] == ["right", "wrong", "vague"]
+    result = F.filter_and_export(_filter_cfg(played, runs, "filter.min_prediction_f1=0.95",
+                                             f"filter.output={played / 'sel'}"), progress=False)
+    assert result.episodes == 2 and result.examples == 16
     rows = [json.loads(x) for x in (result.path / "train.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and all("<prediction>no change</prediction>" in r["messages"][-1]["content"] for r in rows)
-    everything = F.stats(_filter_cfg(home, "filter.runs=[right,wrong,vague]", "filter.min_prediction_f1=0"))
-    assert everything.passing_all == 4  # vague's episodes have no scored prediction: NULL never passes
+    assert sum("<prediction>wood +1" in r["messages"][-1]["content"] for r in rows) >= 2  # the sighted run's chops
+    assert F.stats(_filter_cfg(played, runs, "filter.min_prediction_f1=0.5")).passing_all == 4  # + lazy
+    assert F.stats(_filter_cfg(played, runs, "filter.min_prediction_f1=0")).passing_all == 6  # + wrong, not vague
 
 
 @pytest.mark.slow
 def test_export_keeps_or_drops_predictions(played):
     from crafter_exp.stages import filter as F
 
-    home, _ = played
-
     def export(keep: bool):
-        result = F.filter_and_export(_filter_cfg(home, "filter.runs=[right]", f"filter.keep_predictions={keep}",
-                                                 f"filter.output={home / f'keep_{keep}'}"), progress=False)
+        result = F.filter_and_export(_filter_cfg(played, "filter.runs=[wrong]", f"filter.keep_predictions={keep}",
+                                                 f"filter.output={played / f'keep_{keep}'}"), progress=False)
         return result, [json.loads(x)["messages"] for x in (result.path / "train.jsonl").read_text().splitlines()]
 
     kept, kept_rows = export(True)
     dropped, dropped_rows = export(False)
-    assert len(kept_rows) == len(dropped_rows) == 6
+    assert len(kept_rows) == len(dropped_rows) == 16
     world_model = prompts.system_prompt(PromptConfig(template="world_model"), env_instructions("crafter"))
     standard = prompts.system_prompt(PromptConfig(template="standard"), env_instructions("crafter"))
     for msgs in kept_rows:
-        assert msgs[0]["content"] == world_model and msgs[-1]["content"] == REPLIES["right"]
+        assert msgs[0]["content"] == world_model and msgs[-1]["content"] == FIXED["wrong"]
     for msgs in dropped_rows:
         assert msgs[0]["content"] == standard
         assert msgs[-1]["content"] == "<think>wait</think>\n<action>noop</action>"

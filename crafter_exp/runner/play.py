@@ -41,6 +41,7 @@ class _Episode:
     termination: Optional[str] = None
     predictions: int = 0
     prediction_scores: list[float] = field(default_factory=list)
+    prediction_scores_changed: list[float] = field(default_factory=list)  # of turns where something changed
 
 
 def _call_rows(run_id: str, seed: int, turn: int, decision: Decision) -> list[dict[str, Any]]:
@@ -90,6 +91,7 @@ def _prediction_totals(ep: _Episode) -> dict[str, Any]:
         "predictions_scored": len(scored) if scores else None,
         "predictions_exact": sum(1 for f1 in scored if f1 == 1.0) if scores else None,
         "prediction_f1": sum(scored) / len(scored) if scored else None,
+        "prediction_f1_changed": sum(changed) / len(changed) if (changed := ep.prediction_scores_changed) else None,
     }
 
 
@@ -105,6 +107,8 @@ def _score_prediction(ep: _Episode, row: dict[str, Any], before: Observation, un
     ep.predictions += prediction is not None
     if f1 is not None:
         ep.prediction_scores.append(f1)
+        if actual:
+            ep.prediction_scores_changed.append(f1)
     row.update(prediction=prediction, predicted_changes=predicted, actual_changes=actual, prediction_f1=f1)
 
 

@@ -57,6 +57,8 @@ EPISODES: list[Column] = [
      "scores none (ALFWorld)"),
     ("predictions_exact", "INTEGER", "Scored turns whose predicted changes were exactly the actual ones"),
     ("prediction_f1", "DOUBLE", "Mean per-turn prediction F1 (0-1) over the scored turns; NULL when none"),
+    ("prediction_f1_changed", "DOUBLE", "The same over the scored turns where something changed (a `no change` "
+     "guess scores 0 here); NULL when none"),
 ]
 
 STEPS: list[Column] = [
