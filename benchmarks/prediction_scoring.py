@@ -39,6 +39,7 @@ def main() -> None:
     for policy in ("teacher", "random"):
         rng = random.Random(0)
         f1 = {"no change": [], "wood +1": [], "oracle": []}
+        f1_changed = {k: [] for k in f1}  # the same over the turns where something changed
         changed = 0
         step_cpu = score_cpu = 0.0
         turns = 0
@@ -60,6 +61,9 @@ def main() -> None:
                                                                  env.achievements), actual))
                 f1["oracle"].append(prediction_f1(parse_changes(written(actual), env.prediction_quantity,
                                                                 env.achievements), actual))
+                if actual:
+                    for k, v in f1.items():
+                        f1_changed[k].append(v[-1])
                 step_cpu += t1 - t0
                 score_cpu += t2 - t1
                 changed += bool(actual)
@@ -71,6 +75,9 @@ def main() -> None:
         print(f"{policy}: {turns} turns, {100.0 * changed / turns:.1f} % of turns changed something; "
               f"prediction_f1 x100: no change {mean['no change']:.1f}, wood +1 {mean['wood +1']:.1f}, "
               f"oracle {mean['oracle']:.1f}")
+        changed_mean = {k: 100.0 * sum(v) / max(len(v), 1) for k, v in f1_changed.items()}
+        print(f"  prediction_f1_changed x100: no change {changed_mean['no change']:.1f}, "
+              f"wood +1 {changed_mean['wood +1']:.1f}, oracle {changed_mean['oracle']:.1f}")
         print(f"  CPU per turn: env step {1e6 * step_cpu / turns:.0f} us, scoring {1e6 * score_cpu / turns:.0f} us "
               f"({score_cpu / step_cpu:.2f}x a step)")
         assert mean["oracle"] == 100.0, "the parser does not read the actual change written out"

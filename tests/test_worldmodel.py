@@ -314,3 +314,35 @@ def test_export_keeps_or_drops_predictions(played):
     # the manifest's prompt is what the student should be played with
     assert kept.manifest["prompt"]["template"] == "world_model"
     assert dropped.manifest["prompt"]["template"] == "standard"
+
+
+@pytest.mark.slow
+@pytest.mark.alfworld
+def test_alfworld_predictions_are_stored_not_scored(tmp_path):
+    if importlib.util.find_spec("alfworld") is None:
+        pytest.skip("alfworld not installed")
+    from crafter_exp.envs.alfworld.data import resolve_data_path
+    from crafter_exp.stages.rollout import rollout
+
+    try:
+        resolve_data_path(None)
+    except ValueError:
+        pytest.skip("no ALFWorld game data")
+    reply = "<think>look first</think>\n<prediction>I see the room again.</prediction>\n<action>look</action>"
+    os.environ[KEY_ENV] = "test-key"
+    try:
+        with FakeOpenAIServer(responder=lambda body: Reply(content=reply)) as srv:
+            # seed 72 of valid_seen: a small game (fast reset)
+            cfg = _cfg(tmp_path, srv, "env=alfworld", "env.split=eval_in_distribution", "env.seed=72",
+                       "env.episodes=1", "env.max_steps=2", "rollout.run_id=alf")
+            assert rollout(cfg).new_episodes == 1
+    finally:
+        os.environ.pop(KEY_ENV, None)
+    store = TraceStore(cfg.paths.db)
+    steps = store.query("SELECT * FROM steps ORDER BY turn")
+    assert set(steps.prediction) == {"I see the room again."} and steps.parse_ok.all()
+    assert steps.predicted_changes.isna().all() and steps.actual_changes.isna().all()
+    assert steps.prediction_f1.isna().all()
+    ep = store.query("SELECT predictions, predictions_scored IS NULL AS unscored, prediction_f1 IS NULL AS no_f1 "
+                     "FROM episodes").iloc[0]
+    assert ep.predictions == 2 and ep.unscored and ep.no_f1
