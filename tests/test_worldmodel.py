@@ -346,3 +346,17 @@ def test_alfworld_predictions_are_stored_not_scored(tmp_path):
     ep = store.query("SELECT predictions, predictions_scored IS NULL AS unscored, prediction_f1 IS NULL AS no_f1 "
                      "FROM episodes").iloc[0]
     assert ep.predictions == 2 and ep.unscored and ep.no_f1
+
+
+@pytest.mark.slow
+def test_cli_bad_min_prediction_f1_exits_2_with_one_line(played):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "crafter_exp", "stage=filter", "filter.runs=[wrong]", "name=wm",
+                          "filter.min_prediction_f1=80", "tracking.enabled=false", *project_overrides(played)],
+                         capture_output=True, text=True, cwd=played, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1] == ("crafter-exp: error: filter.min_prediction_f1 must be in [0, 1], "
+                                                   "got 80.0")
+    assert "Traceback" not in out.stderr and not (played / "data" / "datasets" / "wm").exists()
