@@ -250,6 +250,8 @@ class FilterConfig:
     system prompt (the student learns to act, not to predict)."""
     min_prediction_f1: Optional[float] = None
     """Minimum episode prediction F1 (0-1, mean over its scored world-model predictions; episodes without any fail)."""
+    step_min_prediction_f1: Optional[float] = None
+    """Step level: keep only turns whose world-model prediction scored F1 >= this (0-1; unscored turns dropped)."""
     max_examples: Optional[int] = None
     """Subset to N examples (seeded)."""
     dedupe: bool = False

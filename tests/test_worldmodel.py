@@ -293,6 +293,22 @@ def test_filter_selects_on_prediction_f1(played):
 
 
 @pytest.mark.slow
+def test_step_level_filter_keeps_the_turns_predicted_right(played):
+    from crafter_exp.stages import filter as F
+
+    store = TraceStore(played / "data" / "traces.duckdb")
+    chops = int(store.query("SELECT count(*) AS n FROM steps WHERE run_id = 'lazy' AND prediction_f1 = 0").n[0])
+    assert chops >= 2
+    result = F.filter_and_export(_filter_cfg(played, "filter.runs=[lazy]", "filter.step_min_prediction_f1=1",
+                                             f"filter.output={played / 'right_turns'}"), progress=False)
+    rows = [json.loads(x)["messages"] for x in (result.path / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 - chops and result.episodes == 2
+    assert all("<action>do</action>" not in m[-1]["content"] for m in rows)  # every chop was predicted wrong
+    with pytest.raises(UserError, match=r"filter.step_min_prediction_f1 must be in \[0, 1\], got -0.5"):
+        F.filter_and_export(_filter_cfg(played, "filter.runs=[lazy]", "filter.step_min_prediction_f1=-0.5"))
+
+
+@pytest.mark.slow
 def test_export_keeps_or_drops_predictions(played):
     from crafter_exp.stages import filter as F
 

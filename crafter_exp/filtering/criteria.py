@@ -63,8 +63,10 @@ def check_filter_config(fcfg: Any, achievements: Optional[Sequence[str]] = None)
         value = getattr(fcfg, key)
         if value is not None and value < 1:
             raise ValueError(f"filter.{key} must be >= 1, got {value}")
-    if fcfg.min_prediction_f1 is not None and not 0.0 <= fcfg.min_prediction_f1 <= 1.0:
-        raise UserError(f"filter.min_prediction_f1 must be in [0, 1], got {fcfg.min_prediction_f1}")
+    for key in ("min_prediction_f1", "step_min_prediction_f1"):
+        value = getattr(fcfg, key)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise UserError(f"filter.{key} must be in [0, 1], got {value}")
     if fcfg.window < 0:
         raise ValueError(f"filter.window must be >= 0, got {fcfg.window}")
     if not 0.0 <= fcfg.val_fraction < 1.0:
