@@ -110,12 +110,13 @@ def parse_prediction(reply: Optional[str]) -> Optional[str]:
     return text or None
 
 
-def _name(words: str, quantity: QuantityName, longest_first_from: str) -> Optional[str]:
-    """The environment's quantity named by the words nearest the amount (`wood pickaxe` before `pickaxe`)."""
+def _name(words: str, quantity: QuantityName, side: str) -> Optional[str]:
+    """The environment's quantity named by the words next to the amount, which sit on `side` ("end": `I expect
+    wood +1`; "start": `+1 wood from the tree`): the longest run of them that is a name (`iron pickaxe` before
+    `pickaxe`)."""
     parts = re.split(r"[ \t-]+", words.strip())
-    spans = range(len(parts), 0, -1)
-    for n in spans:
-        chunk = parts[-n:] if longest_first_from == "end" else parts[:n]
+    for n in range(len(parts), 0, -1):
+        chunk = parts[-n:] if side == "end" else parts[:n]
         name = quantity("_".join(chunk).lower())
         if name is not None:
             return name

@@ -85,7 +85,8 @@ def _finish(ep: _Episode, run_meta: dict[str, Any]) -> EpisodeRecord:
 
 def _prediction_totals(ep: _Episode) -> dict[str, Any]:
     scored = ep.prediction_scores
-    scores = ep.env.state_change(ep.obs, ep.obs, []) is not None  # does this env score predictions at all
+    # does this env score predictions at all (None: no score columns, rather than a count of 0)
+    scores = ep.env.state_change(ep.obs, ep.obs, []) is not None
     return {
         "predictions": ep.predictions,
         "predictions_scored": len(scored) if scores else None,
