@@ -44,7 +44,8 @@ def crafter():
 
 
 def test_prediction_text_is_the_tag_outside_think():
-    reply = "<think>maybe <prediction>wood +9</prediction></think>\n<prediction> wood +1 </prediction>\n<action>do</action>"
+    reply = ("<think>maybe <prediction>wood +9</prediction></think>\n<prediction> wood +1 </prediction>\n"
+             "<action>do</action>")
     assert parse_prediction(reply) == "wood +1"
     assert parse_prediction("<think>x</think><action>do</action>") is None
     assert parse_prediction("<prediction>  </prediction><action>do</action>") is None
@@ -236,7 +237,8 @@ def test_rollout_stores_and_scores_predictions(played):
     assert [json.loads(p) for p in wrong.predicted_changes] == [{"wood": 1, "energy": -1}] * 16
     assert set(vague.prediction) == {"Much the same view."}
     assert vague.predicted_changes.isna().all() and vague.prediction_f1.isna().all()
-    assert (~unparsed.parse_ok).all() and unparsed.prediction_f1.isna().all() and set(unparsed.prediction) == {"no change"}
+    assert (~unparsed.parse_ok).all() and unparsed.prediction_f1.isna().all()
+    assert set(unparsed.prediction) == {"no change"}
 
     eps = store.query("SELECT run_id, predictions, predictions_scored, predictions_exact, prediction_f1, "
                       "prediction_f1_changed FROM episodes ORDER BY run_id, seed").set_index("run_id")
