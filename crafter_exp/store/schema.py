@@ -52,7 +52,7 @@ EPISODES: list[Column] = [
     ("cost", "DOUBLE", "USD; NULL when a call's model has no price"),
     ("wall_time_s", "DOUBLE", "Seconds to play the episode"),
     ("created_at", "TIMESTAMP", "When it was stored"),
-    ("predictions", "INTEGER", "Turns whose reply held a <prediction> (world_model template)"),
+    ("predictions", "INTEGER", "Turns whose reply held a `<prediction>` (world_model template)"),
     ("predictions_scored", "INTEGER", "Of those, turns scored against the env's state change; NULL where the env "
      "scores none (ALFWorld)"),
     ("predictions_exact", "INTEGER", "Scored turns whose predicted changes were exactly the actual ones"),
@@ -77,7 +77,7 @@ STEPS: list[Column] = [
     ("unlocked", "VARCHAR[]", "Achievements first unlocked during this turn"),
     ("info", "JSON", "Environment facts after the turn (inventory, vitals, position, ...)"),
     ("done", "BOOLEAN", "The episode ended at this turn"),
-    ("prediction", "VARCHAR", "Text of the reply's <prediction>, if any"),
+    ("prediction", "VARCHAR", "Text of the reply's `<prediction>`, if any"),
     ("predicted_changes", "JSON", "The prediction read as {quantity: signed amount} ({} = no change); NULL when "
      "not scored (no scorable form, unparsed action, or an env that scores none)"),
     ("actual_changes", "JSON", "What the env showed change over the turn, {quantity: signed amount}; NULL where "
