@@ -245,6 +245,13 @@ class FilterConfig:
     """With system_prompt: `replace` the policy's system prompt, or `append` the text to it."""
     keep_reasoning: bool = True
     """Keep <think> reasoning in assistant turns."""
+    keep_predictions: bool = True
+    """Keep world-model <prediction>s in assistant turns; false drops them and exports the `standard` template's
+    system prompt (the student learns to act, not to predict)."""
+    min_prediction_f1: Optional[float] = None
+    """Minimum episode prediction F1 (0-1, mean over its scored world-model predictions; episodes without any fail)."""
+    step_min_prediction_f1: Optional[float] = None
+    """Step level: keep only turns whose world-model prediction scored F1 >= this (0-1; unscored turns dropped)."""
     max_examples: Optional[int] = None
     """Subset to N examples (seeded)."""
     dedupe: bool = False

@@ -133,6 +133,9 @@ def prepare(cfg: Any, runs: Optional[Sequence[str]] = None, db: Optional[ReadSes
     achievements = tuple(env_achievements(env))
     check_filter_config(fcfg, achievements)
     prompt = _prompt_of(sources)
+    if not fcfg.keep_predictions and prompt.template == "world_model":
+        # replies without their <prediction> answer the standard template's prompt: export (and later play) with it
+        prompt = dataclasses.replace(prompt, template="standard")
     instructions = env_instructions(env)
     override = system_override(prompt, instructions, fcfg.system_prompt, fcfg.system_prompt_mode)
     layout = (conversation_layout if fcfg.multi_turn else derive_layout)(prompt, instructions, override)

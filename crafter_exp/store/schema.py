@@ -52,6 +52,13 @@ EPISODES: list[Column] = [
     ("cost", "DOUBLE", "USD; NULL when a call's model has no price"),
     ("wall_time_s", "DOUBLE", "Seconds to play the episode"),
     ("created_at", "TIMESTAMP", "When it was stored"),
+    ("predictions", "INTEGER", "Turns whose reply held a `<prediction>` (world_model template)"),
+    ("predictions_scored", "INTEGER", "Of those, turns scored against the env's state change; NULL where the env "
+     "scores none (ALFWorld)"),
+    ("predictions_exact", "INTEGER", "Scored turns whose predicted changes were exactly the actual ones"),
+    ("prediction_f1", "DOUBLE", "Mean per-turn prediction F1 (0-1) over the scored turns; NULL when none"),
+    ("prediction_f1_changed", "DOUBLE", "The same over the scored turns where something changed (a `no change` "
+     "guess scores 0 here); NULL when none"),
 ]
 
 STEPS: list[Column] = [
@@ -70,6 +77,12 @@ STEPS: list[Column] = [
     ("unlocked", "VARCHAR[]", "Achievements first unlocked during this turn"),
     ("info", "JSON", "Environment facts after the turn (inventory, vitals, position, ...)"),
     ("done", "BOOLEAN", "The episode ended at this turn"),
+    ("prediction", "VARCHAR", "Text of the reply's `<prediction>`, if any"),
+    ("predicted_changes", "JSON", "The prediction read as {quantity: signed amount} ({} = no change); NULL when "
+     "not scored (no scorable form, unparsed action, or an env that scores none)"),
+    ("actual_changes", "JSON", "What the env showed change over the turn, {quantity: signed amount}; NULL where "
+     "the env scores no predictions"),
+    ("prediction_f1", "DOUBLE", "F1 of predicted_changes vs actual_changes (0-1; 1 = exactly right)"),
 ]
 
 LLM_CALLS: list[Column] = [
