@@ -521,6 +521,28 @@ class EvalConfig:
 
 
 @dataclass
+class ProtocolConfig:
+    """An evaluation protocol: how many held-out episodes each policy plays and how they end, so a number can be
+    set beside a published table's (conf/protocol/: `ours`, `crafter_paper`, `balrog`). It applies to the held-out
+    evaluation (stage=eval and the pipeline's evaluations), never to rollouts that make training data."""
+
+    name: str = "ours"
+    """Protocol id, recorded with every eval run (trace store, MLflow tag `protocol`) and stated in compare reports."""
+    description: str = "this project's default: 20 held-out episodes capped at env.max_steps (300 on Crafter)"
+    """One line saying what the protocol is (printed in compare reports)."""
+    source: str = ""
+    """Where the protocol is defined (paper, code, config file), for the report."""
+    envs: list[str] = field(default_factory=list)
+    """Environments the protocol is defined for (another env fails at start); empty = any."""
+    episodes: Optional[int] = None
+    """Held-out episodes per evaluated policy; None = eval.episodes."""
+    env: dict[str, Any] = field(default_factory=dict)
+    """Env settings the protocol fixes for evaluation, e.g. {max_steps: 10000, length: 10000}; {} = the env's own."""
+    metrics: list[str] = field(default_factory=list)
+    """The metrics published tables report under this protocol (named first in compare reports)."""
+
+
+@dataclass
 class CompareConfig:
     runs: list[str] = field(default_factory=list)
     """Trace run ids (or MLflow run names) to compare; the first is the baseline."""
@@ -573,6 +595,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    """Evaluation protocol (conf/protocol/: ours, crafter_paper, balrog): episodes and step cap of held-out play."""
 
 
 def register_configs() -> None:
@@ -587,6 +611,7 @@ def register_configs() -> None:
         ("model", "openai_schema", OpenAIModelConfig),
         ("model", "hf_local_schema", HFLocalModelConfig),
         ("filter", "filter_schema", FilterConfig),
+        ("protocol", "protocol_schema", ProtocolConfig),
         ("trainer", "tiny_schema", TinyTrainerConfig),
         ("trainer", "local_schema", LocalTrainerConfig),
         ("trainer", "openai_schema", OpenAITrainerConfig),

@@ -75,9 +75,11 @@ def rollout(
     episodes: Optional[int] = None,
     model_cfg: Any = None,
     env_cfg: Any = None,
+    protocol: Any = None,
 ) -> RolloutResult:
     """Play `episodes` seeds from `seed_start` (defaults: cfg.env) with `model_cfg` (default cfg.model) in
-    `env_cfg` (default cfg.env)."""
+    `env_cfg` (default cfg.env). `protocol`: the evaluation protocol the episodes follow (recorded with the run and
+    as MLflow tag `protocol`); None = a plain rollout (recorded as protocol null)."""
     env_cfg = env_cfg or cfg.env
     model_cfg = model_cfg or cfg.model
     check_env_config(env_cfg)
@@ -102,7 +104,8 @@ def rollout(
     run_row = {
         "run_id": run_id, "name": cfg.name, "stage": stage, "env": env_cfg.name, "policy": model_cfg.name,
         "model": label, "provider": model_provider(model_cfg), "seed_start": seed_start, "episodes": episodes,
-        "config": tracking.redact(as_dict(cfg) | played_config), "config_hash": played_hash,
+        "config": tracking.redact(as_dict(cfg) | played_config | {"protocol": as_dict(protocol)}),
+        "config_hash": played_hash,
         "code_version": code_version(),
     }
     store = TraceStore(cfg.paths.db)
@@ -119,6 +122,8 @@ def rollout(
         run_meta = {k: run_row[k] for k in ("run_id", "env", "policy", "model", "provider")}
         tags = {"env": env_cfg.name, "model": label, "policy": model_cfg.name, "trace_run_id": run_id,
                 "name": cfg.name}
+        if protocol is not None:
+            tags["protocol"] = protocol.name
         with tracking.stage_run(cfg.tracking, stage, f"{stage}-{label}", run_row["config"], tags) as mlrun:
             mlflow_run_id = mlrun.info.run_id if mlrun else None
             if mlflow_run_id:
