@@ -488,6 +488,9 @@ class TrackingConfig:
     """MLflow experiment name."""
     enabled: bool = True
     """Log to MLflow at all."""
+    traces: str = "llm"
+    """MLflow traces of rollout/eval episodes (Traces tab: a trace per episode, a span per turn), linked to the run:
+    `llm` = episodes that called a model (openai, hf_local), `all` = every episode, `off`."""
 
 
 @dataclass
