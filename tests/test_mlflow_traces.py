@@ -49,7 +49,7 @@ def test_llm_episodes_become_traces_of_the_rollout_run(project, server):
     mlflow.set_tracking_uri(cfg.tracking.uri)
     client = mlflow.MlflowClient()
     run = client.get_run(result.mlflow_run_id)
-    traces = client.search_traces(experiment_ids=[run.info.experiment_id], run_id=result.mlflow_run_id)
+    traces = client.search_traces(locations=[run.info.experiment_id], run_id=result.mlflow_run_id)
     assert len(traces) == 2
     store = TraceStore(cfg.paths.db)
     steps = store.query("SELECT * FROM steps ORDER BY seed, turn")
@@ -88,11 +88,11 @@ def test_traces_off_and_non_llm_policies_write_none(project, server):
                                                                  "tracking.traces=all", "name=all"]))
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
     exp = client.get_run(off.mlflow_run_id).info.experiment_id
-    count = lambda r: len(client.search_traces(experiment_ids=[exp], run_id=r.mlflow_run_id))  # noqa: E731
+    count = lambda r: len(client.search_traces(locations=[exp], run_id=r.mlflow_run_id))  # noqa: E731
     assert "traced_episodes" not in off.metrics and count(off) == 0
     assert scripted.metrics.get("traced_episodes", 0) == 0 and count(scripted) == 0  # `llm`: no model calls
     assert every.metrics["traced_episodes"] == 2 and count(every) == 2
-    span = next(s for s in client.search_traces(experiment_ids=[exp], run_id=every.mlflow_run_id)[0].data.spans
+    span = next(s for s in client.search_traces(locations=[exp], run_id=every.mlflow_run_id)[0].data.spans
                 if s.parent_id)
     assert span.span_type == "CHAIN" and "mlflow.chat.tokenUsage" not in span.attributes
 
