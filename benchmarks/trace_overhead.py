@@ -34,6 +34,7 @@ def run(home: Path, name: str, model: list[str], traces: str, episodes: int, ste
     cfg = compose_config([
         f"paths.home={home}", f"tracking.uri=sqlite:///{home}/mlflow.db", "rollout.progress=false", f"name={name}",
         "ray.num_workers=0", f"env.episodes={episodes}", f"env.max_steps={steps}", f"tracking.traces={traces}",
+        "tracking.trace_episodes=null",  # every episode: the per-span cost, not the default cap
         *model,
     ])
     t0 = time.perf_counter()
@@ -45,10 +46,11 @@ def run(home: Path, name: str, model: list[str], traces: str, episodes: int, ste
 
 def compare(label: str, home: Path, model: list[str], episodes: int, steps: int, repeats: int) -> None:
     rows: dict[str, list[dict]] = {"off": [], "llm": []}
-    run(home, f"warm-{label}", model, "off", 2, 5)  # imports, store and experiment creation, model load
+    slug = model[0].split("=")[1]  # run names: model=openai -> openai
+    run(home, f"warm-{slug}", model, "off", 2, 5)  # imports, store and experiment creation, model load
     for i in range(repeats):
         for mode in ("off", "llm") if i % 2 == 0 else ("llm", "off"):
-            rows[mode].append(run(home, f"{label}-{mode}-{i}", model, mode, episodes, steps))
+            rows[mode].append(run(home, f"{slug}-{mode}-{i}", model, mode, episodes, steps))
     off = statistics.median(r["wall"] for r in rows["off"])
     on = statistics.median(r["wall"] for r in rows["llm"])
     turns = rows["llm"][0]["turns"]

@@ -491,6 +491,9 @@ class TrackingConfig:
     traces: str = "llm"
     """MLflow traces of rollout/eval episodes (Traces tab: a trace per episode, a span per turn), linked to the run:
     `llm` = episodes that called a model (openai, hf_local), `all` = every episode, `off`."""
+    trace_episodes: Optional[int] = 8
+    """Most episodes traced per rollout/eval run (the first to finish; MLflow's span writer costs ms per turn, the
+    DuckDB store keeps every step anyway); null = every episode."""
 
 
 @dataclass

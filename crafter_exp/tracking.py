@@ -166,11 +166,13 @@ def log_dataframe_input(df: Any, name: str, source: str, context: str, digest: O
 TRACE_MODES = ("llm", "all", "off")
 
 
-def check_traces_mode(mode: str) -> None:
-    if mode not in TRACE_MODES:
-        from crafter_exp.errors import UserError
+def check_traces_mode(mode: str, episodes: Optional[int] = None) -> None:
+    from crafter_exp.errors import UserError
 
+    if mode not in TRACE_MODES:
         raise UserError(f"unknown tracking.traces {mode!r} ({', '.join(TRACE_MODES)})")
+    if episodes is not None and episodes < 0:
+        raise UserError(f"tracking.trace_episodes must be >= 0 or null, got {episodes}")
 
 
 def wants_trace(mode: str, calls: list[dict[str, Any]]) -> bool:

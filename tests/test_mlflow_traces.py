@@ -84,14 +84,15 @@ def test_traces_off_and_non_llm_policies_write_none(project, server):
 
     off = rollout(openai_cfg(project, server, "tracking.traces=off", "name=off"))
     scripted = rollout(compose_config(project_overrides(project) + ["env.episodes=2", "env.max_steps=5"]))
-    every = rollout(compose_config(project_overrides(project) + ["env.episodes=2", "env.max_steps=5",
-                                                                 "tracking.traces=all", "name=all"]))
+    every = rollout(compose_config(project_overrides(project) + ["env.episodes=3", "env.max_steps=5",
+                                                                 "tracking.traces=all", "name=all",
+                                                                 "tracking.trace_episodes=2"]))
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
     exp = client.get_run(off.mlflow_run_id).info.experiment_id
     count = lambda r: len(client.search_traces(locations=[exp], run_id=r.mlflow_run_id))  # noqa: E731
     assert "traced_episodes" not in off.metrics and count(off) == 0
     assert scripted.metrics.get("traced_episodes", 0) == 0 and count(scripted) == 0  # `llm`: no model calls
-    assert every.metrics["traced_episodes"] == 2 and count(every) == 2
+    assert every.metrics["traced_episodes"] == 2 and count(every) == 2  # capped at tracking.trace_episodes
     span = next(s for s in client.search_traces(locations=[exp], run_id=every.mlflow_run_id)[0].data.spans
                 if s.parent_id)
     assert span.span_type == "CHAIN" and "mlflow.chat.tokenUsage" not in span.attributes
@@ -102,4 +103,6 @@ def test_unknown_traces_mode_fails_before_work(project):
 
     with pytest.raises(UserError, match="unknown tracking.traces 'some'"):
         rollout(compose_config(project_overrides(project) + ["tracking.traces=some"]))
+    with pytest.raises(UserError, match="tracking.trace_episodes must be >= 0"):
+        rollout(compose_config(project_overrides(project) + ["tracking.trace_episodes=-1"]))
     assert not (project / "data" / "traces.duckdb").exists()

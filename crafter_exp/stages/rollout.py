@@ -83,7 +83,7 @@ def rollout(
     env_cfg = env_cfg or cfg.env
     model_cfg = model_cfg or cfg.model
     check_env_config(env_cfg)
-    tracking.check_traces_mode(cfg.tracking.traces)
+    tracking.check_traces_mode(cfg.tracking.traces, cfg.tracking.trace_episodes)
     seed_start = env_cfg.seed if seed_start is None else seed_start
     episodes = env_cfg.episodes if episodes is None else episodes
     if episodes < 0:
@@ -168,6 +168,8 @@ def _play(cfg: Any, env_cfg: Any, model_cfg: Any, policy: Any, seeds: list[int],
         if trace_mode:
             chosen = [r for r in records if int(r.episode["seed"]) not in traced
                       and tracking.wants_trace(trace_mode, r.calls)]
+            if cfg.tracking.trace_episodes is not None:
+                chosen = chosen[: max(0, cfg.tracking.trace_episodes - done["traced"])]
             tracking.log_episode_traces([(r.episode, r.steps, r.calls) for r in chosen])
             traced.update(int(r.episode["seed"]) for r in chosen)
             done["traced"] += len(chosen)
