@@ -37,11 +37,11 @@ def run(home: Path, name: str, model: list[str], traces: str, episodes: int, ste
         "tracking.trace_episodes=null",  # every episode: the per-span cost, not the default cap
         *model,
     ])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = rollout(cfg)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0  # CPU: every thread (the trace writer too)
     turns = int(result.metrics["episode_length"] * result.metrics["episodes"])
-    return {"wall": wall, "turns": turns, "traced": int(result.metrics.get("traced_episodes", 0))}
+    return {"wall": wall, "cpu": cpu, "turns": turns, "traced": int(result.metrics.get("traced_episodes", 0))}
 
 
 def compare(label: str, home: Path, model: list[str], episodes: int, steps: int, repeats: int) -> None:
@@ -53,12 +53,15 @@ def compare(label: str, home: Path, model: list[str], episodes: int, steps: int,
             rows[mode].append(run(home, f"{slug}-{mode}-{i}", model, mode, episodes, steps))
     off = statistics.median(r["wall"] for r in rows["off"])
     on = statistics.median(r["wall"] for r in rows["llm"])
+    cpu_off = statistics.median(r["cpu"] for r in rows["off"])
+    cpu_on = statistics.median(r["cpu"] for r in rows["llm"])
     turns = rows["llm"][0]["turns"]
     print(f"{label}: {episodes} episodes x {steps} steps ({turns} turns = spans), median of {repeats}")
-    print(f"  traces off  {off:7.2f} s  {turns / off:8.1f} turns/s")
-    print(f"  traces llm  {on:7.2f} s  {turns / on:8.1f} turns/s  ({rows['llm'][0]['traced']} traces)")
+    print(f"  traces off  {off:7.2f} s  {turns / off:8.1f} turns/s  CPU {cpu_off:6.2f} s")
+    print(f"  traces llm  {on:7.2f} s  {turns / on:8.1f} turns/s  CPU {cpu_on:6.2f} s  "
+          f"({rows['llm'][0]['traced']} traces)")
     print(f"  overhead    {on - off:+7.2f} s  = {1000 * (on - off) / turns:.2f} ms per span, "
-          f"{100 * (on - off) / off:+.1f} % ({on / off:.2f}x)")
+          f"{100 * (on - off) / off:+.1f} % ({on / off:.2f}x); CPU {1000 * (cpu_on - cpu_off) / turns:.2f} ms per span")
 
 
 def main() -> None:
