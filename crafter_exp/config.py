@@ -495,6 +495,12 @@ class TrackingConfig:
     """MLflow experiment name."""
     enabled: bool = True
     """Log to MLflow at all."""
+    traces: str = "llm"
+    """MLflow traces of rollout/eval episodes (Traces tab: a trace per episode, a span per turn), linked to the run:
+    `llm` = episodes that called a model (openai, hf_local), `all` = every episode, `off`."""
+    trace_episodes: Optional[int] = 8
+    """Most episodes traced per rollout/eval run (the first to finish; MLflow's span writer costs ms per turn, the
+    DuckDB store keeps every step anyway); null = every episode."""
 
 
 @dataclass
@@ -525,6 +531,28 @@ class EvalConfig:
     """First eval seed; the eval range must not overlap the training range."""
     policies: list[str] = field(default_factory=lambda: ["random", "student_before", "student_after", "teacher"])
     """Policies the pipeline evaluates (random, teacher, student_before, student_after, base)."""
+
+
+@dataclass
+class ProtocolConfig:
+    """An evaluation protocol: how many held-out episodes each policy plays and how they end, so a number can be
+    set beside a published table's (conf/protocol/: `ours`, `crafter_paper`, `balrog`). It applies to the held-out
+    evaluation (stage=eval and the pipeline's evaluations), never to rollouts that make training data."""
+
+    name: str = "ours"
+    """Protocol id, recorded with every eval run (trace store, MLflow tag `protocol`) and stated in compare reports."""
+    description: str = "this project's default: 20 held-out episodes capped at env.max_steps (300 on Crafter)"
+    """One line saying what the protocol is (printed in compare reports)."""
+    source: str = ""
+    """Where the protocol is defined (paper, code, config file), for the report."""
+    envs: list[str] = field(default_factory=list)
+    """Environments the protocol is defined for (another env fails at start); empty = any."""
+    episodes: Optional[int] = None
+    """Held-out episodes per evaluated policy; None = eval.episodes."""
+    env: dict[str, Any] = field(default_factory=dict)
+    """Env settings the protocol fixes for evaluation, e.g. {max_steps: 10000, length: 10000}; {} = the env's own."""
+    metrics: list[str] = field(default_factory=list)
+    """The metrics published tables report under this protocol (named first in compare reports)."""
 
 
 @dataclass
@@ -580,6 +608,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    """Evaluation protocol (conf/protocol/: ours, crafter_paper, balrog): episodes and step cap of held-out play."""
 
 
 def register_configs() -> None:
@@ -594,6 +624,7 @@ def register_configs() -> None:
         ("model", "openai_schema", OpenAIModelConfig),
         ("model", "hf_local_schema", HFLocalModelConfig),
         ("filter", "filter_schema", FilterConfig),
+        ("protocol", "protocol_schema", ProtocolConfig),
         ("trainer", "tiny_schema", TinyTrainerConfig),
         ("trainer", "local_schema", LocalTrainerConfig),
         ("trainer", "openai_schema", OpenAITrainerConfig),
