@@ -108,7 +108,8 @@ class TraceStore:
             row = dict(run)
             row.setdefault("created_at", pd.Timestamp.now())
             con.register("new_run", _arrow_table("runs", [row]))
-            con.execute(f"INSERT INTO runs SELECT {', '.join(schema.column_names('runs'))} FROM new_run")
+            cols = ", ".join(schema.column_names("runs"))
+            con.execute(f"INSERT INTO runs ({cols}) SELECT {cols} FROM new_run")
             con.execute("COMMIT")
             return row
 
@@ -161,7 +162,7 @@ class TraceStore:
                         if rows:
                             con.register(f"new_{table}", _arrow_table(table, rows))
                             cols = ", ".join(schema.column_names(table))
-                            con.execute(f"INSERT INTO {table} SELECT {cols} FROM new_{table}")
+                            con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM new_{table}")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
