@@ -9,6 +9,8 @@ another process holds the lock.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,10 +21,18 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from crafter_exp.errors import StageFailed
 from crafter_exp.store import schema
 from crafter_exp.files import write_text_atomic
 
 LOCK_WAIT_S = 60.0
+log = logging.getLogger(__name__)
+
+
+def _lock_holder(message: str) -> str:
+    """'process 1234 (/usr/bin/python3)' from DuckDB's lock error, or 'another process'."""
+    found = re.search(r"lock is held in (.+?) \(PID (\d+)\)", message)
+    return f"process {found.group(2)} ({found.group(1)})" if found else "another process"
 
 
 @dataclass
@@ -62,13 +72,24 @@ class TraceStore:
             raise FileNotFoundError(f"trace database not found: {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + LOCK_WAIT_S
+        waiting = False
         while True:
             try:
                 con = duckdb.connect(str(self.path), read_only=read_only)
                 break
             except duckdb.IOException as exc:  # "Could not set lock on file": another process has it
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in str(exc).lower():
                     raise
+                holder = _lock_holder(str(exc))
+                if time.monotonic() > deadline:
+                    raise StageFailed(
+                        f"trace store {self.path} stayed locked by {holder} for {LOCK_WAIT_S:g} s: DuckDB lets one "
+                        "process at a time open it for writing (a reader locks writers out too); close the program "
+                        "holding it (a notebook, a DuckDB shell) or wait for it, then rerun"
+                    ) from None
+                if not waiting:
+                    waiting = True
+                    log.warning("trace store %s is locked by %s; waiting up to %g s", self.path, holder, LOCK_WAIT_S)
                 time.sleep(0.2)
         try:
             yield con
