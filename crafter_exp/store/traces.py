@@ -2,8 +2,8 @@
 
 DuckDB lets one process open a file for writing and then locks out every other process, readers included. So
 every operation opens the file, does its work (one transaction for a write) and closes it: a notebook or the
-filter stage can read while a long rollout is appending between batches. Opening retries for a while when
-another process holds the lock.
+filter stage can read while a long rollout is appending between batches. Opening retries for up to LOCK_WAIT_S
+when another process holds the lock (saying so after a second), then fails with one line naming the holder.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ class TraceStore:
         if read_only and not self.path.exists():
             raise FileNotFoundError(f"trace database not found: {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + LOCK_WAIT_S
+        start = time.monotonic()
+        deadline = start + LOCK_WAIT_S
         waiting = False
         while True:
             try:
@@ -87,7 +88,7 @@ class TraceStore:
                         "process at a time open it for writing (a reader locks writers out too); close the program "
                         "holding it (a notebook, a DuckDB shell) or wait for it, then rerun"
                     ) from None
-                if not waiting:
+                if not waiting and time.monotonic() - start > 1.0:  # a writer's short transaction: no news
                     waiting = True
                     log.warning("trace store %s is locked by %s; waiting up to %g s", self.path, holder, LOCK_WAIT_S)
                 time.sleep(0.2)
