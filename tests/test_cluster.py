@@ -81,3 +81,26 @@ def test_rollout_spreads_over_nodes_and_survives_a_removed_node(project, cluster
     assert removed in nodes  # it played (and stored) episodes before it went
     steps = store.query("SELECT seed, count(*) AS n FROM steps WHERE run_id = 'cluster' GROUP BY seed ORDER BY seed")
     assert steps.n.tolist() == episodes.turns.tolist()  # none partial, none doubled by the replay
+
+
+def test_a_store_written_before_the_node_column_is_upgraded_in_place(tmp_path):
+    import duckdb
+
+    from crafter_exp.store import schema
+    from test_store import record
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))  # the episodes table as it was, without `node`
+    for stmt in schema.ddl():
+        if stmt.startswith("CREATE"):
+            con.execute(stmt.replace("  node VARCHAR,\n", ""))
+    con.execute("INSERT INTO episodes (run_id, seed, steps) VALUES ('old', 0, 5)")
+    con.close()
+    store = TraceStore(path)
+    store.register_run({"run_id": "new", "config_hash": "h"})  # init() adds the missing column
+    played = record("new", 1)
+    played.episode["node"] = "abc123"
+    assert store.append([played]) == 1
+    rows = store.query("SELECT run_id, coalesce(node, '-') AS node, steps FROM episodes ORDER BY run_id")
+    assert rows.to_dict("records") == [{"run_id": "new", "node": "abc123", "steps": 3},
+                                       {"run_id": "old", "node": "-", "steps": 5}]
