@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 
 import openai
 
+from crafter_exp.errors import UserError
 from crafter_exp.parsing import split_reasoning
 from crafter_exp.policies.base import Decision, LLMCall, Policy, Turn
 from crafter_exp.policies.pricing import call_cost, check_prices
@@ -131,6 +132,9 @@ class OpenAIPolicy(Policy):
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(cfg, name)}")
         if cfg.max_retries < 0 or cfg.timeout <= 0:
             raise ValueError("model.max_retries must be >= 0 and model.timeout > 0")
+        if not cfg.model:
+            raise UserError("model.model is not set: give the model name the endpoint serves (for "
+                            "model=transformers_serve: the checkpoint folder given to `transformers serve`)")
         check_prices(cfg.prices)
         self.cfg = cfg
         self.seed = seed
