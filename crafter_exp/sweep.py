@@ -137,7 +137,8 @@ def summary_table(results: list[dict[str, Any]], metric: str) -> tuple[pd.DataFr
 
 def all_metrics_table(results: list[dict[str, Any]], swept: list[str], max_metrics: int = 10) -> pd.DataFrame:
     """One row per (job, policy): the swept values and every metric reported (the first `max_metrics` names)."""
-    rows, names = [], []
+    rows: list[dict[str, Any]] = []
+    names: list[str] = []
     for result in results:
         overrides = dict(_split_override(o) for o in result.get("overrides", []))
         for policy, values in (result.get("metrics") or {}).items():

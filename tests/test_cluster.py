@@ -13,8 +13,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, project_overrides
+
 from crafter_exp.store.traces import TraceStore
 
 EPISODES = 16
@@ -85,9 +85,9 @@ def test_rollout_spreads_over_nodes_and_survives_a_removed_node(project, cluster
 
 def test_a_store_written_before_the_node_column_is_upgraded_in_place(tmp_path):
     import duckdb
+    from test_store import record
 
     from crafter_exp.store import schema
-    from test_store import record
 
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))  # the episodes table as it was, without `node`

@@ -11,8 +11,8 @@ import threading
 import mlflow
 import pandas as pd
 import pytest
-
 from conftest import project_overrides
+
 from crafter_exp.config import compose_config
 from crafter_exp.errors import StageFailed
 from crafter_exp.stages.rollout import rollout

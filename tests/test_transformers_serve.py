@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import project_overrides
+
 from crafter_exp.config import compose_config
 from crafter_exp.policies import Turn, make_policy
 from crafter_exp.stages.evaluate import evaluate

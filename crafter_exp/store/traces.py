@@ -22,8 +22,8 @@ import pandas as pd
 import pyarrow as pa
 
 from crafter_exp.errors import StageFailed
-from crafter_exp.store import schema
 from crafter_exp.files import write_text_atomic
+from crafter_exp.store import schema
 
 LOCK_WAIT_S = 60.0
 log = logging.getLogger(__name__)
