@@ -114,3 +114,33 @@ def test_parallel_sweep_writes_one_store_and_one_mlflow_db(project):
     markdown = (project / "multirun" / "par" / "sweep_summary" / "summary.md").read_text()
     assert "3 job(s) reported (finished). Swept: env.max_steps." in markdown
     assert "| job | env.max_steps | policy | mean_achievements |" in markdown
+
+
+def test_every_stage_reports_its_headline_metrics_to_the_sweep(tmp_path):
+    """What the entrypoint writes per job (`report_job` -> result.json) for stages without their own report."""
+    import json
+    from types import SimpleNamespace
+
+    from crafter_exp.stages.rollout import RolloutResult
+    from crafter_exp.sweep import stage_metrics, write_summary
+
+    rollout_metrics = {"mean_achievements": 2.5, "progression": 11.4, "episodes": 2, "new_episodes": 2,
+                       "steps_per_s": 40.0, "per_achievement": {"collect_wood": 1.0}}
+    reported = stage_metrics("rollout", RolloutResult("r", None, rollout_metrics, 2, [0, 1]))
+    assert reported == {"rollout": {"mean_achievements": 2.5, "progression": 11.4, "steps_per_s": 40.0}}
+    train = stage_metrics("train", SimpleNamespace(metrics={"train_loss": 0.5, "eval_loss": 0.7, "lr": [1e-3]}))
+    assert train == {"train": {"train_loss": 0.5, "eval_loss": 0.7}}
+    assert stage_metrics("filter", SimpleNamespace(examples=120, episodes=8)) == {"filter": {"examples": 120.0,
+                                                                                           "episodes": 8.0}}
+    assert stage_metrics("export", "data/reports/x.json") == {"export": {}}
+
+    sweep = tmp_path / "multirun"
+    for job, (model, value) in enumerate([("random", 0.0), ("scripted", 2.5)]):
+        (sweep / str(job)).mkdir(parents=True)
+        metrics = {"rollout": {"mean_achievements": value, "progression": value * 4.5}}
+        (sweep / str(job) / "result.json").write_text(json.dumps(
+            {"metrics": metrics, "overrides": ["stage=rollout", f"model={model}"], "stage": "rollout"}))
+    markdown = write_summary(sweep, "mean_achievements")["markdown"].read_text()
+    assert "2 job(s) reported (finished). Swept: model." in markdown
+    assert "| random | 0.00 |" in markdown and "| scripted | 2.50 |" in markdown
+    assert "| 1 | scripted | rollout | 2.50 | 11.2 |" in markdown  # every reported metric, per job
