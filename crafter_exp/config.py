@@ -147,6 +147,8 @@ class OpenAIModelConfig(ModelConfig):
     """`tool_choice` sent in action_mode=tools (`required`; `auto` for servers that lack `required`)."""
     max_tokens_param: str = "max_tokens"
     """Request field carrying max_tokens: `max_tokens`, or `max_completion_tokens` (OpenAI reasoning models)."""
+    stream: bool = False
+    """Request the reply streamed (server-sent chunks, usage in the last) and assemble it; the record is the same."""
 
 
 @dataclass

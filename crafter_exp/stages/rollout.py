@@ -24,7 +24,7 @@ from crafter_exp.store.traces import EpisodeRecord, TraceStore
 # model settings that change how fast or how robustly episodes are played, not what is played: a resume may change them
 HOW_NOT_WHAT = frozenset(
     {"label", "concurrency", "timeout", "max_retries", "probe", "prices", "max_consecutive_errors", "batch_size",
-     "device", "api_key_env"}
+     "device", "api_key_env", "stream"}
 )
 
 

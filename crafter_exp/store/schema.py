@@ -51,6 +51,7 @@ EPISODES: list[Column] = [
     ("llm_calls", "INTEGER", "LLM requests made"),
     ("cost", "DOUBLE", "USD; NULL when a call's model has no price"),
     ("wall_time_s", "DOUBLE", "Seconds to play the episode"),
+    ("node", "VARCHAR", "Cluster node that played it (Ray node id); NULL when played in the driver's process"),
     ("created_at", "TIMESTAMP", "When it was stored"),
     ("predictions", "INTEGER", "Turns whose reply held a `<prediction>` (world_model template)"),
     ("predictions_scored", "INTEGER", "Of those, turns scored against the env's state change; NULL where the env "
@@ -121,11 +122,18 @@ def column_names(table: str) -> list[str]:
 
 
 def ddl() -> list[str]:
-    """CREATE TABLE statements for every table."""
+    """CREATE TABLE statements for every table, then ADD COLUMN IF NOT EXISTS for each plain column.
+
+    The second part upgrades a store written by an older version in place (a column added since is NULL for
+    the episodes stored before it); inserts name their columns, so the physical column order does not matter.
+    """
     out = []
     for table, cols in TABLES.items():
         body = ",\n  ".join(f"{name} {typ}" for name, typ, _ in cols)
         out.append(f"CREATE TABLE IF NOT EXISTS {table} (\n  {body}{TABLE_CONSTRAINTS.get(table, '')}\n)")
+    for table, cols in TABLES.items():
+        out.extend(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {typ}"
+                   for name, typ, _ in cols if "NOT NULL" not in typ and "PRIMARY KEY" not in typ)
     return out
 
 
