@@ -98,17 +98,10 @@ class TraceStore:
             con.close()
 
     def init(self) -> None:
-        """Create the tables if missing."""
+        """Create the tables if missing; a store written before a column was added gains it (schema.ddl)."""
         with self.connect() as con:
             for stmt in schema.ddl():
                 con.execute(stmt)
-            # a store written before a column was added to the schema gets it (NULL in the old rows)
-            have = set(con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall())
-            for table, cols in schema.TABLES.items():
-                for name, typ, _ in cols:
-                    if (table, name) not in have:
-                        plain = typ.replace(" PRIMARY KEY", "").replace(" NOT NULL", "")
-                        con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {plain}")
 
     # ------------------------------------------------------------------------------------------------ runs
 
