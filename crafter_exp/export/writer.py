@@ -34,7 +34,9 @@ from crafter_exp.filtering.select import Db, arrow_table, map_chunks, run_params
 from crafter_exp.filtering.steps import as_arrow, chunk_params, chunk_sql, chunk_steps, chunks, step_params
 
 JSONL_FILE = "train.jsonl"
-MESSAGES_TYPE = '[{"role":"VARCHAR","content":"VARCHAR"}]'
+# `weight` is OpenAI's per-message training weight: 0 on context replies, 1 on learned ones, null on the others
+# (and on a per-turn example's target: absent means learned). Chat templates ignore the extra key.
+MESSAGES_TYPE = '[{"role":"VARCHAR","content":"VARCHAR","weight":"INTEGER"}]'
 
 
 @dataclass
@@ -186,7 +188,7 @@ def write_jsonl(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writte
     st.params["keep_reasoning"] = bool(fcfg.keep_reasoning)
     # lines end with their newline, so that a batch of them is written as one buffer
     if fcfg.multi_turn:
-        line = multi_turn_line(fmt, st, end="chr(10)")
+        line = multi_turn_line(fmt, st, end="chr(10)", tools_json=_tools_json(plan))
         sql = (_relations(plan, st, ("last_kept",), lags=False)
                + f"SELECT ep_order, 0 AS turn, {line} AS line FROM h WHERE turn <= last_kept GROUP BY ep_order")
     else:
@@ -246,7 +248,7 @@ def _parquet_sql(plan: ExportPlan, st: Statement) -> str:
     sys_text = (st.const(system_text(st.layout.system)) + " || chr(10)") if st.layout.system is not None else "''"
     select = (
         f"SELECT ep_order, max(turn) AS turn, any_value(split) AS split, {ds} AS data_source,"
-        f" '[' || {sys_chat} || string_agg(u_chat || ',' || a_chat, ',' ORDER BY turn) || ']' AS messages_json,"
+        f" '[' || {sys_chat} || string_agg(u_chat || ',' || {CHAT.turn}, ',' ORDER BY turn) || ']' AS messages_json,"
         f" {sys_text} || string_agg(CASE WHEN turn < last_kept THEN u_text || chr(10) || a_text ELSE u_text END,"
         f" chr(10) ORDER BY turn) AS prompt,"
         f" max_by(reply_out, turn) AS response, array_to_string(max_by(actions, turn), chr(10)) AS ground_truth,"

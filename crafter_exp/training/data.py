@@ -202,6 +202,9 @@ def _manifest_files(manifest: dict[str, Any], root: Path) -> tuple[list[Path], l
             p = f.get("path") if isinstance(f, dict) else f
             split = f.get("split", "") if isinstance(f, dict) else ""
             named.append((str(split or p), str(p)))
+    if manifest.get("format") == "parquet":
+        # the filter's parquet folders also list CSV copies and raw_trajectories.json: the .parquet files are the data
+        named = [(key, rel) for key, rel in named if rel.endswith(".parquet")]
     train, evals = [], []
     for key, rel in named:
         p = Path(rel) if Path(rel).is_absolute() else root / rel
