@@ -249,8 +249,9 @@ class FilterConfig:
     """Subset to N examples (seeded)."""
     dedupe: bool = False
     """Drop duplicate examples."""
-    val_fraction: float = 0.1
-    """Parquet format: fraction of episodes in the validation split."""
+    val_fraction: Optional[float] = None
+    """Fraction of episodes in the validation split (val.parquet, or val.jsonl for the JSONL formats: a fine-tuning
+    job's validation_file, the local trainers' eval set); null = 0.1 for parquet, 0 (no split) for JSONL."""
     seed: int = 0
     """Seed for splits and subsets."""
     stats_only: bool = False
