@@ -462,6 +462,8 @@ class OpenAITrainerConfig(TrainerConfig):
     """Seconds per HTTP request (uploads of large files may need more)."""
     retrain: bool = False
     """Create a new job even when the output folder already records a finished job of this config and dataset."""
+    validation_file: bool = True
+    """Upload the dataset's validation split (val.jsonl, from filter.val_fraction) as the job's validation_file."""
 
 
 # ---------------------------------------------------------------------------------------------- root sections
