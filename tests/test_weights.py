@@ -237,9 +237,10 @@ def test_train_stage_on_a_qwen3_style_template(tmp_path, tiny_checkpoint):
     ds = tmp_path / "ds.jsonl"
     ds.write_text(json.dumps(conversation_row([0, 1, 1])) + "\n" * 1)
     ds.write_text(ds.read_text() * 8)
+    from conftest import TINY_FAST, project_overrides
+
     from crafter_exp.config import compose_config
     from crafter_exp.stages.train import train
-    from conftest import TINY_FAST, project_overrides
 
     cfg = compose_config(project_overrides(tmp_path) + TINY_FAST + [
         "tracking.enabled=false", "trainer=local_full", f"trainer.model={base}", "trainer.max_steps=2",
@@ -257,10 +258,11 @@ def test_student_does_not_learn_weight_zero_noop_replies(tmp_path):
     """Two-turn conversations whose first reply is always `noop` (weight 0) and whose second is the teacher's
     (weight 1). Trained on them, the student must not answer a first observation with `noop`: today's code learns
     every assistant message and does (the issue measured 100 % noop over 600 steps of play)."""
+    from conftest import TINY_FAST, project_overrides
+
     from crafter_exp.config import compose_config
     from crafter_exp.stages.train import train
     from crafter_exp.training.synthetic import BARE_PROMPT, synthetic_observation
-    from conftest import TINY_FAST, project_overrides
 
     rng = random.Random(0)
     obs = {(s, t): synthetic_observation(rng) for s in range(120) for t in range(2)}

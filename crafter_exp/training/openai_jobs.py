@@ -385,7 +385,7 @@ def _resume_or_create(client: Any, tcfg: OpenAITrainerConfig, dataset_file: Path
     if file_id != state.get("training_file"):
         write_state(output_dir, uploads)
     val_id = None
-    if validation_file is not None:
+    if validation_file is not None and val_sha is not None:
         val_id = _upload(client, validation_file, val_sha, state, "validation_file", "validation_file_sha256", log)
         uploads = {**uploads, "validation_file": val_id, "validation_file_sha256": val_sha}
         if val_id != state.get("validation_file"):
