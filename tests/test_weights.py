@@ -150,6 +150,54 @@ def test_multi_turn_openai_tools_export(home, tmp_path):
     assert check_mask(data) == 4
 
 
+@pytest.mark.parametrize("extra", [[], ["filter.multi_turn=true", "filter.step_mode=achievement"]],
+                         ids=["history2", "multi_turn"])
+def test_train_stage_feeds_the_trainer_exactly_the_weight_one_replies(home, tmp_path, monkeypatch, extra):
+    """Through the train stage: what it hands TRL's trainer has loss roles on the weight-1 replies only."""
+    from conftest import TINY_FAST, project_overrides
+
+    from crafter_exp.config import compose_config
+    from crafter_exp.stages.train import train
+    from crafter_exp.training import sft
+
+    result = export(home, tmp_path / "ds", *extra)
+    fed = []
+    real = sft.to_dataset
+    monkeypatch.setattr(sft, "to_dataset", lambda tok, *a, **k: fed.append(tok) or real(tok, *a, **k))
+    cfg = compose_config(project_overrides(tmp_path) + TINY_FAST + [
+        "tracking.enabled=false", "trainer.max_steps=1", "trainer.eval_fraction=0", "trainer.max_length=4096",
+        f"trainer.dataset={result.path}", f"trainer.output_dir={tmp_path / 'ckpt'}"])
+    ckpt = train(cfg).checkpoint
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(ckpt))
+    data = data_mod.load_sft_data(result.path)
+    (given,) = fed
+    assert len(given.input_ids) == len(data.train)
+    want = sorted(tuple(c + tiny.END for c in learned_and_context(ex)[0]) for ex in data.train)
+    got = sorted(tuple(spans(tok, ids, roles, data_mod.REPLY)) for ids, roles in zip(given.input_ids, given.roles))
+    assert got == want
+    context = sorted(tuple(c + tiny.END for c in learned_and_context(ex)[1]) for ex in data.train)
+    assert sorted(tuple(spans(tok, i, r, data_mod.CONTEXT)) for i, r in zip(given.input_ids, given.roles)) == context
+
+
+def test_context_replies_get_no_loss_in_any_mode():
+    import torch
+
+    from crafter_exp.training.sft import role_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 6, 7)
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    with_context = torch.tensor([[0, 0, 2, 2, 1, 1]])
+    without = torch.tensor([[0, 0, -1, -1, 1, 1]])  # the same tokens as padding: no loss at all
+    for mode in ("assistant", "all", "weighted"):
+        a = role_loss(logits, ids, with_context, mode, 0.5)
+        b = role_loss(logits, ids, without, mode, 0.5)
+        assert torch.isclose(a.loss, b.loss), mode
+        assert a.assistant_tokens == 2
+
+
 # ------------------------------------------------------------------------------------------- weights read
 
 
