@@ -322,31 +322,67 @@ def _render_ids(tokenizer: Any, messages: Messages, tools: Any, template: Option
 Pair = tuple[list[int], list[int]]
 
 
-def _turn_span(tokenizer: Any, messages: Messages, i: int, tools: Any, template: Optional[str]) -> tuple[list[int], int]:
-    """(ids of messages[:i+1], where reply i starts): the reply is what rendering it adds to the generation prompt."""
-    before = _render_ids(tokenizer, messages[:i], tools, template, add_generation_prompt=True)
-    upto = _render_ids(tokenizer, messages[: i + 1], tools, template)
-    if upto[: len(before)] != before:
-        raise ValueError(
-            "the chat template's generation prompt is not a prefix of the rendered reply, so reply tokens cannot be "
-            "located; use a chat template with {% generation %} markers"
-        )
-    return upto, len(before)
+class _Prefixes:
+    """Renderings of one example's conversation prefixes, each made once (the per-reply split renders the same
+    prefixes for every learned reply: without the cache a conversation of n turns costs n^3)."""
+
+    def __init__(self, tokenizer: Any, example: Example, template: Optional[str]):
+        self.tokenizer, self.msgs, self.tools, self.template = tokenizer, example.messages, example.tools, template
+        self.cache: dict[tuple[int, bool, bool], list[int]] = {}
+
+    def ids(self, n: int, generation_prompt: bool = False, then_user: bool = False) -> list[int]:
+        """messages[:n] (+ the generation prompt, or + an empty user message) as token ids."""
+        key = (n, generation_prompt, then_user)
+        if key not in self.cache:
+            msgs = self.msgs[:n] + ([{"role": "user", "content": ""}] if then_user else [])
+            self.cache[key] = _render_ids(self.tokenizer, msgs, self.tools, self.template,
+                                          add_generation_prompt=generation_prompt)
+        return self.cache[key]
+
+    def turn_span(self, i: int) -> tuple[list[int], int]:
+        """(ids of messages[:i+1], where reply i starts): the reply is what rendering it adds to the generation
+        prompt."""
+        before, upto = self.ids(i, generation_prompt=True), self.ids(i + 1)
+        if upto[: len(before)] != before:
+            raise ValueError(
+                "the chat template's generation prompt is not a prefix of the rendered reply, so reply tokens cannot "
+                "be located; use a chat template with {% generation %} markers"
+            )
+        return upto, len(before)
+
+    def mark_context(self, k: int, ids: list[int], roles: list[int]) -> None:
+        """Mark the earlier reply k inside `ids` (a sequence ending with a later reply) as CONTEXT.
+
+        The template draws reply k there as it draws history, not as a last reply; it starts after its generation
+        prompt and ends where `ids` stops agreeing with a rendering in which reply k is history too (k followed by
+        an empty user message). That end may take in the next message's role header: a few markup tokens without
+        loss. When even the prefix before reply k is drawn differently, its tokens stay prompt text.
+        """
+        before = self.ids(k, generation_prompt=True)
+        if ids[: len(before)] != before:
+            return
+        probe = self.ids(k + 1, then_user=True)
+        end = len(before)
+        while end < min(len(ids), len(probe)) and ids[end] == probe[end]:
+            end += 1
+        for j in range(len(before), end):
+            roles[j] = CONTEXT
 
 
 def _prefix_roles(tokenizer: Any, example: Example, template: Optional[str]) -> list[Pair]:
     """Roles without generation markers: the tokens that rendering each assistant turn adds after the prompt
     (rendered with add_generation_prompt) are that turn's. Templates whose full rendering does not start with a
     learned reply's prefix rendering (earlier turns drawn differently) give one sequence per learned reply."""
-    msgs, tools = example.messages, example.tools
+    msgs = example.messages
     targets = example.target_indices()
-    ids = _render_ids(tokenizer, msgs, tools, template)
+    prefixes = _Prefixes(tokenizer, example, template)
+    ids = prefixes.ids(len(msgs))
     roles = [PROMPT] * len(ids)
     consistent = True
     for i, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
-        upto, start = _turn_span(tokenizer, msgs, i, tools, template)
+        upto, start = prefixes.turn_span(i)
         if ids[: len(upto)] != upto:
             consistent = False
             break
@@ -356,33 +392,14 @@ def _prefix_roles(tokenizer: Any, example: Example, template: Optional[str]) -> 
         return [(ids, roles)]
     pairs = []
     for i in targets:
-        upto, start = _turn_span(tokenizer, msgs, i, tools, template)
-        # earlier replies are rendered as the template draws them in a prompt (so, as context) and get no loss
+        upto, start = prefixes.turn_span(i)
+        # earlier replies are drawn as the template draws them in a prompt (so, as context) and get no loss
         turn_roles = [PROMPT] * start + [REPLY] * (len(upto) - start)
         for k in range(i):
             if msgs[k]["role"] == "assistant":
-                _mark_context(tokenizer, msgs[: i + 1], k, tools, template, upto, turn_roles)
+                prefixes.mark_context(k, upto, turn_roles)
         pairs.append((upto, turn_roles))
     return pairs
-
-
-def _mark_context(tokenizer: Any, msgs: Messages, k: int, tools: Any, template: Optional[str], ids: list[int],
-                  roles: list[int]) -> None:
-    """Mark the earlier reply k inside `ids` (a sequence ending with a later reply) as CONTEXT.
-
-    The template draws reply k there as it draws history, not as a last reply; it starts after its generation
-    prompt and ends where `ids` stops agreeing with a rendering in which reply k is history too (k followed by an
-    empty user message). That end may take in the next message's role header: a few markup tokens without loss.
-    """
-    before = _render_ids(tokenizer, msgs[:k], tools, template, add_generation_prompt=True)
-    if ids[: len(before)] != before:
-        return  # the template draws the prefix differently too: leave it as prompt text
-    probe = _render_ids(tokenizer, msgs[: k + 1] + [{"role": "user", "content": ""}], tools, template)
-    end = len(before)
-    while end < min(len(ids), len(probe)) and ids[end] == probe[end]:
-        end += 1
-    for j in range(len(before), end):
-        roles[j] = CONTEXT
 
 
 def _runs(mask: list[int]) -> list[tuple[int, int]]:
