@@ -272,6 +272,33 @@ def test_template_drawing_earlier_replies_differently_gives_one_sequence_per_lea
     assert data_mod.tokenize_examples(tok, [ex], 4096).split == 0
 
 
+def test_real_qwen3_template_both_ways(monkeypatch):
+    """Qwen3's own template (as TRL ships it): with TRL's patched training template one sequence whose markers
+    give each message its role; without it (an unknown template) one sequence per learned reply."""
+    import os
+
+    import trl
+
+    qwen3 = Path(os.path.dirname(trl.__file__), "chat_templates", "qwen3.jinja").read_text()
+    ex = conversation([1, 0, 1])
+    tok = tokenizer_for([ex])
+    tok.chat_template = qwen3
+    reply = "<think>\nplan {0}\n</think>\n\n act{0}<|im_end|>\n"
+    patched = data_mod.tokenize_examples(tok, [ex], 4096)
+    assert patched.split == 0 and len(patched.input_ids) == 1
+    ids, roles = patched.input_ids[0], patched.roles[0]
+    assert spans(tok, ids, roles, data_mod.REPLY) == [reply.format(0), reply.format(2)]
+    assert spans(tok, ids, roles, data_mod.CONTEXT) == [reply.format(1)]
+    monkeypatch.setattr(data_mod, "training_chat_template", lambda tokenizer: None)
+    split = data_mod.tokenize_examples(tok, [ex], 4096)
+    assert split.split == 1 and len(split.input_ids) == 2
+    assert [spans(tok, i, r, data_mod.REPLY) for i, r in zip(split.input_ids, split.roles)] == [
+        [reply.format(0)], [reply.format(2)]]
+    # in the second sequence the earlier replies are history: Qwen3 drew them without <think>, and no loss
+    context = spans(tok, split.input_ids[1], split.roles[1], data_mod.CONTEXT)
+    assert [c.split("<|im_end|>")[0] for c in context] == [" act0", " act1"]
+
+
 def test_train_stage_on_a_qwen3_style_template(tmp_path, tiny_checkpoint):
     """Today such data is refused ("does not render conversation prefixes consistently"); now it trains."""
     import shutil
