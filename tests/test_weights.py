@@ -142,7 +142,7 @@ def test_multi_turn_openai_tools_export(home, tmp_path):
     assert all(json.loads(m["tool_calls"][0]["function"]["arguments"]) == {"actions": ["do"]} for m in calls)
     answers = [m for m in msgs if m["role"] == "tool"]
     assert [a["tool_call_id"] for a in answers] == [c["tool_calls"][0]["id"] for c in calls[:2]]
-    assert answers[0]["content"] == "executed: do"
+    assert answers[0]["content"] == "Played: do."
     assert validate_path(result.path, cfg_for(home).filter).error_count == 0
     # the trainer reads it: the tiny template draws the reasoning of each call; only the last call is learned
     data = data_mod.load_sft_data(result.path)

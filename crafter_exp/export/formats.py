@@ -17,7 +17,7 @@ Per-turn examples (one per kept turn, the prompt the policy saw: system + histor
 Multi-turn (one example per episode: the whole conversation up to its last kept turn): openai_chat (assistant
 messages carry "weight": 1 for kept turns, 0 for the others, OpenAI's per-message training weight),
 openai_tools (each reply an `interact` tool call with that weight, answered by a tool message
-{"role": "tool", "tool_call_id": ..., "content": "executed: <actions>"} before the next observation, as the
+{"role": "tool", "tool_call_id": ..., "content": "Played: <actions>."} before the next observation, as the
 OpenAI format requires of every call but the last) and vertex_gemini (every model turn trained: Gemini's format
 has no per-turn weight).
 - parquet (writer.py; the AlfWorld workflow's single- and multi-turn SFT files): train.parquet / val.parquet
@@ -95,7 +95,8 @@ TOOLS = Rendering(
         "'arguments': to_json({'actions': coalesce(actions, [])::VARCHAR[]})::VARCHAR}}], "
         "'weight': CASE WHEN keep THEN 1 ELSE 0 END})::VARCHAR || CASE WHEN turn < last_kept THEN ',' || "
         "to_json({'role': 'tool', 'tool_call_id': 'call_' || turn::VARCHAR, "
-        "'content': 'executed: ' || array_to_string(coalesce(actions, [])::VARCHAR[], ', ')})::VARCHAR ELSE '' END"
+        "'content': 'Played: ' || coalesce(nullif(array_to_string(coalesce(actions, [])::VARCHAR[], ', '), ''), "
+        "'nothing') || '.'})::VARCHAR ELSE '' END"
     ),
     const=CHAT.const,
     sep="','",
