@@ -357,7 +357,8 @@ class LocalTrainerConfig(TrainerConfig):
     group_by_length: bool = True
     """Batch examples of similar length together (less padding; transformers' length-grouped sampler)."""
     loss_on: str = "assistant"
-    """`assistant` (assistant tokens only), `all` (every token), or `weighted` (prompt tokens x prompt_weight)."""
+    """`assistant` (assistant tokens only), `all` (every token), or `weighted` (prompt tokens x prompt_weight);
+    in every mode a reply with `"weight": 0` is context and gets no loss."""
     prompt_weight: float = 0.5
     """With loss_on=weighted: weight of the prompt tokens' next-token loss."""
     reply_balance: float = 0.0

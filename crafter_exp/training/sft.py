@@ -8,6 +8,7 @@ What `RoleSFTTrainer` adds to TRL's trainer, and why:
 - the loss setting `loss_on`: `assistant` (mean over reply tokens), `all` (mean over every token), `weighted`
   (mean over reply tokens + prompt_weight x mean over prompt tokens). A randomly initialised student needs the
   prompt term to learn to read observations (feasibility run: assistant-only stayed below random).
+  Replies with `"weight": 0` (context: history windows, multi-turn turns not kept) get no loss in any mode.
 - a time budget (`max_time_s`): training stops when it runs out, and the learning-rate schedule runs on
   progress = max(step / planned steps, elapsed / budget), so warm-up and cosine decay complete inside the budget.
 - cheap metrics: reply-token accuracy and whole-reply exact match (no entropy over the vocabulary each step).
