@@ -258,8 +258,9 @@ class FilterConfig:
     """Subset to N examples (seeded)."""
     dedupe: bool = False
     """Drop duplicate examples."""
-    val_fraction: float = 0.1
-    """Parquet format: fraction of episodes in the validation split."""
+    val_fraction: Optional[float] = None
+    """Fraction of episodes in the validation split (val.parquet, or val.jsonl for the JSONL formats: a fine-tuning
+    job's validation_file, the local trainers' eval set); null = 0.1 for parquet, 0 (no split) for JSONL."""
     seed: int = 0
     """Seed for splits and subsets."""
     stats_only: bool = False
@@ -365,7 +366,8 @@ class LocalTrainerConfig(TrainerConfig):
     group_by_length: bool = True
     """Batch examples of similar length together (less padding; transformers' length-grouped sampler)."""
     loss_on: str = "assistant"
-    """`assistant` (assistant tokens only), `all` (every token), or `weighted` (prompt tokens x prompt_weight)."""
+    """`assistant` (assistant tokens only), `all` (every token), or `weighted` (prompt tokens x prompt_weight);
+    in every mode a reply with `"weight": 0` is context and gets no loss."""
     prompt_weight: float = 0.5
     """With loss_on=weighted: weight of the prompt tokens' next-token loss."""
     reply_balance: float = 0.0
@@ -470,6 +472,8 @@ class OpenAITrainerConfig(TrainerConfig):
     """Seconds per HTTP request (uploads of large files may need more)."""
     retrain: bool = False
     """Create a new job even when the output folder already records a finished job of this config and dataset."""
+    validation_file: bool = True
+    """Upload the dataset's validation split (val.jsonl, from filter.val_fraction) as the job's validation_file."""
 
 
 # ---------------------------------------------------------------------------------------------- root sections

@@ -69,9 +69,9 @@ def check_filter_config(fcfg: Any, achievements: Optional[Sequence[str]] = None)
             raise UserError(f"filter.{key} must be in [0, 1], got {value}")
     if fcfg.window < 0:
         raise ValueError(f"filter.window must be >= 0, got {fcfg.window}")
-    if not 0.0 <= fcfg.val_fraction < 1.0:
+    if fcfg.val_fraction is not None and not 0.0 <= fcfg.val_fraction < 1.0:
         raise ValueError(f"filter.val_fraction must be in [0, 1), got {fcfg.val_fraction}")
-    if fcfg.multi_turn and fcfg.format in ("single_turn", "openai_tools"):
+    if fcfg.multi_turn and fcfg.format == "single_turn":
         raise ValueError(f"filter.format={fcfg.format} exports one example per turn; set filter.multi_turn=false")
     # contradictory bounds: no episode could ever pass
     for low, high in (("min_achievements", "max_achievements"), ("min_reward", "max_reward")):
