@@ -6,6 +6,7 @@ Thin on purpose: every stage is a plain function of a typed config (crafter_exp/
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import hydra
@@ -13,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from crafter_exp.config import CONF_DIR, Config, register_configs
 from crafter_exp.errors import StageFailed
+from crafter_exp.sweep import report_job
 
 # stage name -> (module, function)
 STAGES = {
@@ -44,7 +46,8 @@ def run_stage(cfg: Config) -> object:
 def _app(dcfg: DictConfig) -> None:
     cfg: Config = OmegaConf.to_object(dcfg)
     try:
-        run_stage(cfg)
+        result = run_stage(cfg)
+        report_job(cfg.stage, result)  # result.json for a sweep's summary (no-op outside a Hydra job folder)
     except USER_ERRORS as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"crafter-exp: error: {message}", file=sys.stderr)
@@ -59,6 +62,10 @@ def _app(dcfg: DictConfig) -> None:
 
 
 def main() -> None:
+    # OpenMP threads that spin while waiting (the default) make torch 5-10x slower when the cores are shared (Ray
+    # actors, parallel runs): passive waiting avoids that. Set before torch loads its OpenMP runtime, here and for
+    # the Ray actors (runner/pool.py), not on import, so that library users keep their own setting.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _app()
 
 

@@ -29,12 +29,20 @@ class RolloutWorker:
         self.invalid_feedback = invalid_feedback
         self.policy = make_policy(model_cfg, seed)
         self.policy.start()
+        import ray
+
+        # where each episode was played, stored with it (on a cluster: which machine to look at)
+        self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
     def pid(self) -> int:
         return os.getpid()
 
     def play(self, seeds: list[int]) -> list[EpisodeRecord]:
-        return play_batch(self.env_cfg, self.policy, seeds, self.run_meta, self.max_actions, self.invalid_feedback)
+        records = play_batch(self.env_cfg, self.policy, seeds, self.run_meta, self.max_actions,
+                             invalid_feedback=self.invalid_feedback)
+        for record in records:
+            record.episode["node"] = self.node
+        return records
 
 
 def ensure_ray(address: str | None, num_cpus: int) -> None:
@@ -81,7 +89,7 @@ def run_episodes(
         return
     if num_workers <= 0 or policy.in_process:
         for batch in split(seeds, per_task, 1):
-            on_batch(play_batch(env_cfg, policy, batch, run_meta, max_actions, invalid_feedback))
+            on_batch(play_batch(env_cfg, policy, batch, run_meta, max_actions, invalid_feedback=invalid_feedback))
         return
 
     import ray
@@ -89,7 +97,9 @@ def run_episodes(
 
     batches = split(seeds, per_task, num_workers)
     ensure_ray(address, num_workers)
-    remote_worker = ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
+    # passive OpenMP waiting in the actors (see __main__.main): several torch processes share the cores
+    actor_env = {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
+    remote_worker = ray.remote(num_cpus=1, max_restarts=0, runtime_env=actor_env)(RolloutWorker)
     n = min(num_workers, len(batches))
 
     def new_actor() -> Any:
