@@ -10,13 +10,13 @@ import importlib.util
 import json
 
 import pytest
-
 from conftest import project_overrides
+from fake_openai_server import FakeOpenAIServer, Reply, sequence_responder
+
 from crafter_exp.config import compose_config
 from crafter_exp.parsing import parse_reply_why
 from crafter_exp.prompts import build_messages
 from crafter_exp.store.traces import TraceStore
-from fake_openai_server import FakeOpenAIServer, Reply, sequence_responder
 
 CRAFTER_ACTIONS = {"noop", "move_left", "move_right", "move_up", "move_down", "do"}
 
