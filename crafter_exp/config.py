@@ -159,7 +159,7 @@ class HFLocalModelConfig(ModelConfig):
     prompt: Optional[PromptConfig] = None
     """Prompt template; None = the one recorded in the checkpoint's manifest (the data's), else standard."""
     path: Optional[str] = None
-    """Checkpoint: a local folder (full model or PEFT adapter) or a hub id; None = the pipeline's trained student."""
+    """Checkpoint: a local folder (full model or PEFT adapter) or a hub id; None = the newest checkpoint of `name`."""
     base_model: Optional[str] = None
     """Base model for an adapter checkpoint (default: read from the adapter config)."""
     do_sample: Optional[bool] = None
@@ -260,7 +260,7 @@ class FilterConfig:
     stats_only: bool = field(default=False, metadata=HOW)
     """Print statistics, write nothing."""
     output: Optional[str] = field(default=None, metadata=HOW)
-    """Output path; default: <paths.datasets>/<name>."""
+    """Output path; default: <paths.datasets>/<name>/<identity> (crafter_exp/paths.py)."""
     validate_path: Optional[str] = field(default=None, metadata=HOW)
     """stage=validate: a JSONL file or a dataset folder to check; None = this experiment's dataset."""
     validate_format: str = field(default="auto", metadata=HOW)
@@ -297,9 +297,9 @@ class TrainerConfig:
     name: str = MISSING
     """Trainer kind: `tiny` (offline student from a config), `local_lora`, `local_qlora`, `local_full`, `openai`."""
     dataset: Optional[str] = field(default=None, metadata=HOW)
-    """Dataset path; None = the pipeline's filter output."""
+    """Dataset path; None = the newest complete dataset of `name` (the pipeline: its filter output)."""
     output_dir: Optional[str] = field(default=None, metadata=HOW)
-    """Checkpoint folder; default: <paths.checkpoints>/<name>."""
+    """Checkpoint folder; default: <paths.checkpoints>/<name>/<identity> (crafter_exp/paths.py)."""
     seed: int = 0
     """Training seed."""
 
