@@ -289,14 +289,16 @@ def test_example_without_assistant_reply_is_refused(tmp_path):
 
 
 def test_empty_and_missing_datasets(tmp_path):
+    from crafter_exp.errors import UserError
+
     folder = write_synthetic_dataset(tmp_path / "data" / "datasets" / "default", 3)
     (folder / "train.jsonl").write_text("")
     with pytest.raises(ValueError, match="empty"):
         train(make_cfg(tmp_path))
-    with pytest.raises(FileNotFoundError, match="no dataset"):
+    with pytest.raises(UserError, match="no complete dataset"):
         train(make_cfg(tmp_path, "name=nothing_here"))
     (folder / "manifest.json").unlink()
-    with pytest.raises(FileNotFoundError, match="no dataset"):
+    with pytest.raises(UserError, match="no complete dataset"):
         train(make_cfg(tmp_path))
 
 
