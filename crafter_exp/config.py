@@ -189,7 +189,7 @@ class FilterConfig:
     """Which traces to keep (compiled to parameterised SQL) and how to export them."""
 
     runs: list[str] = field(default_factory=list, metadata=HOW)
-    """Trace run ids (or experiment names = their latest rollout run) to read; empty = latest rollout of `name`."""
+    """Trace run ids (or experiment names = their newest complete rollout run) to read; empty = that of `name`."""
     min_achievements: Optional[int] = None
     """Minimum distinct achievements in the episode."""
     max_achievements: Optional[int] = None

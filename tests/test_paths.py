@@ -204,3 +204,27 @@ def test_eval_fine_tuned_openai_model_after_train_openai(request, project, monke
         assert chat.requests and {r["body"]["model"] for r in chat.requests} == {model}
     episodes = TraceStore(project / "data" / "traces.duckdb").episodes([result.run_id])
     assert sorted(episodes["seed"]) == [1000, 1001] and set(episodes["model"]) == {model}
+
+
+def test_filter_reads_the_newest_complete_rollout_not_an_interrupted_one(tmp_path):
+    from filter_fixtures import make_episode, register_run
+
+    from crafter_exp.errors import UserError
+    from crafter_exp.filtering.select import resolve_runs
+    from crafter_exp.stages.rollout import latest_run
+
+    store = TraceStore(tmp_path / "traces.duckdb")
+    register_run(store, "done", created="2024-01-01")
+    store.append([make_episode("done", s) for s in range(2)])
+    store.set_run_field("done", "episodes", 2)
+    register_run(store, "cut", created="2024-02-01")  # newer, but stopped after 1 of its 3 episodes
+    store.append([make_episode("cut", 0)])
+    store.set_run_field("cut", "episodes", 3)
+    assert [s.run_id for s in resolve_runs(store, "exp")] == ["done"]
+    assert latest_run(store, "exp") == "done"
+    store.append([make_episode("cut", s) for s in (1, 2)])  # finished by a rerun
+    assert [s.run_id for s in resolve_runs(store, "exp")] == ["cut"]
+    register_run(store, "only-cut", name="other")
+    store.set_run_field("only-cut", "episodes", 4)
+    with pytest.raises(UserError, match=r"no complete rollout run for name 'other': only-cut \(0/4 episodes\)"):
+        resolve_runs(store, "other")
