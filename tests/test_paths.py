@@ -177,6 +177,7 @@ def test_eval_fine_tuned_openai_model_after_train_openai(request, project, monke
     from fake_openai_server import FakeOpenAIServer
 
     from crafter_exp.__main__ import run_stage
+    from crafter_exp.errors import UserError
 
     key_env = "CRAFTER_EXP_TEST_PATHS_KEY"
     monkeypatch.setenv(key_env, "sk-test-paths-0123456789")
@@ -198,6 +199,10 @@ def test_eval_fine_tuned_openai_model_after_train_openai(request, project, monke
         overlap = _cli(project, [*play, "eval.seed=1", "hydra.run.dir=" + str(project / "hy")])
         assert overlap.returncode == 2 and overlap.stderr.strip().count("\n") == 0, overlap.stderr
         assert "overlap training seeds [0, 2)" in overlap.stderr and not chat.requests
+        # env.seed moved on this command line: the seeds the model was really trained on still count (its lineage)
+        with pytest.raises(UserError, match=r"eval seeds \[1, 3\) overlap the seeds .* was trained on \(1 shared"):
+            run_stage(compose_config([*play, "env.seed=100", "eval.seed=1"]))
+        assert not chat.requests
 
         result = run_stage(compose_config([*play, "eval.seed=1000"]))
         assert result.seeds == [1000, 1001] and result.new_episodes == 2

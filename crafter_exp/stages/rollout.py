@@ -55,6 +55,15 @@ def as_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
+def resolve_model(cfg: Any, model_cfg: Any) -> Any:
+    """`model_cfg` with what it leaves to the project filled in: hf_local without a path plays the experiment's
+    newest complete checkpoint (stage=eval model=hf_local after stage=train)."""
+    if model_cfg.name == "hf_local" and not model_cfg.path:
+        model_cfg = dataclasses.replace(model_cfg, path=str(paths.find_checkpoint(cfg)))
+        print(f"model.path: {model_cfg.path} (newest checkpoint of name={cfg.name})")
+    return model_cfg
+
+
 def default_run_id(cfg: Any, stage: str, env_name: str, model_cfg: Any, config_hash: str) -> str:
     # the hash makes a changed env/model config a new run (sweeps), the same config the same run (resume)
     return f"{cfg.name}-{stage}-{env_name}-{model_label(model_cfg)}-{config_hash[:6]}"
@@ -75,10 +84,7 @@ def rollout(
     env_cfg = env_cfg or cfg.env
     model_cfg = model_cfg or cfg.model
     check_env_config(env_cfg)
-    if model_cfg.name == "hf_local" and not model_cfg.path:
-        # stage=eval model=hf_local after stage=train: the experiment's newest complete checkpoint
-        model_cfg = dataclasses.replace(model_cfg, path=str(paths.find_checkpoint(cfg)))
-        print(f"model.path: {model_cfg.path} (newest checkpoint of name={cfg.name})")
+    model_cfg = resolve_model(cfg, model_cfg)
     seed_start = env_cfg.seed if seed_start is None else seed_start
     episodes = env_cfg.episodes if episodes is None else episodes
     if episodes < 0:
