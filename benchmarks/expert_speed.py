@@ -28,24 +28,37 @@ from crafter_exp.envs.crafter import expert as current
 from crafter_exp.envs.crafter.actions import ACTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERT_PATH = "crafter_exp/envs/crafter/expert.py"
+EXPERT_PACKAGE = "crafter_exp/envs/crafter/expert"  # a single expert.py before the split
 BASELINE_REV = "59a7efa"
 SEED0 = 1_000_000
 
 
 def load_baseline(rev: str):
-    """The expert module as of git revision `rev` (imported from a temp copy, registered in sys.modules)."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:{EXPERT_PATH}"], cwd=ROOT, check=True, capture_output=True, text=True
-    ).stdout
-    path = Path(tempfile.gettempdir()) / f"expert_baseline_{rev}.py"
-    path.write_text(source)
-    name = f"expert_baseline_{rev}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    """The expert as of git revision `rev`, imported from a temp copy (a single module before the split into a
+    package, the package's modules after it, renamed so that they do not replace the working tree's)."""
+    name = f"expert_baseline_{rev.replace('~', '_').replace('^', '_')}"
+    git = lambda *args: subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    files = git("ls-tree", "--name-only", f"{rev}:{EXPERT_PACKAGE}").split() if _is_dir(rev) else []
+    folder = Path(tempfile.mkdtemp()) / name
+    if files:
+        folder.mkdir()
+        for file in files:
+            source = git("show", f"{rev}:{EXPERT_PACKAGE}/{file}").replace(EXPERT_PACKAGE.replace("/", "."), name)
+            (folder / file).write_text(source)
+        path = folder / "__init__.py"
+    else:
+        path = folder.with_suffix(".py")
+        path.write_text(git("show", f"{rev}:{EXPERT_PACKAGE}.py"))
+    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=[str(folder)] if files else None)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _is_dir(rev: str) -> bool:
+    kind = subprocess.run(["git", "cat-file", "-t", f"{rev}:{EXPERT_PACKAGE}"], cwd=ROOT, capture_output=True, text=True)
+    return kind.stdout.strip() == "tree"
 
 
 def play(seed: int, steps: int, epsilon: float, module) -> dict:

@@ -6,6 +6,7 @@ Thin on purpose: every stage is a plain function of a typed config (crafter_exp/
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import hydra
@@ -59,6 +60,10 @@ def _app(dcfg: DictConfig) -> None:
 
 
 def main() -> None:
+    # OpenMP threads that spin while waiting (the default) make torch 5-10x slower when the cores are shared (Ray
+    # actors, parallel runs): passive waiting avoids that. Set before torch loads its OpenMP runtime, here and for
+    # the Ray actors (runner/pool.py), not on import, so that library users keep their own setting.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _app()
 
 

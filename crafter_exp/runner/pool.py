@@ -86,7 +86,9 @@ def run_episodes(
 
     batches = split(seeds, per_task, num_workers)
     ensure_ray(address, num_workers)
-    remote_worker = ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
+    # passive OpenMP waiting in the actors (see __main__.main): several torch processes share the cores
+    actor_env = {"env_vars": {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}}
+    remote_worker = ray.remote(num_cpus=1, max_restarts=0, runtime_env=actor_env)(RolloutWorker)
     n = min(num_workers, len(batches))
 
     def new_actor() -> Any:

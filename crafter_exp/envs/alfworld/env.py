@@ -43,9 +43,9 @@ class AlfworldTextEnv(TextEnv):
         self.games = data.list_games(str(self.root), cfg.split, tuple(sorted(cfg.task_types)))
         # process-wide (TextWorld's module functions): the last env built decides; normally all share a config
         speedups.install() if cfg.fast_text else speedups.uninstall()
-        self._tw_env = None
+        self._tw_env: Any = None
         self._loaded: Optional[str] = None
-        self._expert = None
+        self._expert: Any = None
         self._expert_rng = random.Random(0)
         self._state: Any = None
         self._game: Optional[str] = None

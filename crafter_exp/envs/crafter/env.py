@@ -44,7 +44,7 @@ class CrafterTextEnv(TextEnv):
         """The underlying crafter game (`view.local_view` reads it; the expert never does)."""
         self._seed: Optional[int] = None
         self._view: Optional[dict[str, Any]] = None
-        self._expert = None
+        self._expert: Any = None
         self._expert_rng: Optional[random.Random] = None
 
     # --------------------------------------------------------------------------------------------- interface

@@ -59,7 +59,11 @@ class CrafterGame(crafter.Env):
         self._local_view = engine.LocalView(self._world, self._textures, [view[0], view[1] - item_rows])
         self._item_view = engine.ItemView(self._textures, [view[0], item_rows])
         self._sem_view = engine.SemanticView(self._world, list(_SEMANTIC_KINDS))
-        self._step = self._player = self._last_health = self._unlocked = None
+        # set by reset() (as in stock crafter.Env)
+        self._step: Any = None
+        self._player: Any = None
+        self._last_health: Any = None
+        self._unlocked: Any = None
         self.reward_range = self.metadata = None
         self.difficulty = difficulty
         self._balance = PRESETS[difficulty]

@@ -15,12 +15,7 @@ from crafter import constants, objects
 from opensimplex.constants import GRADIENTS3
 from opensimplex.internals import _noise3
 
-try:  # opensimplex itself uses numba when installed; without it this runs (slowly) as plain Python
-    from numba import njit
-except ImportError:  # pragma: no cover - numba is a dependency here
-
-    def njit(*args, **kwargs):
-        return lambda func: func
+from numba import njit
 
 
 @njit(cache=True)

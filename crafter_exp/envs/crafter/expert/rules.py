@@ -34,439 +34,27 @@ from typing import Any, Optional
 import numpy as np
 from crafter import constants
 
-try:  # numba is a dependency (world generation uses it too); without it the planner runs as plain Python
-    from numba import njit
-except ImportError:  # pragma: no cover
-
-    def njit(*args, **kwargs):
-        return lambda func: func
-
-Pos = tuple[int, int]
-
-DIRS: tuple[Pos, ...] = ((-1, 0), (1, 0), (0, -1), (0, 1))
-MOVE = {(-1, 0): "move_left", (1, 0): "move_right", (0, -1): "move_up", (0, 1): "move_down"}
-WALKABLE = frozenset(constants.walkable)  # grass, sand, path: where the player and creatures can stand
-CREATURES = frozenset({"zombie", "skeleton", "cow", "arrow", "plant", "ripe_plant", "player"})
-HOSTILE = ("zombie", "skeleton")
-TOOLS = ("wood_pickaxe", "wood_sword", "stone_pickaxe", "stone_sword", "iron_pickaxe", "iron_sword")
-TABLE_WOOD = constants.place["table"]["uses"]["wood"]
-FURNACE_STONE = constants.place["furnace"]["uses"]["stone"]
-PLANT_RIPE_STEPS = 300  # stock Plant.ripe: grown > 300 (it grows only while the player is within 18 cells)
-GROW_RADIUS = 17  # objects update only when within 2 * max(view) = 18 (Manhattan) of the player
-INF = float("inf")
-PLAN_LIMIT = 80  # cells farther than this (path cost) are not expanded
-MAP_MARGIN = 3  # unknown cells kept around the known map in the arrays (lookups up to 3 cells away stay inside)
-MAP_GROW = 32  # cells added on a side when the known map reaches the arrays' edge
+from crafter_exp.envs.crafter.expert.memory import (
+    DIRS,
+    FURNACE_STONE,
+    HOSTILE,
+    INF,
+    MOVE,
+    PLANT_RIPE_STEPS,
+    TABLE_WOOD,
+    TOOLS,
+    WALKABLE,
+    Pos,
+    _add,
+    _manhattan,
+)
+from crafter_exp.envs.crafter.expert.planner import PathPlanner
 
 
-@njit(cache=True)
-def _dijkstra(cells, step_cost, blocked, danger, height, start, limit, dist, parent, order, work):  # pragma: no cover
-    """Dijkstra over a flat grid (index = x * height + y) with the cost on the cell entered.
-
-    Entering a cell costs `step_cost[material code]` (0 = impassable), 0 on `blocked` cells (creatures) and 4
-    more on `danger` cells (next to a zombie). Cells costing more than `limit` are reached but not expanded.
-    Fills `dist` (-1 = unreached), `parent` (-1 = none) and `order` (cells in the order they were first
-    reached; returns how many); `work` is a buffer of 9 * cells.size + 2 integers. The caller keeps the outer
-    ring of cells unknown (impassable), so neighbours never leave the arrays.
-
-    Same results as a heap of (cost, (x, y)) tuples, ties included: cells settle in (cost, x, y) order. With
-    integer costs >= 1 a bucket per cost does that: every entry of bucket d is queued before bucket d is
-    opened (from cheaper cells), and sorting a bucket by flat index sorts it by (x, y).
-    """
-    size = cells.shape[0]
-    weight, cell, link = work[:size], work[size : 5 * size + 1], work[5 * size + 1 :]
-    for i in range(size):
-        weight[i] = step_cost[cells[i]]
-    for i in blocked:
-        weight[i] = 0
-    for i in danger:
-        if weight[i] > 0:
-            weight[i] += 4
-    dist[:] = -1
-    parent[:] = -1
-    dist[start] = 0
-    order[0] = start
-    count = 1
-    # bucket d: a linked list of queued cells (head[d] -> link[entry] ...), entry e holds cell[e]
-    head = np.full(limit + 1, -1, dtype=np.int64)
-    cell[0], link[0], head[0], entries = start, -1, 0, 1
-    for d in range(limit + 1):
-        n = 0
-        e = head[d]
-        while e >= 0:
-            n += 1
-            e = link[e]
-        if n == 0:
-            continue
-        bucket = np.empty(n, dtype=np.int64)
-        e, n = head[d], 0
-        while e >= 0:
-            bucket[n] = cell[e]
-            n += 1
-            e = link[e]
-        bucket.sort()
-        for p in bucket:
-            if dist[p] != d:
-                continue  # reached more cheaply since it was queued
-            for k in range(4):  # left, right, up, down (DIRS order)
-                if k == 0:
-                    q = p - height
-                elif k == 1:
-                    q = p + height
-                elif k == 2:
-                    q = p - 1
-                else:
-                    q = p + 1
-                c = weight[q]
-                if c == 0:
-                    continue
-                nd = d + c
-                if dist[q] < 0:
-                    order[count] = q
-                    count += 1
-                elif nd >= dist[q]:
-                    continue
-                dist[q] = nd
-                parent[q] = p
-                if nd <= limit:  # costlier cells are never expanded
-                    cell[entries], link[entries] = q, head[nd]
-                    head[nd] = entries
-                    entries += 1
-    return count
-
-
-def _add(a: Pos, b: Pos) -> Pos:
-    return (a[0] + b[0], a[1] + b[1])
-
-
-def _manhattan(a: Pos, b: Pos) -> int:
-    return abs(a[0] - b[0]) + abs(a[1] - b[1])
-
-
-class CrafterExpert:
+class CrafterExpert(PathPlanner):
     """Priority-based Crafter agent with a remembered map (see the module docstring)."""
 
-    def __init__(self) -> None:
-        self.reset()
 
-    # ----------------------------------------------------------------------------------------- state / memory
-
-    def reset(self) -> None:
-        """Forget everything (a new episode)."""
-        self.mem: dict[Pos, str] = {}
-        """Last seen material of every cell ever in view (creatures are not materials: they live in `objs`)."""
-        self.objs: dict[Pos, str] = {}
-        """Creatures/objects in view this turn."""
-        self.plants: dict[Pos, int] = {}
-        """Saplings we know of -> steps they have grown while we were near (estimate)."""
-        self.explore_target: Optional[Pos] = None
-        self.explore_kind: Optional[str] = None
-        self.shelter: Optional[dict[str, Any]] = None
-        self.mode: Optional[str] = None  # "drink" / "eat": keep going until the vital is topped up
-        self.chase_steps = 0
-        self.chase_block_until = -1
-        self.last_pos: Optional[Pos] = None
-        self.still_steps = 0
-        self.cows_seen: dict[Pos, int] = {}
-        """Where cows were last seen -> step (cows wander slowly: a good place to look for food)."""
-        # `mem` mirrored in arrays for the whole-map work (path planning, searches over all known cells):
-        # cell (x, y) is [x - ox, y - oy]; `mat` holds material codes (0 = unknown), `serial` the order in
-        # which cells entered `mem` (its dict order, which breaks ties between equally good targets).
-        self.ox = self.oy = 0
-        self.mat = np.zeros((0, 0), dtype=np.int16)
-        self.serial = np.zeros((0, 0), dtype=np.int64)
-        self.seen = 0
-        self._tables: dict[tuple, np.ndarray] = {}  # step costs per material code, by (pickaxes, codes known)
-
-    # The names seen so far -> codes (shared by all experts: codes are internal and only ever added).
-    names: list[Optional[str]] = [None]
-    codes: dict[str, int] = {}
-
-    view_codes: dict[str, int] = {}
-    """View names -> material codes, -1 for creatures."""
-
-    @classmethod
-    def _view_code(cls, name: str) -> int:
-        code = cls.view_codes.get(name)
-        if code is None:
-            code = cls.view_codes[name] = -1 if name in CREATURES else cls._code(name)
-        return code
-
-    @classmethod
-    def _code(cls, name: str) -> int:
-        code = cls.codes.get(name)
-        if code is None:
-            code = cls.codes[name] = len(cls.names)
-            cls.names.append(name)
-        return code
-
-    def _fit(self, x0: int, y0: int, x1: int, y1: int) -> None:
-        """Grow the arrays so that cells x0..x1 x y0..y1 lie at least MAP_MARGIN inside them."""
-        w, h = self.mat.shape
-        if w and x0 - MAP_MARGIN >= self.ox and y0 - MAP_MARGIN >= self.oy:
-            if x1 + MAP_MARGIN < self.ox + w and y1 + MAP_MARGIN < self.oy + h:
-                return
-        if not w:
-            nx0, ny0, nx1, ny1 = x0 - MAP_GROW, y0 - MAP_GROW, x1 + MAP_GROW, y1 + MAP_GROW
-        else:
-            nx0 = min(self.ox, x0 - MAP_MARGIN - MAP_GROW)
-            ny0 = min(self.oy, y0 - MAP_MARGIN - MAP_GROW)
-            nx1 = max(self.ox + w - 1, x1 + MAP_MARGIN + MAP_GROW)
-            ny1 = max(self.oy + h - 1, y1 + MAP_MARGIN + MAP_GROW)
-        mat = np.zeros((nx1 - nx0 + 1, ny1 - ny0 + 1), dtype=np.int16)
-        serial = np.full(mat.shape, -1, dtype=np.int64)
-        if w:
-            sx, sy = self.ox - nx0, self.oy - ny0
-            mat[sx : sx + w, sy : sy + h] = self.mat
-            serial[sx : sx + w, sy : sy + h] = self.serial
-        self.mat, self.serial, self.ox, self.oy = mat, serial, nx0, ny0
-        self.height = mat.shape[1]
-        self._neighbours = np.array([dx * self.height + dy for dx, dy in DIRS], dtype=np.int64)
-        size = mat.size
-        self._work = np.empty(9 * size + 2, dtype=np.int64)
-        self._dist = np.empty(size, dtype=np.int64)
-        self._parent = np.empty(size, dtype=np.int64)
-        self._order_buf = np.empty(size, dtype=np.int64)
-
-    def _remember(self, p: Pos, name: str) -> None:
-        """mem[p] = name, mirrored in the arrays."""
-        i, j = p[0] - self.ox, p[1] - self.oy
-        if p not in self.mem:
-            self.serial[i, j] = self.seen
-            self.seen += 1
-        self.mem[p] = name
-        self.mat[i, j] = self.codes.get(name) or self._code(name)
-
-    def _observe(self, view: dict[str, Any]) -> None:
-        grid = view["grid"]
-        rows, cols = len(grid), len(grid[0])
-        cr, cc = rows // 2, cols // 2
-        px, py = view["pos"]
-        self.pos: Pos = (int(px), int(py))
-        self.facing: Pos = (int(view["facing"][0]), int(view["facing"][1]))
-        self.inv: dict[str, int] = view["inventory"]
-        self.ach: set = view["achievements"]
-        self.step: int = int(view["step"])
-        self.daylight: float = float(view.get("daylight", 1.0))
-        self.objs = {}
-        self._cells_cache: dict[str, np.ndarray] = {}
-        x0, y0 = self.pos[0] - cc, self.pos[1] - cr
-        self._fit(x0, y0, x0 + cols - 1, y0 + rows - 1)
-        # Only creature cells and cells whose material differs from memory need work (in reading order: it
-        # numbers the cells first seen).
-        view_codes = self.view_codes
-        try:
-            codes = [view_codes[name] for row in grid for name in row]
-        except KeyError:
-            codes = [self._view_code(name) for row in grid for name in row]
-        block = np.array(codes, dtype=np.int16).reshape(rows, cols)
-        i0, j0 = x0 - self.ox, y0 - self.oy
-        changed = (block < 0) | (block != self.mat[i0 : i0 + cols, j0 : j0 + rows].T)
-        remember, mem = self._remember, self.mem
-        for k in np.flatnonzero(changed).tolist():
-            r, c = divmod(k, cols)
-            name = grid[r][c]
-            p = (x0 + c, y0 + r)
-            if name in CREATURES:
-                if name != "player":
-                    self.objs[p] = name
-                # the material under a creature is not shown: keep memory, else assume what it stands on
-                if mem.get(p) not in WALKABLE and name != "arrow":
-                    remember(p, "path" if name == "skeleton" else "grass")
-            else:
-                remember(p, name)
-        # Saplings: grow only while we are near; forget those no longer there.
-        for p in list(self.plants):
-            if _manhattan(p, self.pos) <= GROW_RADIUS:
-                self.plants[p] += 1
-            if self._in_view(p, rows, cols) and self.objs.get(p) not in ("plant", "ripe_plant"):
-                del self.plants[p]
-        for p in list(self.cows_seen):
-            if self._in_view(p, rows, cols) or self.step - self.cows_seen[p] > 150:
-                del self.cows_seen[p]
-        for p, name in self.objs.items():
-            if name == "cow":
-                self.cows_seen[p] = self.step
-            if name in ("plant", "ripe_plant") and p not in self.plants:
-                self.plants[p] = 0
-            if name == "ripe_plant":
-                self.plants[p] = max(self.plants[p], PLANT_RIPE_STEPS + 1)
-            elif name == "plant" and self.plants[p] > PLANT_RIPE_STEPS:
-                self.plants[p] = PLANT_RIPE_STEPS - 10  # in view and not ripe yet: look again a bit later
-        if self.pos == self.last_pos:
-            self.still_steps += 1
-        else:
-            self.still_steps = 0
-        self.last_pos = self.pos
-
-    def _in_view(self, p: Pos, rows: int, cols: int) -> bool:
-        return abs(p[0] - self.pos[0]) <= cols // 2 and abs(p[1] - self.pos[1]) <= rows // 2
-
-    # --------------------------------------------------------------------------------------------- helpers
-
-    def _free(self, p: Pos) -> bool:
-        """Walkable now: a walkable material with nothing on it (lava is excluded: stepping in kills)."""
-        return self.mem.get(p) in WALKABLE and p not in self.objs
-
-    def _minable(self, p: Pos) -> bool:
-        m = self.mem.get(p)
-        if m == "tree":
-            return True
-        if m in ("stone", "coal"):
-            return self.inv.get("wood_pickaxe", 0) > 0
-        if m == "iron":
-            return self.inv.get("stone_pickaxe", 0) > 0
-        if m == "diamond":
-            return self.inv.get("iron_pickaxe", 0) > 0
-        return False
-
-    def _near(self, material: str, p: Optional[Pos] = None) -> bool:
-        """Material within the 3 x 3 square around p (crafting's `nearby` check)."""
-        x, y = p or self.pos
-        return any(self.mem.get((x + dx, y + dy)) == material for dx in (-1, 0, 1) for dy in (-1, 0, 1))
-
-    def _plan_paths(self) -> None:
-        """Dijkstra from the player over the remembered map: walk = 1, mine-then-walk = 2.
-
-        Results, on the map arrays (flat index `_index`): `_dist` (-1 = unreached), `_parent`, `_order` (cells
-        in the order they were reached, the order ties between equal choices follow).
-        """
-        inv = self.inv
-        picks = (inv.get("wood_pickaxe", 0) > 0, inv.get("stone_pickaxe", 0) > 0, inv.get("iron_pickaxe", 0) > 0)
-        table = self._tables.get((picks, len(self.names)))
-        if table is None:
-            step_cost = {m: 1 for m in WALKABLE}
-            step_cost["tree"] = 2
-            if picks[0]:
-                step_cost["stone"] = step_cost["coal"] = 2
-            if picks[1]:
-                step_cost["iron"] = 2
-            if picks[2]:
-                step_cost["diamond"] = 2
-            table = self._tables[(picks, len(self.names))] = np.zeros(len(self.names), dtype=np.int64)
-            for name, cost in step_cost.items():
-                if name in self.codes:  # else no cell has it yet
-                    table[self.codes[name]] = cost
-        # cells next to a zombie cost more: each contact costs health (it strikes as it arrives)
-        danger = {_add(z, dxy) for z in self._objects("zombie") for dxy in DIRS + ((0, 0),)}
-        index = self._index
-        blocked = np.array([index(p) for p in self.objs], dtype=np.int64)
-        danger = np.array([index(p) for p in danger], dtype=np.int64)
-        start = index(self.pos)
-        count = _dijkstra(
-            self.mat.ravel(), table, blocked, danger, self.height, start, PLAN_LIMIT,
-            self._dist, self._parent, self._order_buf, self._work,
-        )
-        self._start = start
-        self._order = self._order_buf[:count]
-
-    def _index(self, p: Pos) -> int:
-        """Flat index of a cell on the map arrays (-1 when outside them: unknown, so unreached)."""
-        i, j = p[0] - self.ox, p[1] - self.oy
-        w, h = self.mat.shape
-        return i * h + j if 0 <= i < w and 0 <= j < h else -1
-
-    def _pos(self, index: int) -> Pos:
-        i, j = divmod(int(index), self.height)
-        return (i + self.ox, j + self.oy)
-
-    def _reached(self, p: Pos) -> bool:
-        i = self._index(p)
-        return i >= 0 and self._dist[i] >= 0
-
-    def _step_toward(self, goal: Pos) -> str:
-        """First action along the planned path to `goal` (a cell with a known distance)."""
-        i, parent, start = self._index(goal), self._parent, self._start
-        if i >= 0:
-            while parent[i] >= 0 and parent[i] != start:
-                i = parent[i]
-            p = self._pos(i)
-        else:
-            p = goal
-        d = (p[0] - self.pos[0], p[1] - self.pos[1])
-        if self._free(p) or self.facing != d:
-            return MOVE[d]  # walks, or only turns when the cell is blocked
-        return "do"  # facing a cell to mine on the way
-
-    def _face(self, target: Pos) -> Optional[str]:
-        """Act on an adjacent target: `None` when already facing it, else the move that turns toward it."""
-        d = (target[0] - self.pos[0], target[1] - self.pos[1])
-        if d == self.facing:
-            return None
-        return MOVE[d]
-
-    def _approach(self, targets: Any, max_cost: float = INF) -> Optional[tuple[str, Pos]]:
-        """Go next to the cheapest target. Returns (action, target); action "ready" when facing it.
-
-        `targets`: cells (x, y), or their flat indices (`_cells`). A target next to the player costs 0 when faced
-        (0.5 else); any other, the cheapest of its neighbours (the first in DIRS order among equals); among
-        equal targets the first one wins.
-        """
-        if isinstance(targets, np.ndarray):
-            flat = targets
-        else:
-            flat = np.array([self._index(t) for t in targets], dtype=np.int64)
-        if not len(flat):
-            return None
-        around = self._dist[flat[:, None] + self._neighbours].astype(np.float64)
-        around[around < 0] = INF
-        side = around.argmin(axis=1)
-        cost = around[np.arange(len(flat)), side]
-        # next to the player (an interior cell, so +-1 never wraps to another column)
-        offset = np.abs(flat - self._start)
-        adjacent = (offset == 1) | (offset == self.height)
-        if adjacent.any():
-            faced = flat == self._index(_add(self.pos, self.facing))
-            cost[adjacent] = np.where(faced[adjacent], 0.0, 0.5)
-        k = int(cost.argmin())
-        best_cost = cost[k]
-        if best_cost == INF or best_cost > max_cost:
-            return None
-        target = self._pos(flat[k])
-        if adjacent[k]:
-            turn = self._face(target)
-            return (turn or "ready", target)
-        return (self._step_toward(_add(target, DIRS[side[k]])), target)
-
-    def _cells(self, material: str) -> np.ndarray:
-        """Flat indices of the known cells of a material, in the order they were first seen (cached per turn)."""
-        found = self._cells_cache.get(material)
-        if found is None:
-            code = self.codes.get(material)
-            if code is None:
-                found = np.zeros(0, dtype=np.int64)
-            else:
-                found = np.flatnonzero(self.mat == code)
-                found = found[np.argsort(self.serial.ravel()[found])]
-            self._cells_cache[material] = found
-        return found
-
-    def _objects(self, *names: str) -> list[Pos]:
-        return sorted(p for p, n in self.objs.items() if n in names)
-
-    def _interact(self, targets: list[Pos], action: str = "do", max_cost: float = INF) -> Optional[str]:
-        res = self._approach(targets, max_cost)
-        if res is None:
-            return None
-        move, _ = res
-        return action if move == "ready" else move
-
-    def _place(self, action: str, where: tuple[str, ...]) -> Optional[str]:
-        """Place something on a suitable cell: the one faced, else turn/step so that one is faced."""
-        front = _add(self.pos, self.facing)
-        if self.mem.get(front) in where and front not in self.objs:
-            return action
-        for d in DIRS:  # a blocked placeable neighbour (water for stone): turning faces it
-            q = _add(self.pos, d)
-            if self.mem.get(q) in where and self.mem.get(q) not in WALKABLE and q not in self.objs:
-                return MOVE[d]
-        for d in DIRS:  # step forward so that the next cell ahead is placeable
-            q, r = _add(self.pos, d), _add(self.pos, (2 * d[0], 2 * d[1]))
-            if self._free(q) and self.mem.get(r) in where and r not in self.objs:
-                return MOVE[d]
-        return None
-
-    # ------------------------------------------------------------------------------------------------ rules
 
     def act(self, view: dict[str, Any], rng: random.Random) -> str:
         """The expert's next action name for this view."""
@@ -683,9 +271,6 @@ class CrafterExpert:
             return None
         return {"O": self._pos(cand[k // len(DIRS)]), "d": DIRS[k % len(DIRS)], "been_t2": False, "slept": False}
 
-    def _codes_of(self, *names: str) -> list[int]:
-        return [self.codes[n] for n in names if n in self.codes]
-
     def _face_cell(self, target: Pos, avoid: tuple[Pos, ...] = ()) -> Optional[str]:
         """First action of the shortest walk that ends next to `target`, facing it (BFS over position x facing).
 
@@ -695,7 +280,7 @@ class CrafterExpert:
         start = (self.pos, self.facing)
         if _add(self.pos, self.facing) == target:
             return "ready"
-        seen = {start: None}
+        seen: dict[Any, Any] = {start: None}
         frontier = [start]
         for _ in range(30):
             nxt = []
@@ -891,10 +476,10 @@ class CrafterExpert:
             uses = constants.make[next_tool]["uses"]
             if all(inv.get(k, 0) >= v for k, v in uses.items()):
                 stations = constants.make[next_tool]["nearby"]
-                spots = self._dist.reshape(self.mat.shape) >= 0
+                reachable = self._dist.reshape(self.mat.shape) >= 0
                 for station in stations:
-                    spots &= self._near_mask(station)
-                spots = np.flatnonzero(spots)
+                    reachable &= self._near_mask(station)
+                spots = np.flatnonzero(reachable)
                 if len(spots):
                     costs = self._dist[spots]
                     best = self._pos(spots[costs == costs.min()][0])  # flat index order = (x, y) order
@@ -941,9 +526,6 @@ class CrafterExpert:
             return None
         return self._step_toward(t)
 
-    def _is_frontier(self, p: Pos) -> bool:
-        return any(_add(p, d) not in self.mem for d in DIRS)
-
     def _pick_frontier(self, prefer: Optional[str]) -> Optional[Pos]:
         """The cheapest reached frontier cell (plus a random 0..0.5 per cell, drawn in the order cells were reached;
         a bonus for the preferred ground), the first reached among equals."""
@@ -962,15 +544,3 @@ class CrafterExpert:
             score[mat == self.codes.get("grass", -1)] -= 10
         return self._pos(cand[int(score.argmin())])
 
-    def _near_mask(self, material: str) -> np.ndarray:
-        """Cells with `material` within their 3 x 3 square (`_near` for every cell of the map arrays)."""
-        out = np.zeros(self.mat.shape, dtype=bool)
-        code = self.codes.get(material)
-        if code is None:
-            return out
-        hit = self.mat == code
-        w, h = hit.shape
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                out[1 : w - 1, 1 : h - 1] |= hit[1 + dx : w - 1 + dx, 1 + dy : h - 1 + dy]
-        return out
