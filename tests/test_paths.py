@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TINY_FAST, project_overrides
+
 from crafter_exp import config as C
 from crafter_exp import paths
 from crafter_exp.config import compose_config

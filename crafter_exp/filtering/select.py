@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from crafter_exp.errors import UserError
 from crafter_exp.filtering.criteria import (
     COUNTED,
     QUALITY,
@@ -32,7 +33,6 @@ from crafter_exp.filtering.criteria import (
     used_params,
 )
 from crafter_exp.filtering.steps import as_arrow, chunk_params, chunk_sql, chunk_steps, chunks, step_params
-from crafter_exp.errors import UserError
 from crafter_exp.store.traces import TraceStore
 
 T = TypeVar("T")

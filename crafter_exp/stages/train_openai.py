@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from crafter_exp import paths, tracking
-from crafter_exp.errors import UserError
 from crafter_exp.config import OpenAIModelConfig, OpenAITrainerConfig, PromptConfig
+from crafter_exp.errors import UserError
 from crafter_exp.training.openai_jobs import (
     FineTuneJobError,
     JobResult,
