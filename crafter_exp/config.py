@@ -15,7 +15,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-HOW = {"identity": False}
+NOT_IDENTITY = {"identity": False}
 """Field metadata of a setting that changes how a stage runs, reports or where it reads and writes, not what its
 output holds: left out of the output's identity (crafter_exp/paths.py), so changing it reuses or resumes the output."""
 
@@ -28,9 +28,9 @@ class EnvConfig:
 
     name: str = MISSING
     """Environment id (`crafter`, `alfworld`); selects the implementation."""
-    episodes: int = field(default=32, metadata=HOW)
+    episodes: int = field(default=32, metadata=NOT_IDENTITY)
     """Episodes the rollout stage plays; episode i plays seed `seed + i`."""
-    seed: int = field(default=0, metadata=HOW)
+    seed: int = field(default=0, metadata=NOT_IDENTITY)
     """First seed of the rollout (training) seed range."""
     max_steps: int = 300
     """Hard cap on environment steps per episode (the episode ends with termination `max_steps`)."""
@@ -94,7 +94,7 @@ class PromptConfig:
 class ModelConfig:
     name: str = MISSING
     """Policy kind: `scripted`, `random`, `openai`, `hf_local`."""
-    label: Optional[str] = field(default=None, metadata=HOW)
+    label: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
     """Name shown in stores and reports (default: the policy's own model name)."""
     prompt: PromptConfig = field(default_factory=PromptConfig)
     """Prompt template and history window."""
@@ -121,7 +121,7 @@ class OpenAIModelConfig(ModelConfig):
     """Provider label stored with traces (filterable)."""
     base_url: Optional[str] = None
     """OpenAI-compatible endpoint; None = the openai client's default."""
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata=HOW)
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata=NOT_IDENTITY)
     """Name of the environment variable holding the key (the key itself never enters config or files)."""
     temperature: Optional[float] = 0.7
     """Sampling temperature; None = not sent (reasoning models that reject it)."""
@@ -133,17 +133,17 @@ class OpenAIModelConfig(ModelConfig):
     """Sampling seed sent to the endpoint (where supported)."""
     reasoning_effort: Optional[str] = None
     """`low`/`medium`/`high` for reasoning models; None = not sent."""
-    timeout: float = field(default=60.0, metadata=HOW)
+    timeout: float = field(default=60.0, metadata=NOT_IDENTITY)
     """Seconds per request before it counts as failed."""
-    max_retries: int = field(default=5, metadata=HOW)
+    max_retries: int = field(default=5, metadata=NOT_IDENTITY)
     """Retries per call (the openai client's own backoff, honouring Retry-After)."""
-    concurrency: int = field(default=16, metadata=HOW)
+    concurrency: int = field(default=16, metadata=NOT_IDENTITY)
     """Requests in flight per Ray worker (total = workers x concurrency)."""
-    max_consecutive_errors: int = field(default=3, metadata=HOW)
+    max_consecutive_errors: int = field(default=3, metadata=NOT_IDENTITY)
     """An episode whose calls fail this many times in a row ends with termination `api_error`."""
-    probe: bool = field(default=True, metadata=HOW)
+    probe: bool = field(default=True, metadata=NOT_IDENTITY)
     """One probe call before any episode: unreachable endpoint / 401 / unknown model fail fast."""
-    prices: dict[str, Any] = field(default_factory=dict, metadata=HOW)
+    prices: dict[str, Any] = field(default_factory=dict, metadata=NOT_IDENTITY)
     """Per-model price table, USD per 1M tokens: {model: {input: x, output: y}}; unknown model -> cost null."""
     extra_body: dict[str, Any] = field(default_factory=dict)
     """Extra JSON fields sent with each request (vendor-specific knobs)."""
@@ -168,9 +168,9 @@ class HFLocalModelConfig(ModelConfig):
     """Sampling temperature when sampling; None = the manifest's `play_temperature`, else 1.0."""
     max_new_tokens: Optional[int] = None
     """Tokens generated per turn; None = the longest reply in the checkpoint's training data (manifest), else 256."""
-    batch_size: int = field(default=32, metadata=HOW)
+    batch_size: int = field(default=32, metadata=NOT_IDENTITY)
     """Episodes decoded together in one forward pass."""
-    device: str = field(default="auto", metadata=HOW)
+    device: str = field(default="auto", metadata=NOT_IDENTITY)
     """`auto` (cuda if available), `cpu`, `cuda`."""
     dtype: str = "auto"
     """`auto` (bf16 on a GPU that has it; on a CPU with native bf16, fp32 weights under bf16 autocast), `float32`,
@@ -188,7 +188,7 @@ class HFLocalModelConfig(ModelConfig):
 class FilterConfig:
     """Which traces to keep (compiled to parameterised SQL) and how to export them."""
 
-    runs: list[str] = field(default_factory=list, metadata=HOW)
+    runs: list[str] = field(default_factory=list, metadata=NOT_IDENTITY)
     """Trace run ids (or experiment names = their newest complete rollout run) to read; empty = that of `name`."""
     min_achievements: Optional[int] = None
     """Minimum distinct achievements in the episode."""
@@ -257,19 +257,19 @@ class FilterConfig:
     """Parquet format: fraction of episodes in the validation split."""
     seed: int = 0
     """Seed for splits and subsets."""
-    stats_only: bool = field(default=False, metadata=HOW)
+    stats_only: bool = field(default=False, metadata=NOT_IDENTITY)
     """Print statistics, write nothing."""
-    output: Optional[str] = field(default=None, metadata=HOW)
+    output: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
     """Output path; default: <paths.datasets>/<name>/<identity> (crafter_exp/paths.py)."""
-    validate_path: Optional[str] = field(default=None, metadata=HOW)
+    validate_path: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
     """stage=validate: a JSONL file or a dataset folder to check; None = this experiment's dataset."""
-    validate_format: str = field(default="auto", metadata=HOW)
+    validate_format: str = field(default="auto", metadata=NOT_IDENTITY)
     """stage=validate: the format to check against; `auto` = the manifest's, else guessed from the first line."""
-    tokenizer: Optional[str] = field(default=None, metadata=HOW)
+    tokenizer: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
     """Local tokenizer for token counts (a tokenizer.json or a HF folder); None = estimate (chars / 4)."""
-    price_model: str = field(default="gpt-4o-mini-2024-07-18", metadata=HOW)
+    price_model: str = field(default="gpt-4o-mini-2024-07-18", metadata=NOT_IDENTITY)
     """Model whose training price `validate` uses for the cost estimate."""
-    cost_epochs: int = field(default=3, metadata=HOW)
+    cost_epochs: int = field(default=3, metadata=NOT_IDENTITY)
     """Epochs assumed by the cost estimate."""
     training_prices: dict[str, float] = field(
         default_factory=lambda: {
@@ -278,14 +278,14 @@ class FilterConfig:
             "gemini-2.0-flash-001": 3.0, "gemini-2.0-flash-lite-001": 1.0, "gemini-2.5-flash": 5.0,
             "gemini-2.5-flash-lite": 1.5, "gemini-2.5-pro": 25.0,
         },
-        metadata=HOW,
+        metadata=NOT_IDENTITY,
     )
     """USD per 1M training tokens by model (published list prices, mid 2025: check before relying on them)."""
-    chunk_steps: int = field(default=50_000, metadata=HOW)
+    chunk_steps: int = field(default=50_000, metadata=NOT_IDENTITY)
     """Steps read per query when exporting (bounds memory: peak RSS does not grow with the dataset)."""
-    memory_limit: str = field(default="256MB", metadata=HOW)
+    memory_limit: str = field(default="256MB", metadata=NOT_IDENTITY)
     """DuckDB memory cap for the filter's queries."""
-    threads: int = field(default=2, metadata=HOW)
+    threads: int = field(default=2, metadata=NOT_IDENTITY)
     """Chunks exported in parallel, each on its own DuckDB cursor (memory: threads x one chunk)."""
 
 
@@ -296,9 +296,9 @@ class FilterConfig:
 class TrainerConfig:
     name: str = MISSING
     """Trainer kind: `tiny` (offline student from a config), `local_lora`, `local_qlora`, `local_full`, `openai`."""
-    dataset: Optional[str] = field(default=None, metadata=HOW)
+    dataset: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
     """Dataset path; None = the newest complete dataset of `name` (the pipeline: its filter output)."""
-    output_dir: Optional[str] = field(default=None, metadata=HOW)
+    output_dir: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
     """Checkpoint folder; default: <paths.checkpoints>/<name>/<identity> (crafter_exp/paths.py)."""
     seed: int = 0
     """Training seed."""
@@ -387,17 +387,17 @@ class LocalTrainerConfig(TrainerConfig):
     """Cap on held-out eval examples (eval passes stay short); None = no cap."""
     save_best: bool = True
     """Keep the checkpoint with the lowest eval loss."""
-    logging_steps: int = field(default=10, metadata=HOW)
+    logging_steps: int = field(default=10, metadata=NOT_IDENTITY)
     """Log loss every N steps."""
     merge_adapter: bool = False
     """Also save LoRA weights merged into the base model."""
     student: TinyStudentConfig = field(default_factory=TinyStudentConfig)
     """Architecture of the student built when `model: tiny` (any method; LoRA on a random init barely learns)."""
-    retrain: bool = field(default=False, metadata=HOW)
+    retrain: bool = field(default=False, metadata=NOT_IDENTITY)
     """Train even when the output folder already holds a complete checkpoint of this config and dataset."""
     play_temperature: Optional[float] = None
     """Sampling temperature recorded in the checkpoint for hf_local play (None = greedy decoding)."""
-    progress: bool = field(default=True, metadata=HOW)
+    progress: bool = field(default=True, metadata=NOT_IDENTITY)
     """Show a progress bar while tokenizing and training."""
 
 
@@ -432,7 +432,7 @@ class OpenAITrainerConfig(TrainerConfig):
     """Suffix of the fine-tuned model name."""
     base_url: Optional[str] = None
     """OpenAI-compatible endpoint; None = the openai client's default."""
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata=HOW)
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata=NOT_IDENTITY)
     """Name of the environment variable holding the key."""
     epochs: Optional[int] = None
     """n_epochs (None = service default)."""
@@ -440,19 +440,19 @@ class OpenAITrainerConfig(TrainerConfig):
     """batch_size (None = service default)."""
     learning_rate_multiplier: Optional[float] = None
     """learning_rate_multiplier (None = service default)."""
-    job_id: Optional[str] = field(default=None, metadata=HOW)
+    job_id: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
     """Resume polling this existing job instead of creating one."""
-    cancel: bool = field(default=False, metadata=HOW)
+    cancel: bool = field(default=False, metadata=NOT_IDENTITY)
     """Cancel `job_id` and exit."""
-    poll_interval_s: float = field(default=10.0, metadata=HOW)
+    poll_interval_s: float = field(default=10.0, metadata=NOT_IDENTITY)
     """Initial poll interval (backs off up to poll_max_interval_s)."""
-    poll_max_interval_s: float = field(default=120.0, metadata=HOW)
+    poll_max_interval_s: float = field(default=120.0, metadata=NOT_IDENTITY)
     """Longest poll interval."""
-    timeout_s: float = field(default=86400.0, metadata=HOW)
+    timeout_s: float = field(default=86400.0, metadata=NOT_IDENTITY)
     """Give up polling after this long (the job keeps running on the service; a rerun resumes polling it)."""
-    poll_backoff: float = field(default=1.5, metadata=HOW)
+    poll_backoff: float = field(default=1.5, metadata=NOT_IDENTITY)
     """Poll interval multiplier after each poll (reset to poll_interval_s when the job's status changes)."""
-    wait: bool = field(default=True, metadata=HOW)
+    wait: bool = field(default=True, metadata=NOT_IDENTITY)
     """Poll until the job ends; false = upload, create, record the job id and return (a rerun resumes polling)."""
     hyperparameters_style: str = "method"
     """`method` (current OpenAI API: method.supervised.hyperparameters) or `legacy` (top-level `hyperparameters`)."""
@@ -460,11 +460,11 @@ class OpenAITrainerConfig(TrainerConfig):
     """Extra entries merged into the hyperparameters object (vendor knobs, e.g. {training_type: sft})."""
     extra_body: dict[str, Any] = field(default_factory=dict)
     """Extra top-level JSON fields sent with the job creation request (vendor knobs)."""
-    max_retries: int = field(default=5, metadata=HOW)
+    max_retries: int = field(default=5, metadata=NOT_IDENTITY)
     """Retries per request (the openai client's own backoff, honouring 429 Retry-After)."""
-    request_timeout_s: float = field(default=120.0, metadata=HOW)
+    request_timeout_s: float = field(default=120.0, metadata=NOT_IDENTITY)
     """Seconds per HTTP request (uploads of large files may need more)."""
-    retrain: bool = field(default=False, metadata=HOW)
+    retrain: bool = field(default=False, metadata=NOT_IDENTITY)
     """Create a new job even when the output folder already records a finished job of this config and dataset."""
 
 
