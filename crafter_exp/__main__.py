@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from crafter_exp.config import CONF_DIR, Config, register_configs
 from crafter_exp.errors import StageFailed
+from crafter_exp.sweep import report_job
 
 # stage name -> (module, function)
 STAGES = {
@@ -45,7 +46,8 @@ def run_stage(cfg: Config) -> object:
 def _app(dcfg: DictConfig) -> None:
     cfg: Config = OmegaConf.to_object(dcfg)
     try:
-        run_stage(cfg)
+        result = run_stage(cfg)
+        report_job(cfg.stage, result)  # result.json for a sweep's summary (no-op outside a Hydra job folder)
     except USER_ERRORS as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"crafter-exp: error: {message}", file=sys.stderr)

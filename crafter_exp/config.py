@@ -151,6 +151,8 @@ class OpenAIModelConfig(ModelConfig):
     """`tool_choice` sent in action_mode=tools (`required`; `auto` for servers that lack `required`)."""
     max_tokens_param: str = "max_tokens"
     """Request field carrying max_tokens: `max_tokens`, or `max_completion_tokens` (OpenAI reasoning models)."""
+    stream: bool = field(default=False, metadata=NOT_IDENTITY)
+    """Request the reply streamed (server-sent chunks, usage in the last) and assemble it; the record is the same."""
 
 
 @dataclass
@@ -249,12 +251,20 @@ class FilterConfig:
     """With system_prompt: `replace` the policy's system prompt, or `append` the text to it."""
     keep_reasoning: bool = True
     """Keep <think> reasoning in assistant turns."""
+    keep_predictions: bool = True
+    """Keep world-model <prediction>s in assistant turns; false drops them and exports the `standard` template's
+    system prompt (the student learns to act, not to predict)."""
+    min_prediction_f1: Optional[float] = None
+    """Minimum episode prediction F1 (0-1, mean over its scored world-model predictions; episodes without any fail)."""
+    step_min_prediction_f1: Optional[float] = None
+    """Step level: keep only turns whose world-model prediction scored F1 >= this (0-1; unscored turns dropped)."""
     max_examples: Optional[int] = None
     """Subset to N examples (seeded)."""
     dedupe: bool = False
     """Drop duplicate examples."""
-    val_fraction: float = 0.1
-    """Parquet format: fraction of episodes in the validation split."""
+    val_fraction: Optional[float] = None
+    """Fraction of episodes in the validation split (val.parquet, or val.jsonl for the JSONL formats: a fine-tuning
+    job's validation_file, the local trainers' eval set); null = 0.1 for parquet, 0 (no split) for JSONL."""
     seed: int = 0
     """Seed for splits and subsets."""
     stats_only: bool = field(default=False, metadata=NOT_IDENTITY)
@@ -361,7 +371,8 @@ class LocalTrainerConfig(TrainerConfig):
     group_by_length: bool = True
     """Batch examples of similar length together (less padding; transformers' length-grouped sampler)."""
     loss_on: str = "assistant"
-    """`assistant` (assistant tokens only), `all` (every token), or `weighted` (prompt tokens x prompt_weight)."""
+    """`assistant` (assistant tokens only), `all` (every token), or `weighted` (prompt tokens x prompt_weight);
+    in every mode a reply with `"weight": 0` is context and gets no loss."""
     prompt_weight: float = 0.5
     """With loss_on=weighted: weight of the prompt tokens' next-token loss."""
     reply_balance: float = 0.0
@@ -466,6 +477,8 @@ class OpenAITrainerConfig(TrainerConfig):
     """Seconds per HTTP request (uploads of large files may need more)."""
     retrain: bool = field(default=False, metadata=NOT_IDENTITY)
     """Create a new job even when the output folder already records a finished job of this config and dataset."""
+    validation_file: bool = True
+    """Upload the dataset's validation split (val.jsonl, from filter.val_fraction) as the job's validation_file."""
 
 
 # ---------------------------------------------------------------------------------------------- root sections
@@ -493,6 +506,12 @@ class TrackingConfig:
     """MLflow experiment name."""
     enabled: bool = True
     """Log to MLflow at all."""
+    traces: str = "llm"
+    """MLflow traces of rollout/eval episodes (Traces tab: a trace per episode, a span per turn), linked to the run:
+    `llm` = episodes that called a model (openai, hf_local), `all` = every episode, `off`."""
+    trace_episodes: Optional[int] = 8
+    """Most episodes traced per rollout/eval run (the first to finish; MLflow's span writer costs ms per turn, the
+    DuckDB store keeps every step anyway); null = every episode."""
 
 
 @dataclass
@@ -523,6 +542,28 @@ class EvalConfig:
     """First eval seed; the eval range must not overlap the training range."""
     policies: list[str] = field(default_factory=lambda: ["random", "student_before", "student_after", "teacher"])
     """Policies the pipeline evaluates (random, teacher, student_before, student_after, base)."""
+
+
+@dataclass
+class ProtocolConfig:
+    """An evaluation protocol: how many held-out episodes each policy plays and how they end, so a number can be
+    set beside a published table's (conf/protocol/: `ours`, `crafter_paper`, `balrog`). It applies to the held-out
+    evaluation (stage=eval and the pipeline's evaluations), never to rollouts that make training data."""
+
+    name: str = "ours"
+    """Protocol id, recorded with every eval run (trace store, MLflow tag `protocol`) and stated in compare reports."""
+    description: str = "this project's default: 20 held-out episodes capped at env.max_steps (300 on Crafter)"
+    """One line saying what the protocol is (printed in compare reports)."""
+    source: str = ""
+    """Where the protocol is defined (paper, code, config file), for the report."""
+    envs: list[str] = field(default_factory=list)
+    """Environments the protocol is defined for (another env fails at start); empty = any."""
+    episodes: Optional[int] = None
+    """Held-out episodes per evaluated policy; None = eval.episodes."""
+    env: dict[str, Any] = field(default_factory=dict)
+    """Env settings the protocol fixes for evaluation, e.g. {max_steps: 10000, length: 10000}; {} = the env's own."""
+    metrics: list[str] = field(default_factory=list)
+    """The metrics published tables report under this protocol (named first in compare reports)."""
 
 
 @dataclass
@@ -578,6 +619,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    """Evaluation protocol (conf/protocol/: ours, crafter_paper, balrog): episodes and step cap of held-out play."""
 
 
 def register_configs() -> None:
@@ -592,6 +635,7 @@ def register_configs() -> None:
         ("model", "openai_schema", OpenAIModelConfig),
         ("model", "hf_local_schema", HFLocalModelConfig),
         ("filter", "filter_schema", FilterConfig),
+        ("protocol", "protocol_schema", ProtocolConfig),
         ("trainer", "tiny_schema", TinyTrainerConfig),
         ("trainer", "local_schema", LocalTrainerConfig),
         ("trainer", "openai_schema", OpenAITrainerConfig),

@@ -42,6 +42,13 @@ METRICS: dict[str, str] = {
     "episode_length": "Environment steps per episode (mean)",
     "tokens_per_episode": "Prompt + completion tokens per episode (mean)",
     "cost_per_episode": "USD per episode (mean over episodes with a known cost)",
+    "prediction_f1": "World-model prediction F1 x 100: per turn, F1 of the predicted vs the actual changes "
+    "{quantity: signed amount}; mean over an episode's scored turns, then over episodes",
+    "prediction_f1_changed": "prediction_f1 over the turns where something changed only (most turns change "
+    "nothing, so always predicting `no change` scores high on prediction_f1 and 0 here)",
+    "prediction_exact_rate": "% of an episode's scored predictions that were exactly the actual changes (mean)",
+    "prediction_scored_rate": "% of an episode's <prediction>s that could be scored (named changes or no change; "
+    "the action parsed), mean over episodes that predicted",
 }
 FAMILIES = ("achievement/", "success/", "action/")
 # Free-text action spaces (ALFWorld commands) have hundreds of distinct actions: the action distribution keeps the
@@ -59,6 +66,7 @@ HEADLINE = [
     "efficiency",
     "success_rate",
     "invalid_action_rate",
+    "prediction_f1",
 ]
 
 
@@ -199,7 +207,9 @@ class EpisodeArrays:
         columns = {
             c: _numeric(df, c)
             for c in ("steps", "turns", "total_reward", "num_achievements", "success", "invalid_actions",
-                      "parse_failures", "prompt_tokens", "completion_tokens", "cost")
+                      "parse_failures", "prompt_tokens", "completion_tokens", "cost",
+                      "predictions", "predictions_scored", "predictions_exact", "prediction_f1",
+                      "prediction_f1_changed")
         }
         if "num_achievements" not in df.columns:
             columns["num_achievements"] = np.array([float(len(x)) for x in lists])
@@ -245,6 +255,11 @@ def _stats(arrays: EpisodeArrays, k: int) -> MetricSet:
     m.mean("episode_length", c["steps"])
     m.mean("tokens_per_episode", np.nan_to_num(c["prompt_tokens"]) + np.nan_to_num(c["completion_tokens"]))
     m.mean("cost_per_episode", c["cost"])
+    # world-model predictions: NaN (not applicable) for runs that made none or an env that scores none
+    m.mean("prediction_f1", 100.0 * c["prediction_f1"])
+    m.mean("prediction_f1_changed", 100.0 * c["prediction_f1_changed"])
+    m.mean("prediction_exact_rate", 100.0 * _divide(c["predictions_exact"], c["predictions_scored"]))
+    m.mean("prediction_scored_rate", 100.0 * _divide(c["predictions_scored"], c["predictions"]))
     for i, name in enumerate(arrays.achievements):
         m.mean(f"achievement/{name}", 100.0 * arrays.unlocked[:, i])
     for task in arrays.task_types:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.S | re.I)
 ACTION_TAG_RE = re.compile(r"<action>(.*?)</action>", re.S | re.I)
@@ -82,3 +82,78 @@ def parse_reply(
     actions = [a for a in (canonical(c) for c in candidates[:max_actions]) if a is not None]
     ok = bool(candidates) and len(actions) == len(candidates[:max_actions])
     return actions, ok and bool(actions)
+
+
+# ------------------------------------------------------------------------------------- world-model predictions
+#
+# A prediction is scored when it names changes as `name +N` / `name -N` items (also `+N name`, `name: +N`), with
+# `unlock <achievement>` as shorthand for `<achievement> +1`, or says there is no change ("no change", "nothing",
+# "none"). Names are the environment's (`TextEnv.prediction_quantity` maps them); other words are free text.
+
+_AMOUNT = r"[+\-\u2212]\s?\d+"
+_WORDS = r"[a-z][a-z0-9_]*(?:[ \t-]+[a-z][a-z0-9_]*){0,3}"
+_NAME_AMOUNT_RE = re.compile(rf"({_WORDS})[ \t]*[:=]?[ \t]*({_AMOUNT})\b", re.I)
+_AMOUNT_NAME_RE = re.compile(rf"({_AMOUNT})[ \t]+({_WORDS})", re.I)
+_UNLOCK_RE = re.compile(rf"\bunlock(?:s|ed|ing)?\b[ \t]*:?[ \t]*({_WORDS})", re.I)
+_NO_CHANGE_RE = re.compile(r"^\W*(?:no(?:thing)?\s+(?:will\s+)?change[sd]?|nothing(?:\s+happens)?|none|unchanged"
+                           r"|no\s+changes?)\W*$", re.I)
+
+QuantityName = Callable[[str], Optional[str]]
+
+
+def parse_prediction(reply: Optional[str]) -> Optional[str]:
+    """The text of the reply's `<prediction>...</prediction>` (outside `<think>`, several joined by newlines,
+    stripped); None when the reply holds none or only an empty one."""
+    _, body = split_reasoning(reply or "")
+    found = [p.strip() for p in PREDICTION_RE.findall(body)]
+    text = "\n".join(p for p in found if p)
+    return text or None
+
+
+def _name(words: str, quantity: QuantityName, side: str) -> Optional[str]:
+    """The environment's quantity named by the words next to the amount, which sit on `side` ("end": `I expect
+    wood +1`; "start": `+1 wood from the tree`): the longest run of them that is a name (`iron pickaxe` before
+    `pickaxe`)."""
+    parts = re.split(r"[ \t-]+", words.strip())
+    for n in range(len(parts), 0, -1):
+        chunk = parts[-n:] if side == "end" else parts[:n]
+        name = quantity("_".join(chunk).lower())
+        if name is not None:
+            return name
+    return None
+
+
+def parse_changes(text: Optional[str], quantity: QuantityName,
+                  achievements: Sequence[str] = ()) -> Optional[dict[str, int]]:
+    """A prediction's claimed changes, {quantity: signed amount} ({} = "no change"); None when it names none in
+    the scored form (free text only). A quantity named twice keeps the sum of its amounts."""
+    if not text or not text.strip():
+        return None
+    if _NO_CHANGE_RE.match(text.strip()):
+        return {}
+    out: dict[str, int] = {}
+    used: list[tuple[int, int]] = []  # spans of amounts already read (`wood +1 stone -1`: -1 is stone's)
+
+    def add(name: Optional[str], amount: str) -> None:
+        if name is not None:
+            value = int(re.sub(r"\s", "", amount).replace("\u2212", "-"))
+            out[name] = out.get(name, 0) + value
+
+    for m in _NAME_AMOUNT_RE.finditer(text):
+        name = _name(m.group(1), quantity, "end")
+        if name is not None:
+            add(name, m.group(2))
+            used.append(m.span(2))
+    for m in _AMOUNT_NAME_RE.finditer(text):
+        if any(a <= m.start(1) < b for a, b in used):
+            continue
+        add(_name(m.group(2), quantity, "start"), m.group(1))
+    known = set(achievements)
+    for m in _UNLOCK_RE.finditer(text):
+        name = _name(m.group(1), quantity, "start")
+        if name in known and name not in out:
+            out[name] = 1
+    if not out:
+        # "no change" inside a longer text still says so, when nothing else was claimed
+        return {} if re.search(r"\bno\s+changes?\b|\bnothing\s+(?:will\s+)?changes?\b", text, re.I) else None
+    return {k: v for k, v in out.items() if v != 0}  # `wood +1, wood -1` nets to no change

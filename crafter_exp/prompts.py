@@ -17,7 +17,8 @@ FORMAT_INSTRUCTIONS = {
     ),
     "world_model": (
         "Reply in this format:\n<think>your brief reasoning</think>\n"
-        "<prediction>what you expect to observe next</prediction>\n<action>one action name</action>"
+        "<prediction>what you expect to observe next: the changes, as `name +N` / `name -N` separated by commas "
+        "(e.g. `wood +1, energy -1`), or `no change`</prediction>\n<action>one action name</action>"
     ),
     "bare": "Reply with one action name only.",
 }

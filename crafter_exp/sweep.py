@@ -9,7 +9,8 @@
   `on_job_start` runs in the worker: it exports the parent's id as `CRAFTER_EXP_PARENT_RUN_ID` there, for
   stages to nest under.
 - each job writes `<job output dir>/result.json`: {"metrics": {policy_label: {metric: value}}, "overrides": [...]}
-  (`write_job_result`, called by the pipeline and compare stages when they run under Hydra).
+  (`write_job_result`, called by the pipeline and compare stages when they run under Hydra; for every other
+  stage the entrypoint writes the stage's headline metrics with `report_job`).
 - `on_multirun_end` (main process) reads every job's result.json, writes a table (CSV + Markdown) and a figure of
   `sweep.metric` against the swept values to `<sweep dir>/sweep_summary/`, logs them to the parent run and ends it.
 
@@ -64,6 +65,34 @@ def write_job_result(metrics: dict[str, dict[str, float]], **extra: Any) -> Opti
     return write_json_atomic(job_dir / RESULT_FILE, payload)
 
 
+# what each stage reports when it does not write its own result.json (pipeline and compare do): its headline
+# metrics, the same ones its console summary prints
+TRAIN_HEADLINE = ("train_loss", "eval_loss", "eval_reply_accuracy", "trained_tokens", "tokens_per_s", "train_time_s",
+                  "steps")
+FILTER_HEADLINE = ("examples", "episodes")
+
+
+def stage_metrics(stage: str, result: Any) -> dict[str, dict[str, float]]:
+    """{stage: {metric: value}}: the headline numbers of a stage's result (empty for stages that have none)."""
+    from crafter_exp.stages.rollout import HEADLINE
+
+    values = dict(getattr(result, "metrics", None) or {})  # rollout, eval, train
+    values.update({k: getattr(result, k) for k in FILTER_HEADLINE if hasattr(result, k) and k not in values})
+    keys = {"rollout": HEADLINE, "eval": HEADLINE, "train": TRAIN_HEADLINE, "filter": FILTER_HEADLINE}.get(stage, ())
+    return {stage: {k: float(values[k]) for k in keys
+                    if isinstance(values.get(k), (int, float)) and not isinstance(values.get(k), bool)}}
+
+
+def report_job(stage: str, result: Any) -> Optional[Path]:
+    """After a stage ran under Hydra: its result.json, unless the stage wrote its own (pipeline, compare)."""
+    job_dir = hydra_job_dir()
+    if job_dir is None or (job_dir / RESULT_FILE).exists():
+        return None
+    extra = {k: str(getattr(result, k)) for k in ("run_id", "mlflow_run_id", "checkpoint", "path")
+             if getattr(result, k, None) is not None}
+    return write_job_result(stage_metrics(stage, result), stage=stage, **extra)
+
+
 # ------------------------------------------------------------------------------------------------ summary
 
 
@@ -106,6 +135,21 @@ def summary_table(results: list[dict[str, Any]], metric: str) -> tuple[pd.DataFr
     return table, swept
 
 
+def all_metrics_table(results: list[dict[str, Any]], swept: list[str], max_metrics: int = 10) -> pd.DataFrame:
+    """One row per (job, policy): the swept values and every metric reported (the first `max_metrics` names)."""
+    rows: list[dict[str, Any]] = []
+    names: list[str] = []
+    for result in results:
+        overrides = dict(_split_override(o) for o in result.get("overrides", []))
+        for policy, values in (result.get("metrics") or {}).items():
+            values = values if isinstance(values, dict) else {}
+            names.extend(k for k in values if k not in names)
+            rows.append({"job": result["job"], **{k: str(overrides.get(k)) for k in swept}, "policy": policy,
+                         **values})
+    names = names[:max_metrics]
+    return pd.DataFrame(rows, columns=["job", *swept, "policy", *names])
+
+
 def write_summary(sweep_dir: str | Path, metric: str, status: str = "finished") -> dict[str, Path]:
     """Write the sweep summary (CSV, Markdown, figure, manifest last) under `<sweep_dir>/sweep_summary/`."""
     from crafter_exp import figures
@@ -144,6 +188,11 @@ def write_summary(sweep_dir: str | Path, metric: str, status: str = "finished") 
         lines.append("No job reported a result.")
     if "figure" in files:
         lines += ["", f"![{metric}]({files['figure'].name})"]
+    every = all_metrics_table(results, swept)
+    if len(every):
+        lines += ["", "## Every reported metric", "",
+                  markdown_table(list(map(str, every.columns)),
+                                 [[v if isinstance(v, str) else fmt(v) for v in row] for row in every.values])]
     files["markdown"] = write("summary.md", "\n".join(lines) + "\n")
     manifest = {"kind": "sweep_summary", "metric": metric, "status": status, "jobs": [r["job"] for r in results],
                 "swept": swept, "files": {k: p.name for k, p in files.items()}}
@@ -245,4 +294,4 @@ class SweepCallback(Callback):
         self.parent_run_id = None
 
 
-__all__ = ["SweepCallback", "write_job_result", "read_results", "summary_table", "write_summary", "PARENT_ENV"]
+__all__ = ["SweepCallback", "write_job_result", "report_job", "stage_metrics", "all_metrics_table", "read_results", "summary_table", "write_summary", "PARENT_ENV"]

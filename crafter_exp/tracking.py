@@ -163,6 +163,104 @@ def log_dataframe_input(df: Any, name: str, source: str, context: str, digest: O
     return dataset.digest
 
 
+TRACE_MODES = ("llm", "all", "off")
+
+
+def check_traces_mode(mode: str, episodes: Optional[int] = None) -> None:
+    from crafter_exp.errors import UserError
+
+    if mode not in TRACE_MODES:
+        raise UserError(f"unknown tracking.traces {mode!r} ({', '.join(TRACE_MODES)})")
+    if episodes is not None and episodes < 0:
+        raise UserError(f"tracking.trace_episodes must be >= 0 or null, got {episodes}")
+
+
+def wants_trace(mode: str, calls: list[dict[str, Any]]) -> bool:
+    """Whether an episode gets an MLflow trace: `all`, or `llm` and the episode made model calls."""
+    return mode == "all" or (mode == "llm" and bool(calls))
+
+
+def _turn_times(start_ns: int, wall_ns: int, steps: list[dict[str, Any]],
+                latency: dict[int, float]) -> list[tuple[int, int]]:
+    """(start, end) of each turn: the store keeps no per-turn clock, so each turn lasts its model calls' latency
+    plus an equal share of the rest of the episode's wall time (turns are sequential within an episode)."""
+    spent = [int(latency.get(int(s["turn"]), 0.0) * 1e9) for s in steps]
+    rest = max(0, wall_ns - sum(spent)) // max(1, len(steps))
+    times, t = [], start_ns
+    for ns in spent:
+        times.append((t, t + ns + rest))
+        t += ns + rest
+    return times
+
+
+def log_episode_traces(episodes: list[tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]]) -> list[str]:
+    """One MLflow trace per episode, linked to the active run: a root span (seed, model -> achievements, reward,
+    termination) with one child span per turn (inputs: the observation; outputs: the reply, the parsed actions, the
+    reward; attributes: tokens, latency). `episodes`: (episode row, step rows, llm_call rows) as in the trace store.
+    Returns the trace ids (none when no run is active)."""
+    import time
+
+    import mlflow
+    from mlflow.entities import SpanType
+    from mlflow.tracing.constant import SpanAttributeKey
+
+    run = mlflow.active_run()
+    if run is None or not episodes:
+        return []
+    client = mlflow.MlflowClient()
+    ids = []
+    now = time.time_ns()
+    for episode, steps, calls in episodes:
+        wall_ns = int(float(episode.get("wall_time_s") or 0.0) * 1e9)
+        start = now - wall_ns
+        latency: dict[int, float] = {}
+        tokens: dict[int, tuple[int, int]] = {}
+        models: dict[int, str] = {}
+        for c in calls:
+            turn = int(c["turn"])
+            latency[turn] = latency.get(turn, 0.0) + float(c.get("latency_s") or 0.0)
+            p, q = tokens.get(turn, (0, 0))
+            tokens[turn] = (p + int(c.get("prompt_tokens") or 0), q + int(c.get("completion_tokens") or 0))
+            if c.get("model"):
+                models[turn] = str(c["model"])
+        seed = int(episode["seed"])
+        root = client.start_trace(
+            name=f"episode {seed}", span_type=SpanType.AGENT,
+            inputs={"seed": seed, "env": episode.get("env"), "model": episode.get("model")},
+            tags={"trace_run_id": str(episode.get("run_id")), "seed": str(seed), "model": str(episode.get("model")),
+                  "env": str(episode.get("env"))},
+            experiment_id=run.info.experiment_id, run_id=run.info.run_id, start_time_ns=start)
+        for step, (t0, t1) in zip(steps, _turn_times(start, wall_ns, steps, latency)):
+            turn = int(step["turn"])
+            attributes: dict[str, Any] = {"turn": turn, "step": step.get("step"), "parse_ok": step.get("parse_ok"),
+                                          "valid": step.get("valid")}
+            if turn in tokens:
+                p, q = tokens[turn]
+                attributes[SpanAttributeKey.CHAT_USAGE] = {"input_tokens": p, "output_tokens": q,
+                                                           "total_tokens": p + q}
+                attributes["latency_s"] = latency.get(turn, 0.0)
+                attributes["model"] = models.get(turn)
+            span = client.start_span(
+                name=f"turn {turn}", trace_id=root.trace_id, parent_id=root.span_id,
+                span_type=SpanType.LLM if turn in tokens else SpanType.CHAIN,
+                inputs={"observation": step.get("observation")}, start_time_ns=t0)
+            client.end_span(root.trace_id, span.span_id, end_time_ns=t1, attributes=attributes, outputs={
+                "reply": step.get("reply"), "actions": list(step.get("actions") or []),
+                "reward": float(step.get("reward") or 0.0), "unlocked": list(step.get("unlocked") or [])})
+        client.end_trace(root.trace_id, end_time_ns=start + wall_ns, outputs={
+            "achievements": list(episode.get("achievements") or []), "total_reward": episode.get("total_reward"),
+            "steps": episode.get("steps"), "termination": episode.get("termination")})
+        ids.append(root.trace_id)
+    return ids
+
+
+def flush_traces() -> None:
+    """Wait until every trace is written (MLflow exports them in a background thread)."""
+    import mlflow
+
+    mlflow.flush_trace_async_logging()
+
+
 def active_run_id() -> Optional[str]:
     try:
         import mlflow
@@ -183,4 +281,8 @@ __all__ = [
     "log_file",
     "log_dataframe_input",
     "active_run_id",
+    "log_episode_traces",
+    "flush_traces",
+    "wants_trace",
+    "check_traces_mode",
 ]

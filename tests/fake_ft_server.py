@@ -157,6 +157,8 @@ class FakeFineTuningServer:
     def _create_job(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if body.get("training_file") not in self.files:
             return 400, _error(f"invalid training_file: {body.get('training_file')}", "invalid_request_error")
+        if body.get("validation_file") is not None and body["validation_file"] not in self.files:
+            return 400, _error(f"invalid validation_file: {body['validation_file']}", "invalid_request_error")
         job_id = f"ftjob-{len(self.jobs) + 1:04d}"
         hp = (body.get("method") or {}).get("supervised", {}).get("hyperparameters") or body.get("hyperparameters") or {}
         self.jobs[job_id] = {

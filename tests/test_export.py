@@ -152,7 +152,10 @@ def test_parquet_split_by_episode(tmp_path):
     assert len(train) + len(val) == result.examples == sum(3 + s % 3 for s in range(20))
     row = train.iloc[0]
     assert row["prompt_data"]["content"].startswith("system: ") and row["response_data"]["content"]
-    assert list(row["messages"][-1].keys()) == ["role", "content"] and row["messages"][-1]["role"] == "assistant"
+    assert list(row["messages"][-1].keys()) == ["role", "content", "weight"] and row["messages"][-1]["role"] == "assistant"
+    # history replies are context (weight 0), the target is learned (no weight: absent means 1)
+    assert [m["weight"] for m in row["messages"] if m["role"] == "assistant"][-1] is None
+    assert all(m["weight"] == 0 for m in row["messages"][:-1] if m["role"] == "assistant")
     assert row["reward_model"]["ground_truth"] in ("do", "move_left")
     csv = pd.read_csv(out / "val.csv")
     assert len(csv) == len(val) and json.loads(csv["messages"].iloc[0])[0]["role"] == "system"

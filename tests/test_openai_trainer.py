@@ -16,6 +16,7 @@ from crafter_exp.training.openai_jobs import (
     FineTuneJobError,
     cancel_openai_job,
     find_training_file,
+    find_validation_file,
     read_state,
     run_openai_job,
     validate_chat_jsonl,
@@ -286,6 +287,9 @@ def test_find_training_file_from_manifest(tmp_path):
     d.mkdir()
     (d / "manifest.json").write_text(json.dumps({"format": "openai_chat", "files": ["train.jsonl", "val.jsonl"]}))
     assert find_training_file(d) == d / "train.jsonl"
+    assert find_validation_file(d) == d / "val.jsonl"
+    (d / "manifest.json").write_text(json.dumps({"format": "openai_chat", "files": ["train.jsonl"]}))
+    assert find_validation_file(d) is None
     (d / "manifest.json").write_text(json.dumps({"format": "parquet", "files": ["train.parquet"]}))
     with pytest.raises(ValueError, match="filter.format=openai_chat"):
         find_training_file(d)
@@ -330,6 +334,10 @@ def test_train_stage_writes_openai_checkpoint_manifest_and_mlflow_run(request, p
     assert manifest["job_id"] == "ftjob-0001" and manifest["base_url"] == server.base_url
     assert manifest["prompt"]["template"] == "standard" and manifest["dataset_digest"] == "d1g3st"
     assert server.files["file-0001"]["filename"] == "train.jsonl"  # the train split, not val
+    # the val split is the job's validation file
+    assert server.files["file-0002"]["filename"] == "val.jsonl"
+    assert server.jobs["ftjob-0001"]["request"]["validation_file"] == "file-0002"
+    assert manifest["validation_file"] == "file-0002"
     after = out.policy_after()
     assert after.model == manifest["fine_tuned_model"] and after.base_url == server.base_url
     assert out.policy_before().model == "gpt-4o-mini-2024-07-18"
@@ -345,7 +353,8 @@ def test_train_stage_writes_openai_checkpoint_manifest_and_mlflow_run(request, p
     assert again.job is None and again.fine_tuned_model == manifest["fine_tuned_model"] and len(server.requests) == n
     # retrain: a new job, even though the state file records a succeeded one
     renewed = train_openai(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, retrain=True)))
-    assert renewed.job.job_id == "ftjob-0002" and not renewed.skipped and len(server.files) == 1  # file reused
+    assert renewed.job.job_id == "ftjob-0002" and not renewed.skipped and len(server.files) == 2  # files reused
+    assert server.jobs["ftjob-0002"]["request"]["validation_file"] == "file-0002"
 
     # a failed job: raised with the service's message, recorded in MLflow, the complete checkpoint left untouched
     server.scenario.outcome = "failure"
@@ -386,3 +395,37 @@ def test_cli_train_openai_success_and_missing_key(request, project, key):
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
     assert f"environment variable {KEY_ENV} is not set" in missing.stderr and len(server.requests) == n
     assert_no_canary(project)
+
+
+def test_export_val_split_becomes_the_jobs_validation_file(request, tmp_path, key):
+    """filter.val_fraction on a JSONL export writes val.jsonl (by episode); the job gets it as validation_file."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from filter_fixtures import build_store, make_episode
+    from test_filter import cfg_for
+
+    from crafter_exp.stages import filter as F
+
+    home = tmp_path / "home"
+    build_store(home / "data" / "traces.duckdb", [make_episode("run-v", s, turns=3) for s in range(10)],
+                run_id="run-v", name="exp")
+    out = F.filter_and_export(cfg_for(home, "filter.val_fraction=0.2", f"filter.output={tmp_path / 'ds'}"),
+                              progress=False).path
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["files"] == ["train.jsonl", "val.jsonl"]
+    assert manifest["splits"] == {"train": {"examples": 24, "episodes": 8}, "val": {"examples": 6, "episodes": 2}}
+    server = serve(request)
+    result = run_openai_job(tcfg(server), find_training_file(out), tmp_path / "ckpt",
+                            validation_file=find_validation_file(out))
+    sent = server.jobs[result.job_id]["request"]
+    assert server.files[sent["training_file"]]["content"] == (out / "train.jsonl").read_bytes()
+    assert server.files[sent["validation_file"]]["content"] == (out / "val.jsonl").read_bytes()
+    assert read_state(tmp_path / "ckpt")["validation_file"] == sent["validation_file"]
+    # a broken validation line is named before any request
+    (out / "val.jsonl").write_text("{broken\n")
+    n = len(server.requests)
+    with pytest.raises(ValueError, match=r"val\.jsonl:1"):
+        run_openai_job(tcfg(server), find_training_file(out), tmp_path / "ckpt2",
+                       validation_file=find_validation_file(out))
+    assert len(server.requests) == n

@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from crafter_exp.envs.base import Observation, StepResult, TextEnv
+from crafter_exp.envs.base import Observation, StepResult, TextEnv, prediction_f1
 
 __all__ = [
     "Observation", "StepResult", "TextEnv", "ENVIRONMENTS", "env_class", "make_env", "check_env_config",
-    "env_achievements", "env_instructions", "env_primary_metric", "held_out_env_config",
+    "env_achievements", "env_instructions", "env_primary_metric", "held_out_env_config", "prediction_f1",
 ]
 
 # env name -> (module, TextEnv subclass); modules import lazily (ALFWorld is an optional extra)

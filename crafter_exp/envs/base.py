@@ -72,5 +72,27 @@ class TextEnv(ABC):
         """Episode-level facts for the trace store once done: `success` (bool|None), `task_type` (str|None)."""
         return {"success": None, "task_type": None}
 
+    def state_change(self, before: Observation, after: Observation, unlocked: list[str]) -> Optional[dict[str, int]]:
+        """What changed over one turn, as {quantity: signed amount} (only nonzero ones; {} = nothing changed), the
+        truth world-model predictions are scored against (`prediction_f1`). None = this environment does not score
+        predictions (the default: they are stored as text only)."""
+        return None
+
+    def prediction_quantity(self, name: str) -> Optional[str]:
+        """The quantity of `state_change` a name in a prediction means (lower case, `_` for spaces), or None."""
+        return None
+
     def close(self) -> None:
         """Release resources."""
+
+
+def prediction_f1(predicted: dict[str, int], actual: dict[str, int]) -> float:
+    """F1 of a turn's predicted changes against the actual ones, both {quantity: signed amount}.
+
+    A predicted change is right when the same quantity changed by exactly that amount (`wood +1` vs `wood +2` is
+    wrong). F1 = 2 * right / (predicted + actual); a correct prediction of no change ({} vs {}) scores 1.
+    """
+    if not predicted and not actual:
+        return 1.0
+    right = sum(1 for name, amount in predicted.items() if actual.get(name) == amount)
+    return 2.0 * right / (len(predicted) + len(actual))

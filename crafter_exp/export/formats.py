@@ -15,10 +15,13 @@ Per-turn examples (one per kept turn, the prompt the policy saw: system + histor
 - single_turn   {"prompt_data": {"content": "system: ...\\nuser: ..."}, "response_data": {"content": reply}}
                 (the AlfWorld workflow's single-turn SFT keys)
 Multi-turn (one example per episode: the whole conversation up to its last kept turn): openai_chat (assistant
-messages carry "weight": 1 for kept turns, 0 for the others, OpenAI's per-message training weight) and
-vertex_gemini (every model turn trained).
+messages carry "weight": 1 for kept turns, 0 for the others, OpenAI's per-message training weight),
+openai_tools (each reply an `interact` tool call with that weight, answered by a tool message
+{"role": "tool", "tool_call_id": ..., "content": "Played: <actions>."} before the next observation, as the
+OpenAI format requires of every call but the last) and vertex_gemini (every model turn trained: Gemini's format
+has no per-turn weight).
 - parquet (writer.py; the AlfWorld workflow's single- and multi-turn SFT files): train.parquet / val.parquet
-  (split by episode), rows {data_source, messages: [{role, content}], prompt_data: {content}, response_data:
+  (split by episode), rows {data_source, messages: [{role, content, weight}], prompt_data: {content}, response_data:
   {content}, ability, reward_model: {style, ground_truth = the executed actions}, extra_info: {run_id, seed, turn,
   split, reward}}; train.csv / val.csv (messages as JSON text); raw_trajectories.json (every turn of every
   exported episode, with a `kept` flag).
@@ -85,7 +88,16 @@ TOOLS = Rendering(
         "'tool_calls': [{'id': 'call_' || turn::VARCHAR, 'type': 'function', 'function': {'name': 'interact', "
         "'arguments': to_json({'actions': coalesce(actions, [])::VARCHAR[]})::VARCHAR}}]})::VARCHAR"
     ),
-    turn=CHAT.reply,
+    # multi-turn: the tool call with its weight, then the call's answer unless it is the conversation's last turn
+    turn=(
+        "to_json({'role': 'assistant', 'content': CASE WHEN $keep_reasoning THEN " + REASONING + " END, "
+        "'tool_calls': [{'id': 'call_' || turn::VARCHAR, 'type': 'function', 'function': {'name': 'interact', "
+        "'arguments': to_json({'actions': coalesce(actions, [])::VARCHAR[]})::VARCHAR}}], "
+        "'weight': CASE WHEN keep THEN 1 ELSE 0 END})::VARCHAR || CASE WHEN turn < last_kept THEN ',' || "
+        "to_json({'role': 'tool', 'tool_call_id': 'call_' || turn::VARCHAR, "
+        "'content': 'Played: ' || coalesce(nullif(array_to_string(coalesce(actions, [])::VARCHAR[], ', '), ''), "
+        "'nothing') || '.'})::VARCHAR ELSE '' END"
+    ),
     const=CHAT.const,
     sep="','",
 )
@@ -219,13 +231,19 @@ def _vertex_system(st: Statement) -> str:
     return st.const(f"\"systemInstruction\":{sys},")
 
 
-def multi_turn_line(fmt: str, st: Statement, end: str = "''") -> str:
+def multi_turn_line(fmt: str, st: Statement, end: str = "''", tools_json: Optional[str] = None) -> str:
     """SQL aggregate (GROUP BY episode, rows up to the last kept turn): one JSONL line per episode."""
     if fmt == "openai_chat":
         st.use(CHAT)
         head = st.const(system_chat(st.layout.system) + ",") if st.layout.system is not None else "''"
         body = f"string_agg(concat(u_chat, ',', {CHAT.turn}), ',' ORDER BY turn)"
         return f"""concat('{{"messages":[', {head}, {body}, ']}}', {end})"""
+    if fmt == "openai_tools":
+        st.use(TOOLS)
+        head = st.const(system_chat(st.layout.system) + ",") if st.layout.system is not None else "''"
+        tools = st.const(tools_json or "[]")
+        body = f"string_agg(concat(u_tools, ',', {TOOLS.turn}), ',' ORDER BY turn)"
+        return f"""concat('{{"messages":[', {head}, {body}, '],"tools":', {tools}, '}}', {end})"""
     if fmt == "vertex_gemini":
         st.use(VERTEX)
         body = f"string_agg(concat(u_vertex, ',', {VERTEX.turn}), ',' ORDER BY turn)"

@@ -348,7 +348,10 @@ def validate_parquet_folder(folder: Path, files: list[str], count: Callable[[str
         for row_number, row in enumerate(rows, start=1):
             report.lines += 1
             try:
-                prompt, trained = check_chat({"messages": row["messages"]}, False, count)
+                # a struct column gives every message every field: a null weight is an absent one
+                messages = [{k: v for k, v in m.items() if v is not None or k != "weight"} if isinstance(m, dict)
+                            else m for m in row["messages"] or []]
+                prompt, trained = check_chat({"messages": messages}, False, count)
             except Broken as exc:
                 report.error(row_number, f"{name}: {exc}")
                 continue

@@ -34,7 +34,10 @@ from crafter_exp.filtering.select import Db, arrow_table, map_chunks, run_params
 from crafter_exp.filtering.steps import as_arrow, chunk_params, chunk_sql, chunk_steps, chunks, step_params
 
 JSONL_FILE = "train.jsonl"
-MESSAGES_TYPE = '[{"role":"VARCHAR","content":"VARCHAR"}]'
+VAL_JSONL_FILE = "val.jsonl"
+# `weight` is OpenAI's per-message training weight: 0 on context replies, 1 on learned ones, null on the others
+# (and on a per-turn example's target: absent means learned). Chat templates ignore the extra key.
+MESSAGES_TYPE = '[{"role":"VARCHAR","content":"VARCHAR","weight":"INTEGER"}]'
 
 
 @dataclass
@@ -186,7 +189,7 @@ def write_jsonl(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writte
     st.params["keep_reasoning"] = bool(fcfg.keep_reasoning)
     # lines end with their newline, so that a batch of them is written as one buffer
     if fcfg.multi_turn:
-        line = multi_turn_line(fmt, st, end="chr(10)")
+        line = multi_turn_line(fmt, st, end="chr(10)", tools_json=_tools_json(plan))
         sql = (_relations(plan, st, ("last_kept",), lags=False)
                + f"SELECT ep_order, 0 AS turn, {line} AS line FROM h WHERE turn <= last_kept GROUP BY ep_order")
     else:
@@ -202,25 +205,47 @@ def write_jsonl(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writte
         return _in_order(arrow_table(con, sql, {**params, **chunk_params(chunk)}))
 
     tmp = out_dir / (JSONL_FILE + ".tmp")
+    val_tmp = out_dir / (VAL_JSONL_FILE + ".tmp")
     hasher = _hasher(JSONL_FILE)
-    with open(tmp, "wb") as f, session(plan.db, fcfg.memory_limit) as rs:
-        for chunk, table in map_chunks(rs, chunks(plan.episodes, _chunk_steps(plan, rs)), work, fcfg.threads,
-                                          chunk_steps):
-            for batch in table.to_batches():
-                eps = batch.column("ep_order").to_numpy()
-                lines = batch.column("line")
-                if fcfg.dedupe:
-                    mask = np.array([dedupe.keep(t) for t in lines.to_pylist()], dtype=bool)
-                    eps, lines = eps[mask], lines.filter(pa.array(mask))
-                data = _line_bytes(lines)
-                f.write(data)
-                hasher.update(data)
-                per_episode += np.bincount(eps, minlength=len(per_episode))
-            del table
-            if progress is not None:
-                progress.update(chunk_steps(chunk))
-    return Written([JSONL_FILE], int(per_episode.sum()), int((per_episode > 0).sum()), hasher.hexdigest()[:32],
-                   dedupe.dropped, per_episode=per_episode, tmp_files=[(JSONL_FILE, tmp)])
+    # the validation split (filter.val_fraction, by episode) goes to val.jsonl; ep_order -> is it a val episode
+    is_val = np.zeros(len(plan.episodes), dtype=bool)  # ep_order numbers the plan's episodes 0..n-1
+    is_val[plan.episodes["ep_order"].to_numpy()] = plan.episodes["split"].to_numpy() == "val"
+    val_file = open(val_tmp, "wb") if is_val.any() else None
+    try:
+        with open(tmp, "wb") as f, session(plan.db, fcfg.memory_limit) as rs:
+            for chunk, table in map_chunks(rs, chunks(plan.episodes, _chunk_steps(plan, rs)), work, fcfg.threads,
+                                           chunk_steps):
+                for batch in table.to_batches():
+                    eps = batch.column("ep_order").to_numpy()
+                    lines = batch.column("line")
+                    if fcfg.dedupe:
+                        mask = np.array([dedupe.keep(t) for t in lines.to_pylist()], dtype=bool)
+                        eps, lines = eps[mask], lines.filter(pa.array(mask))
+                    per_episode += np.bincount(eps, minlength=len(per_episode))
+                    if val_file is not None:
+                        val = is_val[eps]
+                        val_file.write(_line_bytes(lines.filter(pa.array(val))))
+                        lines = lines.filter(pa.array(~val))
+                    data = _line_bytes(lines)
+                    f.write(data)
+                    hasher.update(data)
+                del table
+                if progress is not None:
+                    progress.update(chunk_steps(chunk))
+    finally:
+        if val_file is not None:
+            val_file.close()
+    if val_file is not None and not per_episode[is_val].any():  # the val episodes kept no turn: no val file
+        val_tmp.unlink(missing_ok=True)
+        val_file = None
+    if val_file is None:
+        return Written([JSONL_FILE], int(per_episode.sum()), int((per_episode > 0).sum()), hasher.hexdigest()[:32],
+                       dedupe.dropped, per_episode=per_episode, tmp_files=[(JSONL_FILE, tmp)])
+    files = [(JSONL_FILE, tmp), (VAL_JSONL_FILE, val_tmp)]
+    splits = {name: {"examples": int(per_episode[mask].sum()), "episodes": int((per_episode[mask] > 0).sum())}
+              for name, mask in (("train", ~is_val), ("val", is_val))}
+    return Written([JSONL_FILE, VAL_JSONL_FILE], int(per_episode.sum()), int((per_episode > 0).sum()),
+                   dataset_digest(files), dedupe.dropped, splits=splits, per_episode=per_episode, tmp_files=files)
 
 
 # ------------------------------------------------------------------------------------------------- parquet
@@ -246,7 +271,7 @@ def _parquet_sql(plan: ExportPlan, st: Statement) -> str:
     sys_text = (st.const(system_text(st.layout.system)) + " || chr(10)") if st.layout.system is not None else "''"
     select = (
         f"SELECT ep_order, max(turn) AS turn, any_value(split) AS split, {ds} AS data_source,"
-        f" '[' || {sys_chat} || string_agg(u_chat || ',' || a_chat, ',' ORDER BY turn) || ']' AS messages_json,"
+        f" '[' || {sys_chat} || string_agg(u_chat || ',' || {CHAT.turn}, ',' ORDER BY turn) || ']' AS messages_json,"
         f" {sys_text} || string_agg(CASE WHEN turn < last_kept THEN u_text || chr(10) || a_text ELSE u_text END,"
         f" chr(10) ORDER BY turn) AS prompt,"
         f" max_by(reply_out, turn) AS response, array_to_string(max_by(actions, turn), chr(10)) AS ground_truth,"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from crafter_exp.errors import UserError
 from crafter_exp.filtering.quality import check_weights, counted_achievements_sql, quality_params, quality_sql
 
 STEP_MODES = ("all", "achievement", "window", "reward")
@@ -62,11 +63,15 @@ def check_filter_config(fcfg: Any, achievements: Optional[Sequence[str]] = None)
         value = getattr(fcfg, key)
         if value is not None and value < 1:
             raise ValueError(f"filter.{key} must be >= 1, got {value}")
+    for key in ("min_prediction_f1", "step_min_prediction_f1"):
+        value = getattr(fcfg, key)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise UserError(f"filter.{key} must be in [0, 1], got {value}")
     if fcfg.window < 0:
         raise ValueError(f"filter.window must be >= 0, got {fcfg.window}")
-    if not 0.0 <= fcfg.val_fraction < 1.0:
+    if fcfg.val_fraction is not None and not 0.0 <= fcfg.val_fraction < 1.0:
         raise ValueError(f"filter.val_fraction must be in [0, 1), got {fcfg.val_fraction}")
-    if fcfg.multi_turn and fcfg.format in ("single_turn", "openai_tools"):
+    if fcfg.multi_turn and fcfg.format == "single_turn":
         raise ValueError(f"filter.format={fcfg.format} exports one example per turn; set filter.multi_turn=false")
     # contradictory bounds: no episode could ever pass
     for low, high in (("min_achievements", "max_achievements"), ("min_reward", "max_reward")):
@@ -142,6 +147,10 @@ def episode_criteria(fcfg: Any) -> list[Criterion]:
         add("no_api_errors", "e.termination IS DISTINCT FROM 'api_error'")
     if fcfg.min_quality is not None:
         add("min_quality", f"{QUALITY} >= $min_quality", min_quality=float(fcfg.min_quality))
+    if fcfg.min_prediction_f1 is not None:
+        # NULL (no scored prediction, or an env that scores none) fails, as a comparison with NULL does
+        add("min_prediction_f1", "e.prediction_f1 >= $min_prediction_f1",
+            min_prediction_f1=float(fcfg.min_prediction_f1))
     return out
 
 

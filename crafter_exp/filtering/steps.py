@@ -5,7 +5,8 @@ Modes (`filter.step_mode`):
 - `achievement`: turns that unlocked an achievement (not counting `exclude_achievements`);
 - `window`: those turns and the `window` turns before each (the lead-up that earned it);
 - `reward`: turns whose reward >= `min_step_reward` (the default 0.0 drops turns that lost health in Crafter).
-`drop_unparsed` also drops turns whose reply failed to parse (played as the fallback action).
+`drop_unparsed` also drops turns whose reply failed to parse (played as the fallback action);
+`step_min_prediction_f1` keeps only turns whose world-model prediction scored at least that F1.
 
 Steps are read a chunk of episodes at a time (`chunk_sql`): a few consecutive seeds of one run, so that DuckDB's
 min/max statistics skip every row group outside the chunk and memory stays bounded however big the store is.
@@ -31,6 +32,12 @@ REASONING = (
     "nullif(regexp_replace(regexp_extract(reply, '(?is)<think>(.*?)(?:</think>|$)', 1), '^\\s+|\\s+$', '', 'g'), ''))"
 )
 
+NO_PREDICTION = (
+    # keep_predictions=false: drop each <prediction>...</prediction> with the whitespace before it, then outer
+    # whitespace ("<think>..</think>\n<prediction>..</prediction>\n<action>do</action>" keeps think + action)
+    "regexp_replace(regexp_replace({reply}, '(?is)\\s*<prediction>.*?</prediction>', '', 'g'), '^\\s+|\\s+$', '', 'g')"
+)
+
 STEP_COLUMNS = ("run_id", "seed", "turn", "observation", "reply", "reasoning", "actions", "parse_ok", "reward",
                 "unlocked")
 
@@ -49,20 +56,29 @@ def keep_sql(fcfg: Any) -> str:
         base = "coalesce(reward, 0) >= $min_step_reward"
     else:
         raise ValueError(f"unknown filter.step_mode {mode!r}")
+    if fcfg.step_min_prediction_f1 is not None:
+        base = f"({base}) AND coalesce(prediction_f1 >= $step_min_prediction_f1, FALSE)"  # unscored: dropped
     return f"({base}) AND (parse_ok IS NOT FALSE)" if fcfg.drop_unparsed else base
 
 
 def step_params(fcfg: Any) -> dict[str, Any]:
-    return {"window": int(fcfg.window), "min_step_reward": float(fcfg.min_step_reward),
-            "exclude": list(fcfg.exclude_achievements)}
+    params = {"window": int(fcfg.window), "min_step_reward": float(fcfg.min_step_reward),
+              "exclude": list(fcfg.exclude_achievements)}
+    if fcfg.step_min_prediction_f1 is not None:
+        params["step_min_prediction_f1"] = float(fcfg.step_min_prediction_f1)
+    return params
 
 
 def chunk_sql(fcfg: Any, columns: Sequence[str] = STEP_COLUMNS, chunk_columns: Sequence[str] = ()) -> str:
     """CTEs `s` (the chunk's steps), `w` (+ ach_turn, reply_out, pos, keep) for the registered table `chunk`
     (run_id, seed, ep_order, *chunk_columns), bound by $run_id, $seed_lo, $seed_hi."""
+    if fcfg.step_min_prediction_f1 is not None and "prediction_f1" not in columns:
+        columns = (*columns, "prediction_f1")  # read by keep_sql
     cols = ", ".join(f"s.{c}" for c in columns)
     extra = "".join(f", k.{c}" for c in chunk_columns)
     reply_out = "reply" if fcfg.keep_reasoning else STRIPPED_REPLY
+    if not fcfg.keep_predictions:
+        reply_out = NO_PREDICTION.format(reply=reply_out)
     return f"""
 WITH s AS (
   SELECT {cols}, k.ep_order{extra}

@@ -10,6 +10,7 @@ exponential backoff honouring Retry-After). A response it cannot retry — a bod
 the client's own retries used up — is one failed attempt; a decision makes up to `max_consecutive_errors`
 attempts in a row before it gives up with `Decision.error` (the runner then ends the episode `api_error`).
 Errors that no retry fixes (400/401/403/404/422) end the decision at once. Every attempt is an `LLMCall`.
+With `stream: true` the reply is requested as server-sent chunks and assembled into the same record.
 
 Secrets: the key is read from `os.environ[cfg.api_key_env]` when the client starts and is scrubbed from every
 response body and error text this module produces (providers echo the key they got in 401 messages).
@@ -30,6 +31,7 @@ from urllib.parse import urlparse
 
 import openai
 
+from crafter_exp.errors import UserError
 from crafter_exp.parsing import split_reasoning
 from crafter_exp.policies.base import Decision, LLMCall, Policy, Turn
 from crafter_exp.policies.pricing import call_cost, check_prices
@@ -130,6 +132,9 @@ class OpenAIPolicy(Policy):
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(cfg, name)}")
         if cfg.max_retries < 0 or cfg.timeout <= 0:
             raise ValueError("model.max_retries must be >= 0 and model.timeout > 0")
+        if not cfg.model:
+            raise UserError("model.model is not set: give the model name the endpoint serves (for "
+                            "model=transformers_serve: the checkpoint folder given to `transformers serve`)")
         check_prices(cfg.prices)
         self.cfg = cfg
         self.seed = seed
@@ -300,16 +305,20 @@ class OpenAIPolicy(Policy):
         message: Optional[dict[str, Any]] = None
         start = time.perf_counter()
         try:
-            # the client's generic POST: its retries, backoff and errors, without the typed `create` path
-            # (which walks every message through its param types: half the client CPU per call, measured)
-            text = self._scrub(await client.post("/chat/completions", cast_to=str, body=body))
-            status = 200
-            try:
-                data = json.loads(text)
-            except ValueError:
-                raise _BadResponse(f"response is not JSON: {_one_line(text, ERROR_BODY_CHARS)!r}") from None
-            if not isinstance(data, dict):
-                raise _BadResponse(f"response is not a JSON object: {_one_line(text, ERROR_BODY_CHARS)!r}")
+            if self.cfg.stream:
+                data = await self._streamed(client, body)
+                status = 200
+            else:
+                # the client's generic POST: its retries, backoff and errors, without the typed `create` path
+                # (which walks every message through its param types: half the client CPU per call, measured)
+                text = self._scrub(await client.post("/chat/completions", cast_to=str, body=body))
+                status = 200
+                try:
+                    data = json.loads(text)
+                except ValueError:
+                    raise _BadResponse(f"response is not JSON: {_one_line(text, ERROR_BODY_CHARS)!r}") from None
+                if not isinstance(data, dict):
+                    raise _BadResponse(f"response is not a JSON object: {_one_line(text, ERROR_BODY_CHARS)!r}")
             call.response = data
             prompt_t, completion_t, reasoning_t, cached_t = _usage(data)
             call.prompt_tokens, call.completion_tokens, call.reasoning_tokens = prompt_t, completion_t, reasoning_t
@@ -340,6 +349,57 @@ class OpenAIPolicy(Policy):
             call.retries = max(0, counter[0] - 1)
             _requests_sent.reset(token)
         return call, message, status
+
+    async def _streamed(self, client: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """One streamed request (server-sent chunks) assembled into the body a plain request returns.
+
+        The client's retries and status errors apply to opening the stream; a stream that breaks or sends a chunk
+        that is not JSON afterwards is one failed attempt (_BadResponse), like a malformed plain reply.
+        """
+        stream = await client.post("/chat/completions", cast_to=object, stream=True,
+                                   stream_cls=openai.AsyncStream[object],
+                                   body={**body, "stream": True, "stream_options": {"include_usage": True}})
+        content: list[str] = []
+        reasoning: dict[str, list[str]] = {}
+        tools: dict[int, dict[str, Any]] = {}
+        model, usage, finish, seen = None, None, None, False
+        try:
+            async for chunk in stream:
+                if not isinstance(chunk, dict):
+                    raise _BadResponse(f"stream chunk is not a JSON object: {_one_line(str(chunk), ERROR_BODY_CHARS)!r}")
+                model, usage = chunk.get("model") or model, chunk.get("usage") or usage
+                for choice in chunk.get("choices") or []:
+                    if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                        continue
+                    seen = True
+                    delta = choice.get("delta") or {}
+                    content.append(_text_content(delta.get("content")))
+                    for name in REASONING_FIELDS:
+                        if isinstance(delta.get(name), str):
+                            reasoning.setdefault(name, []).append(delta[name])
+                    for tc in delta.get("tool_calls") or []:  # a call arrives in pieces, keyed by its index
+                        slot = tools.setdefault(tc.get("index", len(tools)),
+                                                {"type": "function", "function": {"name": "", "arguments": ""}})
+                        slot["id"] = tc.get("id") or slot.get("id")
+                        fn = tc.get("function") or {}
+                        slot["function"]["name"] += fn.get("name") or ""
+                        slot["function"]["arguments"] += fn.get("arguments") or ""
+                    finish = choice.get("finish_reason") or finish
+        except (_BadResponse, openai.APIStatusError):
+            raise
+        except (ValueError, openai.APIError) as exc:  # a chunk that isn't JSON, an error event in the stream
+            raise _BadResponse(self._scrub(_one_line(f"stream broken: {exc}", ERROR_BODY_CHARS))) from None
+        finally:
+            await stream.close()
+        if not seen:
+            raise _BadResponse("stream held no choices")
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(content),
+                                   **{name: "".join(parts) for name, parts in reasoning.items()}}
+        if tools:
+            message["tool_calls"] = [tools[i] for i in sorted(tools)]
+        data = {"model": model, "object": "chat.completion", "streamed": True, "usage": usage,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+        return json.loads(self._scrub(json.dumps(data))) if self._key else data
 
     async def _probe(self) -> None:
         """One 1-token request with the real settings: unreachable, 401, unknown model -> ValueError, one line."""

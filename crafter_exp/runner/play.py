@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Optional
 
-from crafter_exp.envs import Observation, TextEnv, make_env
-from crafter_exp.parsing import parse_reply
+from crafter_exp.envs import Observation, TextEnv, make_env, prediction_f1
+from crafter_exp.parsing import parse_changes, parse_prediction, parse_reply
 from crafter_exp.policies import Decision, Policy, Turn
 from crafter_exp.store.traces import EpisodeRecord
 
@@ -39,6 +39,9 @@ class _Episode:
     repeated: int = 0
     last_actions: Optional[list[str]] = None
     termination: Optional[str] = None
+    predictions: int = 0
+    prediction_scores: list[float] = field(default_factory=list)
+    prediction_scores_changed: list[float] = field(default_factory=list)  # of turns where something changed
 
 
 def _call_rows(run_id: str, seed: int, turn: int, decision: Decision) -> list[dict[str, Any]]:
@@ -74,9 +77,40 @@ def _finish(ep: _Episode, run_meta: dict[str, Any]) -> EpisodeRecord:
         # no calls costs nothing; one call without a price makes the total unknown (NULL), never a false zero
         "cost": None if any(c is None for c in costs) else float(sum(costs)),
         "wall_time_s": time.perf_counter() - ep.start,
+        **_prediction_totals(ep),
     }
     ep.env.close()
     return EpisodeRecord(episode=episode, steps=ep.rows, calls=calls)
+
+
+def _prediction_totals(ep: _Episode) -> dict[str, Any]:
+    scored = ep.prediction_scores
+    # does this env score predictions at all (None: no score columns, rather than a count of 0)
+    scores = ep.env.state_change(ep.obs, ep.obs, []) is not None
+    return {
+        "predictions": ep.predictions,
+        "predictions_scored": len(scored) if scores else None,
+        "predictions_exact": sum(1 for f1 in scored if f1 == 1.0) if scores else None,
+        "prediction_f1": sum(scored) / len(scored) if scored else None,
+        "prediction_f1_changed": sum(changed) / len(changed) if (changed := ep.prediction_scores_changed) else None,
+    }
+
+
+def _score_prediction(ep: _Episode, row: dict[str, Any], before: Observation, unlocked: list[str],
+                      parse_ok: bool) -> None:
+    """The turn's <prediction> and how well it foresaw the change the environment then showed (columns of row)."""
+    prediction = parse_prediction(row["reply"])
+    actual = ep.env.state_change(before, ep.obs, unlocked)
+    # a reply whose action did not parse played the fallback, not the action its prediction was about: not scored
+    predicted = parse_changes(prediction, ep.env.prediction_quantity, ep.env.achievements) \
+        if actual is not None and parse_ok else None
+    f1 = prediction_f1(predicted, actual) if predicted is not None else None
+    ep.predictions += prediction is not None
+    if f1 is not None:
+        ep.prediction_scores.append(f1)
+        if actual:
+            ep.prediction_scores_changed.append(f1)
+    row.update(prediction=prediction, predicted_changes=predicted, actual_changes=actual, prediction_f1=f1)
 
 
 def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: int, run_id: str) -> None:
@@ -109,6 +143,7 @@ def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: in
     ep.last_actions = actions
     reward, unlocked, valid, done = 0.0, [], True, False
     played = []
+    before = ep.obs
     for action in actions:
         result = env.step(action)
         played.append(action)
@@ -130,6 +165,7 @@ def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: in
             break
     ep.reward += reward
     ep.history.append((row["observation"], decision.reply))
+    _score_prediction(ep, row, before, unlocked, ok)
     ep.rows.append({**row, "actions": played, "parse_ok": ok, "valid": valid, "reward": reward,
                     "unlocked": unlocked, "info": ep.obs.info, "done": done})
 

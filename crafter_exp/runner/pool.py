@@ -27,12 +27,19 @@ class RolloutWorker:
         self.env_cfg, self.run_meta, self.max_actions = env_cfg, run_meta, max_actions
         self.policy = make_policy(model_cfg, seed)
         self.policy.start()
+        import ray
+
+        # where each episode was played, stored with it (on a cluster: which machine to look at)
+        self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
     def pid(self) -> int:
         return os.getpid()
 
     def play(self, seeds: list[int]) -> list[EpisodeRecord]:
-        return play_batch(self.env_cfg, self.policy, seeds, self.run_meta, self.max_actions)
+        records = play_batch(self.env_cfg, self.policy, seeds, self.run_meta, self.max_actions)
+        for record in records:
+            record.episode["node"] = self.node
+        return records
 
 
 def ensure_ray(address: str | None, num_cpus: int) -> None:

@@ -266,9 +266,63 @@ def _config_tree(cfg: Any) -> dict[str, Any]:
     return {"name": cfg.name, "seed": cfg.seed, "compare": as_dict(cfg.compare), "paths": as_dict(cfg.paths)}
 
 
+def run_protocols(store: TraceStore, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each run's evaluation protocol as recorded with it (crafter_exp.config.ProtocolConfig as a dict), plus the
+    step cap and length it was played with. A rollout run records none (`name` = `none (rollout)`); a run stored
+    before protocols were recorded says `unrecorded`."""
+    runs = store.runs().set_index("run_id")
+    out: dict[str, dict[str, Any]] = {}
+    for run in run_ids:
+        config = runs.loc[run, "config"] if run in runs.index else None
+        if isinstance(config, str):
+            config = json.loads(config) if config else {}
+        config = config if isinstance(config, dict) else {}
+        protocol = config.get("protocol")
+        env = config.get("env") if isinstance(config.get("env"), dict) else {}
+        if isinstance(protocol, dict) and protocol.get("name"):
+            entry = dict(protocol)
+        else:
+            entry = {"name": "none (rollout)" if "protocol" in config else "unrecorded", "description": "",
+                     "source": "", "metrics": []}
+        entry["max_steps"] = env.get("max_steps")
+        entry["length"] = env.get("length")
+        out[run] = entry
+    return out
+
+
+def protocol_name(protocols: dict[str, dict[str, Any]]) -> str:
+    """The protocol all runs share, or `mixed`."""
+    names = {p["name"] for p in protocols.values()}
+    return names.pop() if len(names) == 1 else "mixed"
+
+
+def protocol_lines(protocols: dict[str, dict[str, Any]], labels: Sequence[str], run_ids: Sequence[str],
+                   episodes: dict[str, pd.DataFrame]) -> list[str]:
+    """The report's statement of the evaluation protocol: what it is and what was actually played."""
+    by_label = {label: protocols[run] for label, run in zip(labels, run_ids)}
+    played = "; ".join(
+        f"{label}: {len(episodes[label])} episodes, cap {p.get('max_steps') or '-'} steps"
+        + (f" (env length {p['length']})" if p.get("length") else "")
+        for label, p in by_label.items())
+    name = protocol_name(protocols)
+    if name == "mixed":
+        names = ", ".join(f"{label}: {p['name']}" for label, p in by_label.items())
+        return [f"**Protocols differ between runs** ({names}): their numbers are not comparable with each other "
+                "or with one published table.", f"Played: {played}."]
+    first = next(iter(by_label.values()))
+    lines = [f"**Protocol: {name}**" + (f" — {first['description']}." if first.get("description") else ".")]
+    if first.get("source"):
+        lines.append(f"Source: {first['source']}.")
+    if first.get("metrics"):
+        lines.append(f"Published tables under it report: {', '.join(first['metrics'])}.")
+    lines.append(f"Played: {played}.")
+    return lines
+
+
 def _report_markdown(cfg: Any, labels: list[str], run_ids: list[str], episodes: dict[str, pd.DataFrame],
                      table: pd.DataFrame, tests: pd.DataFrame, scalar: list[str], families: dict[str, list[str]],
-                     figures: dict[str, Path], report_dir: Path) -> str:
+                     figures: dict[str, Path], report_dir: Path,
+                     protocols: Optional[dict[str, dict[str, Any]]] = None) -> str:
     c = cfg.compare
     kinds = sorted(set(tests["test"])) if len(tests) else []
     parts = [f"# Compare: {cfg.name}", ""]
@@ -277,6 +331,8 @@ def _report_markdown(cfg: Any, labels: list[str], run_ids: list[str], episodes: 
         [[label, run, str(len(episodes[label])), _seed_summary(sorted(episodes[label]["seed"].astype(int))),
           str(episodes[label]["model"].iloc[0]), str(episodes[label]["policy"].iloc[0])]
          for label, run in zip(labels, run_ids)]))
+    if protocols:
+        parts += ["", " ".join(protocol_lines(protocols, labels, run_ids, episodes))]
     parts += ["", f"Baseline: **{labels[0]}**. Intervals: 95 % percentile bootstrap over episodes ({c.bootstrap} "
               f"resamples, seed {cfg.seed}). Tests: {'; '.join(kinds) or 'none'}, two-sided, {c.permutations} "
               f"permutations, on the difference of each metric; p adjusted with "
@@ -417,8 +473,13 @@ def compare(
     if figures_dir.exists():
         shutil.rmtree(figures_dir)
     result = CompareResult(table, tests, labels, run_ids, report_dir, seeds=seeds)
-    tags = {"name": cfg.name, "env": envs[0], "runs": ",".join(run_ids)[:5000]}
-    with tracking.stage_run(cfg.tracking, "compare", f"compare-{cfg.name}", _config_tree(cfg), tags) as mlrun:
+    protocols = run_protocols(store, run_ids)
+    tags = {"name": cfg.name, "env": envs[0], "runs": ",".join(run_ids)[:5000], "protocol": protocol_name(protocols)}
+    # the runs' protocols (what was played), not cfg.protocol (what a new eval would play)
+    params = _config_tree(cfg) | {"protocol": {"name": protocol_name(protocols),
+                                               "runs": {label: protocols[run]["name"]
+                                                        for label, run in zip(labels, run_ids)}}}
+    with tracking.stage_run(cfg.tracking, "compare", f"compare-{cfg.name}", params, tags) as mlrun:
         result.mlflow_run_id = mlrun.info.run_id if mlrun else None
         figures: dict[str, Path] = {}
         if c.figures:
@@ -427,11 +488,12 @@ def compare(
             "metrics_csv": _write_csv(report_dir / "metrics.csv", table),
             "tests_csv": _write_csv(report_dir / "significance.csv", tests),
             "markdown": write_text_atomic(report_dir / "report.md", _report_markdown(
-                cfg, labels, run_ids, episodes, table, tests, scalar, families, figures, report_dir)),
+                cfg, labels, run_ids, episodes, table, tests, scalar, families, figures, report_dir, protocols)),
             **{f"figure:{name}": path for name, path in figures.items()},
         }
         print(f"compare ({envs[0]}, baseline {labels[0]}; {len(seeds[labels[0]])} episodes each; "
               f"* = significant vs baseline)")
+        print(" ".join(protocol_lines(protocols, labels, run_ids, episodes)).replace("**", ""))
         print(terminal_table(table, labels, scalar))
         scalar_tests = tests[~tests["metric"].str.startswith(M.FAMILIES)]
         lines = significance_lines(scalar_tests)
@@ -463,6 +525,8 @@ def compare(
             "baseline": labels[0],
             "seeds": {label: _seed_summary(s) for label, s in seeds.items()},
             "paired": sorted({t for t in tests["test"]}) if len(tests) else [],
+            "protocol": protocol_name(protocols),
+            "protocols": {label: protocols[run] for label, run in zip(labels, run_ids)},
             "files": {role: path.relative_to(report_dir).as_posix() for role, path in files.items()},
             "metrics": result.metrics_by_label,
             "significant": [f"{r.experiment} vs {r.baseline}: {r.metric}" for r in result.significant.itertuples()],
@@ -509,4 +573,5 @@ def run(cfg: Any) -> CompareResult:
     return result
 
 
-__all__ = ["CompareResult", "compare", "run", "resolve_runs", "default_labels", "check_compare_config"]
+__all__ = ["CompareResult", "compare", "run", "resolve_runs", "default_labels", "check_compare_config", "run_protocols",
+           "protocol_name", "protocol_lines"]

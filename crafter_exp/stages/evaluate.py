@@ -9,6 +9,7 @@ overlap them either, whatever `env.seed` / `env.episodes` say on this command li
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,16 +21,53 @@ from crafter_exp.stages.rollout import HEADLINE, RolloutResult, resolve_model, r
 from crafter_exp.store.traces import TraceStore
 
 
+def protocol_of(cfg: Any) -> Any:
+    """cfg.protocol, or the default protocol (`ours`) for configs built without one."""
+    from crafter_exp.config import ProtocolConfig
+
+    return getattr(cfg, "protocol", None) or ProtocolConfig()
+
+
+def eval_episodes(cfg: Any) -> int:
+    """Held-out episodes per policy: the protocol's count, else eval.episodes."""
+    episodes = protocol_of(cfg).episodes
+    return cfg.eval.episodes if episodes is None else episodes
+
+
+def check_protocol(cfg: Any) -> None:
+    """The protocol fits the env: defined for it, and every setting it fixes is a field of the env config."""
+    protocol = protocol_of(cfg)
+    if protocol.envs and cfg.env.name not in protocol.envs:
+        raise UserError(f"protocol {protocol.name!r} is defined for env {', '.join(protocol.envs)}, not "
+                        f"{cfg.env.name!r} (use protocol=ours)")
+    if protocol.episodes is not None and protocol.episodes <= 0:
+        raise UserError(f"protocol.episodes must be > 0, got {protocol.episodes}")
+    # which seeds and how many are the eval section's and the protocol's own `episodes`, not env settings
+    allowed = {f.name for f in dataclasses.fields(cfg.env)} - {"name", "episodes", "seed"}
+    unknown = sorted(set(protocol.env) - allowed)
+    if unknown:
+        raise UserError(f"protocol {protocol.name!r} sets unknown env field(s) {', '.join(unknown)} "
+                        f"(settable: {', '.join(sorted(allowed))})")
+
+
+def protocol_env_config(cfg: Any) -> Any:
+    """The env config of held-out play under the protocol: the env's held-out config with the protocol's settings."""
+    env_cfg = held_out_env_config(cfg.env)
+    settings = protocol_of(cfg).env
+    return dataclasses.replace(env_cfg, **settings) if settings else env_cfg
+
+
 def eval_seeds(cfg: Any) -> list[int]:
-    return list(range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes))
+    return list(range(cfg.eval.seed, cfg.eval.seed + eval_episodes(cfg)))
 
 
 def check_eval_config(cfg: Any) -> None:
     """Eval seeds exist and are disjoint from the training range (one clear line otherwise)."""
     if cfg.eval.episodes <= 0:
         raise ValueError(f"eval.episodes must be > 0, got {cfg.eval.episodes}")
+    check_protocol(cfg)
     train = range(cfg.env.seed, cfg.env.seed + cfg.env.episodes)
-    held_out = range(cfg.eval.seed, cfg.eval.seed + cfg.eval.episodes)
+    held_out = range(cfg.eval.seed, cfg.eval.seed + eval_episodes(cfg))
     if train and held_out and max(train.start, held_out.start) < min(train.stop, held_out.stop):
         raise ValueError(
             f"eval seeds [{held_out.start}, {held_out.stop}) overlap training seeds [{train.start}, {train.stop}); "
@@ -70,7 +108,7 @@ def check_trained_seeds(cfg: Any, model_cfg: Any) -> None:
     for run, seeds in trained_seeds(cfg, model_cfg).items():
         shared = sorted(held_out & seeds)
         if shared:
-            raise UserError(f"eval seeds [{cfg.eval.seed}, {cfg.eval.seed + cfg.eval.episodes}) overlap the seeds "
+            raise UserError(f"eval seeds [{cfg.eval.seed}, {cfg.eval.seed + eval_episodes(cfg)}) overlap the seeds "
                             f"{model_label(model_cfg)} was trained on ({len(shared)} shared with trace run {run}, "
                             f"first {shared[0]}); move eval.seed")
 
@@ -80,13 +118,14 @@ def evaluate(cfg: Any, model_cfg: Any = None, run_id: Optional[str] = None) -> R
     check_eval_config(cfg)
     model_cfg = resolve_model(cfg, model_cfg or cfg.model)
     check_trained_seeds(cfg, model_cfg)
-    return rollout(cfg, stage="eval", run_id=run_id, seed_start=cfg.eval.seed, episodes=cfg.eval.episodes,
-                   model_cfg=model_cfg, env_cfg=held_out_env_config(cfg.env))
+    return rollout(cfg, stage="eval", run_id=run_id, seed_start=cfg.eval.seed, episodes=eval_episodes(cfg),
+                   model_cfg=model_cfg, env_cfg=protocol_env_config(cfg), protocol=protocol_of(cfg))
 
 
 def run(cfg: Any) -> RolloutResult:
     """stage=eval: evaluate cfg.model."""
     result = evaluate(cfg)
-    print(f"eval {model_label(cfg.model)} on {len(result.seeds)} held-out seeds -> trace run {result.run_id}")
+    print(f"eval {model_label(cfg.model)} on {len(result.seeds)} held-out seeds (protocol {protocol_of(cfg).name}) "
+          f"-> trace run {result.run_id}")
     print("  " + ", ".join(f"{k}={result.metrics[k]:.3g}" for k in HEADLINE if k in result.metrics))
     return result

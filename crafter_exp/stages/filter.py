@@ -130,6 +130,9 @@ def prepare(cfg: Any, runs: Optional[Sequence[str]] = None, db: Optional[ReadSes
     achievements = tuple(env_achievements(env))
     check_filter_config(fcfg, achievements)
     prompt = _prompt_of(sources)
+    if not fcfg.keep_predictions and prompt.template == "world_model":
+        # replies without their <prediction> answer the standard template's prompt: export (and later play) with it
+        prompt = dataclasses.replace(prompt, template="standard")
     instructions = env_instructions(env)
     override = system_override(prompt, instructions, fcfg.system_prompt, fcfg.system_prompt_mode)
     layout = (conversation_layout if fcfg.multi_turn else derive_layout)(prompt, instructions, override)
@@ -197,7 +200,7 @@ def _plan(cfg: Any, ctx: _Context) -> tuple[ExportPlan, pd.DataFrame]:
         # (an episode keeping none writes nothing; nothing kept at all is caught after writing, before publishing)
         selected["kept"] = -1
         selected["last_kept"] = selected["turns"] - 1
-        selected["split"] = "train"
+        selected["split"] = np.where(split_episodes(len(selected), val_fraction(fcfg), fcfg.seed), "val", "train")
         return ExportPlan(ctx.db, fcfg, selected, ctx.layout, None, data_source=f"crafter_exp/{ctx.env}"), selected
     per_turn_subset = fcfg.max_examples if not fcfg.multi_turn else None
     counts = count_steps(ctx.db, fcfg, selected, subset=per_turn_subset)
@@ -221,11 +224,19 @@ def _plan(cfg: Any, ctx: _Context) -> tuple[ExportPlan, pd.DataFrame]:
     if counts.subset is not None:
         subset = counts.subset.assign(ep_order=remap[counts.subset["ep_order"].to_numpy()])
         subset = subset[subset["ep_order"] >= 0].reset_index(drop=True)
-    is_val = split_episodes(len(episodes), fcfg.val_fraction if fcfg.format == "parquet" else 0.0, fcfg.seed)
+    is_val = split_episodes(len(episodes), val_fraction(fcfg), fcfg.seed)
     episodes["split"] = np.where(is_val, "val", "train")
     episodes = episodes.reset_index(drop=True)
     plan = ExportPlan(ctx.db, fcfg, episodes, ctx.layout, subset, data_source=f"crafter_exp/{ctx.env}")
     return plan, selected
+
+
+def val_fraction(fcfg: Any) -> float:
+    """The validation split's share of episodes: filter.val_fraction, by default 0.1 for parquet (the AlfWorld
+    workflow's 90/10) and none for JSONL (one train.jsonl, as before validation files existed)."""
+    if fcfg.val_fraction is not None:
+        return float(fcfg.val_fraction)
+    return 0.1 if fcfg.format == "parquet" else 0.0
 
 
 def _no_turn_message(fcfg: Any, selected: int) -> str:

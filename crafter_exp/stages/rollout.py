@@ -78,13 +78,16 @@ def rollout(
     episodes: Optional[int] = None,
     model_cfg: Any = None,
     env_cfg: Any = None,
+    protocol: Any = None,
 ) -> RolloutResult:
     """Play `episodes` seeds from `seed_start` (defaults: cfg.env) with `model_cfg` (default cfg.model) in
-    `env_cfg` (default cfg.env)."""
+    `env_cfg` (default cfg.env). `protocol`: the evaluation protocol the episodes follow (recorded with the run and
+    as MLflow tag `protocol`); None = a plain rollout (recorded as protocol null)."""
     env_cfg = env_cfg or cfg.env
     model_cfg = model_cfg or cfg.model
     check_env_config(env_cfg)
     model_cfg = resolve_model(cfg, model_cfg)
+    tracking.check_traces_mode(cfg.tracking.traces, cfg.tracking.trace_episodes)
     seed_start = env_cfg.seed if seed_start is None else seed_start
     episodes = env_cfg.episodes if episodes is None else episodes
     if episodes < 0:
@@ -103,7 +106,8 @@ def rollout(
     run_row = {
         "run_id": run_id, "name": cfg.name, "stage": stage, "env": env_cfg.name, "policy": model_cfg.name,
         "model": label, "provider": model_provider(model_cfg), "seed_start": seed_start, "episodes": episodes,
-        "config": tracking.redact(as_dict(cfg) | played_config), "config_hash": played_hash,
+        "config": tracking.redact(as_dict(cfg) | played_config | {"protocol": as_dict(protocol)}),
+        "config_hash": played_hash,
         "code_version": code_version(),
     }
     store = TraceStore(cfg.paths.db)
@@ -122,14 +126,20 @@ def rollout(
         run_meta = {k: run_row[k] for k in ("run_id", "env", "policy", "model", "provider")}
         tags = {"env": env_cfg.name, "model": label, "policy": model_cfg.name, "trace_run_id": run_id,
                 "name": cfg.name}
+        if protocol is not None:
+            tags["protocol"] = protocol.name
         with tracking.stage_run(cfg.tracking, stage, f"{stage}-{label}", run_row["config"], tags) as mlrun:
             mlflow_run_id = mlrun.info.run_id if mlrun else None
             if mlflow_run_id:
                 store.set_run_field(run_id, "mlflow_run_id", mlflow_run_id)
-            new = _play(cfg, env_cfg, model_cfg, policy, missing, run_meta, max_actions)
+            # traces only where there is a run to link them to (tracking on); none at all when off
+            trace_mode = cfg.tracking.traces if mlflow_run_id and cfg.tracking.traces != "off" else None
+            new = _play(cfg, env_cfg, model_cfg, policy, missing, run_meta, max_actions, trace_mode)
             metrics = summarize(store, run_id, seeds, env_cfg.name)
             metrics["new_episodes"] = new["episodes"]
             metrics["steps_per_s"] = new["steps"] / new["seconds"] if new["seconds"] > 0 else 0.0
+            if trace_mode:
+                metrics["traced_episodes"] = new["traced"]
             tracking.log_metrics(metrics)
             if mlrun:
                 episodes_df = store.episodes([run_id])
@@ -144,17 +154,28 @@ def rollout(
 
 
 def _play(cfg: Any, env_cfg: Any, model_cfg: Any, policy: Any, seeds: list[int], run_meta: dict[str, Any],
-          max_actions: int) -> dict[str, float]:
+          max_actions: int, trace_mode: Optional[str] = None) -> dict[str, float]:
+    """Play `seeds`, storing each batch as it finishes; with `trace_mode`, each stored episode that mode selects
+    also becomes an MLflow trace of the active run (built here from the records: actors never touch MLflow)."""
     store = TraceStore(cfg.paths.db)
     # a policy that overlaps calls or batches a forward pass wants at least that many episodes together
     per_task = max(cfg.ray.episodes_per_task, getattr(model_cfg, "concurrency", 0), getattr(model_cfg, "batch_size", 0))
-    done = {"episodes": 0, "steps": 0, "achievements": 0}
+    done = {"episodes": 0, "steps": 0, "achievements": 0, "traced": 0}
+    traced: set[int] = set()  # a batch replayed after an actor died must not trace its episodes twice
     start = time.perf_counter()
     bar = progress_bar(total=len(seeds), desc=f"{run_meta['run_id']}", unit="ep", disable=not cfg.rollout.progress,
                dynamic_ncols=True)
 
     def on_batch(records: list[EpisodeRecord]) -> None:
         store.append(records)
+        if trace_mode:
+            chosen = [r for r in records if int(r.episode["seed"]) not in traced
+                      and tracking.wants_trace(trace_mode, r.calls)]
+            if cfg.tracking.trace_episodes is not None:
+                chosen = chosen[: max(0, cfg.tracking.trace_episodes - done["traced"])]
+            tracking.log_episode_traces([(r.episode, r.steps, r.calls) for r in chosen])
+            traced.update(int(r.episode["seed"]) for r in chosen)
+            done["traced"] += len(chosen)
         done["episodes"] += len(records)
         done["steps"] += sum(r.episode["steps"] for r in records)
         done["achievements"] += sum(r.episode["num_achievements"] for r in records)
@@ -167,6 +188,8 @@ def _play(cfg: Any, env_cfg: Any, model_cfg: Any, policy: Any, seeds: list[int],
         run_episodes(env_cfg, model_cfg, seeds, run_meta, on_batch, policy=policy, per_task=per_task, seed=cfg.seed,
                      num_workers=cfg.ray.num_workers, address=cfg.ray.address, max_actions=max_actions,
                      max_task_retries=cfg.ray.max_task_retries)
+        if done["traced"]:
+            tracking.flush_traces()  # written before the run ends, and counted in the rollout's time
     finally:
         bar.close()
     return {**done, "seconds": time.perf_counter() - start}

@@ -24,6 +24,7 @@ from crafter_exp.training.openai_jobs import (
     api_key,
     file_sha256,
     find_training_file,
+    find_validation_file,
     job_request,
     run_openai_job,
 )
@@ -77,10 +78,11 @@ def trainer_hash(tcfg: OpenAITrainerConfig, dataset_digest: str) -> str:
 def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Optional[Path] = None) -> OpenAITrainResult:
     tcfg: OpenAITrainerConfig = cfg.trainer
     check_openai_trainer_config(tcfg)
-    dataset_file, dataset_manifest = None, {}
+    dataset_file, validation_file, dataset_manifest = None, None, {}
     if not tcfg.cancel and tcfg.job_id is None:
         dataset_dir = Path(dataset_path) if dataset_path else paths.find_dataset(cfg)
         dataset_file = find_training_file(dataset_dir)
+        validation_file = find_validation_file(dataset_dir) if tcfg.validation_file else None
         if dataset_dir.is_dir():
             dataset_manifest = json.loads((dataset_dir / "manifest.json").read_text())
     elif not output_dir and (found := _dataset_if_any(cfg, dataset_path)) is not None:
@@ -98,11 +100,13 @@ def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Opti
         return OpenAITrainResult(output_dir, None, done, done.get("mlflow_run_id"), skipped=True)
 
     tags = {"name": cfg.name, "trainer": "openai", "base_model": tcfg.base_model}
-    run_config = {"trainer": dataclasses.asdict(tcfg), "dataset": str(dataset_file), "dataset_digest": digest}
+    run_config = {"trainer": dataclasses.asdict(tcfg), "dataset": str(dataset_file), "dataset_digest": digest,
+                  "validation_dataset": str(validation_file) if validation_file else None}
     with tracking.stage_run(cfg.tracking, "train", f"train-{cfg.name}-openai", run_config, tags) as mlrun:
         try:
             job = run_openai_job(tcfg, dataset_file, output_dir,
-                                 dataset_format=dataset_manifest.get("format", "openai_chat"))
+                                 dataset_format=dataset_manifest.get("format", "openai_chat"),
+                                 validation_file=validation_file)
         except FineTuneJobError as exc:
             if exc.result is not None:
                 _log_job(exc.result)
@@ -118,6 +122,8 @@ def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Opti
             "api_key_env": tcfg.api_key_env,  # the variable's name; the key itself is never written
             "job_id": job.job_id,
             "training_file": job.training_file,
+            "validation_file": job.validation_file,
+            "validation_dataset": str(validation_file) if validation_file else None,
             "dataset": str(dataset_file) if dataset_file else None,
             "dataset_digest": digest,
             "prompt": dataset_manifest.get("prompt"),

@@ -51,7 +51,15 @@ EPISODES: list[Column] = [
     ("llm_calls", "INTEGER", "LLM requests made"),
     ("cost", "DOUBLE", "USD; NULL when a call's model has no price"),
     ("wall_time_s", "DOUBLE", "Seconds to play the episode"),
+    ("node", "VARCHAR", "Cluster node that played it (Ray node id); NULL when played in the driver's process"),
     ("created_at", "TIMESTAMP", "When it was stored"),
+    ("predictions", "INTEGER", "Turns whose reply held a `<prediction>` (world_model template)"),
+    ("predictions_scored", "INTEGER", "Of those, turns scored against the env's state change; NULL where the env "
+     "scores none (ALFWorld)"),
+    ("predictions_exact", "INTEGER", "Scored turns whose predicted changes were exactly the actual ones"),
+    ("prediction_f1", "DOUBLE", "Mean per-turn prediction F1 (0-1) over the scored turns; NULL when none"),
+    ("prediction_f1_changed", "DOUBLE", "The same over the scored turns where something changed (a `no change` "
+     "guess scores 0 here); NULL when none"),
 ]
 
 STEPS: list[Column] = [
@@ -70,6 +78,12 @@ STEPS: list[Column] = [
     ("unlocked", "VARCHAR[]", "Achievements first unlocked during this turn"),
     ("info", "JSON", "Environment facts after the turn (inventory, vitals, position, ...)"),
     ("done", "BOOLEAN", "The episode ended at this turn"),
+    ("prediction", "VARCHAR", "Text of the reply's `<prediction>`, if any"),
+    ("predicted_changes", "JSON", "The prediction read as {quantity: signed amount} ({} = no change); NULL when "
+     "not scored (no scorable form, unparsed action, or an env that scores none)"),
+    ("actual_changes", "JSON", "What the env showed change over the turn, {quantity: signed amount}; NULL where "
+     "the env scores no predictions"),
+    ("prediction_f1", "DOUBLE", "F1 of predicted_changes vs actual_changes (0-1; 1 = exactly right)"),
 ]
 
 LLM_CALLS: list[Column] = [
@@ -108,11 +122,18 @@ def column_names(table: str) -> list[str]:
 
 
 def ddl() -> list[str]:
-    """CREATE TABLE statements for every table."""
+    """CREATE TABLE statements for every table, then ADD COLUMN IF NOT EXISTS for each plain column.
+
+    The second part upgrades a store written by an older version in place (a column added since is NULL for
+    the episodes stored before it); inserts name their columns, so the physical column order does not matter.
+    """
     out = []
     for table, cols in TABLES.items():
         body = ",\n  ".join(f"{name} {typ}" for name, typ, _ in cols)
         out.append(f"CREATE TABLE IF NOT EXISTS {table} (\n  {body}{TABLE_CONSTRAINTS.get(table, '')}\n)")
+    for table, cols in TABLES.items():
+        out.extend(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {typ}"
+                   for name, typ, _ in cols if "NOT NULL" not in typ and "PRIMARY KEY" not in typ)
     return out
 
 

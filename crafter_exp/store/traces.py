@@ -2,13 +2,15 @@
 
 DuckDB lets one process open a file for writing and then locks out every other process, readers included. So
 every operation opens the file, does its work (one transaction for a write) and closes it: a notebook or the
-filter stage can read while a long rollout is appending between batches. Opening retries for a while when
-another process holds the lock.
+filter stage can read while a long rollout is appending between batches. Opening retries for up to LOCK_WAIT_S
+when another process holds the lock (saying so after a second), then fails with one line naming the holder.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,10 +21,18 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from crafter_exp.store import schema
+from crafter_exp.errors import StageFailed
 from crafter_exp.files import write_text_atomic
+from crafter_exp.store import schema
 
 LOCK_WAIT_S = 60.0
+log = logging.getLogger(__name__)
+
+
+def _lock_holder(message: str) -> str:
+    """'process 1234 (/usr/bin/python3)' from DuckDB's lock error, or 'another process'."""
+    found = re.search(r"lock is held in (.+?) \(PID (\d+)\)", message)
+    return f"process {found.group(2)} ({found.group(1)})" if found else "another process"
 
 
 @dataclass
@@ -61,14 +71,26 @@ class TraceStore:
         if read_only and not self.path.exists():
             raise FileNotFoundError(f"trace database not found: {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + LOCK_WAIT_S
+        start = time.monotonic()
+        deadline = start + LOCK_WAIT_S
+        waiting = False
         while True:
             try:
                 con = duckdb.connect(str(self.path), read_only=read_only)
                 break
             except duckdb.IOException as exc:  # "Could not set lock on file": another process has it
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                if "lock" not in str(exc).lower():
                     raise
+                holder = _lock_holder(str(exc))
+                if time.monotonic() > deadline:
+                    raise StageFailed(
+                        f"trace store {self.path} stayed locked by {holder} for {LOCK_WAIT_S:g} s: DuckDB lets one "
+                        "process at a time open it for writing (a reader locks writers out too); close the program "
+                        "holding it (a notebook, a DuckDB shell) or wait for it, then rerun"
+                    ) from None
+                if not waiting and time.monotonic() - start > 1.0:  # a writer's short transaction: no news
+                    waiting = True
+                    log.warning("trace store %s is locked by %s; waiting up to %g s", self.path, holder, LOCK_WAIT_S)
                 time.sleep(0.2)
         try:
             yield con
@@ -76,7 +98,7 @@ class TraceStore:
             con.close()
 
     def init(self) -> None:
-        """Create the tables if missing."""
+        """Create the tables if missing; a store written before a column was added gains it (schema.ddl)."""
         with self.connect() as con:
             for stmt in schema.ddl():
                 con.execute(stmt)
@@ -108,7 +130,8 @@ class TraceStore:
             row = dict(run)
             row.setdefault("created_at", pd.Timestamp.now())
             con.register("new_run", _arrow_table("runs", [row]))
-            con.execute(f"INSERT INTO runs SELECT {', '.join(schema.column_names('runs'))} FROM new_run")
+            cols = ", ".join(schema.column_names("runs"))
+            con.execute(f"INSERT INTO runs ({cols}) SELECT {cols} FROM new_run")
             con.execute("COMMIT")
             return row
 
@@ -161,7 +184,7 @@ class TraceStore:
                         if rows:
                             con.register(f"new_{table}", _arrow_table(table, rows))
                             cols = ", ".join(schema.column_names(table))
-                            con.execute(f"INSERT INTO {table} SELECT {cols} FROM new_{table}")
+                            con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM new_{table}")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")

@@ -5,11 +5,21 @@ or a single `.jsonl` / `.parquet` file. Rows may be:
 - `{"messages": [...], "tools": [...]?}` (OpenAI chat / tools formats; `messages` may be a JSON string in parquet),
 - `{"contents": [...], "systemInstruction": {...}?}` (Vertex Gemini format; role `model` = assistant),
 - `{"prompt": ..., "completion": ...}` (strings or message lists).
-Every example becomes a list of chat messages with at least one assistant message.
+Every example becomes a list of chat messages with at least one assistant message to learn.
 
-Tokenizing marks each token as prompt (0) or assistant (1); the loss setting (`loss_on`) turns those roles into
-weights. Sequences longer than `max_length` keep their first `max_length` tokens (the count is reported and
-logged); an example left with no assistant token after that is dropped (also counted).
+Per-message `weight` (OpenAI's fine-tuning field, written by the filter stage for history windows and multi-turn
+examples): an assistant message with `"weight": 0` is context, not a target; weight 1 or no weight is learned. Only
+0 and 1 are accepted, as OpenAI does. Vertex rows carry no weights: every `model` turn is learned.
+
+Tokenizing marks each token as prompt (0), learned reply (1) or context reply (2: an assistant message of weight 0,
+which gets no loss under any `loss_on`); the loss setting (`loss_on`) turns those roles into weights. Sequences
+longer than `max_length` keep their first `max_length` tokens (the count is reported and logged); an example left
+with no reply token after that is dropped (also counted).
+
+Chat templates that render earlier assistant turns differently from the last one (Qwen3's drops the `<think>`
+block of every reply before the last user message) cannot be masked in one sequence: such an example becomes one
+sequence per learned reply, that reply last with the conversation before it as context (as Qwen's team advises for
+multi-turn SFT), so each reply is learned in the context the model sees when it generates it.
 """
 
 from __future__ import annotations
@@ -25,10 +35,21 @@ Messages = list[dict[str, Any]]
 EVAL_SPLIT_WORDS = ("val", "valid", "validation", "eval", "test")
 
 
+PROMPT, REPLY, CONTEXT = 0, 1, 2
+"""Token roles: prompt (system/user/tool text and chat markup), a learned reply, a context reply (weight 0)."""
+
+
 @dataclass
 class Example:
     messages: Messages
     tools: Optional[list[dict[str, Any]]] = None
+    targets: Optional[tuple[int, ...]] = None
+    """Indices of the assistant messages to learn (weight 1); None = every assistant message."""
+
+    def target_indices(self) -> tuple[int, ...]:
+        if self.targets is not None:
+            return self.targets
+        return tuple(i for i, m in enumerate(self.messages) if m["role"] == "assistant")
 
 
 @dataclass
@@ -110,16 +131,25 @@ def row_to_example(row: dict[str, Any]) -> Example:
     if not isinstance(messages, list) or not messages:
         raise ValueError("`messages` must be a non-empty list")
     clean: Messages = []
+    targets: list[int] = []
     for m in messages:
         if not isinstance(m, dict) or "role" not in m:
             raise ValueError("every message needs a `role`")
         m = {k: v for k, v in dict(m).items() if v is not None or k == "content"}
+        weight = m.pop("weight", None)  # not passed on to the chat template: it is ours to read
         if m.get("content") is None and not m.get("tool_calls"):
             raise ValueError(f"a {m['role']} message has neither content nor tool_calls")
+        if m["role"] == "assistant":
+            if weight is not None and (isinstance(weight, bool) or weight not in (0, 1)):
+                raise ValueError(f"an assistant message has weight {weight!r}; weight must be 0 or 1")
+            if weight is None or weight == 1:
+                targets.append(len(clean))
         clean.append(_normalise_tool_calls(m))
     if not any(m["role"] == "assistant" for m in clean):
         raise ValueError("no assistant message (nothing to learn)")
-    return Example(messages=clean, tools=tools or None)
+    if not targets:
+        raise ValueError("every assistant message has weight 0 (nothing to learn)")
+    return Example(messages=clean, tools=tools or None, targets=tuple(targets))
 
 
 def read_jsonl(path: Path) -> list[Example]:
@@ -172,6 +202,9 @@ def _manifest_files(manifest: dict[str, Any], root: Path) -> tuple[list[Path], l
             p = f.get("path") if isinstance(f, dict) else f
             split = f.get("split", "") if isinstance(f, dict) else ""
             named.append((str(split or p), str(p)))
+    if manifest.get("format") == "parquet":
+        # the filter's parquet folders also list CSV copies and raw_trajectories.json: the .parquet files are the data
+        named = [(key, rel) for key, rel in named if rel.endswith(".parquet")]
     train, evals = [], []
     for key, rel in named:
         p = Path(rel) if Path(rel).is_absolute() else root / rel
@@ -240,12 +273,14 @@ def split_eval(data: SFTData, fraction: float, max_examples: Optional[int], seed
 
 @dataclass
 class Tokenized:
-    """Token ids and per-token roles (1 = assistant, 0 = prompt) of each kept example, plus what was cut."""
+    """Token ids and per-token roles (PROMPT / REPLY / CONTEXT) of each kept sequence, plus what was cut."""
 
     input_ids: list[list[int]]
     roles: list[list[int]]
     truncated: int = 0
     dropped: int = 0
+    split: int = 0
+    """Examples turned into one sequence per learned reply (templates that render earlier replies differently)."""
 
     @property
     def tokens(self) -> int:
@@ -253,7 +288,7 @@ class Tokenized:
 
     @property
     def assistant_tokens(self) -> int:
-        return sum(sum(r) for r in self.roles)
+        return sum(r.count(REPLY) for r in self.roles)
 
 
 def has_generation_markers(template: Any) -> bool:
@@ -284,28 +319,120 @@ def _render_ids(tokenizer: Any, messages: Messages, tools: Any, template: Option
     return list(out["input_ids"])
 
 
-def _prefix_roles(tokenizer: Any, example: Example, template: Optional[str]) -> tuple[list[int], list[int]]:
-    """Assistant masks without generation markers: the tokens that rendering each assistant turn adds after the
-    prompt (rendered with add_generation_prompt) are that turn's."""
-    ids = _render_ids(tokenizer, example.messages, example.tools, template)
-    roles = [0] * len(ids)
-    for i, m in enumerate(example.messages):
+Pair = tuple[list[int], list[int]]
+
+
+class _Prefixes:
+    """Renderings of one example's conversation prefixes, each made once (the per-reply split renders the same
+    prefixes for every learned reply: without the cache a conversation of n turns costs n^3)."""
+
+    def __init__(self, tokenizer: Any, example: Example, template: Optional[str]):
+        self.tokenizer, self.msgs, self.tools, self.template = tokenizer, example.messages, example.tools, template
+        self.cache: dict[tuple[int, bool, bool], list[int]] = {}
+
+    def ids(self, n: int, generation_prompt: bool = False, then_user: bool = False) -> list[int]:
+        """messages[:n] (+ the generation prompt, or + an empty user message) as token ids."""
+        key = (n, generation_prompt, then_user)
+        if key not in self.cache:
+            msgs = self.msgs[:n] + ([{"role": "user", "content": ""}] if then_user else [])
+            self.cache[key] = _render_ids(self.tokenizer, msgs, self.tools, self.template,
+                                          add_generation_prompt=generation_prompt)
+        return self.cache[key]
+
+    def turn_span(self, i: int) -> tuple[list[int], int]:
+        """(ids of messages[:i+1], where reply i starts): the reply is what rendering it adds to the generation
+        prompt."""
+        before, upto = self.ids(i, generation_prompt=True), self.ids(i + 1)
+        if upto[: len(before)] != before:
+            raise ValueError(
+                "the chat template's generation prompt is not a prefix of the rendered reply, so reply tokens cannot "
+                "be located; use a chat template with {% generation %} markers"
+            )
+        return upto, len(before)
+
+    def mark_context(self, k: int, ids: list[int], roles: list[int]) -> None:
+        """Mark the earlier reply k inside `ids` (a sequence ending with a later reply) as CONTEXT.
+
+        The template draws reply k there as it draws history, not as a last reply; it starts after its generation
+        prompt and ends where `ids` stops agreeing with a rendering in which reply k is history too (k followed by
+        an empty user message). That end may take in the next message's role header: a few markup tokens without
+        loss. When even the prefix before reply k is drawn differently, its tokens stay prompt text.
+        """
+        before = self.ids(k, generation_prompt=True)
+        if ids[: len(before)] != before:
+            return
+        probe = self.ids(k + 1, then_user=True)
+        end = len(before)
+        while end < min(len(ids), len(probe)) and ids[end] == probe[end]:
+            end += 1
+        for j in range(len(before), end):
+            roles[j] = CONTEXT
+
+
+def _prefix_roles(tokenizer: Any, example: Example, template: Optional[str]) -> list[Pair]:
+    """Roles without generation markers: the tokens that rendering each assistant turn adds after the prompt
+    (rendered with add_generation_prompt) are that turn's. Templates whose full rendering does not start with a
+    learned reply's prefix rendering (earlier turns drawn differently) give one sequence per learned reply."""
+    msgs = example.messages
+    targets = example.target_indices()
+    prefixes = _Prefixes(tokenizer, example, template)
+    ids = prefixes.ids(len(msgs))
+    roles = [PROMPT] * len(ids)
+    consistent = True
+    for i, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
-        before = _render_ids(tokenizer, example.messages[:i], example.tools, template, add_generation_prompt=True)
-        upto = _render_ids(tokenizer, example.messages[: i + 1], example.tools, template)
-        if upto[: len(before)] != before or ids[: len(upto)] != upto:
-            raise ValueError(
-                "the chat template does not render conversation prefixes consistently, so assistant tokens cannot "
-                "be located; use single-turn examples or loss_on=all"
-            )
-        for j in range(len(before), len(upto)):
-            roles[j] = 1
-    return ids, roles
+        upto, start = prefixes.turn_span(i)
+        if ids[: len(upto)] != upto:
+            consistent = False
+            break
+        for j in range(start, len(upto)):
+            roles[j] = REPLY if i in targets else CONTEXT
+    if consistent:
+        return [(ids, roles)]
+    pairs = []
+    for i in targets:
+        upto, start = prefixes.turn_span(i)
+        # earlier replies are drawn as the template draws them in a prompt (so, as context) and get no loss
+        turn_roles = [PROMPT] * start + [REPLY] * (len(upto) - start)
+        for k in range(i):
+            if msgs[k]["role"] == "assistant":
+                prefixes.mark_context(k, upto, turn_roles)
+        pairs.append((upto, turn_roles))
+    return pairs
+
+
+def _runs(mask: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of each run of 1s in a 0/1 mask."""
+    runs, start = [], None
+    for j, v in enumerate(list(mask) + [0]):
+        if v and start is None:
+            start = j
+        elif not v and start is not None:
+            runs.append((start, j))
+            start = None
+    return runs
+
+
+def _marked_roles(tokenizer: Any, ex: Example, ids: list[int], mask: list[int], template: Optional[str]) -> list[Pair]:
+    """Roles from a generation mask: its k-th run of reply tokens is the k-th assistant message. When the runs
+    cannot be matched to messages (adjacent or empty replies) and some reply is context, prefixes decide."""
+    assistants = [i for i, m in enumerate(ex.messages) if m["role"] == "assistant"]
+    targets = set(ex.target_indices())
+    if len(targets) == len(assistants):
+        return [(ids, [REPLY if v else PROMPT for v in mask])]
+    runs = _runs(mask)
+    if len(runs) != len(assistants):
+        return _prefix_roles(tokenizer, ex, template)
+    roles = [PROMPT] * len(ids)
+    for msg_index, (a, b) in zip(assistants, runs):
+        for j in range(a, b):
+            roles[j] = REPLY if msg_index in targets else CONTEXT
+    return [(ids, roles)]
 
 
 def _marked_chunks(tokenizer: Any, examples: list[Example], template: Optional[str], chunk: int = 256):
-    """(ids, roles) per example via the template's generation markers, rendering and tokenizing in batches."""
+    """Sequences per example via the template's generation markers, rendering and tokenizing in batches."""
     i = 0
     while i < len(examples):
         tools = examples[i].tools
@@ -320,31 +447,36 @@ def _marked_chunks(tokenizer: Any, examples: list[Example], template: Optional[s
             return_dict=True,
             return_assistant_tokens_mask=True,
         )
-        yield from zip(enc["input_ids"], enc["assistant_masks"])
+        for ex, ids, mask in zip(examples[i:j], enc["input_ids"], enc["assistant_masks"]):
+            yield _marked_roles(tokenizer, ex, list(ids), list(mask), template)
         i = j
 
 
 def tokenize_examples(tokenizer: Any, examples: list[Example], max_length: int, progress: bool = False) -> Tokenized:
-    """Token ids + roles for every example (truncated to `max_length`; examples with no assistant token dropped)."""
+    """Token ids + roles for every example (truncated to `max_length`; sequences with no reply token dropped)."""
     from crafter_exp.progress import progress_bar
 
     template = training_chat_template(tokenizer)
     use_markers = template is not None or has_generation_markers(tokenizer.chat_template)
     if use_markers:
-        pairs = _marked_chunks(tokenizer, examples, template)
+        per_example = _marked_chunks(tokenizer, examples, template)
     else:
-        pairs = (_prefix_roles(tokenizer, ex, template) for ex in examples)
+        per_example = (_prefix_roles(tokenizer, ex, template) for ex in examples)
     out = Tokenized([], [])
-    for ids, roles in progress_bar(pairs, total=len(examples), desc="tokenize", disable=not progress, mininterval=1.0):
-        ids, roles = list(ids), list(roles)
-        if len(ids) > max_length:
-            out.truncated += 1
-            ids, roles = ids[:max_length], roles[:max_length]
-        if not any(roles[1:]):  # the first token is never a target
-            out.dropped += 1
-            continue
-        out.input_ids.append(ids)
-        out.roles.append(roles)
+    for pairs in progress_bar(per_example, total=len(examples), desc="tokenize", disable=not progress,
+                              mininterval=1.0):
+        if len(pairs) > 1:
+            out.split += 1
+        for ids, roles in pairs:
+            ids, roles = list(ids), list(roles)
+            if len(ids) > max_length:
+                out.truncated += 1
+                ids, roles = ids[:max_length], roles[:max_length]
+            if REPLY not in roles[1:]:  # the first token is never a target
+                out.dropped += 1
+                continue
+            out.input_ids.append(ids)
+            out.roles.append(roles)
     return out
 
 

@@ -52,6 +52,7 @@ class JobResult:
     base_model: Optional[str] = None
     base_url: Optional[str] = None
     training_file: Optional[str] = None
+    validation_file: Optional[str] = None
     trained_tokens: Optional[int] = None
     error: Optional[str] = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
@@ -167,6 +168,26 @@ def find_training_file(dataset_dir: Path) -> Path:
     return path if path.is_absolute() else dataset_dir / path
 
 
+def find_validation_file(dataset_dir: Path) -> Optional[Path]:
+    """The validation split's chat JSONL of a dataset folder (val.jsonl, written when filter.val_fraction > 0),
+    or None when it has none (a single file, or no split)."""
+    dataset_dir = Path(dataset_dir)
+    manifest_path = dataset_dir / "manifest.json"
+    if dataset_dir.is_file() or not manifest_path.is_file():
+        return None
+    files = json.loads(manifest_path.read_text()).get("files") or []
+    named = list(files.items()) if isinstance(files, dict) else [
+        (f.get("split") or f.get("path"), f.get("path")) if isinstance(f, dict) else (f, f) for f in files]
+    named = [(str(k), str(v.get("path") if isinstance(v, dict) else v)) for k, v in named]
+    val = [p for k, p in named if p.endswith(".jsonl") and (_is_eval_split(k) or _is_eval_split(p))]
+    if len(val) > 1:
+        raise ValueError(f"trainer=openai uploads one validation file; {manifest_path} lists {len(val)}: {val}")
+    if not val:
+        return None
+    path = Path(val[0])
+    return path if path.is_absolute() else dataset_dir / path
+
+
 def _is_eval_split(name: str) -> bool:
     words = Path(name).stem.lower().replace("-", "_").split("_")
     return any(w in ("val", "valid", "validation", "eval", "test") for w in words)
@@ -182,13 +203,15 @@ def hyperparameters(tcfg: OpenAITrainerConfig) -> dict[str, Any]:
     return hp
 
 
-def job_request(tcfg: OpenAITrainerConfig, training_file: str) -> dict[str, Any]:
+def job_request(tcfg: OpenAITrainerConfig, training_file: str, validation_file: Optional[str] = None) -> dict[str, Any]:
     """Keyword arguments of `client.fine_tuning.jobs.create` (hyperparameters where the chosen API style wants them)."""
     if tcfg.hyperparameters_style not in ("method", "legacy"):
         raise ValueError(
             f"trainer.hyperparameters_style must be `method` or `legacy`, not {tcfg.hyperparameters_style!r}")
     hp = hyperparameters(tcfg)
     request: dict[str, Any] = {"model": tcfg.base_model, "training_file": training_file, "seed": tcfg.seed}
+    if validation_file:
+        request["validation_file"] = validation_file
     if tcfg.suffix:
         request["suffix"] = tcfg.suffix
     if tcfg.hyperparameters_style == "method":
@@ -240,12 +263,15 @@ def run_openai_job(
     output_dir: Path,
     *,
     dataset_format: str = "openai_chat",
+    validation_file: Optional[Path] = None,
     log: Callable[[str], None] = print,
 ) -> JobResult:
     """Fine-tune `tcfg.base_model` on `dataset_file` and wait for the result (or resume / cancel, per config).
 
     `tcfg.job_id` set: poll that job (no upload). `tcfg.cancel`: cancel the job and return. Otherwise resume the job
     recorded in `<output_dir>/openai_job.json` when it was made from the same request, else upload and create.
+    `validation_file` (the dataset's val.jsonl) is checked like the training file and sent as the job's
+    validation_file (the service then reports validation loss).
     Raises ValueError/FileNotFoundError for bad input before any request, FineTuneJobError when the service refuses
     or the job fails, TimeoutError after `timeout_s` of polling (the job keeps running; a rerun resumes it).
     """
@@ -260,6 +286,9 @@ def run_openai_job(
         examples = validate_chat_jsonl(Path(dataset_file), dataset_format)
         dataset_sha = file_sha256(Path(dataset_file))
         log(f"dataset {dataset_file}: {examples} examples, sha256 {dataset_sha[:12]}")
+        if validation_file is not None:
+            val_examples = validate_chat_jsonl(Path(validation_file), dataset_format)
+            log(f"validation {validation_file}: {val_examples} examples")
     job_request(tcfg, "<file>")  # bad style -> ValueError before any request
 
     client = make_client(tcfg, key)
@@ -270,7 +299,8 @@ def run_openai_job(
             if not read_state(output_dir).get("job_id"):  # never overwrite the record of another job
                 write_state(output_dir, {"job_id": job_id, "base_url": tcfg.base_url, "status": None})
         else:
-            job_id, resumed = _resume_or_create(client, tcfg, Path(dataset_file), dataset_sha, output_dir, log)
+            job_id, resumed = _resume_or_create(client, tcfg, Path(dataset_file), dataset_sha, output_dir, log,
+                                                validation_file=Path(validation_file) if validation_file else None)
         if not tcfg.wait:
             job = client.fine_tuning.jobs.retrieve(job_id)
             log(f"job {job_id}: {job.status} (trainer.wait=false: not polling; rerun to resume)")
@@ -315,9 +345,28 @@ def cancel_openai_job(tcfg: OpenAITrainerConfig, output_dir: Optional[Path] = No
 # ------------------------------------------------------------------------------------------------ internals
 
 
+def _upload(client: Any, path: Path, sha: str, state: dict[str, Any], key: str, sha_key: str,
+            log: Callable[[str], None]) -> str:
+    """The file id of `path` on the service: the one recorded in `state[key]` when it was uploaded from the same
+    content (`state[sha_key]`) and the service still has it, else a new upload."""
+    file_id = state.get(key) if state.get(sha_key) == sha else None
+    if file_id and not _file_exists(client, file_id):
+        file_id = None
+    if file_id:
+        log(f"reusing uploaded file {file_id}")
+        return file_id
+    with path.open("rb") as fh:
+        file_id = client.files.create(file=(path.name, fh, "application/jsonl"), purpose="fine-tune").id
+    log(f"uploaded {path.name} as {file_id}")
+    return file_id
+
+
 def _resume_or_create(client: Any, tcfg: OpenAITrainerConfig, dataset_file: Path, dataset_sha: str,
-                      output_dir: Path, log: Callable[[str], None]) -> tuple[str, bool]:
-    fingerprint = request_fingerprint(tcfg, dataset_sha)
+                      output_dir: Path, log: Callable[[str], None],
+                      validation_file: Optional[Path] = None) -> tuple[str, bool]:
+    val_sha = file_sha256(validation_file) if validation_file is not None else None
+    # the validation file is part of what makes the job (a run without one keeps its earlier fingerprint)
+    fingerprint = request_fingerprint(tcfg, dataset_sha if val_sha is None else f"{dataset_sha}+{val_sha}")
     state = read_state(output_dir)
     if state.get("fingerprint") == fingerprint and state.get("job_id"):
         # a running job is always resumed (paying twice is never wanted); a finished one unless retrain asks anew
@@ -331,21 +380,20 @@ def _resume_or_create(client: Any, tcfg: OpenAITrainerConfig, dataset_file: Path
         log(f"note: {output_dir / STATE_FILE} names job {state['job_id']} made from a different dataset or config; "
             f"it is left as is (cancel with trainer.job_id={state['job_id']} trainer.cancel=true)")
 
-    file_id = state.get("training_file") if state.get("dataset_sha256") == dataset_sha else None
-    if file_id and not _file_exists(client, file_id):
-        file_id = None
-    if file_id:
-        log(f"reusing uploaded file {file_id}")
-    else:
-        with dataset_file.open("rb") as fh:
-            file_id = client.files.create(file=(dataset_file.name, fh, "application/jsonl"), purpose="fine-tune").id
-        log(f"uploaded {dataset_file.name} as {file_id}")
-        write_state(output_dir, {"training_file": file_id, "dataset_sha256": dataset_sha, "base_url": tcfg.base_url})
+    file_id = _upload(client, dataset_file, dataset_sha, state, "training_file", "dataset_sha256", log)
+    uploads = {"training_file": file_id, "dataset_sha256": dataset_sha, "base_url": tcfg.base_url}
+    if file_id != state.get("training_file"):
+        write_state(output_dir, uploads)
+    val_id = None
+    if validation_file is not None and val_sha is not None:
+        val_id = _upload(client, validation_file, val_sha, state, "validation_file", "validation_file_sha256", log)
+        uploads = {**uploads, "validation_file": val_id, "validation_file_sha256": val_sha}
+        if val_id != state.get("validation_file"):
+            write_state(output_dir, uploads)
 
-    job = client.fine_tuning.jobs.create(**job_request(tcfg, file_id))
+    job = client.fine_tuning.jobs.create(**job_request(tcfg, file_id, val_id))
     # the job costs money from here on: record it before anything else can fail
-    write_state(output_dir, {"job_id": job.id, "status": job.status, "fingerprint": fingerprint,
-                             "training_file": file_id, "dataset_sha256": dataset_sha, "base_url": tcfg.base_url,
+    write_state(output_dir, {"job_id": job.id, "status": job.status, "fingerprint": fingerprint, **uploads,
                              "base_model": tcfg.base_model, "created_at": job.created_at})
     log(f"created job {job.id} ({tcfg.base_model}, hyperparameters {hyperparameters(tcfg) or 'service defaults'})")
     return job.id, False
@@ -446,7 +494,8 @@ def _result(job: Any, tcfg: OpenAITrainerConfig, resumed: bool, started: float,
         error = f"{error} ({code})" if code else error
     hp = job.hyperparameters.model_dump(exclude_none=True) if getattr(job, "hyperparameters", None) else {}
     return JobResult(job_id=job.id, status=job.status, fine_tuned_model=job.fine_tuned_model, base_model=job.model,
-                     base_url=tcfg.base_url, training_file=job.training_file, trained_tokens=job.trained_tokens,
+                     base_url=tcfg.base_url, training_file=job.training_file,
+                     validation_file=getattr(job, "validation_file", None), trained_tokens=job.trained_tokens,
                      error=error, hyperparameters=hp, metrics=list(metrics or []), resumed=resumed,
                      wall_s=time.monotonic() - started)
 

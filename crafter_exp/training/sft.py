@@ -8,6 +8,7 @@ What `RoleSFTTrainer` adds to TRL's trainer, and why:
 - the loss setting `loss_on`: `assistant` (mean over reply tokens), `all` (mean over every token), `weighted`
   (mean over reply tokens + prompt_weight x mean over prompt tokens). A randomly initialised student needs the
   prompt term to learn to read observations (feasibility run: assistant-only stayed below random).
+  Replies with `"weight": 0` (context: history windows, multi-turn turns not kept) get no loss in any mode.
 - a time budget (`max_time_s`): training stops when it runs out, and the learning-rate schedule runs on
   progress = max(step / planned steps, elapsed / budget), so warm-up and cosine decay complete inside the budget.
 - cheap metrics: reply-token accuracy and whole-reply exact match (no entropy over the vocabulary each step).
@@ -182,7 +183,8 @@ def lora_config(tcfg: Any) -> Any:
 
 
 class RoleCollator:
-    """Right-pads a batch; `roles` is 1 for reply tokens, 0 for prompt tokens, -1 for padding."""
+    """Right-pads a batch; `roles` is 1 for learned reply tokens, 0 for prompt tokens, 2 for context replies
+    (weight 0: no loss), -1 for padding."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
@@ -604,6 +606,9 @@ def train_sft(
     if train_tok.truncated:
         print(f"[train] {train_tok.truncated} of {len(train_ex)} examples longer than max_length="
               f"{tcfg.max_length} were truncated ({train_tok.dropped} dropped: no reply token left)")
+    if train_tok.split:
+        print(f"[train] {train_tok.split} examples became one sequence per learned reply (the chat template renders "
+              f"earlier replies differently from the last one)")
     if tcfg.packing:
         train_tok = data_mod.pack(train_tok, tcfg.max_length, seed)
     tokenize_s = time.monotonic() - t_tok
@@ -713,7 +718,8 @@ def train_sft(
         "dropped_examples": train_tok.dropped + (eval_tok.dropped if eval_tok else 0),
         "vocab_size": len(tokenizer),
         "mean_tokens_per_example": train_tok.tokens / max(len(train_tok.input_ids), 1),
-        "max_reply_tokens": max((sum(r) for r in train_tok.roles), default=0),
+        "max_reply_tokens": max((r.count(data_mod.REPLY) for r in train_tok.roles), default=0),
+        "split_examples": train_tok.split + (eval_tok.split if eval_tok else 0),
     }
     if save_best and trainer.state.best_metric is not None:
         metrics["best_eval_assistant_loss"] = float(trainer.state.best_metric)

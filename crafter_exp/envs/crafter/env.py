@@ -9,8 +9,16 @@ from crafter_exp.envs.base import Observation, StepResult, TextEnv
 from crafter_exp.envs.crafter.actions import ACHIEVEMENTS, ACTION_INDEX, ACTIONS, canonical_action
 from crafter_exp.envs.crafter.difficulty import DIFFICULTIES
 from crafter_exp.envs.crafter.game import CrafterGame
-from crafter_exp.envs.crafter.text import INSTRUCTIONS, OBS_FORMATS, render
+from crafter_exp.envs.crafter.text import INSTRUCTIONS, ITEMS, OBS_FORMATS, VITALS, render
 from crafter_exp.envs.crafter.view import VIEW_COLS, VIEW_ROWS, local_view
+
+
+PREDICTION_QUANTITIES: frozenset[str] = frozenset({*VITALS, *ITEMS, *ACHIEVEMENTS})
+"""The names a Crafter prediction is scored on: vitals, inventory items, achievements."""
+PREDICTION_ALIASES = {"hp": "health", "water": "drink", "thirst": "drink", "hunger": "food", "fatigue": "energy",
+                      "saplings": "sapling", "woods": "wood", "stones": "stone",
+                      "table": "place_table", "furnace": "place_furnace"}
+"""Words models use for those quantities (`water -1` for drink; a placed table is the place_table achievement)."""
 
 
 def check_config(cfg: Any) -> None:
@@ -87,6 +95,21 @@ class CrafterTextEnv(TextEnv):
 
     def episode_info(self) -> dict[str, Any]:
         return {"success": None, "task_type": None}
+
+    def state_change(self, before: Observation, after: Observation, unlocked: list[str]) -> Optional[dict[str, int]]:
+        """Crafter's state change over a turn: every inventory item and vital (health, food, drink, energy) whose
+        count changed, by how much, and every achievement first unlocked in the turn (+1). Position, facing,
+        daylight and what is in view are not counted (the text shows them, but they are not quantities)."""
+        inv_before, inv_after = before.info.get("inventory", {}), after.info.get("inventory", {})
+        changes = {name: int(inv_after.get(name, 0)) - int(inv_before.get(name, 0))
+                   for name in PREDICTION_QUANTITIES if name not in ACHIEVEMENTS}
+        out = {name: delta for name, delta in changes.items() if delta}
+        out.update({name: 1 for name in unlocked})
+        return out
+
+    def prediction_quantity(self, name: str) -> Optional[str]:
+        key = name.strip().lower().replace(" ", "_").replace("-", "_")
+        return key if key in PREDICTION_QUANTITIES else PREDICTION_ALIASES.get(key)
 
     # ---------------------------------------------------------------------------------------------- helpers
 
