@@ -15,6 +15,10 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+NOT_IDENTITY = {"identity": False}
+"""Field metadata of a setting that changes how a stage runs, reports or where it reads and writes, not what its
+output holds: left out of the output's identity (crafter_exp/paths.py), so changing it reuses or resumes the output."""
+
 # --------------------------------------------------------------------------------------------------- env group
 
 
@@ -24,9 +28,9 @@ class EnvConfig:
 
     name: str = MISSING
     """Environment id (`crafter`, `alfworld`); selects the implementation."""
-    episodes: int = 32
+    episodes: int = field(default=32, metadata=NOT_IDENTITY)
     """Episodes the rollout stage plays; episode i plays seed `seed + i`."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=NOT_IDENTITY)
     """First seed of the rollout (training) seed range."""
     max_steps: int = 300
     """Hard cap on environment steps per episode (the episode ends with termination `max_steps`)."""
@@ -92,7 +96,7 @@ class PromptConfig:
 class ModelConfig:
     name: str = MISSING
     """Policy kind: `scripted`, `random`, `openai`, `hf_local`."""
-    label: Optional[str] = None
+    label: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
     """Name shown in stores and reports (default: the policy's own model name)."""
     prompt: PromptConfig = field(default_factory=PromptConfig)
     """Prompt template and history window."""
@@ -119,7 +123,7 @@ class OpenAIModelConfig(ModelConfig):
     """Provider label stored with traces (filterable)."""
     base_url: Optional[str] = None
     """OpenAI-compatible endpoint; None = the openai client's default."""
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata=NOT_IDENTITY)
     """Name of the environment variable holding the key (the key itself never enters config or files)."""
     temperature: Optional[float] = 0.7
     """Sampling temperature; None = not sent (reasoning models that reject it)."""
@@ -131,17 +135,17 @@ class OpenAIModelConfig(ModelConfig):
     """Sampling seed sent to the endpoint (where supported)."""
     reasoning_effort: Optional[str] = None
     """`low`/`medium`/`high` for reasoning models; None = not sent."""
-    timeout: float = 60.0
+    timeout: float = field(default=60.0, metadata=NOT_IDENTITY)
     """Seconds per request before it counts as failed."""
-    max_retries: int = 5
+    max_retries: int = field(default=5, metadata=NOT_IDENTITY)
     """Retries per call (the openai client's own backoff, honouring Retry-After)."""
-    concurrency: int = 16
+    concurrency: int = field(default=16, metadata=NOT_IDENTITY)
     """Requests in flight per Ray worker (total = workers x concurrency)."""
-    max_consecutive_errors: int = 3
+    max_consecutive_errors: int = field(default=3, metadata=NOT_IDENTITY)
     """An episode whose calls fail this many times in a row ends with termination `api_error`."""
-    probe: bool = True
+    probe: bool = field(default=True, metadata=NOT_IDENTITY)
     """One probe call before any episode: unreachable endpoint / 401 / unknown model fail fast."""
-    prices: dict[str, Any] = field(default_factory=dict)
+    prices: dict[str, Any] = field(default_factory=dict, metadata=NOT_IDENTITY)
     """Per-model price table, USD per 1M tokens: {model: {input: x, output: y}}; unknown model -> cost null."""
     extra_body: dict[str, Any] = field(default_factory=dict)
     """Extra JSON fields sent with each request (vendor-specific knobs)."""
@@ -149,7 +153,7 @@ class OpenAIModelConfig(ModelConfig):
     """`tool_choice` sent in action_mode=tools (`required`; `auto` for servers that lack `required`)."""
     max_tokens_param: str = "max_tokens"
     """Request field carrying max_tokens: `max_tokens`, or `max_completion_tokens` (OpenAI reasoning models)."""
-    stream: bool = False
+    stream: bool = field(default=False, metadata=NOT_IDENTITY)
     """Request the reply streamed (server-sent chunks, usage in the last) and assemble it; the record is the same."""
 
 
@@ -159,7 +163,7 @@ class HFLocalModelConfig(ModelConfig):
     prompt: Optional[PromptConfig] = None
     """Prompt template; None = the one recorded in the checkpoint's manifest (the data's), else standard."""
     path: Optional[str] = None
-    """Checkpoint: a local folder (full model or PEFT adapter) or a hub id; None = the pipeline's trained student."""
+    """Checkpoint: a local folder (full model or PEFT adapter) or a hub id; None = the newest checkpoint of `name`."""
     base_model: Optional[str] = None
     """Base model for an adapter checkpoint (default: read from the adapter config)."""
     do_sample: Optional[bool] = None
@@ -168,9 +172,9 @@ class HFLocalModelConfig(ModelConfig):
     """Sampling temperature when sampling; None = the manifest's `play_temperature`, else 1.0."""
     max_new_tokens: Optional[int] = None
     """Tokens generated per turn; None = the longest reply in the checkpoint's training data (manifest), else 256."""
-    batch_size: int = 32
+    batch_size: int = field(default=32, metadata=NOT_IDENTITY)
     """Episodes decoded together in one forward pass."""
-    device: str = "auto"
+    device: str = field(default="auto", metadata=NOT_IDENTITY)
     """`auto` (cuda if available), `cpu`, `cuda`."""
     dtype: str = "auto"
     """`auto` (bf16 on a GPU that has it; on a CPU with native bf16, fp32 weights under bf16 autocast), `float32`,
@@ -188,8 +192,8 @@ class HFLocalModelConfig(ModelConfig):
 class FilterConfig:
     """Which traces to keep (compiled to parameterised SQL) and how to export them."""
 
-    runs: list[str] = field(default_factory=list)
-    """Trace run ids (or experiment names = their latest rollout run) to read; empty = latest rollout of `name`."""
+    runs: list[str] = field(default_factory=list, metadata=NOT_IDENTITY)
+    """Trace run ids (or experiment names = their newest complete rollout run) to read; empty = that of `name`."""
     min_achievements: Optional[int] = None
     """Minimum distinct achievements in the episode."""
     max_achievements: Optional[int] = None
@@ -265,19 +269,19 @@ class FilterConfig:
     job's validation_file, the local trainers' eval set); null = 0.1 for parquet, 0 (no split) for JSONL."""
     seed: int = 0
     """Seed for splits and subsets."""
-    stats_only: bool = False
+    stats_only: bool = field(default=False, metadata=NOT_IDENTITY)
     """Print statistics, write nothing."""
-    output: Optional[str] = None
-    """Output path; default: <paths.datasets>/<name>."""
-    validate_path: Optional[str] = None
+    output: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
+    """Output path; default: <paths.datasets>/<name>/<identity> (crafter_exp/paths.py)."""
+    validate_path: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
     """stage=validate: a JSONL file or a dataset folder to check; None = this experiment's dataset."""
-    validate_format: str = "auto"
+    validate_format: str = field(default="auto", metadata=NOT_IDENTITY)
     """stage=validate: the format to check against; `auto` = the manifest's, else guessed from the first line."""
-    tokenizer: Optional[str] = None
+    tokenizer: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
     """Local tokenizer for token counts (a tokenizer.json or a HF folder); None = estimate (chars / 4)."""
-    price_model: str = "gpt-4o-mini-2024-07-18"
+    price_model: str = field(default="gpt-4o-mini-2024-07-18", metadata=NOT_IDENTITY)
     """Model whose training price `validate` uses for the cost estimate."""
-    cost_epochs: int = 3
+    cost_epochs: int = field(default=3, metadata=NOT_IDENTITY)
     """Epochs assumed by the cost estimate."""
     training_prices: dict[str, float] = field(
         default_factory=lambda: {
@@ -285,14 +289,15 @@ class FilterConfig:
             "gpt-4.1-mini-2025-04-14": 5.0, "gpt-4.1-nano-2025-04-14": 1.5, "gpt-3.5-turbo-0125": 8.0,
             "gemini-2.0-flash-001": 3.0, "gemini-2.0-flash-lite-001": 1.0, "gemini-2.5-flash": 5.0,
             "gemini-2.5-flash-lite": 1.5, "gemini-2.5-pro": 25.0,
-        }
+        },
+        metadata=NOT_IDENTITY,
     )
     """USD per 1M training tokens by model (published list prices, mid 2025: check before relying on them)."""
-    chunk_steps: int = 50_000
+    chunk_steps: int = field(default=50_000, metadata=NOT_IDENTITY)
     """Steps read per query when exporting (bounds memory: peak RSS does not grow with the dataset)."""
-    memory_limit: str = "256MB"
+    memory_limit: str = field(default="256MB", metadata=NOT_IDENTITY)
     """DuckDB memory cap for the filter's queries."""
-    threads: int = 2
+    threads: int = field(default=2, metadata=NOT_IDENTITY)
     """Chunks exported in parallel, each on its own DuckDB cursor (memory: threads x one chunk)."""
 
 
@@ -303,10 +308,10 @@ class FilterConfig:
 class TrainerConfig:
     name: str = MISSING
     """Trainer kind: `tiny` (offline student from a config), `local_lora`, `local_qlora`, `local_full`, `openai`."""
-    dataset: Optional[str] = None
-    """Dataset path; None = the pipeline's filter output."""
-    output_dir: Optional[str] = None
-    """Checkpoint folder; default: <paths.checkpoints>/<name>."""
+    dataset: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
+    """Dataset path; None = the newest complete dataset of `name` (the pipeline: its filter output)."""
+    output_dir: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
+    """Checkpoint folder; default: <paths.checkpoints>/<name>/<identity> (crafter_exp/paths.py)."""
     seed: int = 0
     """Training seed."""
 
@@ -395,17 +400,17 @@ class LocalTrainerConfig(TrainerConfig):
     """Cap on held-out eval examples (eval passes stay short); None = no cap."""
     save_best: bool = True
     """Keep the checkpoint with the lowest eval loss."""
-    logging_steps: int = 10
+    logging_steps: int = field(default=10, metadata=NOT_IDENTITY)
     """Log loss every N steps."""
     merge_adapter: bool = False
     """Also save LoRA weights merged into the base model."""
     student: TinyStudentConfig = field(default_factory=TinyStudentConfig)
     """Architecture of the student built when `model: tiny` (any method; LoRA on a random init barely learns)."""
-    retrain: bool = False
+    retrain: bool = field(default=False, metadata=NOT_IDENTITY)
     """Train even when the output folder already holds a complete checkpoint of this config and dataset."""
     play_temperature: Optional[float] = None
     """Sampling temperature recorded in the checkpoint for hf_local play (None = greedy decoding)."""
-    progress: bool = True
+    progress: bool = field(default=True, metadata=NOT_IDENTITY)
     """Show a progress bar while tokenizing and training."""
 
 
@@ -440,7 +445,7 @@ class OpenAITrainerConfig(TrainerConfig):
     """Suffix of the fine-tuned model name."""
     base_url: Optional[str] = None
     """OpenAI-compatible endpoint; None = the openai client's default."""
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata=NOT_IDENTITY)
     """Name of the environment variable holding the key."""
     epochs: Optional[int] = None
     """n_epochs (None = service default)."""
@@ -448,19 +453,19 @@ class OpenAITrainerConfig(TrainerConfig):
     """batch_size (None = service default)."""
     learning_rate_multiplier: Optional[float] = None
     """learning_rate_multiplier (None = service default)."""
-    job_id: Optional[str] = None
+    job_id: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
     """Resume polling this existing job instead of creating one."""
-    cancel: bool = False
+    cancel: bool = field(default=False, metadata=NOT_IDENTITY)
     """Cancel `job_id` and exit."""
-    poll_interval_s: float = 10.0
+    poll_interval_s: float = field(default=10.0, metadata=NOT_IDENTITY)
     """Initial poll interval (backs off up to poll_max_interval_s)."""
-    poll_max_interval_s: float = 120.0
+    poll_max_interval_s: float = field(default=120.0, metadata=NOT_IDENTITY)
     """Longest poll interval."""
-    timeout_s: float = 86400.0
+    timeout_s: float = field(default=86400.0, metadata=NOT_IDENTITY)
     """Give up polling after this long (the job keeps running on the service; a rerun resumes polling it)."""
-    poll_backoff: float = 1.5
+    poll_backoff: float = field(default=1.5, metadata=NOT_IDENTITY)
     """Poll interval multiplier after each poll (reset to poll_interval_s when the job's status changes)."""
-    wait: bool = True
+    wait: bool = field(default=True, metadata=NOT_IDENTITY)
     """Poll until the job ends; false = upload, create, record the job id and return (a rerun resumes polling)."""
     hyperparameters_style: str = "method"
     """`method` (current OpenAI API: method.supervised.hyperparameters) or `legacy` (top-level `hyperparameters`)."""
@@ -468,11 +473,11 @@ class OpenAITrainerConfig(TrainerConfig):
     """Extra entries merged into the hyperparameters object (vendor knobs, e.g. {training_type: sft})."""
     extra_body: dict[str, Any] = field(default_factory=dict)
     """Extra top-level JSON fields sent with the job creation request (vendor knobs)."""
-    max_retries: int = 5
+    max_retries: int = field(default=5, metadata=NOT_IDENTITY)
     """Retries per request (the openai client's own backoff, honouring 429 Retry-After)."""
-    request_timeout_s: float = 120.0
+    request_timeout_s: float = field(default=120.0, metadata=NOT_IDENTITY)
     """Seconds per HTTP request (uploads of large files may need more)."""
-    retrain: bool = False
+    retrain: bool = field(default=False, metadata=NOT_IDENTITY)
     """Create a new job even when the output folder already records a finished job of this config and dataset."""
     validation_file: bool = True
     """Upload the dataset's validation split (val.jsonl, from filter.val_fraction) as the job's validation_file."""

@@ -253,8 +253,8 @@ def test_manifest_resume_and_new_episodes(tmp_path):
     register_run(TraceStore(db), "r0-old", name="exp", created="2023-01-01")  # older run: not the default
     cfg = cfg_for(home)
     first = F.filter_and_export(cfg, progress=False)
-    manifest = json.loads((home / "data/datasets/exp/manifest.json").read_text())
-    assert first.path == home / "data/datasets/exp"
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    assert first.path == home / "data/datasets/exp" / manifest["identity"][:8]  # crafter_exp/paths.py's rule
     assert manifest["source_runs"] == ["r1"] and manifest["env"] == "crafter"
     assert manifest["examples"] == 12 and manifest["episodes"] == 3 and manifest["files"] == ["train.jsonl"]
     assert manifest["prompt"]["template"] == "standard" and manifest["digest"] == first.digest
@@ -266,7 +266,7 @@ def test_manifest_resume_and_new_episodes(tmp_path):
     third = F.filter_and_export(cfg, progress=False)
     assert not third.skipped and third.examples == 14 and third.digest != first.digest
     # switching format replaces the files and drops the stale ones
-    fourth = F.filter_and_export(cfg_for(home, "filter.format=parquet"), progress=False)
+    fourth = F.filter_and_export(cfg_for(home, "filter.format=parquet", f"filter.output={third.path}"), progress=False)
     assert not (fourth.path / "train.jsonl").exists() and (fourth.path / "train.parquet").exists()
 
 
@@ -322,7 +322,8 @@ def test_cli_filter_tracks_in_mlflow_and_fails_cleanly(tmp_path):
     ok = subprocess.run(base + ["filter.min_achievements=2", "filter.step_mode=achievement"], cwd=tmp_path,
                         env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr[-2000:]
-    manifest = json.loads((tmp_path / "data/datasets/exp/manifest.json").read_text())
+    [manifest_file] = (tmp_path / "data/datasets/exp").glob("*/manifest.json")
+    manifest = json.loads(manifest_file.read_text())
     assert manifest["examples"] == 2 + 3 + 4 + 2 and "wrote 11 openai_chat examples" in ok.stdout
 
     import mlflow

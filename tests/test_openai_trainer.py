@@ -328,7 +328,8 @@ def test_train_stage_writes_openai_checkpoint_manifest_and_mlflow_run(request, p
 
     out = train_openai(cfg)
 
-    manifest = json.loads((project / "data" / "checkpoints" / "exp" / "manifest.json").read_text())
+    assert out.checkpoint.parent == project / "data" / "checkpoints" / "exp"  # <name>/<identity>, as trainer=tiny
+    manifest = json.loads((out.checkpoint / "manifest.json").read_text())
     assert manifest["kind"] == "openai" and manifest["fine_tuned_model"].startswith("ft:gpt-4o-mini")
     assert manifest["job_id"] == "ftjob-0001" and manifest["base_url"] == server.base_url
     assert manifest["prompt"]["template"] == "standard" and manifest["dataset_digest"] == "d1g3st"
@@ -359,7 +360,7 @@ def test_train_stage_writes_openai_checkpoint_manifest_and_mlflow_run(request, p
     server.scenario.outcome = "failure"
     with pytest.raises(FineTuneJobError, match="failed: Training file has 3 examples"):
         train_openai(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, epochs=5)))
-    kept = json.loads((project / "data" / "checkpoints" / "exp" / "manifest.json").read_text())
+    kept = json.loads((out.checkpoint / "manifest.json").read_text())
     assert kept["job_id"] == "ftjob-0002"
     failed = mlflow.MlflowClient(tracking_uri=cfg.tracking.uri).search_runs(
         [run.info.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]

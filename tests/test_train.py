@@ -94,11 +94,11 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, synth, 
             "trainer.eval_steps=20", "trainer.eval_fraction=0"]
     proc = subprocess.Popen([sys.executable, "-m", "crafter_exp", "stage=train", *args], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    checkpoints = tmp_path / "data" / "checkpoints"  # the stage's output: checkpoints/default
+    checkpoints = tmp_path / "data" / "checkpoints" / "default"  # the stage's output: checkpoints/default/<identity>
 
     def saved_steps() -> list[int]:  # whole checkpoints: trainer_state.json is written last
         return sorted(int(p.parent.name.split("-")[1])
-                      for p in checkpoints.glob(".default.trainer-*/checkpoint-*/trainer_state.json"))
+                      for p in checkpoints.glob(".*.work-*/checkpoint-*/trainer_state.json"))
 
     deadline = time.monotonic() + 180
     while not any(step >= 40 for step in saved_steps()) and time.monotonic() < deadline:
@@ -107,9 +107,9 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, synth, 
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    [workdir] = checkpoints.glob(".default.trainer-*")
+    [workdir] = checkpoints.glob(".*.work-*")
     kept = saved_steps()
-    assert kept and kept[-1] >= 40 and not (checkpoints / "default" / "manifest.json").exists()  # nothing published
+    assert kept and kept[-1] >= 40 and not list(checkpoints.glob("*/manifest.json"))  # nothing published
 
     result = train(compose_config(args))
     assert f"resuming from {workdir / f'checkpoint-{kept[-1]}'}" in capsys.readouterr().out
@@ -289,14 +289,16 @@ def test_example_without_assistant_reply_is_refused(tmp_path):
 
 
 def test_empty_and_missing_datasets(tmp_path):
+    from crafter_exp.errors import UserError
+
     folder = write_synthetic_dataset(tmp_path / "data" / "datasets" / "default", 3)
     (folder / "train.jsonl").write_text("")
     with pytest.raises(ValueError, match="empty"):
         train(make_cfg(tmp_path))
-    with pytest.raises(FileNotFoundError, match="no dataset"):
+    with pytest.raises(UserError, match="no complete dataset"):
         train(make_cfg(tmp_path, "name=nothing_here"))
     (folder / "manifest.json").unlink()
-    with pytest.raises(FileNotFoundError, match="no dataset"):
+    with pytest.raises(UserError, match="no complete dataset"):
         train(make_cfg(tmp_path))
 
 

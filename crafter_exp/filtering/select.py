@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from crafter_exp.errors import UserError
 from crafter_exp.filtering.criteria import (
     COUNTED,
     QUALITY,
@@ -219,7 +220,7 @@ def resolve_runs(db: Db, name: str, runs: Sequence[str] = ()) -> list[SourceRun]
                 known = ", ".join(table["run_id"].astype(str).tolist()[-10:]) or "none"
                 what = "trace run or experiment name" if runs else "rollout run for name"
                 raise ValueError(f"no {what} {entry!r} in {store.path} (latest runs: {known})")
-            row = by_name.iloc[[-1]]
+            row = by_name[by_name["run_id"] == _newest_complete_rollout(db, by_name, entry)]
         r = row.iloc[0]
         if r["run_id"] in {s.run_id for s in out}:
             continue
@@ -237,6 +238,24 @@ def resolve_runs(db: Db, name: str, runs: Sequence[str] = ()) -> list[SourceRun]
     if len(envs) > 1:
         raise ValueError(f"source runs come from several envs ({', '.join(envs)}); filter one env at a time")
     return out
+
+
+def _newest_complete_rollout(db: Db, runs: pd.DataFrame, name: str) -> str:
+    """An experiment name's newest rollout run holding all its episodes (crafter_exp.paths' rule: never a partial
+    output); one line naming the unfinished ones when there is none."""
+    from crafter_exp.paths import newest_complete_run
+
+    with session(db) as rs:
+        done = dict(rs.con.execute(
+            "SELECT run_id, count(*) FROM episodes WHERE list_contains($runs::VARCHAR[], run_id) GROUP BY run_id",
+            {"runs": runs["run_id"].astype(str).tolist()},
+        ).fetchall())
+    found = newest_complete_run(runs, done, name)
+    if found is None:
+        partial = ", ".join(f"{r.run_id} ({done.get(r.run_id, 0)}/{r.episodes} episodes)" for r in runs.itertuples())
+        raise UserError(f"no complete rollout run for name {name!r}: {partial}; rerun its stage=rollout to finish it, "
+                        "or name a run in filter.runs=[...]")
+    return found
 
 
 _RUNS_JOIN = ("JOIN (SELECT unnest($runs::VARCHAR[]) AS run_id, generate_subscripts($runs::VARCHAR[], 1) AS run_order)"

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from crafter_exp import metrics as M
-from crafter_exp import tracking
+from crafter_exp import paths, tracking
 from crafter_exp.store.traces import TraceStore
 from crafter_exp.files import write_text_atomic
 
@@ -465,10 +465,10 @@ def compare(
     families = {p: [m for m in present if m.startswith(p)] for p in M.FAMILIES}
 
     # --- the report
-    report_dir = Path(cfg.paths.reports) / cfg.name / "compare"
+    report_dir = paths.compare_dir(cfg)
     report_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = report_dir / "manifest.json"
-    manifest_path.unlink(missing_ok=True)  # the report is incomplete until the new manifest lands
+    folder = paths.OutputFolder(report_dir, paths.identity([_config_tree(cfg)["compare"], run_ids, labels, cfg.seed]))
+    folder.invalidate()  # the report is incomplete until the new manifest lands
     figures_dir = report_dir / "figures"
     if figures_dir.exists():
         shutil.rmtree(figures_dir)
@@ -527,13 +527,13 @@ def compare(
             "paired": sorted({t for t in tests["test"]}) if len(tests) else [],
             "protocol": protocol_name(protocols),
             "protocols": {label: protocols[run] for label, run in zip(labels, run_ids)},
-            "config_hash": tracking.config_hash([_config_tree(cfg)["compare"], run_ids, labels, cfg.seed]),
             "files": {role: path.relative_to(report_dir).as_posix() for role, path in files.items()},
             "metrics": result.metrics_by_label,
             "significant": [f"{r.experiment} vs {r.baseline}: {r.metric}" for r in result.significant.itertuples()],
             "mlflow_run_id": result.mlflow_run_id,
         }
-        files["manifest"] = write_text_atomic(manifest_path, json.dumps(manifest, indent=1, default=_json_default))
+        folder.finish(manifest)
+        files["manifest"] = folder.manifest_path
         if result.mlflow_run_id:
             tracking.log_file(files["manifest"], "compare")
     result.files = files

@@ -2,18 +2,23 @@
 environment's held-out configuration (ALFWorld: its evaluation games).
 
 Training seeds are `env.seed + i` for i < env.episodes, eval seeds `eval.seed + i` for i < eval.episodes; the two
-ranges must not overlap, so no evaluated world was seen in training.
+ranges must not overlap, so no evaluated world was seen in training. Where new seeds are new worlds, the seeds the
+evaluated model was actually trained on (its checkpoint's dataset's source runs, crafter_exp/paths.py) must not
+overlap them either, whatever `env.seed` / `env.episodes` say on this command line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Optional
 
+from crafter_exp import paths
 from crafter_exp.envs import held_out_env_config
 from crafter_exp.errors import UserError
 from crafter_exp.policies import model_label
-from crafter_exp.stages.rollout import HEADLINE, RolloutResult, rollout
+from crafter_exp.stages.rollout import HEADLINE, RolloutResult, resolve_model, rollout
+from crafter_exp.store.traces import TraceStore
 
 
 def protocol_of(cfg: Any) -> Any:
@@ -70,10 +75,49 @@ def check_eval_config(cfg: Any) -> None:
         )
 
 
+def _checkpoint_manifest(cfg: Any, model_cfg: Any) -> Optional[dict[str, Any]]:
+    """The train stage's manifest of the model to evaluate: an hf_local folder's, or the one recording an openai
+    fine-tune's model id among this experiment's checkpoints; None for anything else (a base model, a hub id)."""
+    if model_cfg.name == "hf_local":
+        return paths.read_manifest(Path(str(model_cfg.path)))
+    if model_cfg.name == "openai":
+        found = paths.newest_complete(paths.checkpoint_root(cfg),
+                                      lambda m: m.get("fine_tuned_model") == model_cfg.model)
+        return paths.read_manifest(found) if found else None
+    return None
+
+
+def trained_seeds(cfg: Any, model_cfg: Any) -> dict[str, set[int]]:
+    """Seeds of the episodes the model learned from, per source trace run (checkpoint manifest -> dataset manifest
+    -> trace store); {} when the model carries no such record."""
+    checkpoint = _checkpoint_manifest(cfg, model_cfg) or {}
+    dataset = checkpoint.get("dataset_path") or checkpoint.get("dataset")
+    if not dataset:
+        return {}
+    folder = Path(dataset) if Path(dataset).is_dir() else Path(dataset).parent
+    runs = (paths.read_manifest(folder) or {}).get("source_runs") or []
+    store = TraceStore(cfg.paths.db)
+    return {run: store.done_seeds(run) for run in runs}
+
+
+def check_trained_seeds(cfg: Any, model_cfg: Any) -> None:
+    """The eval seeds are none the model was trained on (checked where new seeds are new worlds)."""
+    if held_out_env_config(cfg.env) is not cfg.env:
+        return  # held-out worlds come from another set (ALFWorld's eval games): seed numbers may repeat
+    held_out = set(eval_seeds(cfg))
+    for run, seeds in trained_seeds(cfg, model_cfg).items():
+        shared = sorted(held_out & seeds)
+        if shared:
+            raise UserError(f"eval seeds [{cfg.eval.seed}, {cfg.eval.seed + eval_episodes(cfg)}) overlap the seeds "
+                            f"{model_label(model_cfg)} was trained on ({len(shared)} shared with trace run {run}, "
+                            f"first {shared[0]}); move eval.seed")
+
+
 def evaluate(cfg: Any, model_cfg: Any = None, run_id: Optional[str] = None) -> RolloutResult:
     """Play `model_cfg` (default cfg.model) on the eval seeds; returns the eval trace run."""
     check_eval_config(cfg)
-    model_cfg = model_cfg or cfg.model
+    model_cfg = resolve_model(cfg, model_cfg or cfg.model)
+    check_trained_seeds(cfg, model_cfg)
     return rollout(cfg, stage="eval", run_id=run_id, seed_start=cfg.eval.seed, episodes=eval_episodes(cfg),
                    model_cfg=model_cfg, env_cfg=protocol_env_config(cfg), protocol=protocol_of(cfg))
 

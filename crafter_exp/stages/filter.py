@@ -4,9 +4,10 @@
 (`stage=filter`, or `filter.stats_only=true` to print the stats table and write nothing); `validate_run(cfg)`
 checks a JSONL file or a dataset folder (`stage=validate`).
 
-Output: `<paths.datasets>/<name>/` (or filter.output) with the data files and `manifest.json`, written last:
-{format, files, examples, episodes, digest, source_runs, env, prompt, filter_hash, ...}. A rerun whose manifest
-already carries the same filter_hash (same filter, same source runs with the same episode counts) is skipped.
+Output: `<paths.datasets>/<name>/<identity>/` (or filter.output; see crafter_exp/paths.py) with the data files and
+`manifest.json`, written last: {format, files, examples, episodes, digest, source_runs, env, prompt, identity, ...}.
+The identity is a hash of the filter's result-changing fields, the source runs with their episode counts and the
+prompt: a rerun whose output already holds it complete is skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from crafter_exp import tracking
+from crafter_exp import paths, tracking
 from crafter_exp.config import PromptConfig
 from crafter_exp.envs import env_achievements, env_instructions
 from crafter_exp.export import ExportPlan, Layout, conversation_layout, derive_layout, prompt_config, write_dataset
@@ -46,12 +47,8 @@ from crafter_exp.filtering.select import (
     split_episodes,
 )
 from crafter_exp.store.traces import TraceStore
-from crafter_exp.files import write_json_atomic
 
-MANIFEST = "manifest.json"
-# settings that change how the stage runs or reports, not which examples it writes
-NOT_IN_HASH = frozenset({"runs", "stats_only", "output", "validate_path", "validate_format", "tokenizer",
-                         "price_model", "cost_epochs", "training_prices", "chunk_steps", "memory_limit", "threads"})
+MANIFEST = paths.MANIFEST
 
 
 class EmptySelectionError(ValueError):
@@ -113,11 +110,11 @@ def _prompt_of(sources: Sequence[SourceRun]) -> PromptConfig:
 
 def _filter_hash(fcfg: Any, sources: Sequence[SourceRun], prompt: PromptConfig) -> str:
     basis = {
-        "filter": {k: v for k, v in _as_dict(fcfg).items() if k not in NOT_IN_HASH},
+        "filter": paths.identity_tree(fcfg),
         "sources": [[s.run_id, s.episodes] for s in sources],
         "prompt": _as_dict(prompt),
     }
-    return tracking.config_hash(basis)
+    return paths.identity(basis)
 
 
 def prepare(cfg: Any, runs: Optional[Sequence[str]] = None, db: Optional[ReadSession] = None) -> _Context:
@@ -177,15 +174,18 @@ def _empty_message(cfg: Any, ctx: _Context, st: Optional[FilterStats] = None) ->
 # ---------------------------------------------------------------------------------------------------- export
 
 
-def output_dir(cfg: Any, output: Optional[str | Path] = None) -> Path:
-    return Path(output or cfg.filter.output or Path(cfg.paths.datasets) / cfg.name)
+def output_dir(cfg: Any, output: Optional[str | Path] = None, ctx: Optional[_Context] = None) -> Path:
+    """Where this filter writes (`ctx` given), or the dataset `stage=validate` checks: the newest complete one."""
+    if output:
+        return Path(output)
+    if ctx is not None:
+        return paths.dataset_dir(cfg, ctx.filter_hash)
+    if cfg.filter.output:
+        return Path(cfg.filter.output)
+    return paths.newest_complete(paths.dataset_root(cfg)) or paths.dataset_root(cfg)
 
 
-def read_manifest(path: Path) -> Optional[dict[str, Any]]:
-    try:
-        return json.loads((path / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+read_manifest = paths.read_manifest
 
 
 def _plan(cfg: Any, ctx: _Context) -> tuple[ExportPlan, pd.DataFrame]:
@@ -258,12 +258,14 @@ def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]],
     start = time.perf_counter()
     fcfg = cfg.filter
     ctx = prepare(cfg, runs, db)
-    out = output_dir(cfg, output)
+    out = output_dir(cfg, output, ctx)
+    folder = paths.OutputFolder(out, ctx.filter_hash)
     old = read_manifest(out)
-    if old and old.get("filter_hash") == ctx.filter_hash and all((out / f).exists() for f in old.get("files", [])):
-        print(f"dataset {out} is up to date (filter_hash {ctx.filter_hash}); nothing to do")
-        return FilterResult(out, old["digest"], old["format"], old["examples"], old["episodes"], old["files"], old,
-                            mlflow_run_id=old.get("mlflow_run_id"), skipped=True)
+    done = folder.existing()
+    if done:
+        print(f"dataset {out} is up to date (identity {ctx.filter_hash}); nothing to do")
+        return FilterResult(out, done["digest"], done["format"], done["examples"], done["episodes"], done["files"],
+                            done, mlflow_run_id=done.get("mlflow_run_id"), skipped=True)
 
     plan, selected = _plan(cfg, ctx)
     st = stats(cfg, ctx=ctx, with_steps=False, selected=selected)
@@ -277,7 +279,7 @@ def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]],
         if created:
             out.rmdir()
         raise EmptySelectionError(_no_turn_message(fcfg, len(selected)))
-    (out / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the new manifest lands
+    folder.invalidate()  # the folder is incomplete until the new manifest lands
     written.publish(out)
     for stale in set((old or {}).get("files", [])) - set(written.files):
         (out / stale).unlink(missing_ok=True)
@@ -299,7 +301,6 @@ def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]],
         "source_runs": [s.run_id for s in ctx.sources],
         "env": ctx.env,
         "prompt": prompt,
-        "filter_hash": ctx.filter_hash,
         "filter": _as_dict(fcfg),
         "splits": written.splits,
         "turns_kept": turns_kept,
@@ -323,7 +324,7 @@ def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]],
             tracking.log_metrics({**st.metrics(), "episodes_exported": written.episodes, "examples": written.examples,
                                   "turns_kept": turns_kept, "dedupe_dropped": written.dedupe_dropped,
                                   "seconds": seconds, "steps_per_s": total_steps / max(seconds, 1e-9)})
-        write_json_atomic(out / MANIFEST, manifest)
+        manifest = folder.finish(manifest)
         if mlrun:
             tracking.log_file(out / MANIFEST)
     return FilterResult(out, written.digest, fcfg.format, written.examples, written.episodes, written.files,

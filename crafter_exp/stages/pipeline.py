@@ -1,10 +1,10 @@
 """The whole loop as one stage: rollout -> filter -> train -> evaluate (several policies, same held-out seeds) -> compare.
 
-One MLflow parent run; every stage is a child run (tracking.stage_run nests under the active run). Each stage's
-outputs are content-addressed — the trace run id carries a hash of what was played, the dataset folder a hash of
-the filter and its source runs, the checkpoint folder a hash of the trainer and its dataset — so a rerun with the
-same name skips every stage whose output is complete, and sweep jobs that share a stage (say, the rollout of a
-LoRA-rank sweep) share its output instead of redoing it.
+One MLflow parent run; every stage is a child run (tracking.stage_run nests under the active run). Each stage
+writes where it writes when run alone (crafter_exp/paths.py: outputs named by their identity — the trace run id
+by what was played, the dataset folder by the filter and its source runs, the checkpoint folder by the trainer and
+its dataset), so a rerun with the same name skips every stage whose output is complete, and sweep jobs that share
+a stage (say, the rollout of a LoRA-rank sweep) share its output instead of redoing it.
 """
 
 from __future__ import annotations
@@ -39,10 +39,6 @@ class PipelineResult:
     """One line: does the fine-tuned student beat its untrained self and random, and how close is it to the teacher."""
 
 
-def _short_hash(tree: Any) -> str:
-    return tracking.config_hash(tree)[:8]
-
-
 def check_pipeline_config(cfg: Any) -> None:
     """Everything that can be checked before any episode is played."""
     check_env_config(cfg.env)
@@ -65,10 +61,8 @@ def pipeline(cfg: Any) -> PipelineResult:
     tags = {"name": cfg.name, "env": cfg.env.name, "trainer": cfg.trainer.name}
     with tracking.stage_run(cfg.tracking, "pipeline", f"pipeline-{cfg.name}", as_dict(cfg), tags):
         teacher = rollout(cfg)
-        dataset_dir = Path(cfg.paths.datasets) / cfg.name / _short_hash([as_dict(cfg.filter), teacher.run_id])
-        data = filter_and_export(cfg, runs=[teacher.run_id], output=dataset_dir)
-        checkpoint_dir = Path(cfg.paths.checkpoints) / cfg.name / _short_hash([as_dict(cfg.trainer), data.digest])
-        trained = train(cfg, dataset_path=data.path, output_dir=checkpoint_dir)
+        data = filter_and_export(cfg, runs=[teacher.run_id])
+        trained = train(cfg, dataset_path=data.path)
 
         candidates = {
             "random": lambda: RandomModelConfig(label="random"),

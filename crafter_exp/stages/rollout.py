@@ -13,19 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from crafter_exp import __version__, tracking
+from crafter_exp import __version__, paths, tracking
+from crafter_exp.errors import UserError
 from crafter_exp.progress import progress_bar
 from crafter_exp.envs import check_env_config, env_achievements
 from crafter_exp.policies import make_policy, model_label, model_provider
 from crafter_exp.runner.pool import run_episodes
 from crafter_exp.store.traces import EpisodeRecord, TraceStore
-
-
-# model settings that change how fast or how robustly episodes are played, not what is played: a resume may change them
-HOW_NOT_WHAT = frozenset(
-    {"label", "concurrency", "timeout", "max_retries", "probe", "prices", "max_consecutive_errors", "batch_size",
-     "device", "api_key_env", "stream"}
-)
 
 
 HEADLINE = ("mean_achievements", "progression", "success_rate", "mean_reward", "episode_length",
@@ -61,6 +55,15 @@ def as_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
+def resolve_model(cfg: Any, model_cfg: Any) -> Any:
+    """`model_cfg` with what it leaves to the project filled in: hf_local without a path plays the experiment's
+    newest complete checkpoint (stage=eval model=hf_local after stage=train)."""
+    if model_cfg.name == "hf_local" and not model_cfg.path:
+        model_cfg = dataclasses.replace(model_cfg, path=str(paths.find_checkpoint(cfg)))
+        print(f"model.path: {model_cfg.path} (newest checkpoint of name={cfg.name})")
+    return model_cfg
+
+
 def default_run_id(cfg: Any, stage: str, env_name: str, model_cfg: Any, config_hash: str) -> str:
     # the hash makes a changed env/model config a new run (sweeps), the same config the same run (resume)
     return f"{cfg.name}-{stage}-{env_name}-{model_label(model_cfg)}-{config_hash[:6]}"
@@ -83,6 +86,7 @@ def rollout(
     env_cfg = env_cfg or cfg.env
     model_cfg = model_cfg or cfg.model
     check_env_config(env_cfg)
+    model_cfg = resolve_model(cfg, model_cfg)
     tracking.check_traces_mode(cfg.tracking.traces, cfg.tracking.trace_episodes)
     seed_start = env_cfg.seed if seed_start is None else seed_start
     episodes = env_cfg.episodes if episodes is None else episodes
@@ -94,12 +98,9 @@ def rollout(
     invalid_feedback = bool(getattr(getattr(model_cfg, "prompt", None), "invalid_feedback", False))
 
     played_config = {"env": as_dict(env_cfg), "model": as_dict(model_cfg)}
-    # what decides the episodes: everything but which seeds (more episodes extend a run)
-    hash_basis = {
-        "env": {k: v for k, v in played_config["env"].items() if k not in ("episodes", "seed")},
-        "model": {k: v for k, v in played_config["model"].items() if k not in HOW_NOT_WHAT},
-    }
-    played_hash = tracking.config_hash(hash_basis)
+    # what decides the episodes (the schema marks what does not: which seeds, since more episodes extend a run;
+    # how fast or robustly they are played, so a resume may change those)
+    played_hash = paths.identity({"env": paths.identity_tree(env_cfg), "model": paths.identity_tree(model_cfg)})
     run_id = run_id or (cfg.rollout.run_id if stage == "rollout" else None) or default_run_id(
         cfg, stage, env_cfg.name, model_cfg, played_hash
     )
@@ -118,6 +119,8 @@ def rollout(
         if policy is not None:
             policy.start()
         stored_run = store.register_run(run_row)
+        if episodes > int(stored_run.get("episodes") or 0):  # extended: complete only once every seed is in
+            store.set_run_field(run_id, "episodes", episodes)
         if not missing and stored_run.get("mlflow_run_id"):
             return RolloutResult(run_id, stored_run["mlflow_run_id"], summarize(store, run_id, seeds, env_cfg.name), 0,
                                  seeds)
@@ -203,12 +206,14 @@ def summarize(store: TraceStore, run_id: str, seeds: list[int], env_name: str) -
 
 
 def latest_run(store: TraceStore, name: str, stage: str = "rollout") -> str:
-    """The newest trace run of an experiment name and stage (how stages find each other's outputs)."""
+    """The newest complete trace run of an experiment name and stage (how stages find each other's outputs)."""
     runs = store.runs()
-    runs = runs[(runs["name"] == name) & (runs["stage"] == stage)]
-    if runs.empty:
-        raise ValueError(f"no {stage} run found for name={name!r} in {store.path}; run stage={stage} first")
-    return str(runs.iloc[-1]["run_id"])
+    mine = runs[(runs["name"] == name) & (runs["stage"] == stage)]
+    done = {r: len(store.done_seeds(r)) for r in mine["run_id"]}
+    found = paths.newest_complete_run(mine, done, name, stage)
+    if found is None:
+        raise UserError(f"no complete {stage} run found for name={name!r} in {store.path}; run stage={stage} first")
+    return found
 
 
 def run(cfg: Any) -> RolloutResult:
@@ -225,7 +230,7 @@ def export_run(cfg: Any) -> Path:
     run_id = cfg.rollout.run_id or latest_run(store, cfg.name)
     if store.get_run(run_id) is None:
         raise ValueError(f"no trace run {run_id!r} in {store.path}")
-    path = store.export_json(run_id, Path(cfg.paths.reports) / cfg.name / f"{run_id}.json")
+    path = store.export_json(run_id, paths.export_path(cfg, run_id))
     print(f"wrote {path}")
     return path
 

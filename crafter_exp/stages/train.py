@@ -3,33 +3,29 @@
 `trainer=tiny` (default, offline), `local_lora`, `local_qlora`, `local_full` run `crafter_exp.training.sft`;
 `trainer=openai` runs a hosted fine-tuning job (`crafter_exp.training.openai_jobs`).
 
-Inputs and outputs, by default found by experiment name:
-- dataset: `trainer.dataset`, else `<paths.datasets>/<name>/` (the folder with manifest.json, or its newest
-  subfolder with one);
-- checkpoint: `trainer.output_dir`, else `<paths.checkpoints>/<name>/`, holding the weights (or adapter) +
-  tokenizer, `untrained/` (the tiny student before training, for before/after comparisons) and `manifest.json`,
-  written last: {kind, base_model, untrained, dataset_digest, prompt, env, trainer, metrics, config_hash, ...}.
-A rerun whose output folder already has a manifest with the same config hash (trainer settings + dataset digest)
-returns it without training (`trainer.retrain=true` forces training).
+Inputs and outputs, by default found by experiment name (crafter_exp/paths.py, the same alone or in the pipeline):
+- dataset: `trainer.dataset`, else the newest complete dataset under `<paths.datasets>/<name>/`;
+- checkpoint: `trainer.output_dir`, else `<paths.checkpoints>/<name>/<identity>/`, holding the weights (or adapter)
+  + tokenizer, `untrained/` (the tiny student before training, for before/after comparisons) and `manifest.json`,
+  written last: {kind, base_model, untrained, dataset_digest, prompt, env, trainer, metrics, identity, ...}.
+The identity hashes the trainer's result-changing settings and the dataset digest: a rerun whose output already
+holds it complete returns it without training (`trainer.retrain=true` forces training).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from crafter_exp import tracking
+from crafter_exp import paths, tracking
 from crafter_exp.files import write_json_atomic
 
-MANIFEST = "manifest.json"
-# trainer settings that do not change the trained weights (a rerun differing only in these resumes)
-NOT_IN_HASH = frozenset({"output_dir", "dataset", "retrain", "progress", "logging_steps"})
+MANIFEST = paths.MANIFEST
 
 
 @dataclass
@@ -76,56 +72,12 @@ class TrainResult:
 # ------------------------------------------------------------------------------------------------ paths
 
 
-def latest_complete(folder: Path) -> Optional[Path]:
-    """`folder` when it holds manifest.json, else its newest subfolder that does (None when neither)."""
-    if (folder / MANIFEST).is_file():
-        return folder
-    if not folder.is_dir():
-        return None
-    subs = [p for p in folder.iterdir() if p.is_dir() and (p / MANIFEST).is_file()]
-    return max(subs, key=lambda p: (p / MANIFEST).stat().st_mtime) if subs else None
-
-
 def resolve_dataset(cfg: Any, dataset_path: Optional[str | Path]) -> Path:
-    if dataset_path is not None:
-        return Path(dataset_path)
-    if cfg.trainer.dataset:
-        return Path(cfg.trainer.dataset)
-    default = Path(cfg.paths.datasets) / cfg.name
-    found = latest_complete(default)
-    if found is None:
-        raise FileNotFoundError(
-            f"no dataset at {default} (run stage=filter name={cfg.name} first, or set trainer.dataset=<path>)"
-        )
-    return found
+    return Path(dataset_path) if dataset_path is not None else paths.find_dataset(cfg)
 
 
-def resolve_output(cfg: Any, output_dir: Optional[str | Path]) -> Path:
-    if output_dir is not None:
-        return Path(output_dir)
-    if cfg.trainer.output_dir:
-        return Path(cfg.trainer.output_dir)
-    return Path(cfg.paths.checkpoints) / cfg.name
-
-
-def _publish(staged: Path, out: Path) -> None:
-    """Move a finished checkpoint from `staged` into `out` (manifest written afterwards, by the caller).
-
-    An existing `out` first loses its manifest (so it reads as incomplete), then its previous checkpoint files;
-    nested folders that are complete outputs of their own (a manifest inside) are left alone.
-    """
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staged.rename(out)
-        return
-    (out / MANIFEST).unlink(missing_ok=True)
-    for entry in out.iterdir():
-        if entry.is_dir() and (entry / MANIFEST).is_file() and not (staged / entry.name).exists():
-            continue
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    for entry in staged.iterdir():
-        entry.rename(out / entry.name)
-    staged.rmdir()
+def resolve_output(cfg: Any, output_dir: Optional[str | Path], ident: str) -> Path:
+    return Path(output_dir) if output_dir is not None else paths.checkpoint_dir(cfg, ident)
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -145,8 +97,8 @@ def check_trainer_config(cfg: Any) -> None:
 
 
 def train_config_hash(tcfg: Any, dataset_digest: str) -> str:
-    tree = {k: v for k, v in dataclasses.asdict(tcfg).items() if k not in NOT_IN_HASH}
-    return tracking.config_hash({"trainer": tree, "dataset": dataset_digest})
+    """The checkpoint's identity: the trainer's result-changing settings and the data."""
+    return paths.identity({"trainer": paths.identity_tree(tcfg), "dataset": dataset_digest})
 
 
 # ------------------------------------------------------------------------------------------------ entry points
@@ -175,29 +127,24 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
     check_trainer_config(cfg)
     dataset = resolve_dataset(cfg, dataset_path)
     data = data_mod.load_sft_data(dataset)
-    out = resolve_output(cfg, output_dir)
     chash = train_config_hash(tcfg, data.digest)
+    out = resolve_output(cfg, output_dir, chash)
+    folder = paths.OutputFolder(out, chash)
 
-    existing = out / MANIFEST
-    if existing.is_file() and not tcfg.retrain:
-        manifest = json.loads(existing.read_text())
-        if manifest.get("config_hash") == chash:
-            print(f"[train] {out} already holds this checkpoint (config {chash}); skipping (trainer.retrain=true to redo)")
-            return TrainResult(out, manifest.get("metrics", {}), manifest.get("mlflow_run_id"), manifest, skipped=True)
+    manifest = folder.existing(bool(tcfg.retrain))
+    if manifest:
+        print(f"[train] {out} already holds this checkpoint (identity {chash}); skipping (trainer.retrain=true to redo)")
+        return TrainResult(out, manifest.get("metrics", {}), manifest.get("mlflow_run_id"), manifest, skipped=True)
 
-    staged = out.parent / f".{out.name}.staging-{os.getpid()}"
-    if staged.exists():
-        shutil.rmtree(staged)
-    staged.mkdir(parents=True)
-    # intermediate checkpoints, named by the training's hash and kept when interrupted: a rerun resumes from them
-    workdir = out.parent / f".{out.name}.trainer-{chash}"
+    # intermediate checkpoints, named by the training's identity and kept when interrupted: a rerun resumes from them
+    workdir = folder.work
     if tcfg.retrain:
         shutil.rmtree(workdir, ignore_errors=True)
     label = "tiny" if sft.is_tiny(tcfg) else Path(str(tcfg.model)).name
     run_config = {"name": cfg.name, "dataset": str(dataset), "dataset_digest": data.digest,
                   "trainer": dataclasses.asdict(tcfg)}
     tags = {"name": cfg.name, "trainer": tcfg.name, "model": str(tcfg.model), "method": tcfg.method}
-    try:
+    with folder.staging() as staged:
         with tracking.stage_run(cfg.tracking, "train", f"train-{label}-{tcfg.method}", run_config, tags) as mlrun:
             mlflow_run_id = mlrun.info.run_id if mlrun else None
             if mlrun:
@@ -213,7 +160,7 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
             # reply longer than the longest the model was trained on (an untrained model rambles to the limit)
             play = {"temperature": tcfg.play_temperature, "max_new_tokens": outcome.metrics["max_reply_tokens"]}
             untrained = _save_untrained(outcome, staged, data.prompt, saved, play)
-            _publish(staged, out)
+            folder.publish(staged)
             manifest = {
                 **saved,
                 "untrained": untrained,
@@ -224,11 +171,10 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
                 "env": data.manifest.get("env"),
                 "trainer": dataclasses.asdict(tcfg),
                 "metrics": outcome.metrics,
-                "config_hash": chash,
                 "mlflow_run_id": mlflow_run_id,
                 "created_at": started,
             }
-            write_json_atomic(out / MANIFEST, manifest)
+            manifest = folder.finish(manifest)
             shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint is complete: nothing left to resume
             if mlrun:
                 import mlflow
@@ -238,9 +184,6 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
                 mlflow.set_tag("checkpoint", str(out.resolve()))
                 tracking.log_json(manifest, "checkpoint_manifest.json")
                 tracking.log_json(outcome.curve, "loss_curve.json")
-    finally:
-        if staged.exists():
-            shutil.rmtree(staged, ignore_errors=True)
     return TrainResult(out, outcome.metrics, mlflow_run_id, manifest)
 
 
@@ -282,4 +225,4 @@ def run(cfg: Any) -> Any:
     return result
 
 
-__all__ = ["TrainResult", "train", "run", "check_trainer_config", "latest_complete"]
+__all__ = ["TrainResult", "train", "run", "check_trainer_config"]

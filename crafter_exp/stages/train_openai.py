@@ -2,8 +2,9 @@
 
 Called by crafter_exp.stages.train for `trainer.name == "openai"`. Reads the filter stage's chat JSONL (dataset
 manifest), runs the job (crafter_exp.training.openai_jobs: upload, create, poll, resume, cancel) and writes
-`<output_dir>/manifest.json` last: {kind: "openai", fine_tuned_model, base_url, job_id, ...}, so evaluation can play
-`model=openai model.model=<fine_tuned_model>` (plus model.base_url / model.api_key_env for other services).
+`<output_dir>/manifest.json` last: {kind: "openai", fine_tuned_model, base_url, job_id, identity, ...}, so evaluation
+can play `model=openai model.model=<fine_tuned_model>` (plus model.base_url / model.api_key_env for other services).
+The output folder is `<paths.checkpoints>/<name>/<identity>/` like a local checkpoint's (crafter_exp/paths.py).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from crafter_exp import tracking
+from crafter_exp import paths, tracking
 from crafter_exp.config import OpenAIModelConfig, OpenAITrainerConfig, PromptConfig
+from crafter_exp.errors import UserError
 from crafter_exp.training.openai_jobs import (
     FineTuneJobError,
     JobResult,
@@ -25,14 +27,7 @@ from crafter_exp.training.openai_jobs import (
     find_validation_file,
     job_request,
     run_openai_job,
-    write_json_atomic,
 )
-
-# settings that change how we wait for the job, not which model comes out: a rerun may change them
-HOW_NOT_WHAT = frozenset({
-    "job_id", "cancel", "wait", "retrain", "poll_interval_s", "poll_max_interval_s", "poll_backoff", "timeout_s",
-    "max_retries", "request_timeout_s", "output_dir", "dataset", "api_key_env",
-})
 
 
 @dataclass
@@ -76,30 +71,33 @@ def check_openai_trainer_config(tcfg: OpenAITrainerConfig) -> None:
 
 
 def trainer_hash(tcfg: OpenAITrainerConfig, dataset_digest: str) -> str:
-    what = {k: v for k, v in dataclasses.asdict(tcfg).items() if k not in HOW_NOT_WHAT}
-    return tracking.config_hash([what, dataset_digest])
+    """The job's identity: what decides the model that comes out (not how we wait for it), and the data."""
+    return paths.identity([paths.identity_tree(tcfg), dataset_digest])
 
 
 def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Optional[Path] = None) -> OpenAITrainResult:
     tcfg: OpenAITrainerConfig = cfg.trainer
     check_openai_trainer_config(tcfg)
-    output_dir = Path(output_dir or tcfg.output_dir or Path(cfg.paths.checkpoints) / cfg.name)
     dataset_file, validation_file, dataset_manifest = None, None, {}
     if not tcfg.cancel and tcfg.job_id is None:
-        dataset_dir = Path(dataset_path or tcfg.dataset or _latest_dataset(Path(cfg.paths.datasets) / cfg.name))
+        dataset_dir = Path(dataset_path) if dataset_path else paths.find_dataset(cfg)
         dataset_file = find_training_file(dataset_dir)
         validation_file = find_validation_file(dataset_dir) if tcfg.validation_file else None
         if dataset_dir.is_dir():
             dataset_manifest = json.loads((dataset_dir / "manifest.json").read_text())
+    elif not output_dir and (found := _dataset_if_any(cfg, dataset_path)) is not None:
+        # resume or cancel: the job's folder is named by the data it was made from, so look the data up if it's there
+        dataset_manifest = paths.read_manifest(found) or {}
     digest = str(dataset_manifest.get("digest") or (file_sha256(dataset_file)[:16] if dataset_file else ""))
     config_hash = trainer_hash(tcfg, digest)
+    output_dir = Path(output_dir) if output_dir else paths.checkpoint_dir(cfg, config_hash)
+    folder = paths.OutputFolder(output_dir, config_hash)
 
-    manifest_path = output_dir / "manifest.json"
-    if not (tcfg.cancel or tcfg.retrain) and tcfg.job_id is None and manifest_path.is_file():
-        done = json.loads(manifest_path.read_text())
-        if done.get("kind") == "openai" and done.get("config_hash") == config_hash and done.get("fine_tuned_model"):
-            print(f"train: {manifest_path} is complete ({done['fine_tuned_model']}); nothing to do")
-            return OpenAITrainResult(output_dir, None, done, done.get("mlflow_run_id"), skipped=True)
+    manifest_path = folder.manifest_path
+    done = folder.existing(bool(tcfg.retrain)) if not tcfg.cancel and tcfg.job_id is None else None
+    if done and done.get("kind") == "openai" and done.get("fine_tuned_model"):
+        print(f"train: {manifest_path} is complete ({done['fine_tuned_model']}); nothing to do")
+        return OpenAITrainResult(output_dir, None, done, done.get("mlflow_run_id"), skipped=True)
 
     tags = {"name": cfg.name, "trainer": "openai", "base_model": tcfg.base_model}
     run_config = {"trainer": dataclasses.asdict(tcfg), "dataset": str(dataset_file), "dataset_digest": digest,
@@ -134,23 +132,20 @@ def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Opti
             "metrics": {"trained_tokens": job.trained_tokens, "wall_s": job.wall_s,
                         "final_train_loss": next((m.get("train_loss") for m in reversed(job.metrics)
                                                   if "train_loss" in m), None)},
-            "config_hash": config_hash,
             "mlflow_run_id": mlrun.info.run_id if mlrun else None,
         }
-        write_json_atomic(manifest_path, manifest)  # last: marks the checkpoint complete
+        manifest = folder.finish(manifest)  # last: marks the checkpoint complete
         tracking.log_json(manifest, "checkpoint_manifest.json")
         print(f"train: play it with model=openai model.model={job.fine_tuned_model}"
               + (f" model.base_url={tcfg.base_url}" if tcfg.base_url else ""))
         return OpenAITrainResult(output_dir, job, manifest, mlrun.info.run_id if mlrun else None)
 
 
-def _latest_dataset(folder: Path) -> Path:
-    """`folder` when it holds manifest.json, else its newest subfolder that does (the pipeline nests by hash)."""
-    if folder.is_dir() and not (folder / "manifest.json").is_file():
-        subs = [p for p in folder.iterdir() if (p / "manifest.json").is_file()]
-        if subs:
-            return max(subs, key=lambda p: (p / "manifest.json").stat().st_mtime)
-    return folder
+def _dataset_if_any(cfg: Any, dataset_path: Optional[Path]) -> Optional[Path]:
+    try:
+        return Path(dataset_path) if dataset_path else paths.find_dataset(cfg)
+    except UserError:
+        return None
 
 
 def _log_job(job: JobResult) -> None:
