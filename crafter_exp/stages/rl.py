@@ -144,6 +144,15 @@ def check_rl_config(cfg: Any) -> None:
             raise UserError("rl=rft continues SFT locally; trainer=openai cannot train a local checkpoint")
 
 
+def check_pipeline_rl(cfg: Any) -> None:
+    """pipeline.rl names the algorithm of the `rl` group; everything checkable before the pipeline starts."""
+    if cfg.pipeline.rl not in ("grpo", "rft"):
+        raise UserError(f"pipeline.rl must be grpo, rft or null, got {cfg.pipeline.rl!r}")
+    if cfg.rl.name != cfg.pipeline.rl:
+        raise UserError(f"pipeline.rl={cfg.pipeline.rl} but the rl group is {cfg.rl.name}: add rl={cfg.pipeline.rl}")
+    check_rl_config(cfg)
+
+
 def check_start(cfg: Any, start: Path) -> dict[str, Any]:
     """The start checkpoint exists and was made for this env's prompt format; returns its manifest."""
     from crafter_exp.policies.hf_local import read_manifest
@@ -361,7 +370,7 @@ def build_samples(cfg: Any, policy: Any, eps: Any, steps: Any, instructions: str
     """The iteration's turns as token ids with advantages (+ the advantage statistics)."""
     from crafter_exp import prompts as prompts_mod
     from crafter_exp.rl.advantages import EpisodeTurns, advantages
-    from crafter_exp.rl.update import Samples, encode
+    from crafter_exp.rl.update import Samples, encode, merge
 
     r = cfg.rl
     death = {(row.run_id, int(row.seed)): row.termination == "death" for row in eps.itertuples()}
@@ -388,13 +397,14 @@ def build_samples(cfg: Any, policy: Any, eps: Any, steps: Any, instructions: str
         replies.extend(reps)
     adv = advantages(episodes, r.advantage, r.gamma, r.step_weight, r.scale_rewards)
     flat = np.concatenate(adv) if adv else np.zeros(0)
-    prompt_ids, reply_ids = encode(policy.tokenizer, texts, replies, max_length)
+    m_texts, m_replies, m_adv, m_weight = merge(texts, replies, flat)
+    prompt_ids, reply_ids = encode(policy.tokenizer, m_texts, m_replies, max_length)
     returns = np.array([float(np.sum(e.rewards)) for e in episodes])
     info = {"advantage_abs_mean": float(np.abs(flat).mean()) if flat.size else 0.0,
             "advantage_nonzero": float((np.abs(flat) > 1e-9).mean()) if flat.size else 0.0,
             "shaped_return_mean": float(returns.mean()) if returns.size else 0.0,
-            "distinct_states": len(rendered)}
-    return Samples(prompt_ids, reply_ids, flat), info
+            "distinct_states": len(rendered), "samples": len(m_texts)}
+    return Samples(prompt_ids, reply_ids, m_adv, m_weight), info
 
 
 def iteration_metrics(eps: Any, achievements: tuple[str, ...]) -> dict[str, float]:
@@ -567,7 +577,7 @@ def _run_grpo(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folde
                 **iteration_metrics(eps, achievements), **adv_info,
                 "loss": stats.loss_mean, "loss_first": stats.loss_first, "loss_last": stats.loss_last,
                 "kl_ref": stats.kl_ref, "approx_kl": stats.approx_kl, "clip_fraction": stats.clip_fraction,
-                "entropy": stats.entropy, "optimizer_steps": stats.optimizer_steps, "turns": len(samples),
+                "entropy": stats.entropy, "optimizer_steps": stats.optimizer_steps, "turns": len(steps),
                 "update_tokens_per_s": stats.tokens_per_s,
                 "rollout_steps_per_s": played["steps"] / played["seconds"] if played["seconds"] > 0 else 0.0,
                 "rollout_s": rollout_s, "update_s": update_s, "logprob_pass_s": prep_s,
