@@ -21,11 +21,13 @@ from crafter_exp.store.traces import TraceStore
 
 # the synthetic student nearly always says `do` on Crafter: temperature 3 gives its groups something to compare
 SHORT = ["env.max_steps=12", "rl.temperature=1.5", "rl.seeds=2", "rl.group_size=2", "rl.iterations=2", "rl.progress=false",
-         "rl.minibatch=16", "rl.micro_batch=16", "rl.learning_rate=1e-3", "rl.log_checkpoints=false"]
+         "rl.learning_rate=1e-3", "rl.log_checkpoints=false"]
+GRPO = ["rl.minibatch=16", "rl.micro_batch=16"]
 
 
 def rl_cfg(home: Path, start: Path, extra: list[str] = ()):
-    return compose_config(project_overrides(home) + SHORT + [f"rl.start={start}", *extra])
+    algo = [] if "rl=rft" in extra else GRPO
+    return compose_config(project_overrides(home) + SHORT + algo + [f"rl.start={start}", *extra])
 
 
 # ---------------------------------------------------------------------------------------------- advantages
@@ -99,7 +101,7 @@ def test_bad_input_fails_before_any_work(project, tiny_checkpoint):
     with pytest.raises(UserError, match="not found"):
         rl(rl_cfg(project, project / "nope"))
     with pytest.raises(UserError, match="no SFT checkpoint"):
-        rl(compose_config(project_overrides(project) + SHORT))
+        rl(compose_config(project_overrides(project) + SHORT + GRPO))
     alf = project / "alf_ckpt"
     alf.mkdir()
     (alf / "config.json").write_text("{}")
@@ -205,7 +207,7 @@ def test_resume_after_sigint(project, tiny_checkpoint):
     """A real Ctrl-C (SIGINT to the CLI) after iteration 1: exit 130, then the same command finishes iteration 2 only."""
     from crafter_exp.stages.rl import rl
 
-    args = [*project_overrides(project), *SHORT, "rl.iterations=3", f"rl.start={tiny_checkpoint.checkpoint}"]
+    args = [*project_overrides(project), *SHORT, *GRPO, "rl.iterations=3", f"rl.start={tiny_checkpoint.checkpoint}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "crafter_exp", "stage=rl", *args], cwd=project, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
