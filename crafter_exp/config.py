@@ -506,6 +506,8 @@ class RLConfig:
     """Log each iteration's checkpoint files to MLflow as artifacts (off for large models)."""
     progress: bool = True
     """Show a progress bar per iteration."""
+    probe: bool = True
+    """Before any episode: 8 sampled replies of the start checkpoint on a training world must mostly parse as actions."""
 
 
 @dataclass

@@ -261,3 +261,27 @@ def test_rft_round_trains_only_on_the_selected_episodes(project, tiny_checkpoint
     trained = json.loads((out.checkpoint / "manifest.json").read_text())
     assert trained["dataset_digest"] == manifest["digest"] and trained["metrics"]["steps"] == 4
     assert trained["play"]["temperature"] == pytest.approx(1.5)
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+
+
+@pytest.mark.slow
+def test_pipeline_rl_adds_student_rl_to_eval_and_compare(project):
+    from test_pipeline import TINY
+
+    from crafter_exp.stages.pipeline import pipeline
+
+    overrides = TINY + ["pipeline.rl=grpo", "rl.iterations=1", "rl.seeds=2", "rl.group_size=2", "rl.progress=false",
+                        "rl.log_checkpoints=false", "eval.policies=[student_after,teacher]",
+                        "rl.probe=false"]  # the smoke pipeline's student trains for seconds: its replies barely parse
+    out = pipeline(compose_config(project_overrides(project) + overrides))
+    assert set(out.eval_runs) == {"student_after", "student_rl", "teacher"}
+    assert out.compare.test("student_after", "student_rl", "mean_achievements") is not None
+    assert out.compare.test("teacher", "student_rl", "mean_achievements") is not None
+    store = TraceStore(project / "data" / "traces.duckdb")
+    assert store.episodes([out.eval_runs["student_rl"]]).seed.tolist() == [1000, 1001, 1002, 1003]
+    assert (store.runs()["stage"] == "rl").sum() == 2  # one iteration, two group members
+    assert "RL student" in out.verdict
+    with pytest.raises(ValueError, match="add rl=rft"):
+        pipeline(compose_config(project_overrides(project) + TINY + ["pipeline.rl=rft"]))

@@ -46,7 +46,7 @@ def run_rft(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder:
             t_it = time.perf_counter()
             policy = make_rollout_policy(cfg, current, temperature, label)
             try:
-                if it == 1:
+                if it == 1 and r.probe:
                     _probe_format(policy, rollout_env(cfg), r.seed)
                 rollouts = Rollouts(cfg, chash, policy, label)
                 run_ids = rollouts.register(it, current)

@@ -36,7 +36,7 @@ KEY_STRIDE = 1000
 """Episode key = world * KEY_STRIDE + group member: unique within an iteration's lockstep batch."""
 # settings that do not change what an iteration does (a rerun differing only in these resumes the same run)
 NOT_IN_HASH = frozenset({"iterations", "max_time_s", "progress", "log_checkpoints", "output_dir", "rollout_batch",
-                         "device", "start"})
+                         "device", "start", "probe"})
 
 
 @dataclass
@@ -173,7 +173,7 @@ def check_start(cfg: Any, start: Path) -> dict[str, Any]:
 
 
 def _probe_format(policy: Any, env_cfg: Any, world: int) -> None:
-    """A few greedy-free replies of the start policy on a training world must parse as the env's actions."""
+    """A few sampled replies of the start policy on a training world must parse as the env's actions."""
     from crafter_exp.envs import make_env
     from crafter_exp.parsing import parse_reply
     from crafter_exp.policies import Turn
@@ -512,7 +512,7 @@ def _run_grpo(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folde
     load_from = Path(state["checkpoint"]) if state.get("checkpoint") and r.method == "full" else start
     label = f"rl-{chash[:6]}"
     policy = make_rollout_policy(cfg, load_from, temperature, label)
-    if not state.get("checkpoint"):
+    if not state.get("checkpoint") and r.probe:
         _probe_format(policy, rollout_env(cfg), training_worlds(r, 1)[0])
     model, ref, optimizer = _load_trainable(cfg, policy, start, state)
     tokenizer = policy.tokenizer
