@@ -26,6 +26,7 @@ STAGES = {
     "train": ("crafter_exp.stages.train", "run"),
     "eval": ("crafter_exp.stages.evaluate", "run"),
     "compare": ("crafter_exp.stages.compare", "run"),
+    "rl": ("crafter_exp.stages.rl", "run"),
 }
 
 # errors that mean "bad input": one line, exit 2, no traceback

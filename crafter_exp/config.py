@@ -483,6 +483,105 @@ class OpenAITrainerConfig(TrainerConfig):
     """Upload the dataset's validation split (val.jsonl, from filter.val_fraction) as the job's validation_file."""
 
 
+# ---------------------------------------------------------------------------------------------------- rl group
+
+
+@dataclass
+class RLConfig:
+    """`stage=rl`: the student improves on its own rollouts, starting from a checkpoint (crafter_exp/stages/rl.py)."""
+
+    name: str = MISSING
+    """Algorithm: `grpo` (group-relative policy gradient on identical worlds) or `rft` (rejection-sampling rounds)."""
+    start: Optional[str] = None
+    """Start checkpoint folder; None = the experiment's newest SFT checkpoint (the one model=hf_local would play)."""
+    iterations: int = 8
+    """GRPO iterations (rft: rounds); each plays `seeds` x `group_size` episodes, then updates the policy."""
+    seeds: int = 8
+    """B: training worlds per iteration; iteration i plays worlds seed + i*B .. seed + (i+1)*B - 1 (fresh each time)."""
+    seed: int = 500_000
+    """First training world; [seed, seed + iterations*seeds) must not overlap the held-out eval seeds."""
+    group_size: int = 8
+    """G: episodes of each world per iteration (identical worlds, sampled replies: the group); at least 2."""
+    max_steps: Optional[int] = None
+    """Episode step cap while training; None = env.max_steps (the cap evaluation uses)."""
+    temperature: Optional[float] = None
+    """Sampling temperature of rollouts and of the trained log-probabilities; None = the checkpoint's play temperature, else 1.0."""
+    max_time_s: Optional[float] = None
+    """Start no new iteration once this many seconds have gone (summed over resumed runs); None = no limit."""
+    rollout_batch: int = 64
+    """Episodes played together in lockstep (one batched forward pass per turn for all of them)."""
+    method: str = "full"
+    """`full` (all weights) or `lora` (adapters on the start checkpoint; the reference is the adapter switched off)."""
+    learning_rate: float = 1e-4
+    """AdamW learning rate (GRPO); the SFT learning rate of rft rounds."""
+    lora_r: int = 16
+    """LoRA rank (method=lora)."""
+    lora_alpha: int = 32
+    """LoRA alpha (method=lora)."""
+    device: str = "auto"
+    """`auto` (cuda if available), `cpu`, `cuda`."""
+    output_dir: Optional[str] = None
+    """Folder of the per-iteration checkpoints; None = <paths.checkpoints>/<name>/rl-<config hash>."""
+    log_checkpoints: bool = True
+    """Log each iteration's checkpoint files to MLflow as artifacts (off for large models)."""
+    progress: bool = True
+    """Show a progress bar per iteration."""
+    probe: bool = True
+    """Before any episode: 8 sampled replies of the start checkpoint on a training world must mostly parse as actions."""
+
+
+@dataclass
+class GRPOConfig(RLConfig):
+    """GRPO with optional per-step credit (GiGPO anchor states or return-to-go); the loss follows TRL's GRPOTrainer."""
+
+    name: str = "grpo"
+    epochs: int = 2
+    """Optimiser passes over each iteration's turns."""
+    minibatch: int = 1024
+    """Turns per optimiser step."""
+    micro_batch: int = 256
+    """Turns per forward pass (gradients accumulate over a minibatch; bounds memory)."""
+    clip_low: float = 0.2
+    """Lower clip of the probability ratio (1 - clip_low)."""
+    clip_high: float = 0.28
+    """Upper clip of the probability ratio (1 + clip_high; DAPO's clip-higher keeps rare good actions learnable)."""
+    beta: float = 0.0
+    """Weight of the KL penalty to the start checkpoint (k3 estimator, as TRL); 0 = no reference pass."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    advantage: str = "gigpo"
+    """`grpo` (episode return vs its group), `gigpo` (+ step groups of identical states, return-to-go), `rtg`
+    (episode term + discounted return-to-go vs the group's mean at the same turn)."""
+    step_weight: float = 1.0
+    """Weight of the step-level term in `gigpo` / `rtg` advantages."""
+    gamma: float = 0.95
+    """Discount of the return-to-go in step-level advantages."""
+    scale_rewards: str = "group"
+    """`group` (divide by the group's std, GRPO) or `none` (Dr. GRPO: centre only)."""
+    reward: str = "env"
+    """Per-turn reward: `env` (the environment's: Crafter +1 per achievement, +-0.1 per health point) or `achievements`."""
+    death_penalty: float = 0.0
+    """Subtracted from the last turn's reward of an episode that ended in death (survival shaping)."""
+
+
+@dataclass
+class RFTConfig(RLConfig):
+    """Rejection-sampling rounds: play, keep the best episodes (the filter's SQL), continue SFT on them."""
+
+    name: str = "rft"
+    learning_rate: float = 3e-4
+    keep: int = 16
+    """Episodes kept per round (filter.limit), best first by `sort_by`."""
+    sort_by: str = "achievements"
+    """Which episodes count as best (filter.sort_by): `quality`, `reward`, `achievements`, `efficiency`."""
+    min_achievements: Optional[int] = None
+    """Keep only episodes with at least this many achievements (filter.min_achievements)."""
+    sft_steps: int = 200
+    """SFT optimiser steps per round."""
+    sft_time_s: Optional[float] = 60.0
+    """SFT seconds per round at most (trainer.max_time_s)."""
+
+
 # ---------------------------------------------------------------------------------------------- root sections
 
 
@@ -603,9 +702,15 @@ class SweepConfig:
 
 
 @dataclass
+class PipelineConfig:
+    rl: Optional[str] = None
+    """`grpo` or `rft`: after SFT, run stage=rl (with the `rl` group's settings) and evaluate `student_rl`; None = off."""
+
+
+@dataclass
 class Config:
     stage: str = "pipeline"
-    """What runs: `pipeline`, `rollout`, `filter`, `validate`, `train`, `eval`, `compare`, `export`."""
+    """What runs: `pipeline`, `rollout`, `filter`, `validate`, `train`, `eval`, `compare`, `export`, `rl`."""
     name: str = "default"
     """Experiment name: groups a pipeline's stages; a rerun with the same name resumes."""
     seed: int = 0
@@ -623,6 +728,9 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     """Evaluation protocol (conf/protocol/: ours, crafter_paper, balrog): episodes and step cap of held-out play."""
+    rl: Any = MISSING
+    """stage=rl's algorithm and settings (config group `rl`: grpo | rft)."""
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
 def register_configs() -> None:
@@ -641,6 +749,8 @@ def register_configs() -> None:
         ("trainer", "tiny_schema", TinyTrainerConfig),
         ("trainer", "local_schema", LocalTrainerConfig),
         ("trainer", "openai_schema", OpenAITrainerConfig),
+        ("rl", "grpo_schema", GRPOConfig),
+        ("rl", "rft_schema", RFTConfig),
     ]:
         cs.store(group=f"schema/{group}", name=name.removesuffix("_schema"), node=node)
 

@@ -82,10 +82,12 @@ def stage_run(
     config: dict[str, Any],
     tags: Optional[dict[str, str]] = None,
     parent_run_id: Optional[str] = None,
+    resume_run_id: Optional[str] = None,
 ) -> Iterator[Optional[Any]]:
     """An MLflow run for one stage: params = the resolved config (secrets removed), tags = stage + given tags.
 
     Nested under `parent_run_id`, or under the active run (a pipeline or a sweep) when there is one.
+    `resume_run_id`: continue that run (a stage resumed after an interrupt keeps one run) instead of a new one.
     Yields the mlflow ActiveRun, or None when tracking is disabled.
     """
     if not tracking_cfg.enabled:
@@ -95,6 +97,10 @@ def stage_run(
 
     experiment_id = setup(tracking_cfg)
     active = mlflow.active_run()
+    if resume_run_id:
+        with mlflow.start_run(run_id=resume_run_id, nested=active is not None) as run:
+            yield run
+        return
     # a sweep under a launcher whose jobs run in other processes (Ray) passes its parent run by environment
     parent = parent_run_id or (active.info.run_id if active else None) or os.environ.get(PARENT_RUN_ENV)
     all_tags = {"stage": stage, **(tags or {})}

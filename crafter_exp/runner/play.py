@@ -202,19 +202,22 @@ def play_batch(
     run_meta: dict[str, Any],
     max_actions: int = 1,
     invalid_feedback: bool = False,
+    worlds: Optional[list[int]] = None,
 ) -> list[EpisodeRecord]:
     """Play one episode per seed; returns the finished episodes in seed order.
 
     `invalid_feedback`: start the next observation with a note saying the last reply was invalid and why
     (`model.prompt.invalid_feedback`).
+    `worlds`: the world each episode plays, when it is not its seed (several episodes of one world — RL groups —
+    need distinct keys: `seeds` are then the keys, unique, and the records carry them as their seed).
 
     Policies that decide turn by turn (`submit`, e.g. API calls) play every episode at its own pace: an episode takes
     its next turn as soon as its reply arrives. The others play in lockstep: one `act` for all live episodes a turn.
     """
     live: list[_Episode] = []
-    for seed in seeds:
+    for seed, world in zip(seeds, worlds if worlds is not None else seeds):
         env = make_env(env_cfg)  # a fresh env per seed: the seed alone names the world
-        live.append(_Episode(seed=seed, env=env, obs=env.reset(seed), start=time.perf_counter()))
+        live.append(_Episode(seed=seed, env=env, obs=env.reset(world), start=time.perf_counter()))
         policy.reset(seed)
     play_turn = partial(_play_turn, max_actions=max_actions, max_steps=env_cfg.max_steps, run_id=run_meta["run_id"],
                         invalid_feedback=invalid_feedback)

@@ -22,7 +22,7 @@ from crafter_exp.stages.evaluate import check_eval_config, evaluate
 from crafter_exp.stages.rollout import as_dict, rollout
 from crafter_exp.sweep import write_job_result
 
-EVAL_POLICIES = ("random", "teacher", "student_before", "student_after")
+EVAL_POLICIES = ("random", "teacher", "student_before", "student_after", "student_rl")
 
 
 @dataclass
@@ -46,6 +46,12 @@ def check_pipeline_config(cfg: Any) -> None:
     unknown = [p for p in cfg.eval.policies if p not in EVAL_POLICIES]
     if unknown:
         raise ValueError(f"unknown eval.policies {unknown} (known: {', '.join(EVAL_POLICIES)})")
+    if "student_rl" in cfg.eval.policies and cfg.pipeline.rl is None:
+        raise ValueError("eval.policies has student_rl but pipeline.rl is off (set pipeline.rl=grpo)")
+    if cfg.pipeline.rl is not None:
+        from crafter_exp.stages.rl import check_pipeline_rl
+
+        check_pipeline_rl(cfg)
     from crafter_exp.stages.train import check_trainer_config
 
     check_trainer_config(cfg)
@@ -63,18 +69,26 @@ def pipeline(cfg: Any) -> PipelineResult:
         teacher = rollout(cfg)
         data = filter_and_export(cfg, runs=[teacher.run_id])
         trained = train(cfg, dataset_path=data.path)
+        policies = list(cfg.eval.policies)
+        if cfg.pipeline.rl is not None:  # after SFT, RL from its checkpoint (crafter_exp/stages/rl.py)
+            from crafter_exp.stages.rl import rl
+
+            improved = rl(cfg, start=trained.checkpoint)
+            policies += [] if "student_rl" in policies else ["student_rl"]
 
         candidates = {
             "random": lambda: RandomModelConfig(label="random"),
             "teacher": lambda: dataclasses.replace(cfg.model, label="teacher"),
             "student_before": lambda: trained.policy_before(),
             "student_after": lambda: trained.policy_after(),
+            "student_rl": lambda: improved.policy(),
         }
         eval_runs = {}
-        for name in cfg.eval.policies:
+        for name in policies:
             eval_runs[name] = evaluate(cfg, candidates[name]()).run_id
-        order = [p for p in ("student_before", "random", "student_after", "teacher") if p in eval_runs]
+        order = [p for p in ("student_before", "random", "student_after", "student_rl", "teacher") if p in eval_runs]
         pairs = [(p, "student_after") for p in ("random", "teacher") if p in eval_runs and "student_after" in eval_runs]
+        pairs += [(p, "student_rl") for p in ("student_after", "teacher") if p in eval_runs and "student_rl" in eval_runs]
         result = compare(cfg, runs=[eval_runs[p] for p in order], labels=order, pairs=pairs)
         verdict = _verdict(result, env_primary_metric(cfg.env.name))
         tracking.log_json({"eval_runs": eval_runs, "verdict": verdict}, "pipeline.json")
@@ -99,6 +113,10 @@ def _verdict(result: Any, metric: str) -> str:
         teacher = result.value("teacher", metric)
         share = f", {after / teacher:.0%} of the teacher" if teacher else ""
         parts.append(f"teacher {teacher:.3g}{share}")
+    test = result.test("student_after", "student_rl", metric) if "student_rl" in result.labels else None
+    if test is not None:
+        better = "beats" if test["diff"] > 0 and test["p"] < 0.01 else "vs"
+        parts.append(f"RL student {result.value('student_rl', metric):.3g} {better} fine-tuned (p={test['p']:.2g})")
     return "; ".join(parts)
 
 

@@ -12,7 +12,7 @@ Column = tuple[str, str, str]  # (name, DuckDB type, meaning)
 RUNS: list[Column] = [
     ("run_id", "VARCHAR PRIMARY KEY", "Trace run id (rerunning the same id plays only missing seeds)"),
     ("name", "VARCHAR", "Experiment (pipeline) name the run belongs to"),
-    ("stage", "VARCHAR", "Stage that wrote it: rollout or eval"),
+    ("stage", "VARCHAR", "Stage that wrote it: rollout, eval or rl (one run per RL iteration and group member)"),
     ("env", "VARCHAR", "Environment id (crafter, alfworld)"),
     ("policy", "VARCHAR", "Policy kind (scripted, random, openai, hf_local)"),
     ("model", "VARCHAR", "Model label"),

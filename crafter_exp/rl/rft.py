@@ -1,0 +1,111 @@
+"""`rl=rft`: rejection-sampling rounds, the baseline GRPO has to beat.
+
+Each round plays the same G x B episodes GRPO would (stored as stage `rl` trace runs), keeps the best `rl.keep` of
+them with the filter stage (its SQL criteria: `sort_by`, `limit`, `min_achievements`, on top of `cfg.filter`),
+and continues SFT from the current checkpoint on them with the train stage (the trainer's loss and schedule,
+`rl.sft_steps` / `rl.sft_time_s`, `rl.learning_rate`). The round's checkpoint is the next round's start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from crafter_exp import tracking
+from crafter_exp.files import write_json_atomic
+
+
+def run_rft(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder: Path, state: dict[str, Any]) -> Any:
+    from crafter_exp.envs import env_achievements
+    from crafter_exp.progress import progress_bar
+    from crafter_exp.stages.filter import filter_and_export
+    from crafter_exp.stages.rl import (STATE, Rollouts, _budget_spent, _probe_format, _result, iteration_metrics,
+                                       make_rollout_policy, read_iteration, rollout_env, temperature_of)
+    from crafter_exp.stages.train import train
+
+    r = cfg.rl
+    temperature = temperature_of(cfg, manifest)
+    label = f"rft-{chash[:6]}"
+    achievements = env_achievements(cfg.env.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    state["config_hash"] = chash
+    run_config = {"name": cfg.name, "rl": dataclasses.asdict(r), "env": dataclasses.asdict(cfg.env),
+                  "start": str(start), "folder": str(folder)}
+    tags = {"name": cfg.name, "env": cfg.env.name, "algorithm": r.name, "start": str(start)}
+    session_start = time.perf_counter()
+    seconds_before = float(state.get("seconds", 0.0))
+    with tracking.stage_run(cfg.tracking, "rl", f"rl-{r.name}-{cfg.name}", run_config, tags,
+                            resume_run_id=state.get("mlflow_run_id")) as mlrun:
+        mlflow_run_id = mlrun.info.run_id if mlrun else None
+        state["mlflow_run_id"] = mlflow_run_id
+        while state["iterations"] < r.iterations and not _budget_spent(cfg, state):
+            it = state["iterations"] + 1
+            current = Path(state.get("checkpoint") or start)
+            t_it = time.perf_counter()
+            policy = make_rollout_policy(cfg, current, temperature, label)
+            try:
+                if it == 1 and r.probe:
+                    _probe_format(policy, rollout_env(cfg), r.seed)
+                rollouts = Rollouts(cfg, chash, policy, label)
+                run_ids = rollouts.register(it, current)
+                bar = progress_bar(total=rollout_env(cfg).max_steps, desc=f"rft {it}/{r.iterations} rollout",
+                                   unit="turn", disable=not r.progress, dynamic_ncols=True)
+                try:
+                    played = rollouts.play(it, run_ids, on_turn=lambda live: (bar.update(1), bar.set_postfix(live=live)))
+                finally:
+                    bar.close()
+            finally:
+                policy.close()
+            eps, _ = read_iteration(rollouts.store, run_ids)
+            if len(eps) != r.group_size * r.seeds:
+                raise RuntimeError(f"round {it}: {len(eps)} of {r.group_size * r.seeds} episodes stored")
+            rollout_s = time.perf_counter() - t_it
+
+            t_up = time.perf_counter()
+            fcfg = dataclasses.replace(cfg.filter, runs=[], limit=r.keep, sort_by=r.sort_by,
+                                       min_achievements=r.min_achievements, stats_only=False, output=None)
+            data = filter_and_export(dataclasses.replace(cfg, filter=fcfg), runs=run_ids,
+                                     output=folder / f"data-{it:03d}", progress=False)
+            tcfg = dataclasses.replace(
+                cfg.trainer, model=str(current), method="full", max_steps=int(r.sft_steps), max_time_s=r.sft_time_s,
+                learning_rate=float(r.learning_rate), warmup_ratio=0.0, eval_fraction=0.0, save_best=False,
+                play_temperature=temperature, progress=bool(r.progress), dataset=None, output_dir=None,
+            )
+            trained = train(dataclasses.replace(cfg, trainer=tcfg), dataset_path=data.path,
+                            output_dir=folder / f"iter-{it:03d}")
+            update_s = time.perf_counter() - t_up
+            m = trained.metrics
+            metrics = {
+                **iteration_metrics(eps, achievements),
+                "kept_episodes": data.episodes, "kept_examples": data.examples,
+                "loss": m.get("train_loss_mean", float("nan")), "loss_first": m.get("train_loss_first", float("nan")),
+                "loss_last": m.get("train_loss", float("nan")), "optimizer_steps": m.get("steps", 0),
+                "update_tokens_per_s": m.get("tokens_per_s", 0.0),
+                "rollout_steps_per_s": played["steps"] / played["seconds"] if played["seconds"] > 0 else 0.0,
+                "rollout_s": rollout_s, "update_s": update_s, "replayed_episodes": played["episodes"],
+                "iteration_s": time.perf_counter() - t_it,
+            }
+            state["iterations"] = it
+            state["checkpoint"] = str(trained.checkpoint)
+            state["seconds"] = seconds_before + (time.perf_counter() - session_start)
+            state["history"] = list(state.get("history", [])) + [{"iteration": it, **metrics}]
+            state["run_ids"] = list(state.get("run_ids", [])) + run_ids
+            state.setdefault("datasets", []).append(str(data.path))
+            write_json_atomic(folder / STATE, state)
+            if mlrun:
+                tracking.log_metrics(metrics, step=it)
+                if r.log_checkpoints:
+                    import mlflow
+
+                    mlflow.log_artifacts(str(trained.checkpoint), f"checkpoints/iter-{it:03d}")
+            print(f"[rft] round {it}: achievements {metrics['achievements_mean']:.2f} +- "
+                  f"{metrics['achievements_std']:.2f}, kept {data.episodes} episodes ({data.examples} turns), "
+                  f"rollout {rollout_s:.0f} s, sft {update_s:.0f} s")
+        if mlrun:
+            import mlflow
+
+            mlflow.set_tag("checkpoint", str(state.get("checkpoint") or start))
+            tracking.log_json(state, "rl_state.json")
+    return _result(folder, state, start)
