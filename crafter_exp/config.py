@@ -173,6 +173,11 @@ class HFLocalModelConfig(ModelConfig):
     `bfloat16`, `float16`."""
     seed: int = 0
     """Sampling seed."""
+    decoding: str = "auto"
+    """`rank` (score every valid action given the prompt, play the best or sample from their softmax), `generate`
+    (free text, parsed), `auto` (rank where the env's actions are its admissible commands, else generate)."""
+    score: str = "sum"
+    """With decoding=rank: a candidate's score is the `sum` of its tokens' log-probs (its probability) or the `mean`."""
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra arguments for the tokenizer's chat template (e.g. {enable_thinking: false} for Qwen3)."""
 

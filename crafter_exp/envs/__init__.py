@@ -13,7 +13,8 @@ from crafter_exp.envs.base import Observation, StepResult, TextEnv
 
 __all__ = [
     "Observation", "StepResult", "TextEnv", "ENVIRONMENTS", "env_class", "make_env", "check_env_config",
-    "env_achievements", "env_instructions", "env_primary_metric", "held_out_env_config",
+    "env_achievements", "env_instructions", "env_primary_metric", "held_out_env_config", "env_actions_admissible",
+    "env_metrics",
 ]
 
 # env name -> (module, TextEnv subclass); modules import lazily (ALFWorld is an optional extra)
@@ -61,6 +62,16 @@ def env_instructions(name: str) -> str:
 def env_primary_metric(name: str) -> str:
     """The metric that says how well a policy plays this environment (pipeline verdicts, sweep summaries)."""
     return env_class(name).primary_metric
+
+
+def env_metrics(name: str) -> tuple[str, ...]:
+    """The metrics an environment declares (names and family globs, report order): the only ones stages show."""
+    return tuple(env_class(name).metrics)
+
+
+def env_actions_admissible(name: str) -> bool:
+    """Whether an environment's observations list this turn's admissible commands (policies then rank them)."""
+    return bool(env_class(name).actions_admissible)
 
 
 def held_out_env_config(cfg: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from crafter_exp import __version__, tracking
 from crafter_exp.progress import progress_bar
-from crafter_exp.envs import check_env_config, env_achievements
+from crafter_exp.envs import check_env_config, env_achievements, env_actions_admissible, env_metrics
 from crafter_exp.policies import make_policy, model_label, model_provider
 from crafter_exp.runner.pool import run_episodes
 from crafter_exp.store.traces import EpisodeRecord, TraceStore
@@ -61,6 +61,15 @@ def as_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
 
 
+def for_env(model_cfg: Any, env_name: str) -> Any:
+    """The model config with its environment-dependent defaults settled, so the run's config records what played:
+    `decoding: auto` becomes `rank` where the env lists its admissible commands, else `generate`."""
+    if getattr(model_cfg, "decoding", None) == "auto":
+        decoding = "rank" if env_actions_admissible(env_name) else "generate"
+        model_cfg = dataclasses.replace(model_cfg, decoding=decoding)
+    return model_cfg
+
+
 def default_run_id(cfg: Any, stage: str, env_name: str, model_cfg: Any, config_hash: str) -> str:
     # the hash makes a changed env/model config a new run (sweeps), the same config the same run (resume)
     return f"{cfg.name}-{stage}-{env_name}-{model_label(model_cfg)}-{config_hash[:6]}"
@@ -79,8 +88,8 @@ def rollout(
     """Play `episodes` seeds from `seed_start` (defaults: cfg.env) with `model_cfg` (default cfg.model) in
     `env_cfg` (default cfg.env)."""
     env_cfg = env_cfg or cfg.env
-    model_cfg = model_cfg or cfg.model
     check_env_config(env_cfg)
+    model_cfg = for_env(model_cfg or cfg.model, env_cfg.name)
     seed_start = env_cfg.seed if seed_start is None else seed_start
     episodes = env_cfg.episodes if episodes is None else episodes
     if episodes < 0:
@@ -174,7 +183,7 @@ def summarize(store: TraceStore, run_id: str, seeds: list[int], env_name: str) -
 
     df = store.episodes([run_id])
     df = df[df["seed"].isin(seeds)]
-    return summary(df, env_achievements(env_name))
+    return summary(df, env_achievements(env_name), declaration=env_metrics(env_name))
 
 
 def latest_run(store: TraceStore, name: str, stage: str = "rollout") -> str:

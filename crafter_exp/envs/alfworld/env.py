@@ -17,7 +17,7 @@ import random
 from typing import Any, Iterator, Optional
 
 from crafter_exp.envs.alfworld import data, speedups, text
-from crafter_exp.envs.base import Observation, StepResult, TextEnv
+from crafter_exp.envs.base import RUN_METRICS, Observation, StepResult, TextEnv
 
 HIDDEN_COMMANDS = frozenset({"help"})
 """Admissible but useless commands left out of `Observation.actions` (random policies would waste steps)."""
@@ -32,9 +32,14 @@ class AlfworldTextEnv(TextEnv):
     name = "alfworld"
     achievements = text.ACHIEVEMENTS
     primary_metric = "success_rate"
+    metrics = ("success_rate", "steps_to_success", *RUN_METRICS, "success/*")
+    """Success, steps to success, inadmissible commands, success per task type (ALFWorld's one achievement is
+    `won`: achievement counts, Crafter score and progression would only restate the success rate)."""
     instructions = text.INSTRUCTIONS
     fallback_action = "look"
     """Played when a reply holds no command: always admissible and harmless (it re-describes the room)."""
+    actions_admissible = True
+    """`Observation.actions` is TextWorld's admissible-command list of the turn (minus `help`)."""
 
     def __init__(self, cfg: Any):
         check_config(cfg)
