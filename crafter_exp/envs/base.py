@@ -58,6 +58,9 @@ class TextEnv(ABC):
     mean something here, in report order: compare, figures, MLflow and the pipeline's verdict show these only."""
     fallback_action: str = ""
     """Played when a reply holds no valid action ("" = the first valid action)."""
+    slow_steps: bool = False
+    """A step costs more than a small local model's forward pass (ALFWorld: 0.05-0.09 s): in-process policies then
+    play in the rollout's Ray workers by default, so that episodes step in parallel."""
     actions_admissible: bool = False
     """True when `Observation.actions` is the game's own list of commands admissible this turn (ALFWorld) rather
     than a fixed action vocabulary (Crafter): a policy able to score candidates then chooses among them by default."""

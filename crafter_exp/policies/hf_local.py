@@ -136,6 +136,8 @@ class HFLocalPolicy(Policy):
         if decoding not in DECODINGS:
             raise ValueError(f"model.decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
         self.decoding = "rank" if decoding == "rank" else "generate"
+        if getattr(cfg, "in_process", None) is False:
+            self.in_process = False  # a copy per Ray worker: the env's steps, not the forward, are the cost
         from crafter_exp.policies.scoring import SCORE_MODES
 
         self.score_mode = getattr(cfg, "score", "sum")

@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 from crafter_exp import __version__, tracking
 from crafter_exp.progress import progress_bar
-from crafter_exp.envs import check_env_config, env_achievements, env_actions_admissible, env_metrics
+from crafter_exp.envs import (check_env_config, env_achievements, env_actions_admissible, env_metrics,
+                            env_slow_steps)
 from crafter_exp.policies import make_policy, model_label, model_provider
 from crafter_exp.runner.pool import run_episodes
 from crafter_exp.store.traces import EpisodeRecord, TraceStore
@@ -24,7 +25,7 @@ from crafter_exp.store.traces import EpisodeRecord, TraceStore
 # model settings that change how fast or how robustly episodes are played, not what is played: a resume may change them
 HOW_NOT_WHAT = frozenset(
     {"label", "concurrency", "timeout", "max_retries", "probe", "prices", "max_consecutive_errors", "batch_size",
-     "device", "api_key_env"}
+     "device", "api_key_env", "in_process"}
 )
 
 
@@ -67,6 +68,8 @@ def for_env(model_cfg: Any, env_name: str) -> Any:
     if getattr(model_cfg, "decoding", None) == "auto":
         decoding = "rank" if env_actions_admissible(env_name) else "generate"
         model_cfg = dataclasses.replace(model_cfg, decoding=decoding)
+    if hasattr(model_cfg, "in_process") and model_cfg.in_process is None:
+        model_cfg = dataclasses.replace(model_cfg, in_process=not env_slow_steps(env_name))
     return model_cfg
 
 
