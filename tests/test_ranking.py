@@ -224,3 +224,27 @@ def test_short_alfworld_pipeline_reports_only_alfworlds_metrics(project):
     assert any(k.endswith("success_rate") for k in logged)
     assert not [k for k in logged if k.endswith(("crafter_score", "progression", "mean_achievements"))]
     assert "valid_unseen/student_after/success_rate" in logged
+
+
+def test_env_group_carries_its_own_trainer_and_eval_defaults():
+    from crafter_exp.config import compose_config
+
+    crafter, alf = compose_config([]), compose_config(["env=alfworld"])
+    assert (crafter.trainer.max_length, crafter.trainer.max_steps, crafter.eval.episodes) == (256, 3800, 20)
+    assert (alf.trainer.max_length, alf.trainer.max_steps, alf.eval.episodes, alf.env.episodes) == (384, 1200, 40, 120)
+    assert alf.trainer.student == crafter.trainer.student  # the same student
+    # the command line still wins, and another trainer gets none of the tiny student's ALFWorld settings
+    assert compose_config(["env=alfworld", "trainer.max_steps=7"]).trainer.max_steps == 7
+    assert compose_config(["env=alfworld", "trainer=local_lora"]).trainer.max_length == 2048
+
+
+@needs_alfworld
+def test_alfworld_offers_valid_unseen_beside_its_eval_split():
+    from crafter_exp.config import AlfworldEnvConfig
+    from crafter_exp.envs import also_held_out_env_configs, check_env_config
+
+    more = also_held_out_env_configs(AlfworldEnvConfig())
+    assert list(more) == ["valid_unseen"] and more["valid_unseen"].split == "eval_out_of_distribution"
+    assert also_held_out_env_configs(AlfworldEnvConfig(also_eval_splits=[])) == {}
+    with pytest.raises(ValueError, match="also_eval_splits='nope' unknown"):
+        check_env_config(AlfworldEnvConfig(also_eval_splits=["nope"]))
