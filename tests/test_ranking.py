@@ -186,7 +186,7 @@ def test_short_alfworld_pipeline_reports_only_alfworlds_metrics(project):
     from crafter_exp.store.traces import TraceStore
 
     cfg = compose_config(project_overrides(project) + [
-        "env=alfworld", "env.episodes=2", "env.seed=72", "env.max_steps=6", "eval.episodes=2", "eval.seed=1000",
+        "env=alfworld", "env.episodes=1", "env.seed=105", "env.max_steps=8", "model.epsilon=0", "eval.episodes=2", "eval.seed=1000",
         "trainer.max_steps=4", "trainer.max_time_s=null", "trainer.student.hidden_size=32",
         "trainer.student.num_layers=1", "trainer.student.num_heads=2", "trainer.student.intermediate_size=64",
         "trainer.eval_fraction=0", "trainer.progress=false", "compare.bootstrap=100", "compare.permutations=99",
