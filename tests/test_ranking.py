@@ -98,6 +98,7 @@ def test_ranking_picks_the_command_a_tiny_model_was_trained_to_prefer(tmp_path):
     response = decision.calls[0].response
     assert response["decoding"] == "rank" and response["candidates"] == len(COMMANDS)
     assert response["top"][0][0] == target and response["top"][0][2] > 0.5
+    assert decision.calls[0].prompt_tokens == len(tok(_prompt(tok, PROMPTS[0]), add_special_tokens=False)["input_ids"])
 
 
 def test_rank_mode_replies_only_valid_actions_even_untrained(tmp_path):

@@ -325,7 +325,7 @@ class HFLocalPolicy(Policy):
                 response={"text": reply, "decoding": "rank", "score": self.score_mode, "sampled": self.do_sample,
                           "temperature": self.temperature, "candidates": len(values),
                           "top": [[turn.actions[i], round(values[i], 4), round(probs[i], 4)] for i in top]},
-                prompt_tokens=len(self.tokenizer(text, add_special_tokens=False)["input_ids"]),
+                prompt_tokens=result.prompt_tokens,
                 completion_tokens=int(result.tokens[best]),
                 latency_s=dt,
                 cost=0.0,

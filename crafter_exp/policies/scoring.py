@@ -32,6 +32,8 @@ class CandidateScores:
     """Sum of the candidate tokens' log-probabilities given the prompt."""
     tokens: list[int]
     """Tokens of each candidate (the length `mean` divides by)."""
+    prompt_tokens: int = 0
+    """Tokens of the prompt."""
 
     def values(self, mode: str = "sum") -> list[float]:
         """The ranking score of each candidate under `mode` (`sum` or `mean`)."""
@@ -98,7 +100,10 @@ def score_candidates(
             for i, scores in zip(chunk, _score_chunk(model, [prompt_ids[i] for i in chunk],
                                                      [cand_ids[i] for i in chunk], pad, device)):
                 results[i] = scores
-    return [r if r is not None else CandidateScores([], []) for r in results]
+    for r, ids in zip(results, prompt_ids):
+        if r is not None:
+            r.prompt_tokens = len(ids)
+    return [r if r is not None else CandidateScores([], [], len(ids)) for r, ids in zip(results, prompt_ids)]
 
 
 def _cache_kwarg(model: Any) -> str:
