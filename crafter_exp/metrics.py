@@ -372,9 +372,10 @@ def compute(
     return {name: v for name, v in values.items() if not math.isnan(v)}
 
 
-def summary(df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3) -> dict[str, float]:
-    """Metrics of one run for MLflow (rollout stage): every applicable metric plus `episodes`."""
-    return {"episodes": float(len(df)), **compute(df, env_achievements, k)}
+def summary(df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3,
+            declaration: Sequence[str] = ()) -> dict[str, float]:
+    """Metrics of one run for MLflow (rollout stage): every applicable (and declared) metric plus `episodes`."""
+    return {"episodes": float(len(df)), **only_declared(compute(df, env_achievements, k), declaration)}
 
 
 def per_achievement_rates(df: pd.DataFrame, env_achievements: Sequence[str]) -> pd.Series:
@@ -396,6 +397,20 @@ def metric_names(df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3,
                  actions: Optional[Sequence[str]] = None) -> list[str]:
     """Names of every metric defined for these episodes (applicable or not), report order."""
     return list(_stats(EpisodeArrays.from_frame(df, env_achievements, actions), k))
+
+
+def declared(name: str, declaration: Sequence[str]) -> bool:
+    """Whether a metric name is one an environment declares (exact names or globs such as `success/*`)."""
+    import fnmatch
+
+    return any(name == d or fnmatch.fnmatchcase(name, d) for d in declaration)
+
+
+def only_declared(values: dict[str, Any], declaration: Sequence[str]) -> dict[str, Any]:
+    """The entries of {metric: value} that the environment declares (an empty declaration keeps everything)."""
+    if not declaration:
+        return dict(values)
+    return {name: v for name, v in values.items() if declared(name, declaration)}
 
 
 def is_known_metric(name: str) -> bool:
@@ -596,6 +611,8 @@ __all__ = [
     "top_actions",
     "metric_names",
     "is_known_metric",
+    "declared",
+    "only_declared",
     "load_custom_metrics",
     "termination_rates",
     "bootstrap",

@@ -14,6 +14,7 @@ from crafter_exp.envs.base import Observation, StepResult, TextEnv, prediction_f
 __all__ = [
     "Observation", "StepResult", "TextEnv", "ENVIRONMENTS", "env_class", "make_env", "check_env_config",
     "env_achievements", "env_instructions", "env_primary_metric", "held_out_env_config", "prediction_f1",
+    "env_actions_admissible", "env_metrics", "env_slow_steps", "also_held_out_env_configs",
 ]
 
 # env name -> (module, TextEnv subclass); modules import lazily (ALFWorld is an optional extra)
@@ -61,6 +62,27 @@ def env_instructions(name: str) -> str:
 def env_primary_metric(name: str) -> str:
     """The metric that says how well a policy plays this environment (pipeline verdicts, sweep summaries)."""
     return env_class(name).primary_metric
+
+
+def env_metrics(name: str) -> tuple[str, ...]:
+    """The metrics an environment declares (names and family globs, report order): the only ones stages show."""
+    return tuple(env_class(name).metrics)
+
+
+def env_slow_steps(name: str) -> bool:
+    """Whether a step costs more than a small model's forward (in-process policies then play in Ray workers)."""
+    return bool(env_class(name).slow_steps)
+
+
+def also_held_out_env_configs(cfg: Any) -> dict[str, Any]:
+    """Further held-out sets an env offers besides `held_out_env_config` (ALFWorld: valid_unseen), by name."""
+    more = getattr(_module(cfg.name), "also_held_out_configs", None)
+    return more(cfg) if more else {}
+
+
+def env_actions_admissible(name: str) -> bool:
+    """Whether an environment's observations list this turn's admissible commands (policies then rank them)."""
+    return bool(env_class(name).actions_admissible)
 
 
 def held_out_env_config(cfg: Any) -> Any:

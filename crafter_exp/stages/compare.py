@@ -394,9 +394,10 @@ def compare(
     envs = sorted({str(e) for e in all_episodes["env"]})
     if len(envs) != 1:
         raise ValueError(f"runs of different environments cannot be compared: {', '.join(envs)}")
-    from crafter_exp.envs import env_achievements
+    from crafter_exp.envs import env_achievements, env_metrics
 
     achievements = env_achievements(envs[0])
+    declaration = env_metrics(envs[0])  # the env's own metrics: the report shows these (and custom ones) only
     seeds = {label: sorted(int(s) for s in df["seed"]) for label, df in episodes.items()}
     if len({tuple(s) for s in seeds.values()}) > 1 and not c.force:
         detail = "; ".join(f"{label}: {_seed_summary(s)}" for label, s in seeds.items())
@@ -425,7 +426,10 @@ def compare(
     known = list(dict.fromkeys([*M.METRICS, *(n for df in episodes.values()
                                                 for n in M.metric_names(df, achievements, c.k, actions)),
                                 *custom_names]))
+    known = [m for m in known if m in custom_names or not declaration or M.declared(m, declaration)]
     selected = _select(c.metrics, known)
+    if selected is None:
+        selected = known
 
     # --- the numbers
     tables = []
@@ -553,9 +557,10 @@ def _figures(table: pd.DataFrame, episodes: dict[str, pd.DataFrame], labels: lis
 
     made = {
         "per_achievement": F.per_achievement(table, out / "per_achievement.png", order=list(achievements) or None),
+        # episode reward and achievement counts: only where the env reports them (ALFWorld's restate success)
         "reward_distribution": F.reward_distribution(
             pd.concat([df.assign(experiment=label) for label, df in episodes.items()], ignore_index=True),
-            out / "reward_distribution.png", labels),
+            out / "reward_distribution.png", labels) if {"mean_reward", "mean_achievements"} & set(scalar) else None,
         "action_distribution": F.action_distribution(table, out / "action_distribution.png"),
         "task_success": F.task_success(table, out / "task_success.png"),
         "metric_intervals": F.metric_intervals(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any, Optional
 
-from crafter_exp.envs.base import Observation, StepResult, TextEnv
+from crafter_exp.envs.base import RUN_METRICS, Observation, StepResult, TextEnv
 from crafter_exp.envs.crafter.actions import ACHIEVEMENTS, ACTION_INDEX, ACTIONS, canonical_action
 from crafter_exp.envs.crafter.difficulty import DIFFICULTIES
 from crafter_exp.envs.crafter.game import CrafterGame
@@ -44,6 +44,9 @@ class CrafterTextEnv(TextEnv):
     achievements = ACHIEVEMENTS
     instructions = INSTRUCTIONS
     fallback_action = "noop"
+    metrics = ("mean_achievements", "achievement_rate", "crafter_score", "progression", "distinct_achievements",
+               "mean_reward", "efficiency", *RUN_METRICS, "achievement/*", "action/*")
+    """Achievements (count, rate, Crafter score, progression, per achievement), reward and the action mix."""
 
     def __init__(self, cfg: Any):
         check_config(cfg)
