@@ -180,8 +180,8 @@ def test_constrained_decoding_never_plays_an_inadmissible_command(tmp_path):
 @pytest.mark.slow
 def test_short_alfworld_pipeline_reports_only_alfworlds_metrics(project):
     import mlflow
-
     from conftest import project_overrides
+
     from crafter_exp.config import compose_config
     from crafter_exp.stages.pipeline import pipeline
     from crafter_exp.store.traces import TraceStore

@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from crafter_exp.envs.base import Observation, StepResult, TextEnv, prediction_f1
+from crafter_exp.errors import UserError
 
 __all__ = [
     "Observation", "StepResult", "TextEnv", "ENVIRONMENTS", "env_class", "make_env", "check_env_config",
@@ -26,7 +27,7 @@ ENVIRONMENTS = {
 
 def _module(name: str) -> Any:
     if name not in ENVIRONMENTS:
-        raise ValueError(f"unknown env {name!r} (known: {', '.join(ENVIRONMENTS)})")
+        raise UserError(f"unknown env {name!r} (known: {', '.join(ENVIRONMENTS)})")
     return importlib.import_module(ENVIRONMENTS[name][0])
 
 
@@ -43,9 +44,9 @@ def make_env(cfg: Any) -> TextEnv:
 def check_env_config(cfg: Any) -> None:
     """Validate an env config before any work starts (raises ValueError with one clear line)."""
     if cfg.episodes < 0:
-        raise ValueError(f"env.episodes must be >= 0, got {cfg.episodes}")
+        raise UserError(f"env.episodes must be >= 0, got {cfg.episodes}")
     if cfg.max_steps <= 0:
-        raise ValueError(f"env.max_steps must be > 0, got {cfg.max_steps}")
+        raise UserError(f"env.max_steps must be > 0, got {cfg.max_steps}")
     _module(cfg.name).check_config(cfg)
 
 

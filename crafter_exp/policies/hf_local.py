@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from crafter_exp import prompts
+from crafter_exp.errors import UserError
 from crafter_exp.parsing import split_reasoning
 from crafter_exp.policies.base import Decision, LLMCall, Policy, Turn
 
@@ -42,7 +43,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     try:
         return json.loads(f.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{f}: not valid JSON ({e})") from None
+        raise UserError(f"{f}: not valid JSON ({e})") from None
 
 
 def resolve_prompt(cfg_prompt: Any, manifest: dict[str, Any]) -> Any:
@@ -69,7 +70,7 @@ def resolve_decoding(cfg: Any, manifest: dict[str, Any]) -> tuple[bool, float]:
     do_sample = cfg.do_sample if cfg.do_sample is not None else recorded is not None
     temperature = cfg.temperature if cfg.temperature is not None else (recorded if recorded is not None else 1.0)
     if do_sample and temperature <= 0:
-        raise ValueError(f"model.temperature must be > 0 when sampling, got {temperature}")
+        raise UserError(f"model.temperature must be > 0 when sampling, got {temperature}")
     return bool(do_sample), float(temperature)
 
 
@@ -123,18 +124,18 @@ class HFLocalPolicy(Policy):
         self.cfg = cfg
         self.seed = seed if seed is not None else cfg.seed
         if not cfg.path:
-            raise ValueError("model.path is not set: point it at a checkpoint folder (data/checkpoints/<name>) or hub id")
+            raise UserError("model.path is not set: point it at a checkpoint folder (data/checkpoints/<name>) or hub id")
         self.path = Path(str(cfg.path)).expanduser()
         self.is_local = self.path.exists()
         if not self.is_local and (str(cfg.path).startswith((".", "/", "~")) or str(cfg.path).count("/") > 1):
-            raise FileNotFoundError(f"model.path not found: {cfg.path}")
+            raise UserError(f"model.path not found: {cfg.path}")
         self.manifest = read_manifest(self.path) if self.is_local else {}
         self.prompt = resolve_prompt(cfg.prompt, self.manifest)
         prompts.check_template(self.prompt.template)
         self.do_sample, self.temperature = resolve_decoding(cfg, self.manifest)
         decoding = getattr(cfg, "decoding", "generate")
         if decoding not in DECODINGS:
-            raise ValueError(f"model.decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
+            raise UserError(f"model.decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
         self.decoding = "rank" if decoding == "rank" else "generate"
         if getattr(cfg, "in_process", None) is False:
             self.in_process = False  # a copy per Ray worker: the env's steps, not the forward, are the cost
@@ -142,7 +143,7 @@ class HFLocalPolicy(Policy):
 
         self.score_mode = getattr(cfg, "score", "sum")
         if self.score_mode not in SCORE_MODES:
-            raise ValueError(f"model.score must be one of {', '.join(SCORE_MODES)}, got {self.score_mode!r}")
+            raise UserError(f"model.score must be one of {', '.join(SCORE_MODES)}, got {self.score_mode!r}")
         recorded = (self.manifest.get("play") or {}).get("max_new_tokens")
         self.max_new_tokens = int(cfg.max_new_tokens or recorded or DEFAULT_MAX_NEW_TOKENS)
         self.model_name = cfg.label or (self.path.name if self.is_local else str(cfg.path))
@@ -163,7 +164,7 @@ class HFLocalPolicy(Policy):
             adapter_cfg = json.loads((self.path / "adapter_config.json").read_text())
             base = adapter_cfg.get("base_model_name_or_path")
         if not base:
-            raise ValueError(f"{self.path} is an adapter but names no base model; set model.base_model")
+            raise UserError(f"{self.path} is an adapter but names no base model; set model.base_model")
         local = self.path / base
         return str(local) if local.exists() else str(base)
 
@@ -214,12 +215,12 @@ class HFLocalPolicy(Policy):
             tokenizer = AutoTokenizer.from_pretrained(str(self.cfg.path))
         except OSError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise FileNotFoundError(f"cannot load checkpoint {self.cfg.path}: {first}") from None
+            raise UserError(f"cannot load checkpoint {self.cfg.path}: {first}") from None
         tokenizer.padding_side = "left"  # generation continues from the right end of every row
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         if tokenizer.chat_template is None:
-            raise ValueError(f"{self.cfg.path}: the tokenizer has no chat template")
+            raise UserError(f"{self.cfg.path}: the tokenizer has no chat template")
         model.to(self.device)
         model.eval()  # dropout off
         self.model, self.tokenizer = model, tokenizer

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from crafter_exp.errors import UserError
+
 SCORE_MODES = ("sum", "mean")
 DEFAULT_MAX_ROWS = 128
 """Candidate rows per forward pass (memory: rows x prompt length x the model's KV width)."""
@@ -41,7 +43,7 @@ class CandidateScores:
             return list(self.logprob)
         if mode == "mean":
             return [lp / max(n, 1) for lp, n in zip(self.logprob, self.tokens)]
-        raise ValueError(f"unknown score mode {mode!r} (known: {', '.join(SCORE_MODES)})")
+        raise UserError(f"unknown score mode {mode!r} (known: {', '.join(SCORE_MODES)})")
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -67,15 +69,15 @@ def score_candidates(
     import torch
 
     if len(prompts) != len(candidates):
-        raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists")
+        raise UserError(f"{len(prompts)} prompts but {len(candidates)} candidate lists")
     prompt_ids = [_encode(tokenizer, p) for p in prompts]
     cand_ids = [[_encode(tokenizer, c) for c in cands] for cands in candidates]
     for i, ids in enumerate(prompt_ids):
         if not ids:
-            raise ValueError(f"prompt {i} encodes to no tokens")
+            raise UserError(f"prompt {i} encodes to no tokens")
         for j, c in enumerate(cand_ids[i]):
             if not c:
-                raise ValueError(f"candidate {j} of prompt {i} ({candidates[i][j]!r}) encodes to no tokens")
+                raise UserError(f"candidate {j} of prompt {i} ({candidates[i][j]!r}) encodes to no tokens")
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     results: list[Optional[CandidateScores]] = [None] * len(prompts)
@@ -165,12 +167,12 @@ def choose(scores: Sequence[float], sample: bool, temperature: float = 1.0, gene
     import torch
 
     if not scores:
-        raise ValueError("no candidates to choose from")
+        raise UserError("no candidates to choose from")
     values = torch.tensor(list(scores), dtype=torch.float64)
     if not sample:
         return int(torch.argmax(values))
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+        raise UserError(f"temperature must be > 0 when sampling, got {temperature}")
     probs = torch.softmax(values / temperature, dim=0)
     return int(torch.multinomial(probs, 1, generator=generator))
 

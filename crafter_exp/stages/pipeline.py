@@ -18,6 +18,7 @@ from typing import Any
 from crafter_exp import tracking
 from crafter_exp.config import RandomModelConfig
 from crafter_exp.envs import also_held_out_env_configs, check_env_config, env_primary_metric
+from crafter_exp.errors import UserError
 from crafter_exp.stages.evaluate import check_eval_config, evaluate
 from crafter_exp.stages.rollout import as_dict, rollout
 from crafter_exp.sweep import write_job_result
@@ -47,9 +48,9 @@ def check_pipeline_config(cfg: Any) -> None:
     check_eval_config(cfg)
     unknown = [p for p in [*cfg.eval.policies, *cfg.eval.also_policies] if p not in EVAL_POLICIES]
     if unknown:
-        raise ValueError(f"unknown eval.policies / eval.also_policies {unknown} (known: {', '.join(EVAL_POLICIES)})")
+        raise UserError(f"unknown eval.policies / eval.also_policies {unknown} (known: {', '.join(EVAL_POLICIES)})")
     if "student_rl" in cfg.eval.policies and cfg.pipeline.rl is None:
-        raise ValueError("eval.policies has student_rl but pipeline.rl is off (set pipeline.rl=grpo)")
+        raise UserError("eval.policies has student_rl but pipeline.rl is off (set pipeline.rl=grpo)")
     if cfg.pipeline.rl is not None:
         from crafter_exp.stages.rl import check_pipeline_rl
 

@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from crafter_exp import __version__, paths, tracking
+from crafter_exp.envs import check_env_config, env_achievements, env_actions_admissible, env_metrics, env_slow_steps
 from crafter_exp.errors import UserError
-from crafter_exp.progress import progress_bar
-from crafter_exp.envs import (check_env_config, env_achievements, env_actions_admissible, env_metrics,
-                            env_slow_steps)
 from crafter_exp.policies import make_policy, model_label, model_provider
+from crafter_exp.progress import progress_bar
 from crafter_exp.runner.pool import run_episodes
 from crafter_exp.store.traces import EpisodeRecord, TraceStore
-
 
 HEADLINE = ("mean_achievements", "progression", "success_rate", "mean_reward", "episode_length",
             "parse_failure_rate", "steps_per_s", "tokens_per_episode", "cost_per_episode")
@@ -102,7 +100,7 @@ def rollout(
     seed_start = env_cfg.seed if seed_start is None else seed_start
     episodes = env_cfg.episodes if episodes is None else episodes
     if episodes < 0:
-        raise ValueError(f"episodes must be >= 0, got {episodes}")
+        raise UserError(f"episodes must be >= 0, got {episodes}")
     seeds = list(range(seed_start, seed_start + episodes))
     label = model_label(model_cfg)
     max_actions = model_cfg.prompt.max_actions_per_turn if getattr(model_cfg, "prompt", None) else 1
@@ -240,7 +238,7 @@ def export_run(cfg: Any) -> Path:
     store = TraceStore(cfg.paths.db)
     run_id = cfg.rollout.run_id or latest_run(store, cfg.name)
     if store.get_run(run_id) is None:
-        raise ValueError(f"no trace run {run_id!r} in {store.path}")
+        raise UserError(f"no trace run {run_id!r} in {store.path}")
     path = store.export_json(run_id, paths.export_path(cfg, run_id))
     print(f"wrote {path}")
     return path

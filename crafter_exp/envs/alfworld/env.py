@@ -18,6 +18,7 @@ from typing import Any, Iterator, Optional
 
 from crafter_exp.envs.alfworld import data, speedups, text
 from crafter_exp.envs.base import RUN_METRICS, Observation, StepResult, TextEnv
+from crafter_exp.errors import UserError
 
 HIDDEN_COMMANDS = frozenset({"help"})
 """Admissible but useless commands left out of `Observation.actions` (random policies would waste steps)."""
@@ -259,6 +260,6 @@ def check_config(cfg: Any) -> None:
         import alfworld  # noqa: F401
         import textworld  # noqa: F401
     except ImportError as exc:
-        raise ValueError(
+        raise UserError(
             f"env=alfworld needs the alfworld package ({exc.name} missing): pip install 'crafter-exp[alfworld]'"
         ) from None
