@@ -42,7 +42,7 @@ def run_stage(cfg: Config) -> object:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _app(dcfg: DictConfig) -> None:
-    cfg: Config = OmegaConf.to_object(dcfg)
+    cfg: Config = OmegaConf.to_object(dcfg)  # type: ignore[assignment]  # a Config: the schema is the root node
     try:
         result = run_stage(cfg)
         report_job(cfg.stage, result)  # result.json for a sweep's summary (no-op outside a Hydra job folder)
