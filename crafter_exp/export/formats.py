@@ -128,7 +128,7 @@ def _tool_turn_sql(invalid_feedback: bool) -> str:
     """SQL: a history turn of an `action_mode=tools` run as prompts.build_messages sends it back (`_tool_turn`):
     the assistant message with the reply's tool calls, then one `tool` message per call; a turn without calls is
     its text reply. Context, so weight 0."""
-    calls = "range(json_array_length(tool_calls))"
+    calls = "range(json_array_length(tool_calls)::BIGINT)"
     call = (f"{{'id': {call_id_sql('i')}, 'type': 'function', 'function': {{'name': "
             f"coalesce(nullif(tool_calls->i->>'name', ''), 'interact'), "
             f"'arguments': {_arguments_sql('(tool_calls->i->' + _lit('arguments') + ')')}}}}}")
