@@ -83,7 +83,7 @@ def build_messages(
     return messages
 
 
-def call_id(turn: int, index: int) -> str:
+def call_id(turn: int | str, index: int | str) -> str:
     """The id of a turn's `index`-th tool call (the export's SQL builds the same ids: see export/formats.py)."""
     return f"call_{turn}_{index}"
 
