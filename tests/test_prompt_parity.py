@@ -182,3 +182,54 @@ def test_every_format_exports_what_the_policy_was_sent(tmp_path, template, histo
     assert got == [[dict(m, weight=1) if m["role"] == "assistant" else m for m in msgs]
                    + [{"role": "assistant", "content": ep.steps[-1]["reply"], "weight": 1}]
                    for msgs, ep in zip(convo, episodes, strict=True)]
+
+
+# ------------------------------------------------------------------------- against a real rollout's requests
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode,fmt", [("tools", "openai_tools"), ("text", "openai_chat")])
+def test_exported_prompts_are_the_recorded_requests(project, mode, fmt):
+    """A rollout against the fake OpenAI server (history 2, invalid-reply feedback), exported: each example's prompt
+    is `llm_calls.messages` of the same turn, the messages the policy sent."""
+    from conftest import project_overrides
+    from fake_openai_server import FakeOpenAIServer, Reply, sequence_responder
+
+    from crafter_exp.config import compose_config
+    from crafter_exp.stages.rollout import rollout
+    from crafter_exp.store.traces import TraceStore
+
+    def tool(arguments, content=None):
+        return Reply(content=content, tool_calls=[{"name": "interact", "arguments": arguments}])
+
+    script = ([tool({"actions": ["fly"]}, "<think>fly?</think>"), tool({"actions": ["do"]}), Reply(content="hm"),
+               tool('{"actions": ["move_le'), tool({"actions": ["do", "noop"]}), tool({"actions": ["noop"]})]
+              if mode == "tools" else
+              [Reply(content="<think>a</think>\n<action>fly</action>"), Reply(content="<action>do</action>"),
+               Reply(content="I will go left"), Reply(content="<think>b</think><action>noop</action>"),
+               Reply(content="<action>do</action>")])
+    base = project_overrides(project)
+    with FakeOpenAIServer() as srv:
+        srv.responder = sequence_responder(script)
+        cfg = compose_config(base + [
+            "model=openai", f"model.base_url={srv.base_url}", "model.model=fake-model", "model.probe=false",
+            "model.concurrency=1", "model.max_retries=0", "model.timeout=5", "env.episodes=1",
+            f"env.max_steps={len(script)}", "tracking.enabled=false", f"model.prompt.action_mode={mode}",
+            "model.prompt.history=2", "model.prompt.invalid_feedback=true"])
+        run_id = rollout(cfg).run_id
+    calls = TraceStore(cfg.paths.db).query(
+        f"SELECT turn, messages FROM llm_calls WHERE run_id = '{run_id}' ORDER BY turn, call_index")
+    sent = {int(t): json.loads(m) for t, m in zip(calls.turn, calls.messages)}  # the last call of a turn counts
+    assert len(sent) == len(script)
+    assert any(m["content"].startswith("Your last reply was invalid") for msgs in sent.values() for m in msgs
+               if m["role"] == "user")
+    fcfg = compose_config(base + ["tracking.enabled=false", f"filter.runs=[{run_id}]", f"filter.format={fmt}",
+                                  "filter.step_mode=all", "filter.drop_unparsed=false", "filter.val_fraction=0",
+                                  f"filter.output={project / 'export'}"])
+    got = _lines(F.filter_and_export(fcfg, progress=False))
+    assert len(got) == len(script)
+    for turn, ex in enumerate(got):
+        prompt = [{k: v for k, v in m.items() if k != "weight"} for m in ex["messages"][:-1]]
+        assert prompt == sent[turn], turn
+    if mode == "tools":
+        assert any(m["role"] == "tool" for ex in got for m in ex["messages"])
