@@ -111,7 +111,8 @@ def call_id_sql(index: str) -> str:
 def tool_result_sql(invalid_feedback: bool) -> str:
     """SQL: prompts.tool_result(actions, the turn's reply_problem if `invalid_feedback`) of the row."""
     joined = f"array_to_string(coalesce(actions, [])::VARCHAR[], {_lit(prompts.ACTION_SEP)})"
-    played = _compile(prompts.PLAYED.format("\x00a"), {"\x00a": f"coalesce(nullif({joined}, ''), {_lit(prompts.NOTHING)})"})
+    played = _compile(prompts.PLAYED.format("\x00a"),
+                      {"\x00a": f"coalesce(nullif({joined}, ''), {_lit(prompts.NOTHING)})"})
     if not invalid_feedback:
         return played
     invalid = _compile(prompts.INVALID.format("\x00p"), {"\x00p": "reply_problem"})

@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 import pyarrow as pa
 
-from crafter_exp.parsing import strip_sql, drop_predictions_sql, reasoning_sql, strip_reasoning_sql
+from crafter_exp.parsing import drop_predictions_sql, reasoning_sql, strip_reasoning_sql, strip_sql
 
 ACHIEVEMENT_TURN = (
     "coalesce(len(unlocked) - len(list_intersect(unlocked, $exclude::VARCHAR[])), 0) > 0"
