@@ -234,3 +234,21 @@ def test_exported_prompts_are_the_recorded_requests(project, mode, fmt):
         assert prompt == sent[turn], turn
     if mode == "tools":
         assert any(m["role"] == "tool" for ex in got for m in ex["messages"])
+
+
+@pytest.mark.parametrize("reply", [
+    "<think> a </think>\n<action>do</action>", "<THINK>x\ny</think> b <think>z", "<think>cut at max_tokens\n",
+    " \x0b<think></think>do\t", "<think>a</think>\n<prediction>wood +1</prediction>\n<action>do</action>",
+    "x<prediction>p</prediction><prediction>q</prediction> y", "", "no think, it's plain  ", "café <think>✓</think>",
+    "\u00a0<action>do</action>\u00a0",
+])
+def test_reply_stripping_is_the_same_in_python_and_in_the_export_sql(reply):
+    import duckdb
+
+    from crafter_exp.parsing import drop_predictions_sql, reasoning_sql, strip_reasoning_sql
+
+    got = duckdb.connect().execute(
+        f"SELECT {strip_reasoning_sql('$r')}, {reasoning_sql('$r')}, {drop_predictions_sql('$r')}", {"r": reply}
+    ).fetchone()
+    reasoning, stripped = split_reasoning(reply)
+    assert got == (stripped, reasoning, drop_predictions(reply))
