@@ -52,7 +52,7 @@ from crafter_exp.store.traces import TraceStore
 MANIFEST = paths.MANIFEST
 
 
-class EmptySelectionError(ValueError):
+class EmptySelectionError(UserError):
     """Nothing passes the filter: no dataset is written (the CLI prints the line and exits with 2)."""
 
 

@@ -45,7 +45,8 @@ class CrafterTextEnv(TextEnv):
     instructions = INSTRUCTIONS
     fallback_action = "noop"
     metrics = ("mean_achievements", "achievement_rate", "crafter_score", "progression", "distinct_achievements",
-               "mean_reward", "efficiency", *RUN_METRICS, "achievement/*", "action/*")
+               "mean_reward", "efficiency", *RUN_METRICS, "achievement/*", "action/*",
+               "prediction_f1", "prediction_f1_changed", "prediction_exact_rate", "prediction_scored_rate")
     """Achievements (count, rate, Crafter score, progression, per achievement), reward and the action mix."""
 
     def __init__(self, cfg: Any):
