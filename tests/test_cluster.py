@@ -17,7 +17,7 @@ from conftest import ROOT, project_overrides
 
 from crafter_exp.store.traces import TraceStore
 
-EPISODES = 16
+EPISODES = 48  # enough batches that work is left for the removed node when its first episodes land (idle machines are fast)
 
 
 @pytest.fixture
