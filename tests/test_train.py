@@ -16,7 +16,8 @@ import torch
 from crafter_exp.config import compose_config
 from crafter_exp.stages.train import train
 from crafter_exp.training import data as data_mod
-from crafter_exp.training.sft import ProgressClock, lr_factor, role_loss
+from crafter_exp.training.sft.loss import role_loss
+from crafter_exp.training.sft.schedule import ProgressClock, lr_factor
 from crafter_exp.training.synthetic import write_synthetic_dataset
 from conftest import TINY_FAST, project_overrides
 
@@ -120,7 +121,7 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, synth, 
 
 
 def test_resume_skips_a_checkpoint_cut_short_while_saving(tmp_path):
-    from crafter_exp.training.sft import last_complete_checkpoint
+    from crafter_exp.training.sft.resume import last_complete_checkpoint
 
     assert last_complete_checkpoint(tmp_path / "none") is None
     for step, state in ((40, '{"global_step": 40}'), (60, None), (80, '{"global_st')):
@@ -336,7 +337,7 @@ def test_bad_settings_fail_fast(tmp_path, synth):
 
 
 def test_length_batches_are_homogeneous_and_shuffled():
-    from crafter_exp.training.sft import ShuffledLengthBatches
+    from crafter_exp.training.sft.sampler import ShuffledLengthBatches
 
     lengths = [10 + (i * 37) % 70 for i in range(640)]
     sampler = ShuffledLengthBatches(lengths, batch_size=32, seed=0, mega=4)
@@ -350,7 +351,7 @@ def test_length_batches_are_homogeneous_and_shuffled():
 
 
 def test_reply_balance_weights_rare_replies_up():
-    from crafter_exp.training.sft import reply_weights
+    from crafter_exp.training.sft.batches import reply_weights
 
     tok = data_mod.Tokenized(input_ids=[[1, 5], [1, 5], [1, 5], [2, 7]], roles=[[0, 1]] * 4)
     assert reply_weights(tok, 0.0) == [1.0] * 4
