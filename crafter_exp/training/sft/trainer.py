@@ -12,6 +12,23 @@ from crafter_exp.training.sft.sampler import ShuffledLengthBatches
 from crafter_exp.training.sft.schedule import OWN_SCHEDULES, ProgressClock, lr_factor
 
 
+def forget_tied_missing_keys(model: torch.nn.Module) -> None:
+    """A tied output head (the tiny student's) is not saved: it *is* the input embedding. When transformers reloads a
+    checkpoint (the best one, or to resume) it reports the head as missing; this drops that false alarm through
+    torch's public load_state_dict post-hook (instead of overriding Trainer's private warning method)."""
+
+    def hook(module: torch.nn.Module, incompatible: Any) -> None:
+        params = dict(module.named_parameters(remove_duplicate=False))
+        missing = set(incompatible.missing_keys)
+        loaded = {p.data_ptr() for name, p in params.items() if name not in missing}
+        # torch lets the hook edit the reported keys in place
+        incompatible.missing_keys[:] = [
+            k for k in incompatible.missing_keys if k not in params or params[k].data_ptr() not in loaded
+        ]
+
+    model.register_load_state_dict_post_hook(hook)
+
+
 def trainer_class() -> type:
     from trl import SFTTrainer
 
@@ -31,26 +48,28 @@ def trainer_class() -> type:
             self.eval_time_s = 0.0
             self._sums: dict[str, dict[str, float]] = {"train": {}, "eval": {}}
             super().__init__(*args, **kwargs)
-            # our loss is a per-micro-batch mean: let Trainer divide it by the accumulation steps
+            # our loss is a per-micro-batch mean: let Trainer divide it by the accumulation steps (a documented
+            # Trainer attribute for subclasses that compute their own loss)
             self.loss_is_scaled_for_ga = False
+            forget_tied_missing_keys(self.model)
 
-        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        def get_train_dataloader(self) -> Any:
+            # transformers' public hook for the training batches (its sampler hook `_get_train_sampler` is private
+            # and changed signature across versions); the loader is built as Trainer builds it, without the
+            # worker settings: run.py always loads in the main process (dataloader_num_workers=0)
             if not self.group_by_length:
-                return super()._get_train_sampler(train_dataset)
-            dataset = train_dataset if train_dataset is not None else self.train_dataset
+                return super().get_train_dataloader()
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return ShuffledLengthBatches(dataset["length"], batch, self.args.seed)
-
-        def _issue_warnings_after_load(self, load_result: Any) -> None:
-            # A tied output head (tiny student) is not saved: it *is* the input embedding, which was loaded.
-            # transformers reports it as missing when it reloads the best checkpoint; drop that false alarm.
-            if not hasattr(load_result, "_replace"):  # not torch's (missing_keys, unexpected_keys) tuple
-                return super()._issue_warnings_after_load(load_result)
-            params = dict(self.model.named_parameters(remove_duplicate=False))
-            missing = set(load_result.missing_keys)
-            loaded = {p.data_ptr() for name, p in params.items() if name not in missing}
-            really_missing = [k for k in load_result.missing_keys if k not in params or params[k].data_ptr() not in loaded]
-            super()._issue_warnings_after_load(load_result._replace(missing_keys=really_missing))
+            loader = torch.utils.data.DataLoader(
+                self.train_dataset,
+                batch_size=self.args.train_batch_size,
+                sampler=ShuffledLengthBatches(self.train_dataset["length"], batch, self.args.seed),
+                collate_fn=self.data_collator,
+                num_workers=self.args.dataloader_num_workers,
+                pin_memory=self.args.dataloader_pin_memory,
+                drop_last=self.args.dataloader_drop_last,
+            )
+            return self.accelerator.prepare(loader)
 
         def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
             if self.schedule not in OWN_SCHEDULES:
@@ -105,10 +124,8 @@ def trainer_class() -> type:
             else:
                 extra["trained_tokens"] = float(self.trained_tokens)
             logs.update(extra)
-            # skip TRL's own metric bookkeeping (entropy etc. are not computed here)
-            from transformers import Trainer
-
-            Trainer.log(self, logs, start_time)
+            # TRL adds the metrics its own compute_loss collects; ours replaces it, so TRL has none to add
+            super().log(logs, start_time)
 
         def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
             t = time.monotonic()
