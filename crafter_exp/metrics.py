@@ -398,10 +398,6 @@ def metric_names(df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3,
     return list(_stats(EpisodeArrays.from_frame(df, env_achievements, actions), k))
 
 
-def is_known_metric(name: str) -> bool:
-    return name in METRICS or any(name.startswith(prefix) and len(name) > len(prefix) for prefix in FAMILIES)
-
-
 # ------------------------------------------------------------------------------------------------- resampling
 
 CHUNK_CELLS = 4_000_000  # W entries per chunk (32 MB of float64): bounds memory for large runs
@@ -595,7 +591,6 @@ __all__ = [
     "action_distribution",
     "top_actions",
     "metric_names",
-    "is_known_metric",
     "load_custom_metrics",
     "termination_rates",
     "bootstrap",
