@@ -17,7 +17,6 @@ single measurements by tens of percent.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import statistics
 import sys
