@@ -16,6 +16,8 @@ from crafter_exp.training.sft.checks import is_tiny, resolve_model_source
 def cpu_has_bf16() -> bool:
     """Native bf16 matrix instructions (AVX512-BF16 or AMX): there, bf16 autocast trains the tiny student faster with
     the same learning curve (the figure is in conf/trainer/tiny.yaml); without them bf16 is emulated and slower."""
+    # torch has no public query for these; its private ones are looked up defensively, so a torch that renames
+    # them turns bf16 off (slower, same results) instead of failing
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
