@@ -17,7 +17,6 @@ single measurements by tens of percent.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import statistics
 import sys
@@ -33,6 +32,12 @@ import torch  # noqa: E402
 from crafter_exp.config import HFLocalModelConfig, LocalTrainerConfig, TinyTrainerConfig  # noqa: E402
 from crafter_exp.training import data as data_mod  # noqa: E402
 from crafter_exp.training import sft  # noqa: E402
+from crafter_exp.training.sft.batches import RoleCollator  # noqa: E402
+from crafter_exp.training.sft.loss import role_loss  # noqa: E402
+from crafter_exp.training.sft.models import load_base, lora_config, use_bf16  # noqa: E402
+from crafter_exp.training.sft.run import peak_memory_mb  # noqa: E402
+from crafter_exp.training.sft.sampler import ShuffledLengthBatches  # noqa: E402
+from crafter_exp.training.sft.schedule import ProgressClock, lr_factor  # noqa: E402
 from crafter_exp.training.synthetic import write_synthetic_dataset  # noqa: E402
 
 
@@ -66,29 +71,29 @@ def plain_run(tcfg: LocalTrainerConfig, data: data_mod.SFTData) -> dict:
     """The same model, batches (order included) and loss in a bare loop: the floor the trainer is compared with."""
     torch.manual_seed(tcfg.seed)
     train_ex, _ = data_mod.split_eval(data, 0.0, None, tcfg.seed)
-    base = sft.load_base(tcfg, train_ex, tcfg.seed)
+    base = load_base(tcfg, train_ex, tcfg.seed)
     model = base.model
     if tcfg.method == "lora":
         from peft import get_peft_model
 
-        model = get_peft_model(model, sft.lora_config(tcfg))
+        model = get_peft_model(model, lora_config(tcfg))
     tok = data_mod.tokenize_examples(base.tokenizer, train_ex, tcfg.max_length)
-    collate = sft.RoleCollator(base.tokenizer.pad_token_id)
+    collate = RoleCollator(base.tokenizer.pad_token_id)
     b = tcfg.per_device_batch
     if tcfg.group_by_length:  # the stage's own batching: similar lengths together, batches shuffled
-        order = list(sft.ShuffledLengthBatches([len(x) for x in tok.input_ids], b, tcfg.seed))
+        order = list(ShuffledLengthBatches([len(x) for x in tok.input_ids], b, tcfg.seed))
     else:
         order = torch.randperm(len(tok.input_ids), generator=torch.Generator().manual_seed(tcfg.seed)).tolist()
     rows = [{"input_ids": tok.input_ids[i], "roles": tok.roles[i]} for i in order]
     batches = [collate(rows[i : i + b]) for i in range(0, len(rows), b)]
-    bf16 = sft.use_bf16(tcfg)  # the stage's precision: bf16 autocast where the CPU/GPU has native bf16
+    bf16 = use_bf16(tcfg)  # the stage's precision: bf16 autocast where the CPU/GPU has native bf16
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay,
                             fused=True)  # what Trainer uses (adamw_torch_fused)
-    clock = sft.ProgressClock(None)
+    clock = ProgressClock(None)
     clock.num_steps = tcfg.max_steps
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: sft.lr_factor(tcfg.lr_scheduler, clock.progress(s), tcfg.warmup_ratio, tcfg.min_lr_ratio))
+        opt, lambda s: lr_factor(tcfg.lr_scheduler, clock.progress(s), tcfg.warmup_ratio, tcfg.min_lr_ratio))
     model.train()
     tokens = 0
     t0 = time.monotonic()
@@ -99,7 +104,7 @@ def plain_run(tcfg: LocalTrainerConfig, data: data_mod.SFTData) -> dict:
         batch = batches[step % len(batches)]
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        loss = sft.role_loss(out.logits, batch["input_ids"], batch["roles"], tcfg.loss_on, tcfg.prompt_weight).loss
+        loss = role_loss(out.logits, batch["input_ids"], batch["roles"], tcfg.loss_on, tcfg.prompt_weight).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, tcfg.max_grad_norm)
         opt.step()
@@ -109,7 +114,7 @@ def plain_run(tcfg: LocalTrainerConfig, data: data_mod.SFTData) -> dict:
     end = time.monotonic()
     seconds = end - t0
     return {"tokens_per_s": tokens / seconds, "steady": (tokens - warm_tokens) / (end - t_warm), "tokens": tokens,
-            "seconds": seconds, "peak_mb": sft.peak_memory_mb()}
+            "seconds": seconds, "peak_mb": peak_memory_mb()}
 
 
 def bench_training(args: argparse.Namespace, data: data_mod.SFTData) -> None:
@@ -124,7 +129,7 @@ def bench_training(args: argparse.Namespace, data: data_mod.SFTData) -> None:
             results["stage (lora)"].append(stage_run(lora, data))
     print(f"\n== SFT throughput: model={args.model}, {args.steps} steps x batch {args.batch}, "
           f"{args.repeats} alternating repeats, torch threads {torch.get_num_threads()}, "
-          f"bf16 {sft.use_bf16(full)}, length-grouped batches {full.group_by_length} ==")
+          f"bf16 {use_bf16(full)}, length-grouped batches {full.group_by_length} ==")
     print("tokens/s = non-padding tokens per second; whole run includes start-up (optimizer, loader, first steps),")
     print(f"steady = from step {WARM} to the end (a 300 s training run is nearly all steady state)")
     print(f"{'run':<20} {'whole run':>10} {'steady':>8} {'steady, all repeats':>26} {'peak MB':>9}")

@@ -415,10 +415,6 @@ def only_declared(values: dict[str, Any], declaration: Sequence[str]) -> dict[st
     return {name: v for name, v in values.items() if declared(name, declaration)}
 
 
-def is_known_metric(name: str) -> bool:
-    return name in METRICS or any(name.startswith(prefix) and len(name) > len(prefix) for prefix in FAMILIES)
-
-
 # ------------------------------------------------------------------------------------------------- resampling
 
 CHUNK_CELLS = 4_000_000  # W entries per chunk (32 MB of float64): bounds memory for large runs
@@ -612,7 +608,6 @@ __all__ = [
     "action_distribution",
     "top_actions",
     "metric_names",
-    "is_known_metric",
     "declared",
     "only_declared",
     "load_custom_metrics",

@@ -18,7 +18,8 @@ from crafter_exp.config import compose_config
 from crafter_exp.errors import UserError
 from crafter_exp.stages.train import train
 from crafter_exp.training import data as data_mod
-from crafter_exp.training.sft import ProgressClock, lr_factor, role_loss
+from crafter_exp.training.sft.loss import role_loss
+from crafter_exp.training.sft.schedule import ProgressClock, lr_factor
 from crafter_exp.training.synthetic import write_synthetic_dataset
 
 
@@ -121,7 +122,7 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, synth, 
 
 
 def test_resume_skips_a_checkpoint_cut_short_while_saving(tmp_path):
-    from crafter_exp.training.sft import last_complete_checkpoint
+    from crafter_exp.training.sft.resume import last_complete_checkpoint
 
     assert last_complete_checkpoint(tmp_path / "none") is None
     for step, state in ((40, '{"global_step": 40}'), (60, None), (80, '{"global_st')):
@@ -337,7 +338,7 @@ def test_bad_settings_fail_fast(tmp_path, synth):
 
 
 def test_length_batches_are_homogeneous_and_shuffled():
-    from crafter_exp.training.sft import ShuffledLengthBatches
+    from crafter_exp.training.sft.sampler import ShuffledLengthBatches
 
     lengths = [10 + (i * 37) % 70 for i in range(640)]
     sampler = ShuffledLengthBatches(lengths, batch_size=32, seed=0, mega=4)
@@ -351,7 +352,7 @@ def test_length_batches_are_homogeneous_and_shuffled():
 
 
 def test_reply_balance_weights_rare_replies_up():
-    from crafter_exp.training.sft import reply_weights
+    from crafter_exp.training.sft.batches import reply_weights
 
     tok = data_mod.Tokenized(input_ids=[[1, 5], [1, 5], [1, 5], [2, 7]], roles=[[0, 1]] * 4)
     assert reply_weights(tok, 0.0) == [1.0] * 4
@@ -363,3 +364,81 @@ def test_reply_balance_weights_rare_replies_up():
     ce = torch.nn.functional.cross_entropy(logits[:, 0], ids[:, 1], reduction="none")
     weighted = role_loss(logits, ids, roles, "assistant", 0.0, torch.tensor([1.0, 3.0])).loss
     assert weighted.item() == pytest.approx(((ce[0] + 3 * ce[1]) / 4).item(), rel=1e-5)
+
+
+def test_reloading_a_tied_head_is_not_reported_missing_but_a_really_missing_weight_is():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from crafter_exp.training.sft.trainer import forget_tied_missing_keys
+
+    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg)
+    saved = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # what a checkpoint holds
+    assert model.load_state_dict(saved, strict=False).missing_keys == ["lm_head.weight"]  # the false alarm
+    forget_tied_missing_keys(model)
+    assert model.load_state_dict(saved, strict=False).missing_keys == []
+    without_norm = {k: v for k, v in saved.items() if k != "model.norm.weight"}
+    assert model.load_state_dict(without_norm, strict=False).missing_keys == ["model.norm.weight"]
+
+
+def test_trainer_batches_come_from_the_length_sampler(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl import SFTConfig
+
+    from crafter_exp.training.sft.batches import RoleCollator, to_dataset
+    from crafter_exp.training.sft.sampler import ShuffledLengthBatches
+    from crafter_exp.training.sft.schedule import ProgressClock
+    from crafter_exp.training.sft.trainer import trainer_class
+    from crafter_exp.training.tiny import train_tokenizer
+
+    lengths = [3 + (i * 7) % 20 for i in range(48)]
+    tok = data_mod.Tokenized(input_ids=[[i % 30 + 1] * n for i, n in enumerate(lengths)],
+                             roles=[[0] + [1] * (n - 1) for n in lengths])
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2, seed=3,
+                     report_to="none", remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
+                     use_cpu=True, max_length=None)
+
+    def first_batches(group: bool) -> list[list[int]]:
+        trainer = trainer_class()(
+            model=model, args=args, data_collator=RoleCollator(0), train_dataset=to_dataset(tok),
+            processing_class=train_tokenizer(["go left", "go right"], 300),
+            loss_on="assistant", prompt_weight=0.0, clock=ProgressClock(None), schedule="constant", warmup_ratio=0.0,
+            min_lr_ratio=0.0, group_by_length=group)
+        loader = trainer.get_train_dataloader()
+        return [(b["attention_mask"].sum(1)).tolist() for b in loader]
+
+    grouped = first_batches(True)
+    order = list(ShuffledLengthBatches(lengths, 8, 3))
+    assert [n for b in grouped for n in b] == [lengths[i] for i in order]
+    assert [n for b in first_batches(False) for n in b] != [lengths[i] for i in order]
+
+
+@pytest.mark.slow
+def test_reloading_the_best_checkpoint_does_not_warn_about_the_tied_head(tmp_path, synth, monkeypatch):
+    import logging
+
+    from crafter_exp.training.sft import trainer as trainer_mod
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Keep(level=logging.WARNING)
+    logging.getLogger("transformers").addHandler(handler)  # transformers' loggers do not propagate to the root
+    try:
+        args = ("trainer.max_steps=4", "trainer.eval_steps=2", "trainer.eval_fraction=0.1", "trainer.save_best=true")
+        with monkeypatch.context() as m:  # without the hook: the false alarm this guards against
+            m.setattr(trainer_mod, "forget_tied_missing_keys", lambda model: None)
+            train(make_cfg(tmp_path, *args))
+        assert any("missing keys" in s and "lm_head" in s for s in seen), seen
+        seen.clear()
+        result = train(make_cfg(tmp_path, *args, "trainer.retrain=true"))
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert "best_step" in result.metrics
+    assert not any("missing keys" in s for s in seen), seen

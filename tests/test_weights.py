@@ -158,12 +158,12 @@ def test_train_stage_feeds_the_trainer_exactly_the_weight_one_replies(home, tmp_
 
     from crafter_exp.config import compose_config
     from crafter_exp.stages.train import train
-    from crafter_exp.training import sft
+    from crafter_exp.training.sft import batches
 
     result = export(home, tmp_path / "ds", *extra)
     fed = []
-    real = sft.to_dataset
-    monkeypatch.setattr(sft, "to_dataset", lambda tok, *a, **k: fed.append(tok) or real(tok, *a, **k))
+    real = batches.to_dataset
+    monkeypatch.setattr(batches, "to_dataset", lambda tok, *a, **k: fed.append(tok) or real(tok, *a, **k))
     cfg = compose_config(project_overrides(tmp_path) + TINY_FAST + [
         "tracking.enabled=false", "trainer.max_steps=1", "trainer.eval_fraction=0", "trainer.max_length=4096",
         f"trainer.dataset={result.path}", f"trainer.output_dir={tmp_path / 'ckpt'}"])
@@ -184,7 +184,7 @@ def test_train_stage_feeds_the_trainer_exactly_the_weight_one_replies(home, tmp_
 def test_context_replies_get_no_loss_in_any_mode():
     import torch
 
-    from crafter_exp.training.sft import role_loss
+    from crafter_exp.training.sft.loss import role_loss
 
     torch.manual_seed(0)
     logits = torch.randn(1, 6, 7)

@@ -184,7 +184,7 @@ class HFLocalPolicy(Policy):
         import torch
 
         if self.cfg.dtype == "auto" and self.device.type == "cpu":
-            from crafter_exp.training.sft import cpu_has_bf16
+            from crafter_exp.training.sft.models import cpu_has_bf16
 
             if cpu_has_bf16():
                 return torch.autocast(device_type="cpu", dtype=torch.bfloat16)

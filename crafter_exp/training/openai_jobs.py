@@ -111,16 +111,13 @@ def validate_chat_jsonl(path: Path, fmt: str = "openai_chat") -> int:
 
 
 def _shared_validation(path: Path, fmt: str) -> None:
-    try:
-        from crafter_exp.export.validate import validate_path  # the filter stage's deeper checks, when installed
-    except ImportError:
-        return
+    # the filter stage's deeper checks; imported here, not at the top, because the export package loads its writers
     from crafter_exp.config import FilterConfig
+    from crafter_exp.export.validate import validate_path
 
     report = validate_path(path, FilterConfig(format=fmt))
-    errors = getattr(report, "errors", None)
-    if errors:
-        raise UserError(f"{path}: {getattr(report, 'error_count', len(errors))} broken line(s); first: {errors[0]}")
+    if report.errors:
+        raise UserError(f"{path}: {report.error_count} broken line(s); first: {report.errors[0]}")
 
 
 def _chat_line_problem(raw: bytes) -> Optional[str]:

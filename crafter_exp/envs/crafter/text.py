@@ -42,6 +42,7 @@ def word(name: str) -> str:
 
 
 def _offset_text(dx: int, dy: int) -> str:
+    """(1, -2) -> '2 north 1 east' (rows first, then columns)."""
     parts = []
     if dy:
         parts.append(f"{abs(dy)} {'north' if dy < 0 else 'south'}")
@@ -52,11 +53,6 @@ def _offset_text(dx: int, dy: int) -> str:
 
 _OFFSETS = {(dx, dy): _offset_text(dx, dy) for dx in range(-CENTER_COL, CENTER_COL + 1)
             for dy in range(-CENTER_ROW, CENTER_ROW + 1)}
-
-
-def offset_text(dx: int, dy: int) -> str:
-    """(1, -2) -> '2 north 1 east' (rows first, then columns)."""
-    return _OFFSETS.get((dx, dy)) or _offset_text(dx, dy)
 
 
 def compact_lines(view: dict[str, Any]) -> list[str]:
