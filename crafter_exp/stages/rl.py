@@ -69,10 +69,11 @@ def default_start_checkpoint(cfg: Any) -> Path:
     """The checkpoint stage=rl starts from when `rl.start` is unset: the experiment's newest complete SFT checkpoint
     (`<paths.checkpoints>/<name>` or its newest subfolder with a manifest — the train stage's own lookup). The one
     place this is decided, so that a change of output layout changes it here only."""
-    from crafter_exp.stages.train import latest_complete, resolve_output
+    from crafter_exp import paths
 
-    folder = resolve_output(cfg, None)
-    found = latest_complete(folder)
+    folder = paths.checkpoint_root(cfg)
+    # RL's own iterations (rl-<hash>/iter-NNN) carry an `rl` record: a start is an SFT checkpoint
+    found = paths.newest_complete(folder, lambda m: paths.is_local_checkpoint(m) and not m.get("rl"))
     if found is None:
         raise UserError(f"no SFT checkpoint in {folder}: run stage=train name={cfg.name} first, or set rl.start=<folder>")
     return found
