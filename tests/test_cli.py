@@ -65,6 +65,7 @@ def test_help_and_cfg_job_work():
     [
         (["stage=rollout", "env.episodes=-1"], "env.episodes must be >= 0"),
         (["stage=rollout", "env.max_steps=0"], "env.max_steps must be > 0"),
+        (["stage=rollout", "env.seed=-5"], "env.seed must be >= 0"),
         (["stage=nonsense"], "unknown stage"),
         (["stage=rollout", "env=nosuchenv"], "nosuchenv"),
         (["stage=rollout", "ray.num_workers=-1"], "ray.num_workers must be >= 0"),
