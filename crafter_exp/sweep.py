@@ -69,14 +69,17 @@ def write_job_result(metrics: dict[str, dict[str, float]], **extra: Any) -> Opti
 # metrics, the same ones its console summary prints
 TRAIN_HEADLINE = ("train_loss", "eval_loss", "eval_reply_accuracy", "trained_tokens", "tokens_per_s", "train_time_s",
                   "steps")
-FILTER_HEADLINE = ("examples", "episodes")
+FILTER_HEADLINE = ("examples", "episodes", "episodes_passing", "episodes_selected")
 
 
 def stage_metrics(stage: str, result: Any) -> dict[str, dict[str, float]]:
     """{stage: {metric: value}}: the headline numbers of a stage's result (empty for stages that have none)."""
     from crafter_exp.stages.rollout import HEADLINE
 
-    values = dict(getattr(result, "metrics", None) or {})  # rollout, eval, train
+    metrics = getattr(result, "metrics", None)
+    if callable(metrics):  # filter.stats_only's FilterStats computes its metrics
+        metrics = metrics()
+    values = dict(metrics or {})  # rollout, eval, train
     values.update({k: getattr(result, k) for k in FILTER_HEADLINE if hasattr(result, k) and k not in values})
     keys = {"rollout": HEADLINE, "eval": HEADLINE, "train": TRAIN_HEADLINE, "filter": FILTER_HEADLINE}.get(stage, ())
     return {stage: {k: float(values[k]) for k in keys

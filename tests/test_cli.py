@@ -65,12 +65,16 @@ def test_help_and_cfg_job_work():
     [
         (["stage=rollout", "env.episodes=-1"], "env.episodes must be >= 0"),
         (["stage=rollout", "env.max_steps=0"], "env.max_steps must be > 0"),
+        (["stage=rollout", "env.seed=-5"], "env.seed must be >= 0"),
         (["stage=nonsense"], "unknown stage"),
         (["stage=rollout", "env=nosuchenv"], "nosuchenv"),
+        (["stage=rollout", "ray.num_workers=-1"], "ray.num_workers must be >= 0"),
+        (["stage=rollout", "ray.episodes_per_task=0"], "ray.episodes_per_task must be >= 1"),
+        (["stage=rollout", "ray.max_task_retries=-5"], "ray.max_task_retries must be >= 0"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_nonzero_exit(tmp_path, args, message):
-    out = cli(*args, *project_overrides(tmp_path), cwd=tmp_path)
+    out = cli(*project_overrides(tmp_path), *args, cwd=tmp_path)  # args last: they win (ray.num_workers)
     assert out.returncode != 0
     assert message in out.stderr
     assert "Traceback" not in out.stderr

@@ -377,3 +377,13 @@ def test_rows_come_out_in_episode_and_turn_order():
     ordered = _in_order(table)
     assert ordered.column("line").to_pylist() == [f"{e}:{t}" for e, t in zip(ep, turn)]
     assert _in_order(ordered) is ordered  # already in order: no copy
+
+
+def test_stats_only_reports_to_the_sweep_summary(home):
+    """`crafter-exp stage=filter filter.stats_only=true` ends in report_job: its stats are the filter's headline."""
+    from crafter_exp.sweep import stage_metrics
+
+    st = F.run(cfg_for(home, "filter.stats_only=true", "filter.min_achievements=2", "filter.max_turns=8",
+                       "filter.step_mode=achievement"))
+    assert stage_metrics("filter", st) == {"filter": {"examples": 9.0, "episodes_passing": 3.0,
+                                                      "episodes_selected": 3.0}}

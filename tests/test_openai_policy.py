@@ -290,7 +290,9 @@ def test_missing_key_variable(monkeypatch):
 def test_bad_settings_fail_with_one_line(server):
     for kw, match in [(dict(concurrency=0), "concurrency"), (dict(max_tokens_param="n"), "max_tokens_param"),
                       (dict(prompt=PromptConfig(action_mode="voice")), "action_mode"),
-                      (dict(prompt=PromptConfig(template="fancy")), "template")]:
+                      (dict(prompt=PromptConfig(template="fancy")), "template"),
+                      (dict(temperature=-1.0), "temperature must be >= 0"), (dict(top_p=0.0), r"top_p must be in"),
+                      (dict(top_p=1.5), r"top_p must be in")]:
         with pytest.raises(ValueError, match=match):
             OpenAIPolicy(make_cfg(server, **kw))
 

@@ -285,3 +285,19 @@ def test_pipeline_rl_adds_student_rl_to_eval_and_compare(project):
     assert "RL student" in out.verdict
     with pytest.raises(ValueError, match="add rl=rft"):
         pipeline(compose_config(project_overrides(project) + TINY + ["pipeline.rl=rft"]))
+
+
+def test_default_start_is_the_newest_complete_sft_checkpoint(tmp_path):
+    """`crafter-exp stage=rl` with no rl.start: the newest complete local SFT checkpoint of `name` (not a hosted
+    fine-tune's record, not an unfinished folder)."""
+    from crafter_exp.stages.rl import default_start_checkpoint
+
+    root = tmp_path / "data" / "checkpoints" / "default"
+    for folder, manifest in [("old", {"kind": "full", "completed_at": 1.0}),
+                             ("new", {"kind": "full", "completed_at": 2.0}),
+                             ("ft", {"kind": "openai", "completed_at": 3.0})]:
+        (root / folder).mkdir(parents=True)
+        (root / folder / "manifest.json").write_text(json.dumps(manifest))
+    (root / "unfinished").mkdir()  # no manifest yet: never picked
+    cfg = compose_config(project_overrides(tmp_path))
+    assert default_start_checkpoint(cfg) == root / "new"

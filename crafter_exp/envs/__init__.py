@@ -47,6 +47,8 @@ def check_env_config(cfg: Any) -> None:
         raise UserError(f"env.episodes must be >= 0, got {cfg.episodes}")
     if cfg.max_steps <= 0:
         raise UserError(f"env.max_steps must be > 0, got {cfg.max_steps}")
+    if cfg.seed < 0:  # seeds name worlds from 0; the held-out range (eval.seed) lies above the training range
+        raise UserError(f"env.seed must be >= 0, got {cfg.seed}")
     _module(cfg.name).check_config(cfg)
 
 

@@ -186,6 +186,11 @@ class OpenAIPolicy(Policy):
                 raise UserError(f"model.{name} must be >= 1, got {getattr(cfg, name)}")
         if cfg.max_retries < 0 or cfg.timeout <= 0:
             raise UserError("model.max_retries must be >= 0 and model.timeout > 0")
+        # refused here, not by the endpoint: a server's 400 would end every episode `api_error`
+        if cfg.temperature is not None and cfg.temperature < 0:
+            raise UserError(f"model.temperature must be >= 0 (or null: not sent), got {cfg.temperature}")
+        if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
+            raise UserError(f"model.top_p must be in (0, 1] (or null: not sent), got {cfg.top_p}")
         if not cfg.model:
             raise UserError("model.model is not set: give the model name the endpoint serves (for "
                             "model=transformers_serve: the checkpoint folder given to `transformers serve`)")

@@ -66,7 +66,8 @@ def default_start_checkpoint(cfg: Any) -> Path:
     """The checkpoint stage=rl starts from when `rl.start` is unset: the experiment's newest complete SFT checkpoint
     (the lookup model=hf_local uses: crafter_exp.paths)."""
     folder = paths.checkpoint_root(cfg)
-    found = paths.newest_complete(folder, paths.is_local_checkpoint)
+    # RL's own iterations (rl-<hash>/iter-NNN) carry an `rl` record: a start is an SFT checkpoint
+    found = paths.newest_complete(folder, lambda m: paths.is_local_checkpoint(m) and not m.get("rl"))
     if found is None:
         raise UserError(f"no SFT checkpoint in {folder}: run stage=train name={cfg.name} first, or set rl.start=<folder>")
     return found

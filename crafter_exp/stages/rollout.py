@@ -95,6 +95,7 @@ def rollout(
     as MLflow tag `protocol`); None = a plain rollout (recorded as protocol null)."""
     env_cfg = env_cfg or cfg.env
     check_env_config(env_cfg)
+    check_ray_config(cfg.ray)
     model_cfg = for_env(resolve_model(cfg, model_cfg or cfg.model), env_cfg.name)
     tracking.check_traces_mode(cfg.tracking.traces, cfg.tracking.trace_episodes)
     seed_start = env_cfg.seed if seed_start is None else seed_start
@@ -161,6 +162,16 @@ def rollout(
         if policy is not None:
             policy.close()
     return RolloutResult(run_id, mlflow_run_id, metrics, new["episodes"], seeds)
+
+
+def check_ray_config(ray_cfg: Any) -> None:
+    """Negative actors or retries, or batches of no episode, are typos: refuse them before any work."""
+    if ray_cfg.num_workers < 0:
+        raise UserError(f"ray.num_workers must be >= 0 (0 = play in this process), got {ray_cfg.num_workers}")
+    if ray_cfg.episodes_per_task < 1:
+        raise UserError(f"ray.episodes_per_task must be >= 1, got {ray_cfg.episodes_per_task}")
+    if ray_cfg.max_task_retries < 0:
+        raise UserError(f"ray.max_task_retries must be >= 0, got {ray_cfg.max_task_retries}")
 
 
 def _play(cfg: Any, env_cfg: Any, model_cfg: Any, policy: Any, seeds: list[int], run_meta: dict[str, Any],
