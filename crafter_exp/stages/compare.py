@@ -25,6 +25,7 @@ from crafter_exp import metrics as M
 from crafter_exp import paths, tracking
 from crafter_exp.store.traces import TraceStore
 from crafter_exp.files import write_text_atomic
+from crafter_exp.tables import fmt, fmt_p, markdown_table  # noqa: F401 - also importable from here, as before
 
 FAMILY_TITLES = {
     "achievement/": "Per-achievement success rate (% of episodes)",
@@ -64,6 +65,10 @@ class CompareResult:
             label: {r.metric: float(r.value) for r in self.table[self.table["experiment"] == label].itertuples()}
             for label in self.labels
         }
+
+    def job_result(self) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+        """What a sweep job records (crafter_exp/sweep.py `report_job`): metrics per label, and where the report is."""
+        return self.metrics_by_label, {"report": str(self.report_dir), "mlflow_run_id": self.mlflow_run_id}
 
     def value(self, label: str, metric: str) -> float:
         rows = self.table[(self.table["experiment"] == label) & (self.table["metric"] == metric)]
@@ -177,33 +182,6 @@ def _select(selection: Sequence[str], known: Sequence[str]) -> Optional[list[str
 
 
 # ------------------------------------------------------------------------------------------------- formatting
-
-
-def fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    v = float(value)
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    if abs(v) >= 1 or v == 0:
-        return f"{v:.2f}"
-    if abs(v) >= 0.01:
-        return f"{v:.3f}"
-    return f"{v:.3g}"
-
-
-def fmt_p(p: float) -> str:
-    if not math.isfinite(p):
-        return "-"
-    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def wide_rows(table: pd.DataFrame, labels: list[str], metrics: list[str], intervals: bool = True) -> list[list[str]]:
@@ -565,12 +543,9 @@ def _figures(table: pd.DataFrame, episodes: dict[str, pd.DataFrame], labels: lis
 
 
 def run(cfg: Any) -> CompareResult:
-    """stage=compare: compare cfg.compare.runs (under a sweep, the job's result.json gets the metrics)."""
-    from crafter_exp.sweep import write_job_result
-
-    result = compare(cfg)
-    write_job_result(result.metrics_by_label, report=str(result.report_dir), mlflow_run_id=result.mlflow_run_id)
-    return result
+    """stage=compare: compare cfg.compare.runs (under a sweep, the entrypoint writes `job_result()` to the job's
+    result.json)."""
+    return compare(cfg)
 
 
 __all__ = ["CompareResult", "compare", "run", "resolve_runs", "default_labels", "check_compare_config", "run_protocols",

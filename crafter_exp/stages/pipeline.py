@@ -20,7 +20,6 @@ from crafter_exp.config import RandomModelConfig
 from crafter_exp.envs import check_env_config, env_primary_metric
 from crafter_exp.stages.evaluate import check_eval_config, evaluate
 from crafter_exp.stages.rollout import as_dict, rollout
-from crafter_exp.sweep import write_job_result
 
 EVAL_POLICIES = ("random", "teacher", "student_before", "student_after", "student_rl")
 
@@ -37,6 +36,11 @@ class PipelineResult:
     seconds: float
     verdict: str
     """One line: does the fine-tuned student beat its untrained self and random, and how close is it to the teacher."""
+
+    def job_result(self) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+        """What a sweep job records (crafter_exp/sweep.py `report_job`): the compare table's metrics per policy."""
+        return self.compare.metrics_by_label, {"eval_runs": self.eval_runs, "verdict": self.verdict,
+                                               "seconds": self.seconds}
 
 
 def check_pipeline_config(cfg: Any) -> None:
@@ -94,7 +98,6 @@ def pipeline(cfg: Any) -> PipelineResult:
         tracking.log_json({"eval_runs": eval_runs, "verdict": verdict}, "pipeline.json")
     seconds = time.perf_counter() - start
     out = PipelineResult(teacher.run_id, Path(data.path), Path(trained.checkpoint), eval_runs, result, seconds, verdict)
-    _write_job_result(out)
     return out
 
 
@@ -118,12 +121,6 @@ def _verdict(result: Any, metric: str) -> str:
         better = "beats" if test["diff"] > 0 and test["p"] < 0.01 else "vs"
         parts.append(f"RL student {result.value('student_rl', metric):.3g} {better} fine-tuned (p={test['p']:.2g})")
     return "; ".join(parts)
-
-
-def _write_job_result(out: PipelineResult) -> None:
-    """result.json in the Hydra job folder, for the sweep summary (no-op outside Hydra)."""
-    write_job_result(out.compare.metrics_by_label, eval_runs=out.eval_runs, verdict=out.verdict,
-                     seconds=out.seconds)
 
 
 def run(cfg: Any) -> PipelineResult:
