@@ -492,9 +492,9 @@ class RLConfig:
 
     name: str = MISSING
     """Algorithm: `grpo` (group-relative policy gradient on identical worlds) or `rft` (rejection-sampling rounds)."""
-    start: Optional[str] = None
+    start: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
     """Start checkpoint folder; None = the experiment's newest SFT checkpoint (the one model=hf_local would play)."""
-    iterations: int = 8
+    iterations: int = field(default=8, metadata=NOT_IDENTITY)
     """GRPO iterations (rft: rounds); each plays `seeds` x `group_size` episodes, then updates the policy."""
     seeds: int = 8
     """B: training worlds per iteration; iteration i plays worlds seed + i*B .. seed + (i+1)*B - 1 (fresh each time)."""
@@ -506,9 +506,9 @@ class RLConfig:
     """Episode step cap while training; None = env.max_steps (the cap evaluation uses)."""
     temperature: Optional[float] = None
     """Sampling temperature of rollouts and of the trained log-probabilities; None = the checkpoint's play temperature, else 1.0."""
-    max_time_s: Optional[float] = None
+    max_time_s: Optional[float] = field(default=None, metadata=NOT_IDENTITY)
     """Start no new iteration once this many seconds have gone (summed over resumed runs); None = no limit."""
-    rollout_batch: int = 64
+    rollout_batch: int = field(default=64, metadata=NOT_IDENTITY)
     """Episodes played together in lockstep (one batched forward pass per turn for all of them)."""
     method: str = "full"
     """`full` (all weights) or `lora` (adapters on the start checkpoint; the reference is the adapter switched off)."""
@@ -518,15 +518,15 @@ class RLConfig:
     """LoRA rank (method=lora)."""
     lora_alpha: int = 32
     """LoRA alpha (method=lora)."""
-    device: str = "auto"
+    device: str = field(default="auto", metadata=NOT_IDENTITY)
     """`auto` (cuda if available), `cpu`, `cuda`."""
-    output_dir: Optional[str] = None
+    output_dir: Optional[str] = field(default=None, metadata=NOT_IDENTITY)
     """Folder of the per-iteration checkpoints; None = <paths.checkpoints>/<name>/rl-<config hash>."""
-    log_checkpoints: bool = True
+    log_checkpoints: bool = field(default=True, metadata=NOT_IDENTITY)
     """Log each iteration's checkpoint files to MLflow as artifacts (off for large models)."""
-    progress: bool = True
+    progress: bool = field(default=True, metadata=NOT_IDENTITY)
     """Show a progress bar per iteration."""
-    probe: bool = True
+    probe: bool = field(default=True, metadata=NOT_IDENTITY)
     """Before any episode: 8 sampled replies of the start checkpoint on a training world must mostly parse as actions."""
 
 

@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from crafter_exp import tracking
+from crafter_exp import paths, tracking
 from crafter_exp.errors import UserError
 from crafter_exp.files import write_json_atomic
 
@@ -34,9 +34,6 @@ STATE = "state.json"
 MANIFEST = "manifest.json"
 KEY_STRIDE = 1000
 """Episode key = world * KEY_STRIDE + group member: unique within an iteration's lockstep batch."""
-# settings that do not change what an iteration does (a rerun differing only in these resumes the same run)
-NOT_IN_HASH = frozenset({"iterations", "max_time_s", "progress", "log_checkpoints", "output_dir", "rollout_batch",
-                         "device", "start", "probe"})
 
 
 @dataclass
@@ -67,12 +64,9 @@ class RLResult:
 
 def default_start_checkpoint(cfg: Any) -> Path:
     """The checkpoint stage=rl starts from when `rl.start` is unset: the experiment's newest complete SFT checkpoint
-    (`<paths.checkpoints>/<name>` or its newest subfolder with a manifest — the train stage's own lookup). The one
-    place this is decided, so that a change of output layout changes it here only."""
-    from crafter_exp.stages.train import latest_complete, resolve_output
-
-    folder = resolve_output(cfg, None)
-    found = latest_complete(folder)
+    (the lookup model=hf_local uses: crafter_exp.paths)."""
+    folder = paths.checkpoint_root(cfg)
+    found = paths.newest_complete(folder, paths.is_local_checkpoint)
     if found is None:
         raise UserError(f"no SFT checkpoint in {folder}: run stage=train name={cfg.name} first, or set rl.start=<folder>")
     return found
@@ -194,16 +188,15 @@ def _probe_format(policy: Any, env_cfg: Any, world: int) -> None:
 
 
 def stage_hash(cfg: Any, start: Path, manifest: dict[str, Any]) -> str:
-    r = {k: v for k, v in dataclasses.asdict(cfg.rl).items() if k not in NOT_IN_HASH}
-    env = {k: v for k, v in dataclasses.asdict(cfg.env).items() if k not in ("episodes", "seed")}
-    return tracking.config_hash({"rl": r, "env": env, "seed": cfg.seed, "start": str(start.resolve()),
-                                 "start_hash": manifest.get("config_hash")})
+    """The RL run's identity (fields marked NOT_IDENTITY in the schema left out, as everywhere: crafter_exp.paths).
+    env.episodes / env.seed are left out too: they name the rollout stage's seeds, RL plays its own worlds."""
+    env = {k: v for k, v in paths.identity_tree(cfg.env).items() if k not in ("episodes", "seed")}
+    return paths.identity({"rl": paths.identity_tree(cfg.rl), "env": env, "seed": cfg.seed,
+                           "start": str(start.resolve()), "start_identity": manifest.get("identity")})
 
 
 def output_folder(cfg: Any, chash: str) -> Path:
-    if cfg.rl.output_dir:
-        return Path(cfg.rl.output_dir)
-    return Path(cfg.paths.checkpoints) / cfg.name / f"rl-{chash[:8]}"
+    return Path(cfg.rl.output_dir) if cfg.rl.output_dir else paths.checkpoint_root(cfg) / f"rl-{chash[:paths.SHORT]}"
 
 
 def read_state(folder: Path) -> dict[str, Any]:
