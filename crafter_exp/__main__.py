@@ -69,6 +69,7 @@ def main() -> None:
     # actors, parallel runs): passive waiting avoids that. Set before torch loads its OpenMP runtime, here and for
     # the Ray actors (runner/pool.py), not on import, so that library users keep their own setting.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    log.configure()  # for what the sweep callback says in the main process; each job re-configures after Hydra
     _app()
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -32,6 +33,8 @@ from hydra.experimental.callback import Callback
 
 from crafter_exp.tracking import PARENT_RUN_ENV as PARENT_ENV
 from crafter_exp.files import write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 SUMMARY_DIR = "sweep_summary"
@@ -269,7 +272,7 @@ class SweepCallback(Callback):
         try:
             if self.sweep_dir is not None and self.sweep_dir.exists():
                 files = write_summary(self.sweep_dir, self.metric, summary_status)
-                print(f"sweep summary: {files['markdown']}")
+                log.info(f"sweep summary: {files['markdown']}")
         finally:
             self._log_and_close(files, run_status)
 

@@ -606,5 +606,6 @@ def run(cfg: Any) -> CompareResult:
     return compare(cfg)
 
 
-__all__ = ["CompareResult", "Comparison", "compare", "compute", "report", "run", "resolve_runs", "default_labels", "check_compare_config", "run_protocols",
+__all__ = ["CompareResult", "Comparison", "compare", "compute", "report", "run", "resolve_runs", "default_labels",
+           "check_compare_config", "run_protocols",
            "protocol_name", "protocol_lines"]

@@ -407,5 +407,5 @@ def validate_run(cfg: Any) -> Any:
     return report
 
 
-__all__ = ["FilterResult", "EmptySelectionError", "Selection", "filter_and_export", "select", "select_episodes", "stats",
-           "prepare", "dataset_manifest", "run", "validate_run", "output_dir", "read_manifest", "episode_criteria"]
+__all__ = ["FilterResult", "EmptySelectionError", "Selection", "filter_and_export", "select", "select_episodes",
+           "stats", "prepare", "dataset_manifest", "run", "validate_run", "output_dir", "read_manifest", "episode_criteria"]

@@ -10,6 +10,7 @@ a stage (say, the rollout of a LoRA-rank sweep) share its output instead of redo
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from crafter_exp.config import RandomModelConfig
 from crafter_exp.envs import check_env_config, env_primary_metric
 from crafter_exp.stages.evaluate import check_eval_config, evaluate
 from crafter_exp.stages.rollout import as_dict, rollout
+
+log = logging.getLogger(__name__)
 
 EVAL_POLICIES = ("random", "teacher", "student_before", "student_after", "student_rl")
 
@@ -126,8 +129,8 @@ def _verdict(result: Any, metric: str) -> str:
 def run(cfg: Any) -> PipelineResult:
     """stage=pipeline (the default)."""
     out = pipeline(cfg)
-    print(out.verdict)
-    print(f"pipeline {cfg.name} finished in {out.seconds:.0f} s")
+    log.info(out.verdict)
+    log.info(f"pipeline {cfg.name} finished in {out.seconds:.0f} s")
     return out
 
 
