@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from crafter_exp import log
 from crafter_exp.config import CONF_DIR, Config, register_configs
-from crafter_exp.errors import StageFailed
+from crafter_exp.errors import StageFailed, UserError
 from crafter_exp.sweep import report_job
 
 # stage name -> (module, function)
@@ -30,16 +30,13 @@ STAGES = {
     "rl": ("crafter_exp.stages.rl", "run"),
 }
 
-# errors that mean "bad input": one line, exit 2, no traceback
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError)
-
 register_configs()
 
 
 def run_stage(cfg: Config) -> object:
     """Dispatch a typed config to its stage."""
     if cfg.stage not in STAGES:
-        raise ValueError(f"unknown stage {cfg.stage!r} (known: {', '.join(STAGES)})")
+        raise UserError(f"unknown stage {cfg.stage!r} (known: {', '.join(STAGES)})")
     module, function = STAGES[cfg.stage]
     return getattr(importlib.import_module(module), function)(cfg)
 
@@ -51,9 +48,8 @@ def _app(dcfg: DictConfig) -> None:
     try:
         result = run_stage(cfg)
         report_job(cfg.stage, result)  # result.json for a sweep's summary (no-op outside a Hydra job folder)
-    except USER_ERRORS as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"crafter-exp: error: {message}", file=sys.stderr)
+    except UserError as exc:  # bad input: one line, exit 2; any other exception is a bug and keeps its traceback
+        print(f"crafter-exp: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except (StageFailed, TimeoutError) as exc:
         print(f"crafter-exp: error: {exc}", file=sys.stderr)

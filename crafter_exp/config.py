@@ -67,6 +67,8 @@ class AlfworldEnvConfig(EnvConfig):
     """Append the admissible commands to each observation."""
     eval_split: Optional[str] = "eval_in_distribution"
     """Split the evaluate stage plays (held-out games: eval seeds alone would replay `split`'s games); null = split."""
+    also_eval_splits: list[str] = field(default_factory=lambda: ["eval_out_of_distribution"])
+    """Further held-out splits the pipeline plays `eval.also_policies` on, reported beside the main comparison."""
     fast_text: bool = True
     """Memoise TextWorld's text-generation parses (identical text, ~2x faster episodes); false = stock TextWorld."""
 
@@ -181,6 +183,14 @@ class HFLocalModelConfig(ModelConfig):
     `bfloat16`, `float16`."""
     seed: int = 0
     """Sampling seed."""
+    in_process: Optional[bool] = field(default=None, metadata=NOT_IDENTITY)
+    """Play in the driver (one batched forward for all episodes) or, false, a copy per Ray worker (envs whose steps
+    cost more than the model's forward then step in parallel); None = as the env says (`TextEnv.slow_steps`)."""
+    decoding: str = "auto"
+    """`rank` (score every valid action given the prompt, play the best or sample from their softmax), `generate`
+    (free text, parsed), `auto` (rank where the env's actions are its admissible commands, else generate)."""
+    score: str = "sum"
+    """With decoding=rank: a candidate's score is the `sum` of its tokens' log-probs (its probability) or the `mean`."""
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra arguments for the tokenizer's chat template (e.g. {enable_thinking: false} for Qwen3)."""
 
@@ -643,6 +653,8 @@ class EvalConfig:
     """First eval seed; the eval range must not overlap the training range."""
     policies: list[str] = field(default_factory=lambda: ["random", "student_before", "student_after", "teacher"])
     """Policies the pipeline evaluates (random, teacher, student_before, student_after, base)."""
+    also_policies: list[str] = field(default_factory=lambda: ["student_after"])
+    """Policies the pipeline also plays on the env's further held-out sets (ALFWorld: valid_unseen); [] = none."""
 
 
 @dataclass

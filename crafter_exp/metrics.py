@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from crafter_exp.errors import UserError
+
 CustomMetric = Callable[[pd.DataFrame], dict[str, float]]
 
 # Metrics every run has (name -> meaning). Per-item families are added per data set:
@@ -293,12 +295,12 @@ def load_custom_metrics(specs: Iterable[Any]) -> list[tuple[str, CustomMetric]]:
         if isinstance(spec, str):
             spec = {"_target_": spec}
         if not isinstance(spec, dict) or "_target_" not in spec:
-            raise ValueError(f"custom metric {spec!r} needs a `_target_` (a function taking the episodes DataFrame)")
+            raise UserError(f"custom metric {spec!r} needs a `_target_` (a function taking the episodes DataFrame)")
         target = spec["_target_"]
         try:
             fn = get_method(target)
         except Exception as exc:
-            raise ValueError(f"custom metric {target!r} cannot be loaded: {exc}") from None
+            raise UserError(f"custom metric {target!r} cannot be loaded: {exc}") from None
         kwargs = {k: v for k, v in spec.items() if k != "_target_"}
         loaded.append((str(target), functools.partial(fn, **kwargs) if kwargs else fn))
     return loaded
@@ -322,13 +324,13 @@ def termination_rates(df: pd.DataFrame, kinds: Optional[Sequence[str]] = None) -
 def _call_custom(target: str, fn: CustomMetric, df: pd.DataFrame) -> dict[str, float]:
     out = fn(df)
     if not isinstance(out, dict):
-        raise ValueError(f"custom metric {target!r} must return {{name: number}}, got {type(out).__name__}")
+        raise UserError(f"custom metric {target!r} must return {{name: number}}, got {type(out).__name__}")
     clean = {}
     for name, value in out.items():
         try:
             clean[str(name)] = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"custom metric {target!r}: value of {name!r} is not a number: {value!r}") from None
+            raise UserError(f"custom metric {target!r}: value of {name!r} is not a number: {value!r}") from None
     return clean
 
 
@@ -372,9 +374,10 @@ def compute(
     return {name: v for name, v in values.items() if not math.isnan(v)}
 
 
-def summary(df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3) -> dict[str, float]:
-    """Metrics of one run for MLflow (rollout stage): every applicable metric plus `episodes`."""
-    return {"episodes": float(len(df)), **compute(df, env_achievements, k)}
+def summary(df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3,
+            declaration: Sequence[str] = ()) -> dict[str, float]:
+    """Metrics of one run for MLflow (rollout stage): every applicable (and declared) metric plus `episodes`."""
+    return {"episodes": float(len(df)), **only_declared(compute(df, env_achievements, k), declaration)}
 
 
 def per_achievement_rates(df: pd.DataFrame, env_achievements: Sequence[str]) -> pd.Series:
@@ -396,6 +399,20 @@ def metric_names(df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3,
                  actions: Optional[Sequence[str]] = None) -> list[str]:
     """Names of every metric defined for these episodes (applicable or not), report order."""
     return list(_stats(EpisodeArrays.from_frame(df, env_achievements, actions), k))
+
+
+def declared(name: str, declaration: Sequence[str]) -> bool:
+    """Whether a metric name is one an environment declares (exact names or globs such as `success/*`)."""
+    import fnmatch
+
+    return any(name == d or fnmatch.fnmatchcase(name, d) for d in declaration)
+
+
+def only_declared(values: dict[str, Any], declaration: Sequence[str]) -> dict[str, Any]:
+    """The entries of {metric: value} that the environment declares (an empty declaration keeps everything)."""
+    if not declaration:
+        return dict(values)
+    return {name: v for name, v in values.items() if declared(name, declaration)}
 
 
 def is_known_metric(name: str) -> bool:
@@ -430,7 +447,7 @@ def bootstrap(
     (each is a Python call). Columns: metric, value, ci_low, ci_high, n.
     """
     if len(df) == 0:
-        raise ValueError("no episodes to bootstrap")
+        raise UserError("no episodes to bootstrap")
     arrays = EpisodeArrays.from_frame(df, env_achievements, actions)
     stats = _stats(arrays, k)
     n = arrays.n
@@ -489,12 +506,12 @@ def significance(
     Columns: metric, baseline_value, value, diff, p, test.
     """
     if len(baseline) == 0 or len(other) == 0:
-        raise ValueError("significance test needs episodes on both sides")
+        raise UserError("significance test needs episodes on both sides")
     if paired is None:
         paired = same_seeds(baseline, other)
     if paired:
         if not same_seeds(baseline, other):
-            raise ValueError("a paired test needs the same seeds on both sides")
+            raise UserError("a paired test needs the same seeds on both sides")
         baseline = baseline.sort_values("seed")
         other = other.sort_values("seed")
     pooled = pd.concat([baseline, other], ignore_index=True)
@@ -580,7 +597,7 @@ def adjust_pvalues(p: Sequence[float], method: str = "bh") -> np.ndarray:
         result[order] = adjusted
         out[ok] = result
     else:
-        raise ValueError(f"unknown p-value correction {method!r} (bh, holm, none)")
+        raise UserError(f"unknown p-value correction {method!r} (bh, holm, none)")
     return out
 
 
@@ -596,6 +613,8 @@ __all__ = [
     "top_actions",
     "metric_names",
     "is_known_metric",
+    "declared",
+    "only_declared",
     "load_custom_metrics",
     "termination_rates",
     "bootstrap",

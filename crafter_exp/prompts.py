@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+from crafter_exp.errors import UserError
+
 TEMPLATES = ("standard", "world_model", "bare")
 
 FORMAT_INSTRUCTIONS = {
@@ -30,7 +32,7 @@ TOOLS_INSTRUCTIONS = "Act by calling the `interact` tool with the action names t
 
 def check_template(template: str) -> None:
     if template not in TEMPLATES:
-        raise ValueError(f"unknown prompt template {template!r} (known: {', '.join(TEMPLATES)})")
+        raise UserError(f"unknown prompt template {template!r} (known: {', '.join(TEMPLATES)})")
 
 
 def system_prompt(prompt_cfg: Any, instructions: str, override: Optional[str] = None) -> str:
@@ -40,7 +42,7 @@ def system_prompt(prompt_cfg: Any, instructions: str, override: Optional[str] = 
     if prompt_cfg.system_prompt_file:
         path = Path(prompt_cfg.system_prompt_file)
         if not path.is_file():
-            raise FileNotFoundError(f"prompt.system_prompt_file not found: {path}")
+            raise UserError(f"prompt.system_prompt_file not found: {path}")
         return path.read_text()
     check_template(prompt_cfg.template)
     if prompt_cfg.template == "bare":

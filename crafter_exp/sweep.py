@@ -31,8 +31,8 @@ from typing import Any, Optional
 import pandas as pd
 from hydra.experimental.callback import Callback
 
-from crafter_exp.tracking import PARENT_RUN_ENV as PARENT_ENV
 from crafter_exp.files import write_json_atomic, write_text_atomic
+from crafter_exp.tracking import PARENT_RUN_ENV as PARENT_ENV
 
 log = logging.getLogger(__name__)
 

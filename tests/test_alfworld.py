@@ -72,8 +72,7 @@ def play(env, seed: int, choose) -> tuple[dict, int, int, list]:
 
 
 def test_missing_data_is_one_clear_line(monkeypatch, tmp_path):
-    from crafter_exp.envs.alfworld import check_config
-    from crafter_exp.envs.alfworld import data
+    from crafter_exp.envs.alfworld import check_config, data
 
     monkeypatch.delenv("ALFWORLD_DATA", raising=False)
     monkeypatch.setattr(data, "PROJECT_ROOT", tmp_path)  # no ../shared next to the project
@@ -302,8 +301,8 @@ def test_rollout_filter_export_round_trip(project):
     import json
 
     import duckdb
-
     from conftest import project_overrides
+
     from crafter_exp.config import compose_config
     from crafter_exp.stages.filter import filter_and_export
     from crafter_exp.stages.rollout import rollout

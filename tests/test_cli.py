@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, project_overrides
 
 from crafter_exp.config import (
     AlfworldEnvConfig,
@@ -15,7 +16,6 @@ from crafter_exp.config import (
     TinyTrainerConfig,
     compose_config,
 )
-from conftest import ROOT, project_overrides
 
 
 def cli(*args: str, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ from episode_factory import episode, random_episodes, use_crafter_achievements, 
 
 from crafter_exp import metrics as M
 from crafter_exp.config import compose_config
+from crafter_exp.errors import UserError
 from crafter_exp.stages.compare import compare
 from crafter_exp.store.traces import TraceStore
 
@@ -130,7 +131,7 @@ def test_compare_bad_input(project, runs, monkeypatch):
         compare(cfg, ["weak", "strong"], labels=["a", "a"])
     with pytest.raises(ValueError, match="compare.alpha"):
         compare(make_cfg(project, "compare.alpha=1.5"), ["weak", "strong"])
-    with pytest.raises(FileNotFoundError, match="trace database not found"):
+    with pytest.raises(UserError, match="trace database not found"):
         compare(make_cfg(project / "elsewhere"), ["weak"])
     assert not (project / "data" / "reports").exists()  # every refusal came before any output
 

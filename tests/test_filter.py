@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from omegaconf import OmegaConf
 
 from crafter_exp.config import PathsConfig, compose_config

@@ -10,6 +10,7 @@ import pytest
 
 from crafter_exp import prompts
 from crafter_exp.config import HFLocalModelConfig, PromptConfig
+from crafter_exp.errors import UserError
 from crafter_exp.parsing import parse_reply
 from crafter_exp.policies import Turn, make_policy
 from crafter_exp.training.synthetic import DIRECTIONS, synthetic_observation
@@ -118,12 +119,12 @@ def test_plays_crafter_episodes_through_the_runner(tiny_checkpoint):
 def test_bad_paths_are_clear_errors(tmp_path, tiny_checkpoint):
     with pytest.raises(ValueError, match="model.path is not set"):
         make_policy(HFLocalModelConfig())
-    with pytest.raises(FileNotFoundError, match="model.path not found"):
+    with pytest.raises(UserError, match="model.path not found"):
         make_policy(HFLocalModelConfig(path="/no/such/checkpoint"))
     broken = tmp_path / "broken"
     shutil.copytree(tiny_checkpoint.checkpoint, broken, ignore=shutil.ignore_patterns("*.safetensors", "untrained"))
     policy = make_policy(HFLocalModelConfig(path=str(broken)))
-    with pytest.raises(FileNotFoundError, match="cannot load checkpoint"):
+    with pytest.raises(UserError, match="cannot load checkpoint"):
         policy.start()
 
 

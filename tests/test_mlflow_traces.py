@@ -4,16 +4,14 @@ MLflow client from a real sqlite store, against a real chat-completions server o
 
 from __future__ import annotations
 
-import json
-
 import mlflow
 import pytest
-
 from conftest import project_overrides
+from fake_openai_server import FakeOpenAIServer, Reply
+
 from crafter_exp.config import compose_config
 from crafter_exp.errors import UserError
 from crafter_exp.store.traces import TraceStore
-from fake_openai_server import FakeOpenAIServer, Reply
 
 KEY_ENV = "CRAFTER_EXP_TEST_TRACES_KEY"
 

@@ -16,14 +16,14 @@ import sys
 import time
 
 import pytest
-
 from conftest import project_overrides
+from fake_openai_server import FakeOpenAIServer, Reply
+
 from crafter_exp.config import OpenAIModelConfig, PromptConfig, compose_config
 from crafter_exp.policies.base import Turn
 from crafter_exp.policies.openai_policy import OpenAIPolicy
 from crafter_exp.policies.pricing import call_cost, check_prices
 from crafter_exp.store.traces import TraceStore
-from fake_openai_server import FakeOpenAIServer, Reply
 
 KEY_ENV = "CRAFTER_EXP_TEST_OPENAI_KEY"
 CANARY = "test-canary-7f3a9c21e8d04b6f"  # must never appear in anything the program writes

@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_ft_server import FakeFineTuningServer, Scenario
 
 from crafter_exp.config import OpenAITrainerConfig
+from crafter_exp.errors import UserError
 from crafter_exp.training.openai_jobs import (
     FineTuneJobError,
     cancel_openai_job,
@@ -21,7 +23,6 @@ from crafter_exp.training.openai_jobs import (
     run_openai_job,
     validate_chat_jsonl,
 )
-from fake_ft_server import FakeFineTuningServer, Scenario
 
 CANARY = "test-canary-7c1d0e5f9a8b4c3d2e1f0a9b8c7d6e5f"
 KEY_ENV = "CRAFTER_EXP_TEST_FT_KEY"
@@ -293,7 +294,7 @@ def test_find_training_file_from_manifest(tmp_path):
     (d / "manifest.json").write_text(json.dumps({"format": "parquet", "files": ["train.parquet"]}))
     with pytest.raises(ValueError, match="filter.format=openai_chat"):
         find_training_file(d)
-    with pytest.raises(FileNotFoundError, match="run stage=filter first"):
+    with pytest.raises(UserError, match="run stage=filter first"):
         find_training_file(tmp_path / "missing")
 
 

@@ -6,8 +6,8 @@ import json
 
 import mlflow
 import pytest
-
 from conftest import project_overrides
+
 from crafter_exp.config import compose_config
 from crafter_exp.stages.pipeline import pipeline
 from crafter_exp.store.traces import TraceStore

@@ -10,14 +10,14 @@ import math
 import mlflow
 import pandas as pd
 import pytest
-
 from conftest import project_overrides
+from episode_factory import CRAFTER_ACHIEVEMENTS, episode
+from test_cli import cli
+
 from crafter_exp import metrics as M
 from crafter_exp.config import compose_config
 from crafter_exp.errors import UserError
 from crafter_exp.stages.evaluate import check_eval_config, eval_episodes, eval_seeds, protocol_env_config
-from episode_factory import CRAFTER_ACHIEVEMENTS, episode
-from test_cli import cli
 
 
 def test_crafter_score_matches_danijar_analysis_by_hand():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, project_overrides
+
 from crafter_exp.config import compose_config
 from crafter_exp.errors import UserError
 from crafter_exp.rl.advantages import EpisodeTurns, advantages, returns_to_go

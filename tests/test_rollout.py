@@ -10,8 +10,8 @@ import time
 
 import mlflow
 import pytest
-
 from conftest import project_overrides
+
 from crafter_exp.config import compose_config
 from crafter_exp.stages.rollout import rollout
 from crafter_exp.store.traces import TraceStore

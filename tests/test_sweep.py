@@ -115,8 +115,9 @@ def test_real_multirun_two_jobs(project):
 
     store = TraceStore(project / "data" / "traces.duckdb")
     for run_id, wins in [("base", [0, 1, 0, 0]), ("tuned", [1, 1, 1, 0])]:
-        write_run(store, run_id, [episode(run_id, s, ["won"] if w else [], env="alfworld", success=bool(w),
-                                          task_type="pick") for s, w in enumerate(wins * 5)], env="alfworld")
+        # Crafter episodes: achievement_rate (what compare.k changes) is a Crafter metric, not one ALFWorld reports
+        write_run(store, run_id, [episode(run_id, s, ["collect_wood"] if w else [], env="crafter")
+                                  for s, w in enumerate(wins * 5)], env="crafter")
     out = subprocess.run(
         [sys.executable, "-m", "crafter_exp", "-m", "stage=compare", "compare.runs=[base,tuned]", "compare.k=0,1",
          "compare.figures=false", "compare.bootstrap=200", "compare.permutations=199", "sweep.metric=achievement_rate",

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_FAST, project_overrides
 
 from crafter_exp.config import compose_config
+from crafter_exp.errors import UserError
 from crafter_exp.stages.train import train
 from crafter_exp.training import data as data_mod
 from crafter_exp.training.sft import ProgressClock, lr_factor, role_loss
 from crafter_exp.training.synthetic import write_synthetic_dataset
-from conftest import TINY_FAST, project_overrides
 
 
 def make_cfg(home: Path, *extra: str, tracking: bool = False):
@@ -303,7 +304,7 @@ def test_empty_and_missing_datasets(tmp_path):
 
 
 def test_missing_model_path_fails_before_training(tmp_path, synth):
-    with pytest.raises(FileNotFoundError, match="trainer.model path not found"):
+    with pytest.raises(UserError, match="trainer.model path not found"):
         train(make_cfg(tmp_path, "trainer=local_lora", "trainer.model=/no/such/model"))
     assert not (tmp_path / "data" / "checkpoints").exists()
 

@@ -17,8 +17,9 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import project_overrides
+from fake_openai_server import FakeOpenAIServer, Reply
+
 from crafter_exp import prompts
 from crafter_exp.config import CrafterEnvConfig, FilterConfig, PromptConfig, compose_config
 from crafter_exp.envs import env_instructions, make_env, prediction_f1
@@ -28,7 +29,6 @@ from crafter_exp.filtering.criteria import check_filter_config
 from crafter_exp.parsing import parse_changes, parse_prediction
 from crafter_exp.store import schema
 from crafter_exp.store.traces import TraceStore
-from fake_openai_server import FakeOpenAIServer, Reply
 
 KEY_ENV = "CRAFTER_EXP_TEST_WM_KEY"
 

@@ -10,10 +10,12 @@ import importlib
 from typing import Any
 
 from crafter_exp.envs.base import Observation, StepResult, TextEnv, prediction_f1
+from crafter_exp.errors import UserError
 
 __all__ = [
     "Observation", "StepResult", "TextEnv", "ENVIRONMENTS", "env_class", "make_env", "check_env_config",
     "env_achievements", "env_instructions", "env_primary_metric", "held_out_env_config", "prediction_f1",
+    "env_actions_admissible", "env_metrics", "env_slow_steps", "also_held_out_env_configs",
 ]
 
 # env name -> (module, TextEnv subclass); modules import lazily (ALFWorld is an optional extra)
@@ -25,7 +27,7 @@ ENVIRONMENTS = {
 
 def _module(name: str) -> Any:
     if name not in ENVIRONMENTS:
-        raise ValueError(f"unknown env {name!r} (known: {', '.join(ENVIRONMENTS)})")
+        raise UserError(f"unknown env {name!r} (known: {', '.join(ENVIRONMENTS)})")
     return importlib.import_module(ENVIRONMENTS[name][0])
 
 
@@ -42,9 +44,9 @@ def make_env(cfg: Any) -> TextEnv:
 def check_env_config(cfg: Any) -> None:
     """Validate an env config before any work starts (raises ValueError with one clear line)."""
     if cfg.episodes < 0:
-        raise ValueError(f"env.episodes must be >= 0, got {cfg.episodes}")
+        raise UserError(f"env.episodes must be >= 0, got {cfg.episodes}")
     if cfg.max_steps <= 0:
-        raise ValueError(f"env.max_steps must be > 0, got {cfg.max_steps}")
+        raise UserError(f"env.max_steps must be > 0, got {cfg.max_steps}")
     _module(cfg.name).check_config(cfg)
 
 
@@ -61,6 +63,27 @@ def env_instructions(name: str) -> str:
 def env_primary_metric(name: str) -> str:
     """The metric that says how well a policy plays this environment (pipeline verdicts, sweep summaries)."""
     return env_class(name).primary_metric
+
+
+def env_metrics(name: str) -> tuple[str, ...]:
+    """The metrics an environment declares (names and family globs, report order): the only ones stages show."""
+    return tuple(env_class(name).metrics)
+
+
+def env_slow_steps(name: str) -> bool:
+    """Whether a step costs more than a small model's forward (in-process policies then play in Ray workers)."""
+    return bool(env_class(name).slow_steps)
+
+
+def also_held_out_env_configs(cfg: Any) -> dict[str, Any]:
+    """Further held-out sets an env offers besides `held_out_env_config` (ALFWorld: valid_unseen), by name."""
+    more = getattr(_module(cfg.name), "also_held_out_configs", None)
+    return more(cfg) if more else {}
+
+
+def env_actions_admissible(name: str) -> bool:
+    """Whether an environment's observations list this turn's admissible commands (policies then rank them)."""
+    return bool(env_class(name).actions_admissible)
 
 
 def held_out_env_config(cfg: Any) -> Any:

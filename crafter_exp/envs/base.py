@@ -38,6 +38,11 @@ class StepResult:
     """When done: why (`done` = the game ended it, `success`, `death`, `max_steps`, `length`, ...)."""
 
 
+RUN_METRICS: tuple[str, ...] = ("invalid_action_rate", "parse_failure_rate", "episode_length", "tokens_per_episode",
+                                 "cost_per_episode")
+"""Metrics of how a policy ran rather than what it achieved (valid replies, length, tokens, cost): every env has them."""
+
+
 class TextEnv(ABC):
     """One episode at a time; `reset(seed)` names the world, independently of earlier resets of this object."""
 
@@ -48,8 +53,17 @@ class TextEnv(ABC):
     """Rules of the game for a system prompt (what the actions do, what scores)."""
     primary_metric: str = "mean_achievements"
     """The metric (crafter_exp.metrics) that says how well a policy plays this environment."""
+    metrics: tuple[str, ...] = ()
+    """The metrics (names of crafter_exp.metrics, or globs of its per-item families such as `achievement/*`) that
+    mean something here, in report order: compare, figures, MLflow and the pipeline's verdict show these only."""
     fallback_action: str = ""
     """Played when a reply holds no valid action ("" = the first valid action)."""
+    slow_steps: bool = False
+    """A step costs more than a small local model's forward pass (ALFWorld: 0.05-0.09 s): in-process policies then
+    play in the rollout's Ray workers by default, so that episodes step in parallel."""
+    actions_admissible: bool = False
+    """True when `Observation.actions` is the game's own list of commands admissible this turn (ALFWorld) rather
+    than a fixed action vocabulary (Crafter): a policy able to score candidates then chooses among them by default."""
 
     @abstractmethod
     def reset(self, seed: int) -> Observation:

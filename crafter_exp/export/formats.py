@@ -33,6 +33,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from crafter_exp.errors import UserError
 from crafter_exp.export.layout import Item, Layout
 from crafter_exp.filtering.steps import REASONING
 
@@ -221,7 +222,7 @@ def per_turn_line(fmt: str, st: Statement, tools_json: Optional[str] = None, end
         st.use(TEXT)
         return (f"""concat('{{"prompt_data":{{"content":', {J(st.prompt_parts(TEXT, system_text))}, """
                 f"""'}},"response_data":{{"content":', {J(TEXT.target)}, '}}}}', {end})""")
-    raise ValueError(f"format {fmt!r} is not a JSONL format")
+    raise UserError(f"format {fmt!r} is not a JSONL format")
 
 
 def _vertex_system(st: Statement) -> str:
@@ -248,4 +249,4 @@ def multi_turn_line(fmt: str, st: Statement, end: str = "''", tools_json: Option
         st.use(VERTEX)
         body = f"string_agg(concat(u_vertex, ',', {VERTEX.turn}), ',' ORDER BY turn)"
         return f"""concat('{{', {_vertex_system(st)}, '"contents":[', {body}, ']}}', {end})"""
-    raise ValueError(f"format {fmt!r} has no multi-turn form")
+    raise UserError(f"format {fmt!r} has no multi-turn form")

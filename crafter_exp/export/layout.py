@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from crafter_exp import prompts
 from crafter_exp.config import PromptConfig
+from crafter_exp.errors import UserError
 
 
 def _obs(lag: int) -> str:
@@ -78,7 +79,7 @@ def _item(message: dict[str, Any]) -> Item:
     match = _SENTINEL.fullmatch(content)
     if match and message.get("role") == _ROLE[match.group(1)] and set(message) == {"role", "content"}:
         return Item(match.group(1), int(match.group(2)))
-    raise ValueError(
+    raise UserError(
         "prompts.build_messages lays out observations/replies in a way the filter's SQL export does not follow "
         "(it needs each as the whole content of a user/assistant message)"
     )
@@ -97,7 +98,7 @@ def derive_layout(prompt_cfg: PromptConfig, instructions: str, override: Optiona
             if available == 0:
                 layout.system = system
             elif system != layout.system:
-                raise ValueError("the system prompt changes with the history length; the SQL export cannot follow it")
+                raise UserError("the system prompt changes with the history length; the SQL export cannot follow it")
         elif available == 0:
             layout.system = None
         layout.by_history.append(items)
@@ -110,5 +111,5 @@ def conversation_layout(prompt_cfg: PromptConfig, instructions: str, override: O
     one = dataclasses.replace(prompt_cfg, history=1)
     layout = derive_layout(one, instructions, override)
     if [(i.kind, i.lag) for i in layout.by_history[1]] != [("obs", 1), ("reply", 1), ("obs", 0)]:
-        raise ValueError("multi_turn export needs prompts laid out as [system, user, assistant, ...]")
+        raise UserError("multi_turn export needs prompts laid out as [system, user, assistant, ...]")
     return layout

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from crafter_exp.errors import UserError
+
 MAX_ERRORS = 50
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 ESTIMATE = "estimate: ceil(chars / 4) + 4 per message"
@@ -91,7 +93,7 @@ def token_counter(tokenizer: Optional[str]) -> tuple[Callable[[str], int], str]:
         return (lambda text: math.ceil(len(text) / 4)), ESTIMATE
     path = Path(tokenizer)
     if not path.exists():
-        raise FileNotFoundError(f"filter.tokenizer not found: {path} (a tokenizer.json or a local tokenizer folder)")
+        raise UserError(f"filter.tokenizer not found: {path} (a tokenizer.json or a local tokenizer folder)")
     if path.is_file():
         from tokenizers import Tokenizer
 
@@ -277,7 +279,7 @@ def _detect_file_format(path: Path) -> str:
                     continue
                 if fmt:
                     return fmt
-    raise ValueError(f"cannot tell the format of {path} (no line with messages/contents/prompt_data); "
+    raise UserError(f"cannot tell the format of {path} (no line with messages/contents/prompt_data); "
                      "set filter.validate_format")
 
 
@@ -292,7 +294,7 @@ def validate_jsonl(path: Path, fmt: str, count: Callable[[str], int], report: Op
                    ) -> ValidationReport:
     """Check every line of one JSONL file against `fmt`; tokens counted on valid lines."""
     if fmt not in CHECKS:
-        raise ValueError(f"unknown format {fmt!r} for a JSONL file (known: {', '.join(CHECKS)})")
+        raise UserError(f"unknown format {fmt!r} for a JSONL file (known: {', '.join(CHECKS)})")
     report = report or ValidationReport(path, fmt)
     check = CHECKS[fmt]
     with open(path, "rb") as f:
@@ -374,16 +376,16 @@ def validate_path(path: Path, fcfg: Any) -> ValidationReport:
     """A JSONL file, or a dataset folder (its manifest names the format and files; the digest is rechecked)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"nothing to validate at {path}")
+        raise UserError(f"nothing to validate at {path}")
     if fcfg.validate_format not in ("auto", *CHECKS, "parquet"):
-        raise ValueError(f"unknown filter.validate_format {fcfg.validate_format!r} "
+        raise UserError(f"unknown filter.validate_format {fcfg.validate_format!r} "
                          f"(known: auto, {', '.join(CHECKS)}, parquet)")
     count, how = token_counter(fcfg.tokenizer)
     fmt = None if fcfg.validate_format == "auto" else fcfg.validate_format
     if path.is_dir():
         manifest_path = path / "manifest.json"
         if not manifest_path.exists():
-            raise FileNotFoundError(f"{path} is a folder without manifest.json (an incomplete or foreign dataset)")
+            raise UserError(f"{path} is a folder without manifest.json (an incomplete or foreign dataset)")
         manifest = json.loads(manifest_path.read_text())
         fmt = fmt or manifest["format"]
         files = list(manifest["files"])

@@ -42,7 +42,7 @@ class Criterion:
 
 def _one_of(value: str, allowed: Sequence[str], key: str) -> None:
     if value not in allowed:
-        raise ValueError(f"unknown filter.{key} {value!r} (known: {', '.join(allowed)})")
+        raise UserError(f"unknown filter.{key} {value!r} (known: {', '.join(allowed)})")
 
 
 def check_filter_config(fcfg: Any, achievements: Optional[Sequence[str]] = None) -> None:
@@ -58,46 +58,46 @@ def check_filter_config(fcfg: Any, achievements: Optional[Sequence[str]] = None)
     for key in ("min_achievements", "max_achievements", "max_turns", "max_cost", "max_tokens"):
         value = getattr(fcfg, key)
         if value is not None and value < 0:
-            raise ValueError(f"filter.{key} must be >= 0, got {value}")
+            raise UserError(f"filter.{key} must be >= 0, got {value}")
     for key in ("limit", "max_examples", "chunk_steps", "cost_epochs", "threads"):
         value = getattr(fcfg, key)
         if value is not None and value < 1:
-            raise ValueError(f"filter.{key} must be >= 1, got {value}")
+            raise UserError(f"filter.{key} must be >= 1, got {value}")
     for key in ("min_prediction_f1", "step_min_prediction_f1"):
         value = getattr(fcfg, key)
         if value is not None and not 0.0 <= value <= 1.0:
             raise UserError(f"filter.{key} must be in [0, 1], got {value}")
     if fcfg.window < 0:
-        raise ValueError(f"filter.window must be >= 0, got {fcfg.window}")
+        raise UserError(f"filter.window must be >= 0, got {fcfg.window}")
     if fcfg.val_fraction is not None and not 0.0 <= fcfg.val_fraction < 1.0:
-        raise ValueError(f"filter.val_fraction must be in [0, 1), got {fcfg.val_fraction}")
+        raise UserError(f"filter.val_fraction must be in [0, 1), got {fcfg.val_fraction}")
     if fcfg.multi_turn and fcfg.format == "single_turn":
-        raise ValueError(f"filter.format={fcfg.format} exports one example per turn; set filter.multi_turn=false")
+        raise UserError(f"filter.format={fcfg.format} exports one example per turn; set filter.multi_turn=false")
     # contradictory bounds: no episode could ever pass
     for low, high in (("min_achievements", "max_achievements"), ("min_reward", "max_reward")):
         lo, hi = getattr(fcfg, low), getattr(fcfg, high)
         if lo is not None and hi is not None and lo > hi:
-            raise ValueError(f"contradictory filter: {low}={lo} > {high}={hi}")
+            raise UserError(f"contradictory filter: {low}={lo} > {high}={hi}")
     required, excluded = list(fcfg.achievement_types), list(fcfg.exclude_achievements)
     if fcfg.min_achievement_types is not None:
         if not required:
-            raise ValueError("filter.min_achievement_types needs filter.achievement_types")
+            raise UserError("filter.min_achievement_types needs filter.achievement_types")
         if not 1 <= fcfg.min_achievement_types <= len(set(required)):
-            raise ValueError(
+            raise UserError(
                 f"contradictory filter: min_achievement_types={fcfg.min_achievement_types} but "
                 f"achievement_types has {len(set(required))} name(s)"
             )
     both = sorted(set(required) & set(excluded))
     if both:
-        raise ValueError(f"contradictory filter: {both} both required (achievement_types) and excluded")
+        raise UserError(f"contradictory filter: {both} both required (achievement_types) and excluded")
     if achievements is not None:
         known = set(achievements)
         unknown = sorted({*required, *excluded} - known)
         if unknown:
-            raise ValueError(f"unknown achievement(s) {unknown} (this env's: {', '.join(sorted(known))})")
+            raise UserError(f"unknown achievement(s) {unknown} (this env's: {', '.join(sorted(known))})")
         countable = len(known - set(excluded))
         if fcfg.min_achievements is not None and fcfg.min_achievements > countable:
-            raise ValueError(
+            raise UserError(
                 f"contradictory filter: min_achievements={fcfg.min_achievements} but only {countable} "
                 "achievements can be counted"
             )

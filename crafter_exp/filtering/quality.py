@@ -24,13 +24,15 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
 
+from crafter_exp.errors import UserError
+
 WEIGHT_KEYS = ("achievements", "success", "efficiency", "invalid", "repeated")
 
 
 def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
     unknown = sorted(set(weights) - set(WEIGHT_KEYS))
     if unknown:
-        raise ValueError(f"unknown filter.quality_weights keys {unknown} (known: {', '.join(WEIGHT_KEYS)})")
+        raise UserError(f"unknown filter.quality_weights keys {unknown} (known: {', '.join(WEIGHT_KEYS)})")
     return {k: float(weights.get(k, 0.0)) for k in WEIGHT_KEYS}
 
 

@@ -207,7 +207,7 @@ def resolve_runs(db: Db, name: str, runs: Sequence[str] = ()) -> list[SourceRun]
     """The source runs: each entry a run id or an experiment name (its latest rollout run); none = `name`'s."""
     store = db.store if isinstance(db, ReadSession) else db
     if not store.path.exists():
-        raise FileNotFoundError(f"trace database not found: {store.path} (run stage=rollout first)")
+        raise UserError(f"trace database not found: {store.path} (run stage=rollout first)")
     with session(db) as rs:
         table = rs.con.execute("SELECT * FROM runs ORDER BY created_at").df()
     wanted = list(runs) or [name]
@@ -219,7 +219,7 @@ def resolve_runs(db: Db, name: str, runs: Sequence[str] = ()) -> list[SourceRun]
             if by_name.empty:
                 known = ", ".join(table["run_id"].astype(str).tolist()[-10:]) or "none"
                 what = "trace run or experiment name" if runs else "rollout run for name"
-                raise ValueError(f"no {what} {entry!r} in {store.path} (latest runs: {known})")
+                raise UserError(f"no {what} {entry!r} in {store.path} (latest runs: {known})")
             row = by_name[by_name["run_id"] == _newest_complete_rollout(db, by_name, entry)]
         r = row.iloc[0]
         if r["run_id"] in {s.run_id for s in out}:
@@ -236,7 +236,7 @@ def resolve_runs(db: Db, name: str, runs: Sequence[str] = ()) -> list[SourceRun]
         s.episodes = int(counts.get(s.run_id, 0))
     envs = sorted({s.env for s in out})
     if len(envs) > 1:
-        raise ValueError(f"source runs come from several envs ({', '.join(envs)}); filter one env at a time")
+        raise UserError(f"source runs come from several envs ({', '.join(envs)}); filter one env at a time")
     return out
 
 

@@ -19,6 +19,8 @@ from typing import Any, Iterator, Sequence
 import pandas as pd
 import pyarrow as pa
 
+from crafter_exp.errors import UserError
+
 ACHIEVEMENT_TURN = (
     "coalesce(len(unlocked) - len(list_intersect(unlocked, $exclude::VARCHAR[])), 0) > 0"
 )
@@ -55,7 +57,7 @@ def keep_sql(fcfg: Any) -> str:
     elif mode == "reward":
         base = "coalesce(reward, 0) >= $min_step_reward"
     else:
-        raise ValueError(f"unknown filter.step_mode {mode!r}")
+        raise UserError(f"unknown filter.step_mode {mode!r}")
     if fcfg.step_min_prediction_f1 is not None:
         base = f"({base}) AND coalesce(prediction_f1 >= $step_min_prediction_f1, FALSE)"  # unscored: dropped
     return f"({base}) AND (parse_ok IS NOT FALSE)" if fcfg.drop_unparsed else base

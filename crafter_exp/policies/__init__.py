@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from crafter_exp.errors import UserError
 from crafter_exp.policies.base import Decision, LLMCall, Policy, Turn
 
 __all__ = ["Decision", "LLMCall", "Policy", "Turn", "make_policy", "model_label", "model_provider"]
@@ -27,7 +28,7 @@ def make_policy(cfg: Any, seed: int = 0) -> Policy:
         from crafter_exp.policies.hf_local import HFLocalPolicy
 
         return HFLocalPolicy(cfg, seed)
-    raise ValueError(f"unknown model {cfg.name!r} (known: scripted, random, openai, hf_local)")
+    raise UserError(f"unknown model {cfg.name!r} (known: scripted, random, openai, hf_local)")
 
 
 def model_label(cfg: Any) -> str:

@@ -5,6 +5,12 @@ openai policy. All turns of a lockstep batch are decoded together: left padding,
 `batch_size` turns, greedy or sampled (sampling is seeded per episode and turn, so a decision does not depend on
 which other episodes share its batch). The prompt template comes from the checkpoint's manifest.json (the data's
 template, recorded by the train stage) unless `model.prompt` is set.
+
+Decoding (`model.decoding`): `generate` writes free text that the rollout parses; `rank` scores every valid action of
+the turn as the reply the template would hold (`crafter_exp.policies.scoring`: one prompt pass shared by all
+candidates) and plays the best one, or one sampled from the softmax of the scores at the play temperature — so a
+reply is always a valid action (no parse failures, no inadmissible commands). The rollout stage resolves `auto` from
+the environment (`TextEnv.actions_admissible`); a policy built directly treats `auto` as `generate`.
 """
 
 from __future__ import annotations
@@ -16,9 +22,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 from crafter_exp import prompts
+from crafter_exp.errors import UserError
 from crafter_exp.parsing import split_reasoning
 from crafter_exp.policies.base import Decision, LLMCall, Policy, Turn
 
+DECODINGS = ("auto", "rank", "generate")
+REPLY_SLOT = "\x00reply\x00"
+"""Placeholder reply rendered once per turn to find the text the chat template puts around an assistant reply."""
+TOP_RECORDED = 5
+"""Candidates (best first, with probabilities) recorded in each ranked call's response."""
 DEFAULT_MAX_NEW_TOKENS = 256
 """Reply budget when neither the config nor the checkpoint's manifest gives one."""
 TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
@@ -31,7 +43,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     try:
         return json.loads(f.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{f}: not valid JSON ({e})") from None
+        raise UserError(f"{f}: not valid JSON ({e})") from None
 
 
 def resolve_prompt(cfg_prompt: Any, manifest: dict[str, Any]) -> Any:
@@ -58,7 +70,7 @@ def resolve_decoding(cfg: Any, manifest: dict[str, Any]) -> tuple[bool, float]:
     do_sample = cfg.do_sample if cfg.do_sample is not None else recorded is not None
     temperature = cfg.temperature if cfg.temperature is not None else (recorded if recorded is not None else 1.0)
     if do_sample and temperature <= 0:
-        raise ValueError(f"model.temperature must be > 0 when sampling, got {temperature}")
+        raise UserError(f"model.temperature must be > 0 when sampling, got {temperature}")
     return bool(do_sample), float(temperature)
 
 
@@ -112,15 +124,26 @@ class HFLocalPolicy(Policy):
         self.cfg = cfg
         self.seed = seed if seed is not None else cfg.seed
         if not cfg.path:
-            raise ValueError("model.path is not set: point it at a checkpoint folder (data/checkpoints/<name>) or hub id")
+            raise UserError("model.path is not set: point it at a checkpoint folder (data/checkpoints/<name>) or hub id")
         self.path = Path(str(cfg.path)).expanduser()
         self.is_local = self.path.exists()
         if not self.is_local and (str(cfg.path).startswith((".", "/", "~")) or str(cfg.path).count("/") > 1):
-            raise FileNotFoundError(f"model.path not found: {cfg.path}")
+            raise UserError(f"model.path not found: {cfg.path}")
         self.manifest = read_manifest(self.path) if self.is_local else {}
         self.prompt = resolve_prompt(cfg.prompt, self.manifest)
         prompts.check_template(self.prompt.template)
         self.do_sample, self.temperature = resolve_decoding(cfg, self.manifest)
+        decoding = getattr(cfg, "decoding", "generate")
+        if decoding not in DECODINGS:
+            raise UserError(f"model.decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
+        self.decoding = "rank" if decoding == "rank" else "generate"
+        if getattr(cfg, "in_process", None) is False:
+            self.in_process = False  # a copy per Ray worker: the env's steps, not the forward, are the cost
+        from crafter_exp.policies.scoring import SCORE_MODES
+
+        self.score_mode = getattr(cfg, "score", "sum")
+        if self.score_mode not in SCORE_MODES:
+            raise UserError(f"model.score must be one of {', '.join(SCORE_MODES)}, got {self.score_mode!r}")
         recorded = (self.manifest.get("play") or {}).get("max_new_tokens")
         self.max_new_tokens = int(cfg.max_new_tokens or recorded or DEFAULT_MAX_NEW_TOKENS)
         self.model_name = cfg.label or (self.path.name if self.is_local else str(cfg.path))
@@ -141,7 +164,7 @@ class HFLocalPolicy(Policy):
             adapter_cfg = json.loads((self.path / "adapter_config.json").read_text())
             base = adapter_cfg.get("base_model_name_or_path")
         if not base:
-            raise ValueError(f"{self.path} is an adapter but names no base model; set model.base_model")
+            raise UserError(f"{self.path} is an adapter but names no base model; set model.base_model")
         local = self.path / base
         return str(local) if local.exists() else str(base)
 
@@ -192,12 +215,12 @@ class HFLocalPolicy(Policy):
             tokenizer = AutoTokenizer.from_pretrained(str(self.cfg.path))
         except OSError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise FileNotFoundError(f"cannot load checkpoint {self.cfg.path}: {first}") from None
+            raise UserError(f"cannot load checkpoint {self.cfg.path}: {first}") from None
         tokenizer.padding_side = "left"  # generation continues from the right end of every row
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         if tokenizer.chat_template is None:
-            raise ValueError(f"{self.cfg.path}: the tokenizer has no chat template")
+            raise UserError(f"{self.cfg.path}: the tokenizer has no chat template")
         model.to(self.device)
         model.eval()  # dropout off
         self.model, self.tokenizer = model, tokenizer
@@ -268,6 +291,52 @@ class HFLocalPolicy(Policy):
                 out.append((reply, int(n_prompt), n, dt))
         return out
 
+    def _reply_frame(self, messages: list[dict[str, Any]], prompt_text: str, kwargs: dict[str, Any]) -> tuple[str, str]:
+        """(text before, text after) a reply, as the chat template renders an assistant turn after this prompt."""
+        full = self.tokenizer.apply_chat_template(
+            [*messages, {"role": "assistant", "content": REPLY_SLOT}], tokenize=False, **kwargs)
+        if full.startswith(prompt_text) and REPLY_SLOT in full[len(prompt_text):]:
+            before, after = full[len(prompt_text):].split(REPLY_SLOT, 1)
+            return before, after
+        return "", self.tokenizer.eos_token or ""  # a template that re-renders history differently: reply + eos
+
+    def rank(self, turns: list[Turn], messages: list[list[dict[str, Any]]], texts: list[str],
+             seeds: list[int], kwargs: dict[str, Any]) -> list[Decision]:
+        """decoding=rank: every turn's valid actions scored as replies; the best (or a sampled) one is played."""
+        import torch
+
+        from crafter_exp.policies.scoring import choose, score_candidates
+
+        template = self.prompt.template
+        candidates = []
+        for msgs, text, turn in zip(messages, texts, turns):
+            before, after = self._reply_frame(msgs, text, kwargs)
+            candidates.append([before + prompts.format_reply(template, [a]) + after for a in turn.actions])
+        t0 = time.perf_counter()
+        scored = score_candidates(self.model, self.tokenizer, texts, candidates, max_rows=max(1, self.cfg.batch_size) * 8,
+                                  autocast=self._autocast())
+        dt = (time.perf_counter() - t0) / max(len(turns), 1)
+        decisions = []
+        for turn, msgs, text, result, seed in zip(turns, messages, texts, scored, seeds):
+            values = result.values(self.score_mode)
+            generator = torch.Generator().manual_seed(seed) if self.do_sample else None
+            best = choose(values, self.do_sample, self.temperature, generator)
+            reply = prompts.format_reply(template, [turn.actions[best]])
+            probs = torch.softmax(torch.tensor(values, dtype=torch.float64) / self.temperature, dim=0).tolist()
+            top = sorted(range(len(values)), key=lambda i: -values[i])[:TOP_RECORDED]
+            call = LLMCall(
+                messages=msgs,
+                response={"text": reply, "decoding": "rank", "score": self.score_mode, "sampled": self.do_sample,
+                          "temperature": self.temperature, "candidates": len(values),
+                          "top": [[turn.actions[i], round(values[i], 4), round(probs[i], 4)] for i in top]},
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=int(result.tokens[best]),
+                latency_s=dt,
+                cost=0.0,
+            )
+            decisions.append(Decision(reply=reply, calls=[call]))
+        return decisions
+
     def act(self, turns: list[Turn]) -> list[Decision]:
         self.load()
         messages = [self.messages(t) for t in turns]
@@ -277,13 +346,27 @@ class HFLocalPolicy(Policy):
             for m, t in zip(messages, turns)
         ]
         seeds = [row_seed(self.seed, t.episode, len(t.history)) for t in turns]
+        if self.decoding == "rank":
+            ranked = [i for i, t in enumerate(turns) if t.actions]
+            out: list[Optional[Decision]] = [None] * len(turns)
+            for i, d in zip(ranked, self.rank([turns[i] for i in ranked], [messages[i] for i in ranked],
+                                              [texts[i] for i in ranked], [seeds[i] for i in ranked], kwargs)):
+                out[i] = d
+            rest = [i for i in range(len(turns)) if out[i] is None]  # no valid action listed: free text
+            for i, d in zip(rest, self._generated([messages[i] for i in rest], [texts[i] for i in rest],
+                                                  [seeds[i] for i in rest]) if rest else []):
+                out[i] = d
+            return [d for d in out if d is not None]
+        return self._generated(messages, texts, seeds)
+
+    def _generated(self, messages: list[list[dict[str, Any]]], texts: list[str], seeds: list[int]) -> list[Decision]:
         decisions = []
         for msgs, (reply, n_prompt, n_completion, dt) in zip(messages, self.generate(texts, seeds)):
             reasoning, _ = split_reasoning(reply)
             tool_calls = parse_tool_calls(reply) if self.prompt.action_mode == "tools" else None
             call = LLMCall(
                 messages=msgs,
-                response={"text": reply},
+                response={"text": reply, "decoding": "generate"},
                 reasoning=reasoning,
                 tool_calls=tool_calls,
                 prompt_tokens=n_prompt,

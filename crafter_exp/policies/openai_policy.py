@@ -178,14 +178,14 @@ class OpenAIPolicy(Policy):
         prompt = cfg.prompt
         check_template(prompt.template)
         if prompt.action_mode not in ACTION_MODES:
-            raise ValueError(f"model.prompt.action_mode must be one of {ACTION_MODES}, got {prompt.action_mode!r}")
+            raise UserError(f"model.prompt.action_mode must be one of {ACTION_MODES}, got {prompt.action_mode!r}")
         if cfg.max_tokens_param not in TOKEN_PARAMS:
-            raise ValueError(f"model.max_tokens_param must be one of {TOKEN_PARAMS}, got {cfg.max_tokens_param!r}")
+            raise UserError(f"model.max_tokens_param must be one of {TOKEN_PARAMS}, got {cfg.max_tokens_param!r}")
         for name in ("concurrency", "max_consecutive_errors", "max_tokens"):
             if getattr(cfg, name) < 1:
-                raise ValueError(f"model.{name} must be >= 1, got {getattr(cfg, name)}")
+                raise UserError(f"model.{name} must be >= 1, got {getattr(cfg, name)}")
         if cfg.max_retries < 0 or cfg.timeout <= 0:
-            raise ValueError("model.max_retries must be >= 0 and model.timeout > 0")
+            raise UserError("model.max_retries must be >= 0 and model.timeout > 0")
         if not cfg.model:
             raise UserError("model.model is not set: give the model name the endpoint serves (for "
                             "model=transformers_serve: the checkpoint folder given to `transformers serve`)")
@@ -214,7 +214,7 @@ class OpenAIPolicy(Policy):
             return key
         if _is_local(self.cfg.base_url):
             return LOCAL_DUMMY_KEY
-        raise ValueError(
+        raise UserError(
             f"environment variable {self.cfg.api_key_env} is not set: export the API key for {self.base_url} "
             f"in it (model.api_key_env names the variable)"
         )
@@ -472,15 +472,15 @@ class OpenAIPolicy(Policy):
             return
         where = f"model endpoint {self.base_url}"
         if status in (401, 403):
-            raise ValueError(f"{where} refused the API key in ${self.cfg.api_key_env} ({call.error})")
+            raise UserError(f"{where} refused the API key in ${self.cfg.api_key_env} ({call.error})")
         if status == 404:
-            raise ValueError(
+            raise UserError(
                 f"model {self.cfg.model!r} not found at {self.base_url} ({call.error}); check model.model and "
                 "model.base_url"
             )
         if status in FATAL_STATUS:
-            raise ValueError(f"{where} rejected the request settings ({call.error})")
+            raise UserError(f"{where} rejected the request settings ({call.error})")
         if call.error.startswith(("connection error", "timeout")):
-            raise ValueError(f"cannot reach {where}: {call.error}")
+            raise UserError(f"cannot reach {where}: {call.error}")
         # 429 / 5xx / a malformed 200 after retries: the endpoint exists and knows us; episodes retry on their own
         log.warning("probe call to %s failed (%s); starting anyway", self.base_url, call.error)

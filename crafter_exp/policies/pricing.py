@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from crafter_exp.errors import UserError
+
 PER = 1_000_000
 
 
@@ -17,12 +19,12 @@ def check_prices(prices: Mapping[str, Any]) -> None:
     """One clear line for a malformed table (before any call is made)."""
     for model, entry in (prices or {}).items():
         if not isinstance(entry, Mapping) or "input" not in entry or "output" not in entry:
-            raise ValueError(f"model.prices[{model!r}] must be {{input: USD/1M, output: USD/1M}}, got {entry!r}")
+            raise UserError(f"model.prices[{model!r}] must be {{input: USD/1M, output: USD/1M}}, got {entry!r}")
         for key, value in entry.items():
             if key not in ("input", "output", "cached_input"):
-                raise ValueError(f"model.prices[{model!r}]: unknown key {key!r} (input, output, cached_input)")
+                raise UserError(f"model.prices[{model!r}]: unknown key {key!r} (input, output, cached_input)")
             if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"model.prices[{model!r}].{key} must be a number >= 0, got {value!r}")
+                raise UserError(f"model.prices[{model!r}].{key} must be a number >= 0, got {value!r}")
 
 
 def price_for(prices: Mapping[str, Any], *models: Optional[str]) -> Optional[Mapping[str, float]]:

@@ -13,6 +13,7 @@ import random
 from typing import Any, Optional
 
 from crafter_exp import prompts
+from crafter_exp.errors import UserError
 from crafter_exp.policies.base import Decision, Policy, Turn
 
 
@@ -63,7 +64,7 @@ class ScriptedPolicy(_PerEpisodeRng):
 
     def __init__(self, cfg: Any, seed: int = 0):
         if not 0.0 <= cfg.epsilon <= 1.0:
-            raise ValueError(f"model.epsilon must be in [0, 1], got {cfg.epsilon}")
+            raise UserError(f"model.epsilon must be in [0, 1], got {cfg.epsilon}")
         super().__init__(cfg, seed)
 
     def act(self, turns: list[Turn]) -> list[Decision]:

@@ -22,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
+from crafter_exp.errors import UserError
+
 ADVANTAGES = ("grpo", "gigpo", "rtg")
 SCALES = ("group", "none")
 EPS = 1e-4
@@ -116,9 +118,9 @@ def advantages(episodes: Sequence[EpisodeTurns], mode: str = "gigpo", gamma: flo
                scale: str = "group") -> list[np.ndarray]:
     """Per-turn advantages of every episode: the episode term, plus `step_weight` x the step term of `mode`."""
     if mode not in ADVANTAGES:
-        raise ValueError(f"unknown advantage {mode!r} (known: {', '.join(ADVANTAGES)})")
+        raise UserError(f"unknown advantage {mode!r} (known: {', '.join(ADVANTAGES)})")
     if scale not in SCALES:
-        raise ValueError(f"unknown scale_rewards {scale!r} (known: {', '.join(SCALES)})")
+        raise UserError(f"unknown scale_rewards {scale!r} (known: {', '.join(SCALES)})")
     per_episode = episode_advantages(episodes, scale)
     out = [np.full(len(e.rewards), a, dtype=np.float64) for e, a in zip(episodes, per_episode)]
     if mode == "grpo" or step_weight == 0:

@@ -24,8 +24,18 @@ def run_rft(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder:
     from crafter_exp.envs import env_achievements
     from crafter_exp.progress import progress_bar
     from crafter_exp.stages.filter import filter_and_export
-    from crafter_exp.stages.rl import (STATE, Rollouts, _budget_spent, _probe_format, _result, iteration_metrics,
-                                       make_rollout_policy, read_iteration, rollout_env, temperature_of)
+    from crafter_exp.stages.rl import (
+        STATE,
+        Rollouts,
+        _budget_spent,
+        _probe_format,
+        _result,
+        iteration_metrics,
+        make_rollout_policy,
+        read_iteration,
+        rollout_env,
+        temperature_of,
+    )
     from crafter_exp.stages.train import train
 
     r = cfg.rl

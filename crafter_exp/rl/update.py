@@ -24,6 +24,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from crafter_exp.errors import UserError
+
 
 @dataclass
 class Samples:
@@ -195,7 +197,7 @@ def update(model: Any, optimizer: Any, samples: Samples, s: UpdateSettings, pad_
            on_step: Optional[Callable[[int, float], None]] = None) -> UpdateStats:
     """`s.epochs` passes of clipped policy-gradient steps over `samples` (old / ref log-probs already filled)."""
     if samples.old_logps is None:
-        raise ValueError("samples.old_logps is not computed")
+        raise UserError("samples.old_logps is not computed")
     stats = UpdateStats(entropy=samples.entropy)
     lengths = [len(p) + len(r) for p, r in zip(samples.prompt_ids, samples.reply_ids)]
     adv = torch.tensor(samples.advantages, dtype=torch.float32)

@@ -28,8 +28,9 @@ import pandas as pd
 
 from crafter_exp import metrics as M
 from crafter_exp import paths, tracking
-from crafter_exp.store.traces import TraceStore
+from crafter_exp.errors import UserError
 from crafter_exp.files import write_text_atomic
+from crafter_exp.store.traces import TraceStore
 from crafter_exp.tables import fmt, fmt_p, markdown_table  # noqa: F401 - also importable from here, as before
 
 log = logging.getLogger(__name__)
@@ -93,13 +94,13 @@ class CompareResult:
 
 def check_compare_config(c: Any) -> None:
     if c.k < 0:
-        raise ValueError(f"compare.k must be >= 0, got {c.k}")
+        raise UserError(f"compare.k must be >= 0, got {c.k}")
     if c.bootstrap < 1 or c.permutations < 1 or c.custom_resamples < 1:
-        raise ValueError("compare.bootstrap, compare.permutations and compare.custom_resamples must be >= 1")
+        raise UserError("compare.bootstrap, compare.permutations and compare.custom_resamples must be >= 1")
     if not 0 < c.alpha < 1:
-        raise ValueError(f"compare.alpha must be in (0, 1), got {c.alpha}")
+        raise UserError(f"compare.alpha must be in (0, 1), got {c.alpha}")
     if c.correction not in ("bh", "holm", "none"):
-        raise ValueError(f"unknown compare.correction {c.correction!r} (bh, holm, none)")
+        raise UserError(f"unknown compare.correction {c.correction!r} (bh, holm, none)")
 
 
 def _mlflow_names_to_ids(tracking_cfg: Any, names: list[str]) -> dict[str, list[str]]:
@@ -137,12 +138,12 @@ def resolve_runs(cfg: Any, store: TraceStore, names: Sequence[str]) -> list[str]
     missing = [n for n, r in resolved.items() if r is None]
     if missing:
         hint = ", ".join(list(runs["run_id"])[-5:]) or "none"
-        raise ValueError(f"unknown run(s): {', '.join(missing)} (not a trace run id or MLflow run; latest trace runs: "
+        raise UserError(f"unknown run(s): {', '.join(missing)} (not a trace run id or MLflow run; latest trace runs: "
                          f"{hint})")
     ids = [resolved[n] for n in names]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
-        raise ValueError(f"run(s) listed more than once: {', '.join(dupes)}")
+        raise UserError(f"run(s) listed more than once: {', '.join(dupes)}")
     return ids
 
 
@@ -183,7 +184,7 @@ def _select(selection: Sequence[str], known: Sequence[str]) -> Optional[list[str
         if not hits and pattern in M.METRICS:
             continue  # a known metric that does not apply to these runs (e.g. success_rate on Crafter)
         if not hits:
-            raise ValueError(f"unknown metric {pattern!r} (known: {', '.join(known)}; globs like achievement/* work)")
+            raise UserError(f"unknown metric {pattern!r} (known: {', '.join(known)}; globs like achievement/* work)")
         chosen.extend(h for h in hits if h not in chosen)
     return chosen
 
@@ -413,32 +414,33 @@ def compute(
     check_compare_config(c)
     names = list(runs if runs is not None else c.runs)
     if not names:
-        raise ValueError("nothing to compare: give trace run ids, e.g. compare.runs=[run_a,run_b] (the first is the "
+        raise UserError("nothing to compare: give trace run ids, e.g. compare.runs=[run_a,run_b] (the first is the "
                          "baseline)")
     store = TraceStore(cfg.paths.db)
     if not store.path.exists():
-        raise FileNotFoundError(f"trace database not found: {store.path} (set paths.home or paths.db)")
+        raise UserError(f"trace database not found: {store.path} (set paths.home or paths.db)")
     run_ids = resolve_runs(cfg, store, names)
     labels = list(labels) if labels is not None else default_labels(store, run_ids)
     if len(labels) != len(run_ids) or len(set(labels)) != len(labels):
-        raise ValueError(f"need one distinct label per run: got {labels} for {len(run_ids)} runs")
+        raise UserError(f"need one distinct label per run: got {labels} for {len(run_ids)} runs")
 
     all_episodes = store.episodes(run_ids)
     episodes = {label: all_episodes[all_episodes["run_id"] == run].reset_index(drop=True)
                 for label, run in zip(labels, run_ids)}
     empty = [run for label, run in zip(labels, run_ids) if episodes[label].empty]
     if empty:
-        raise ValueError(f"run(s) with no episodes: {', '.join(empty)}")
+        raise UserError(f"run(s) with no episodes: {', '.join(empty)}")
     envs = sorted({str(e) for e in all_episodes["env"]})
     if len(envs) != 1:
-        raise ValueError(f"runs of different environments cannot be compared: {', '.join(envs)}")
-    from crafter_exp.envs import env_achievements
+        raise UserError(f"runs of different environments cannot be compared: {', '.join(envs)}")
+    from crafter_exp.envs import env_achievements, env_metrics
 
     achievements = env_achievements(envs[0])
+    declaration = env_metrics(envs[0])  # the env's own metrics: the report shows these (and custom ones) only
     seeds = {label: sorted(int(s) for s in df["seed"]) for label, df in episodes.items()}
     if len({tuple(s) for s in seeds.values()}) > 1 and not c.force:
         detail = "; ".join(f"{label}: {_seed_summary(s)}" for label, s in seeds.items())
-        raise ValueError(f"runs played different seed sets ({detail}); evaluate them on the same seeds, or set "
+        raise UserError(f"runs played different seed sets ({detail}); evaluate them on the same seeds, or set "
                          "compare.force=true to compare them unpaired")
 
     pair_list: list[tuple[str, str]] = [(labels[0], other) for other in labels[1:]]
@@ -446,7 +448,7 @@ def compute(
         pair_list = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
     for a, b in pairs or []:
         if a not in labels or b not in labels:
-            raise ValueError(f"pair ({a}, {b}) names an unknown label (labels: {', '.join(labels)})")
+            raise UserError(f"pair ({a}, {b}) names an unknown label (labels: {', '.join(labels)})")
         if (a, b) not in pair_list:
             pair_list.append((a, b))
 
@@ -458,12 +460,15 @@ def compute(
         except ValueError:
             raise
         except Exception as exc:
-            raise ValueError(f"custom metric {target!r} failed on run {run_ids[0]}: {exc}") from None
+            raise UserError(f"custom metric {target!r} failed on run {run_ids[0]}: {exc}") from None
     actions = M.top_actions(all_episodes)  # one action list for every run, so their distributions line up
     known = list(dict.fromkeys([*M.METRICS, *(n for df in episodes.values()
                                                 for n in M.metric_names(df, achievements, c.k, actions)),
                                 *custom_names]))
+    known = [m for m in known if m in custom_names or not declaration or M.declared(m, declaration)]
     selected = _select(c.metrics, known)
+    if selected is None:
+        selected = known
 
     # --- the numbers
     tables = []
@@ -589,9 +594,10 @@ def _figures(table: pd.DataFrame, episodes: dict[str, pd.DataFrame], labels: lis
 
     made = {
         "per_achievement": F.per_achievement(table, out / "per_achievement.png", order=list(achievements) or None),
+        # episode reward and achievement counts: only where the env reports them (ALFWorld's restate success)
         "reward_distribution": F.reward_distribution(
             pd.concat([df.assign(experiment=label) for label, df in episodes.items()], ignore_index=True),
-            out / "reward_distribution.png", labels),
+            out / "reward_distribution.png", labels) if {"mean_reward", "mean_achievements"} & set(scalar) else None,
         "action_distribution": F.action_distribution(table, out / "action_distribution.png"),
         "task_success": F.task_success(table, out / "task_success.png"),
         "metric_intervals": F.metric_intervals(

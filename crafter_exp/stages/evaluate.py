@@ -67,12 +67,12 @@ def eval_seeds(cfg: Any) -> list[int]:
 def check_eval_config(cfg: Any) -> None:
     """Eval seeds exist and are disjoint from the training range (one clear line otherwise)."""
     if cfg.eval.episodes <= 0:
-        raise ValueError(f"eval.episodes must be > 0, got {cfg.eval.episodes}")
+        raise UserError(f"eval.episodes must be > 0, got {cfg.eval.episodes}")
     check_protocol(cfg)
     train = range(cfg.env.seed, cfg.env.seed + cfg.env.episodes)
     held_out = range(cfg.eval.seed, cfg.eval.seed + eval_episodes(cfg))
     if train and held_out and max(train.start, held_out.start) < min(train.stop, held_out.stop):
-        raise ValueError(
+        raise UserError(
             f"eval seeds [{held_out.start}, {held_out.stop}) overlap training seeds [{train.start}, {train.stop}); "
             "move eval.seed"
         )

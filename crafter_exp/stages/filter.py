@@ -30,6 +30,7 @@ import pandas as pd
 from crafter_exp import paths, tracking
 from crafter_exp.config import PromptConfig
 from crafter_exp.envs import env_achievements, env_instructions
+from crafter_exp.errors import UserError
 from crafter_exp.export import ExportPlan, Layout, conversation_layout, derive_layout, prompt_config, write_dataset
 from crafter_exp.export.layout import system_override
 from crafter_exp.filtering import (
@@ -102,7 +103,7 @@ def _prompt_of(sources: Sequence[SourceRun]) -> PromptConfig:
         prompts_seen[s.run_id] = p
     known = {json.dumps(_as_dict(p), sort_keys=True) for p in prompts_seen.values() if p is not None}
     if len(known) > 1:
-        raise ValueError(
+        raise UserError(
             "source runs were played with different model.prompt settings; filter them separately ("
             + "; ".join(f"{r}: {_as_dict(p)}" for r, p in prompts_seen.items()) + ")"
         )
@@ -403,7 +404,7 @@ def validate_run(cfg: Any) -> Any:
     log.info("%s", report.summary())
     if report.errors:
         first = report.errors[0]
-        raise ValueError(f"{target}: {report.error_count} broken line(s); first: {first}")
+        raise UserError(f"{target}: {report.error_count} broken line(s); first: {first}")
     return report
 
 

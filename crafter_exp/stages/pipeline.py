@@ -18,7 +18,8 @@ from typing import Any
 
 from crafter_exp import tracking
 from crafter_exp.config import RandomModelConfig
-from crafter_exp.envs import check_env_config, env_primary_metric
+from crafter_exp.envs import also_held_out_env_configs, check_env_config, env_primary_metric
+from crafter_exp.errors import UserError
 from crafter_exp.stages.evaluate import check_eval_config, evaluate
 from crafter_exp.stages.rollout import as_dict, rollout
 
@@ -34,6 +35,8 @@ class PipelineResult:
     checkpoint: Path
     eval_runs: dict[str, str]
     """Policy name -> eval trace run id."""
+    also_runs: dict[str, dict[str, Any]]
+    """Further held-out set (e.g. valid_unseen) -> policy -> {run_id, metrics} (eval.also_policies there)."""
     compare: Any
     """The compare stage's result (table, significance, report paths)."""
     seconds: float
@@ -50,11 +53,11 @@ def check_pipeline_config(cfg: Any) -> None:
     """Everything that can be checked before any episode is played."""
     check_env_config(cfg.env)
     check_eval_config(cfg)
-    unknown = [p for p in cfg.eval.policies if p not in EVAL_POLICIES]
+    unknown = [p for p in [*cfg.eval.policies, *cfg.eval.also_policies] if p not in EVAL_POLICIES]
     if unknown:
-        raise ValueError(f"unknown eval.policies {unknown} (known: {', '.join(EVAL_POLICIES)})")
+        raise UserError(f"unknown eval.policies / eval.also_policies {unknown} (known: {', '.join(EVAL_POLICIES)})")
     if "student_rl" in cfg.eval.policies and cfg.pipeline.rl is None:
-        raise ValueError("eval.policies has student_rl but pipeline.rl is off (set pipeline.rl=grpo)")
+        raise UserError("eval.policies has student_rl but pipeline.rl is off (set pipeline.rl=grpo)")
     if cfg.pipeline.rl is not None:
         from crafter_exp.stages.rl import check_pipeline_rl
 
@@ -97,10 +100,32 @@ def pipeline(cfg: Any) -> PipelineResult:
         pairs = [(p, "student_after") for p in ("random", "teacher") if p in eval_runs and "student_after" in eval_runs]
         pairs += [(p, "student_rl") for p in ("student_after", "teacher") if p in eval_runs and "student_rl" in eval_runs]
         result = compare(cfg, runs=[eval_runs[p] for p in order], labels=order, pairs=pairs)
-        verdict = _verdict(result, env_primary_metric(cfg.env.name))
-        tracking.log_json({"eval_runs": eval_runs, "verdict": verdict}, "pipeline.json")
+        metric = env_primary_metric(cfg.env.name)
+        also_runs = _also_held_out(cfg, candidates)
+        verdict = _verdict(result, metric) + "".join(
+            f"; on {where}: " + ", ".join(f"{p} {r['metrics'].get(metric, float('nan')):.3g}" for p, r in runs.items())
+            for where, runs in also_runs.items())
+        tracking.log_json({"eval_runs": eval_runs, "also_held_out": also_runs, "verdict": verdict}, "pipeline.json")
     seconds = time.perf_counter() - start
-    out = PipelineResult(teacher.run_id, Path(data.path), Path(trained.checkpoint), eval_runs, result, seconds, verdict)
+    out = PipelineResult(teacher.run_id, Path(data.path), Path(trained.checkpoint), eval_runs, also_runs, result,
+                         seconds, verdict)
+    return out
+
+
+def _also_held_out(cfg: Any, candidates: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """eval.also_policies on the env's further held-out sets (same eval seeds), beside the main comparison: their
+    games differ from the main set's, so they get no paired tests against it. Metrics also go to MLflow as
+    `<set>/<policy>/<metric>` (the env's declared metrics: the rollout summary is already restricted to them)."""
+    out: dict[str, dict[str, Any]] = {}
+    for where, env_cfg in also_held_out_env_configs(cfg.env).items():
+        for name in cfg.eval.also_policies:
+            model_cfg = candidates[name]()
+            model_cfg = dataclasses.replace(model_cfg, label=f"{model_cfg.label or name}-{where}")
+            played = rollout(cfg, stage="eval", seed_start=cfg.eval.seed, episodes=cfg.eval.episodes,
+                             model_cfg=model_cfg, env_cfg=env_cfg)
+            out.setdefault(where, {})[name] = {"run_id": played.run_id, "metrics": played.metrics}
+            tracking.log_metrics({f"{where}/{name}/{k}": v for k, v in played.metrics.items()
+                                  if isinstance(v, (int, float))})
     return out
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from crafter_exp import __version__, paths, tracking
+from crafter_exp.envs import check_env_config, env_achievements, env_actions_admissible, env_metrics, env_slow_steps
 from crafter_exp.errors import UserError
-from crafter_exp.progress import progress_bar
-from crafter_exp.envs import check_env_config, env_achievements
 from crafter_exp.policies import make_policy, model_label, model_provider
+from crafter_exp.progress import progress_bar
 from crafter_exp.runner.pool import run_episodes
 from crafter_exp.store.traces import EpisodeRecord, TraceStore
 
@@ -67,6 +67,17 @@ def resolve_model(cfg: Any, model_cfg: Any) -> Any:
     return model_cfg
 
 
+def for_env(model_cfg: Any, env_name: str) -> Any:
+    """The model config with its environment-dependent defaults settled, so the run's config records what played:
+    `decoding: auto` becomes `rank` where the env lists its admissible commands, else `generate`."""
+    if getattr(model_cfg, "decoding", None) == "auto":
+        decoding = "rank" if env_actions_admissible(env_name) else "generate"
+        model_cfg = dataclasses.replace(model_cfg, decoding=decoding)
+    if hasattr(model_cfg, "in_process") and model_cfg.in_process is None:
+        model_cfg = dataclasses.replace(model_cfg, in_process=not env_slow_steps(env_name))
+    return model_cfg
+
+
 def default_run_id(cfg: Any, stage: str, env_name: str, model_cfg: Any, config_hash: str) -> str:
     # the hash makes a changed env/model config a new run (sweeps), the same config the same run (resume)
     return f"{cfg.name}-{stage}-{env_name}-{model_label(model_cfg)}-{config_hash[:6]}"
@@ -87,14 +98,13 @@ def rollout(
     `env_cfg` (default cfg.env). `protocol`: the evaluation protocol the episodes follow (recorded with the run and
     as MLflow tag `protocol`); None = a plain rollout (recorded as protocol null)."""
     env_cfg = env_cfg or cfg.env
-    model_cfg = model_cfg or cfg.model
     check_env_config(env_cfg)
-    model_cfg = resolve_model(cfg, model_cfg)
+    model_cfg = for_env(resolve_model(cfg, model_cfg or cfg.model), env_cfg.name)
     tracking.check_traces_mode(cfg.tracking.traces, cfg.tracking.trace_episodes)
     seed_start = env_cfg.seed if seed_start is None else seed_start
     episodes = env_cfg.episodes if episodes is None else episodes
     if episodes < 0:
-        raise ValueError(f"episodes must be >= 0, got {episodes}")
+        raise UserError(f"episodes must be >= 0, got {episodes}")
     seeds = list(range(seed_start, seed_start + episodes))
     label = model_label(model_cfg)
     max_actions = model_cfg.prompt.max_actions_per_turn if getattr(model_cfg, "prompt", None) else 1
@@ -205,7 +215,7 @@ def summarize(store: TraceStore, run_id: str, seeds: list[int], env_name: str) -
 
     df = store.episodes([run_id])
     df = df[df["seed"].isin(seeds)]
-    return summary(df, env_achievements(env_name))
+    return summary(df, env_achievements(env_name), declaration=env_metrics(env_name))
 
 
 def latest_run(store: TraceStore, name: str, stage: str = "rollout") -> str:
@@ -232,7 +242,7 @@ def export_run(cfg: Any) -> Path:
     store = TraceStore(cfg.paths.db)
     run_id = cfg.rollout.run_id or latest_run(store, cfg.name)
     if store.get_run(run_id) is None:
-        raise ValueError(f"no trace run {run_id!r} in {store.path}")
+        raise UserError(f"no trace run {run_id!r} in {store.path}")
     path = store.export_json(run_id, paths.export_path(cfg, run_id))
     log.info(f"wrote {path}")
     return path

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from crafter_exp import paths, tracking
+from crafter_exp.errors import UserError
 from crafter_exp.files import write_json_atomic
 
 MANIFEST = paths.MANIFEST
@@ -61,7 +62,7 @@ class TrainResult:
 
         untrained = self.manifest.get("untrained")
         if untrained is None:
-            raise ValueError(f"{self.checkpoint}/{MANIFEST} records no untrained model")
+            raise UserError(f"{self.checkpoint}/{MANIFEST} records no untrained model")
         path = self.checkpoint / untrained if (self.checkpoint / untrained).exists() else Path(untrained)
         prompt = self.manifest.get("prompt")
         play = self.manifest.get("play") or {}

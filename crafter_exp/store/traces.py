@@ -21,7 +21,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from crafter_exp.errors import StageFailed
+from crafter_exp.errors import StageFailed, UserError
 from crafter_exp.files import write_text_atomic
 from crafter_exp.store import schema
 
@@ -69,7 +69,7 @@ class TraceStore:
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection; waits up to LOCK_WAIT_S for another process's lock."""
         if read_only and not self.path.exists():
-            raise FileNotFoundError(f"trace database not found: {self.path}")
+            raise UserError(f"trace database not found: {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
         deadline = start + LOCK_WAIT_S
@@ -122,7 +122,7 @@ class TraceStore:
                 con.execute("COMMIT")
                 stored = existing.iloc[0].to_dict()
                 if run.get("config_hash") and stored.get("config_hash") != run["config_hash"]:
-                    raise ValueError(
+                    raise UserError(
                         f"run id {run['run_id']!r} already exists with a different config; "
                         "choose another rollout.run_id (or name) to start a new run"
                     )
@@ -137,7 +137,7 @@ class TraceStore:
 
     def set_run_field(self, run_id: str, column: str, value: Any) -> None:
         if column not in schema.column_names("runs"):
-            raise ValueError(f"no column {column!r} in runs")
+            raise UserError(f"no column {column!r} in runs")
         with self.connect() as con:
             con.execute(f"UPDATE runs SET {column} = ? WHERE run_id = ?", [value, run_id])
 

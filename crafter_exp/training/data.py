@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from crafter_exp.errors import UserError
+
 Messages = list[dict[str, Any]]
 EVAL_SPLIT_WORDS = ("val", "valid", "validation", "eval", "test")
 
@@ -76,7 +78,7 @@ def _as_messages(value: Any, role: str) -> Messages:
         return [{"role": role, "content": value}]
     if isinstance(value, list):
         return list(value)
-    raise ValueError(f"expected a string or a list of messages, got {type(value).__name__}")
+    raise UserError(f"expected a string or a list of messages, got {type(value).__name__}")
 
 
 def _vertex_to_messages(row: dict[str, Any]) -> Messages:
@@ -114,7 +116,7 @@ def _normalise_tool_calls(message: dict[str, Any]) -> dict[str, Any]:
 def row_to_example(row: dict[str, Any]) -> Example:
     """One dataset row -> Example; raises ValueError saying what is wrong."""
     if not isinstance(row, dict):
-        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+        raise UserError(f"expected a JSON object, got {type(row).__name__}")
     tools = row.get("tools")
     if isinstance(tools, str):
         tools = json.loads(tools) if tools else None
@@ -127,28 +129,28 @@ def row_to_example(row: dict[str, Any]) -> Example:
     elif "prompt" in row and "completion" in row:
         messages = _as_messages(row["prompt"], "user") + _as_messages(row["completion"], "assistant")
     else:
-        raise ValueError(f"no `messages`, `contents` or `prompt`/`completion` field (keys: {sorted(row)})")
+        raise UserError(f"no `messages`, `contents` or `prompt`/`completion` field (keys: {sorted(row)})")
     if not isinstance(messages, list) or not messages:
-        raise ValueError("`messages` must be a non-empty list")
+        raise UserError("`messages` must be a non-empty list")
     clean: Messages = []
     targets: list[int] = []
     for m in messages:
         if not isinstance(m, dict) or "role" not in m:
-            raise ValueError("every message needs a `role`")
+            raise UserError("every message needs a `role`")
         m = {k: v for k, v in dict(m).items() if v is not None or k == "content"}
         weight = m.pop("weight", None)  # not passed on to the chat template: it is ours to read
         if m.get("content") is None and not m.get("tool_calls"):
-            raise ValueError(f"a {m['role']} message has neither content nor tool_calls")
+            raise UserError(f"a {m['role']} message has neither content nor tool_calls")
         if m["role"] == "assistant":
             if weight is not None and (isinstance(weight, bool) or weight not in (0, 1)):
-                raise ValueError(f"an assistant message has weight {weight!r}; weight must be 0 or 1")
+                raise UserError(f"an assistant message has weight {weight!r}; weight must be 0 or 1")
             if weight is None or weight == 1:
                 targets.append(len(clean))
         clean.append(_normalise_tool_calls(m))
     if not any(m["role"] == "assistant" for m in clean):
-        raise ValueError("no assistant message (nothing to learn)")
+        raise UserError("no assistant message (nothing to learn)")
     if not targets:
-        raise ValueError("every assistant message has weight 0 (nothing to learn)")
+        raise UserError("every assistant message has weight 0 (nothing to learn)")
     return Example(messages=clean, tools=tools or None, targets=tuple(targets))
 
 
@@ -161,7 +163,7 @@ def read_jsonl(path: Path) -> list[Example]:
             try:
                 examples.append(row_to_example(json.loads(line)))
             except (json.JSONDecodeError, ValueError, TypeError, KeyError, AttributeError) as e:
-                raise ValueError(f"{path}:{lineno}: bad example: {e}") from None
+                raise UserError(f"{path}:{lineno}: bad example: {e}") from None
     return examples
 
 
@@ -171,13 +173,13 @@ def read_parquet(path: Path) -> list[Example]:
     try:
         rows = pq.read_table(path).to_pylist()
     except Exception as e:  # pyarrow raises several types for a broken file
-        raise ValueError(f"{path}: unreadable parquet: {e}") from None
+        raise UserError(f"{path}: unreadable parquet: {e}") from None
     examples = []
     for i, row in enumerate(rows):
         try:
             examples.append(row_to_example(row))
         except (json.JSONDecodeError, ValueError, TypeError, KeyError, AttributeError) as e:
-            raise ValueError(f"{path}: row {i}: bad example: {e}") from None
+            raise UserError(f"{path}: row {i}: bad example: {e}") from None
     return examples
 
 
@@ -186,14 +188,14 @@ def read_file(path: Path) -> list[Example]:
         return read_parquet(path)
     if path.suffix in (".jsonl", ".json"):
         return read_jsonl(path)
-    raise ValueError(f"unsupported dataset file {path} (expected .jsonl or .parquet)")
+    raise UserError(f"unsupported dataset file {path} (expected .jsonl or .parquet)")
 
 
 def _manifest_files(manifest: dict[str, Any], root: Path) -> tuple[list[Path], list[Path]]:
     """(train files, eval files) named by a dataset manifest; eval = names/keys that say val/eval/test."""
     files = manifest.get("files")
     if not files:
-        raise ValueError(f"{root / 'manifest.json'}: no `files` listed")
+        raise UserError(f"{root / 'manifest.json'}: no `files` listed")
     named: list[tuple[str, str]] = []
     if isinstance(files, dict):
         named = [(str(k), str(v if not isinstance(v, dict) else v.get("path"))) for k, v in files.items()]
@@ -226,26 +228,26 @@ def load_sft_data(path: str | Path) -> SFTData:
     """Read a dataset folder (with manifest.json) or file; raises FileNotFoundError / ValueError with one line."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"dataset not found: {path} (run the filter stage first, or set trainer.dataset)")
+        raise UserError(f"dataset not found: {path} (run the filter stage first, or set trainer.dataset)")
     manifest: dict[str, Any] = {}
     if path.is_dir():
         mpath = path / "manifest.json"
         if not mpath.is_file():
-            raise FileNotFoundError(f"{path} has no manifest.json (the filter stage did not finish writing it)")
+            raise UserError(f"{path} has no manifest.json (the filter stage did not finish writing it)")
         try:
             manifest = json.loads(mpath.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{mpath}: not valid JSON ({e})") from None
+            raise UserError(f"{mpath}: not valid JSON ({e})") from None
         train_files, eval_files = _manifest_files(manifest, path)
     else:
         train_files, eval_files = [path], []
     for p in train_files + eval_files:
         if not p.is_file():
-            raise FileNotFoundError(f"dataset file listed in the manifest is missing: {p}")
+            raise UserError(f"dataset file listed in the manifest is missing: {p}")
     train = [ex for p in train_files for ex in read_file(p)]
     evals = [ex for p in eval_files for ex in read_file(p)]
     if not train:
-        raise ValueError(f"dataset {path} is empty (0 training examples)")
+        raise UserError(f"dataset {path} is empty (0 training examples)")
     digest = str(manifest.get("digest") or file_digest(train_files + eval_files))
     return SFTData(train=train, eval=evals, path=path, digest=digest, manifest=manifest)
 
@@ -301,7 +303,7 @@ def training_chat_template(tokenizer: Any) -> Optional[str]:
     """A template with `{% generation %}` markers for assistant masks: the tokenizer's own, TRL's patched
     version of a known template, or None (then masks come from rendering conversation prefixes)."""
     if tokenizer.chat_template is None:
-        raise ValueError("the tokenizer has no chat template; use a chat/instruct model or set one")
+        raise UserError("the tokenizer has no chat template; use a chat/instruct model or set one")
     if has_generation_markers(tokenizer.chat_template):
         return None
     try:
@@ -344,7 +346,7 @@ class _Prefixes:
         prompt."""
         before, upto = self.ids(i, generation_prompt=True), self.ids(i + 1)
         if upto[: len(before)] != before:
-            raise ValueError(
+            raise UserError(
                 "the chat template's generation prompt is not a prefix of the rendered reply, so reply tokens cannot "
                 "be located; use a chat template with {% generation %} markers"
             )

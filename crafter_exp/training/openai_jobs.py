@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from crafter_exp.config import OpenAITrainerConfig
-from crafter_exp.errors import StageFailed
+from crafter_exp.errors import StageFailed, UserError
 from crafter_exp.files import write_json_atomic
 
 STATE_FILE = "openai_job.json"
@@ -73,7 +73,7 @@ class JobResult:
 def api_key(tcfg: OpenAITrainerConfig) -> str:
     key = os.environ.get(tcfg.api_key_env)
     if not key:
-        raise ValueError(
+        raise UserError(
             f"trainer.api_key_env: environment variable {tcfg.api_key_env} is not set (export your key there)")
     return key
 
@@ -94,7 +94,7 @@ def validate_chat_jsonl(path: Path, fmt: str = "openai_chat") -> int:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"trainer dataset: {path} does not exist")
+        raise UserError(f"trainer dataset: {path} does not exist")
     count = 0
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -102,10 +102,10 @@ def validate_chat_jsonl(path: Path, fmt: str = "openai_chat") -> int:
                 continue
             problem = _chat_line_problem(raw)
             if problem:
-                raise ValueError(f"{path}:{lineno}: {problem}")
+                raise UserError(f"{path}:{lineno}: {problem}")
             count += 1
     if count == 0:
-        raise ValueError(f"{path}: no examples (empty dataset)")
+        raise UserError(f"{path}: no examples (empty dataset)")
     _shared_validation(path, fmt)
     return count
 
@@ -120,7 +120,7 @@ def _shared_validation(path: Path, fmt: str) -> None:
     report = validate_path(path, FilterConfig(format=fmt))
     errors = getattr(report, "errors", None)
     if errors:
-        raise ValueError(f"{path}: {getattr(report, 'error_count', len(errors))} broken line(s); first: {errors[0]}")
+        raise UserError(f"{path}: {getattr(report, 'error_count', len(errors))} broken line(s); first: {errors[0]}")
 
 
 def _chat_line_problem(raw: bytes) -> Optional[str]:
@@ -148,11 +148,11 @@ def find_training_file(dataset_dir: Path) -> Path:
         return dataset_dir
     manifest_path = dataset_dir / "manifest.json"
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"trainer dataset: no manifest.json in {dataset_dir} (run stage=filter first)")
+        raise UserError(f"trainer dataset: no manifest.json in {dataset_dir} (run stage=filter first)")
     manifest = json.loads(manifest_path.read_text())
     fmt = manifest.get("format", "openai_chat")
     if fmt not in CHAT_FORMATS:
-        raise ValueError(f"trainer=openai needs a chat JSONL dataset; {dataset_dir} has format {fmt!r} "
+        raise UserError(f"trainer=openai needs a chat JSONL dataset; {dataset_dir} has format {fmt!r} "
                          f"(rerun the filter with filter.format=openai_chat)")
     files = manifest.get("files") or []
     # (split key, path): dict {split: path}, or a list of paths / {path, split} objects
@@ -161,9 +161,9 @@ def find_training_file(dataset_dir: Path) -> Path:
     named = [(str(k), str(v.get("path") if isinstance(v, dict) else v)) for k, v in named]
     train = [p for k, p in named if p.endswith(".jsonl") and not _is_eval_split(k) and not _is_eval_split(p)]
     if not train:
-        raise FileNotFoundError(f"trainer dataset: {manifest_path} lists no training .jsonl file")
+        raise UserError(f"trainer dataset: {manifest_path} lists no training .jsonl file")
     if len(train) > 1:
-        raise ValueError(f"trainer=openai uploads one training file; {manifest_path} lists {len(train)}: {train}")
+        raise UserError(f"trainer=openai uploads one training file; {manifest_path} lists {len(train)}: {train}")
     path = Path(train[0])
     return path if path.is_absolute() else dataset_dir / path
 
@@ -181,7 +181,7 @@ def find_validation_file(dataset_dir: Path) -> Optional[Path]:
     named = [(str(k), str(v.get("path") if isinstance(v, dict) else v)) for k, v in named]
     val = [p for k, p in named if p.endswith(".jsonl") and (_is_eval_split(k) or _is_eval_split(p))]
     if len(val) > 1:
-        raise ValueError(f"trainer=openai uploads one validation file; {manifest_path} lists {len(val)}: {val}")
+        raise UserError(f"trainer=openai uploads one validation file; {manifest_path} lists {len(val)}: {val}")
     if not val:
         return None
     path = Path(val[0])
@@ -206,7 +206,7 @@ def hyperparameters(tcfg: OpenAITrainerConfig) -> dict[str, Any]:
 def job_request(tcfg: OpenAITrainerConfig, training_file: str, validation_file: Optional[str] = None) -> dict[str, Any]:
     """Keyword arguments of `client.fine_tuning.jobs.create` (hyperparameters where the chosen API style wants them)."""
     if tcfg.hyperparameters_style not in ("method", "legacy"):
-        raise ValueError(
+        raise UserError(
             f"trainer.hyperparameters_style must be `method` or `legacy`, not {tcfg.hyperparameters_style!r}")
     hp = hyperparameters(tcfg)
     request: dict[str, Any] = {"model": tcfg.base_model, "training_file": training_file, "seed": tcfg.seed}
@@ -247,7 +247,7 @@ def read_state(output_dir: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except json.JSONDecodeError:  # only a hand-edited file can be broken: writes are atomic
-        raise ValueError(f"{path} is not valid JSON; delete it to start a new job") from None
+        raise UserError(f"{path} is not valid JSON; delete it to start a new job") from None
 
 
 def write_state(output_dir: Path, state: dict[str, Any]) -> None:
@@ -280,7 +280,7 @@ def run_openai_job(
     if tcfg.cancel:
         return cancel_openai_job(tcfg, output_dir, log=log)
     if tcfg.job_id is None and dataset_file is None:
-        raise ValueError("trainer=openai: no dataset file given and no trainer.job_id to resume")
+        raise UserError("trainer=openai: no dataset file given and no trainer.job_id to resume")
     dataset_sha = None
     if tcfg.job_id is None:
         examples = validate_chat_jsonl(Path(dataset_file), dataset_format)
@@ -327,7 +327,7 @@ def cancel_openai_job(tcfg: OpenAITrainerConfig, output_dir: Optional[Path] = No
     key = api_key(tcfg)
     job_id = tcfg.job_id or (read_state(output_dir).get("job_id") if output_dir else None)
     if not job_id:
-        raise ValueError("trainer.cancel=true needs trainer.job_id=<ftjob-...> (no job recorded in the output folder)")
+        raise UserError("trainer.cancel=true needs trainer.job_id=<ftjob-...> (no job recorded in the output folder)")
     client = make_client(tcfg, key)
     started = time.monotonic()
     with _scrubbed(key, tcfg.base_url):

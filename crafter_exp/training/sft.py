@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from crafter_exp.errors import UserError
 from crafter_exp.training import data as data_mod
 from crafter_exp.training import tiny
 
@@ -50,32 +51,32 @@ def is_tiny(tcfg: Any) -> bool:
 def check_local_trainer(tcfg: Any) -> None:
     """Everything that can be checked before loading data or models; raises one clear line."""
     if tcfg.method not in METHODS:
-        raise ValueError(f"trainer.method must be one of {', '.join(METHODS)}, got {tcfg.method!r}")
+        raise UserError(f"trainer.method must be one of {', '.join(METHODS)}, got {tcfg.method!r}")
     if tcfg.loss_on not in LOSS_ON:
-        raise ValueError(f"trainer.loss_on must be one of {', '.join(LOSS_ON)}, got {tcfg.loss_on!r}")
+        raise UserError(f"trainer.loss_on must be one of {', '.join(LOSS_ON)}, got {tcfg.loss_on!r}")
     if tcfg.loss_on == "weighted" and tcfg.prompt_weight < 0:
-        raise ValueError(f"trainer.prompt_weight must be >= 0, got {tcfg.prompt_weight}")
+        raise UserError(f"trainer.prompt_weight must be >= 0, got {tcfg.prompt_weight}")
     for name in ("per_device_batch", "grad_accum", "max_length"):
         if getattr(tcfg, name) < 1:
-            raise ValueError(f"trainer.{name} must be >= 1, got {getattr(tcfg, name)}")
+            raise UserError(f"trainer.{name} must be >= 1, got {getattr(tcfg, name)}")
     if tcfg.learning_rate <= 0:
-        raise ValueError(f"trainer.learning_rate must be > 0, got {tcfg.learning_rate}")
+        raise UserError(f"trainer.learning_rate must be > 0, got {tcfg.learning_rate}")
     if not 0 <= tcfg.eval_fraction < 1:
-        raise ValueError(f"trainer.eval_fraction must be in [0, 1), got {tcfg.eval_fraction}")
+        raise UserError(f"trainer.eval_fraction must be in [0, 1), got {tcfg.eval_fraction}")
     if tcfg.reply_balance and tcfg.packing:
-        raise ValueError("trainer.reply_balance weights whole examples; it cannot be combined with trainer.packing")
+        raise UserError("trainer.reply_balance weights whole examples; it cannot be combined with trainer.packing")
     if tcfg.max_time_s is not None and tcfg.max_time_s <= 0:
-        raise ValueError(f"trainer.max_time_s must be > 0 or null, got {tcfg.max_time_s}")
+        raise UserError(f"trainer.max_time_s must be > 0 or null, got {tcfg.max_time_s}")
     if tcfg.method == "qlora":
         # before any work: QLoRA is 4-bit bitsandbytes kernels, CUDA only
         if not torch.cuda.is_available():
-            raise ValueError("trainer=local_qlora needs a CUDA GPU (none found); use trainer=local_lora on this machine")
+            raise UserError("trainer=local_qlora needs a CUDA GPU (none found); use trainer=local_lora on this machine")
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise ValueError("trainer=local_qlora needs the bitsandbytes package: pip install bitsandbytes")
+            raise UserError("trainer=local_qlora needs the bitsandbytes package: pip install bitsandbytes")
     if is_tiny(tcfg):
         tiny.check_student_config(tcfg.student)
         if tcfg.method == "qlora":
-            raise ValueError("trainer.method=qlora needs a pretrained model, not the tiny student")
+            raise UserError("trainer.method=qlora needs a pretrained model, not the tiny student")
     else:
         resolve_model_source(str(tcfg.model))
 
@@ -85,18 +86,18 @@ def resolve_model_source(name: str) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"trainer.model folder has no config.json: {path}")
+            raise UserError(f"trainer.model folder has no config.json: {path}")
         return str(path)
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep == "\\" and "\\" in name
     if looks_local:
-        raise FileNotFoundError(f"trainer.model path not found: {name}")
+        raise UserError(f"trainer.model path not found: {name}")
     from transformers import AutoConfig
 
     try:
         AutoConfig.from_pretrained(name)
     except Exception as e:  # offline, unknown repo, gated: one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"trainer.model {name!r} is not a local folder and could not be loaded from the hub: {first}")
+        raise UserError(f"trainer.model {name!r} is not a local folder and could not be loaded from the hub: {first}")
     return name
 
 
@@ -487,8 +488,9 @@ def _trainer_class() -> type:
 
 def _callbacks(clock: ProgressClock, max_time_s: Optional[float], has_eval: bool, log_fn: Optional[LogFn],
                progress: bool, curve: list[dict[str, float]]) -> list[Any]:
-    from crafter_exp.progress import progress_bar
     from transformers import TrainerCallback
+
+    from crafter_exp.progress import progress_bar
 
     class Budget(TrainerCallback):
         """Starts the clock; stops training when the time budget is spent (evaluating + saving that last step)."""
@@ -602,7 +604,7 @@ def train_sft(
     train_tok = data_mod.tokenize_examples(tokenizer, train_ex, tcfg.max_length, progress=progress)
     eval_tok = data_mod.tokenize_examples(tokenizer, eval_ex, tcfg.max_length) if eval_ex else None
     if not train_tok.input_ids:
-        raise ValueError(f"no training example kept a reply token within max_length={tcfg.max_length}")
+        raise UserError(f"no training example kept a reply token within max_length={tcfg.max_length}")
     if train_tok.truncated:
         print(f"[train] {train_tok.truncated} of {len(train_ex)} examples longer than max_length="
               f"{tcfg.max_length} were truncated ({train_tok.dropped} dropped: no reply token left)")

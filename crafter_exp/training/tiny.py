@@ -16,6 +16,8 @@ from typing import Any, Iterable
 
 import torch
 
+from crafter_exp.errors import UserError
+
 PAD = "<|pad|>"
 END = "<|end|>"
 ROLES = ("system", "user", "assistant", "tool")
@@ -104,7 +106,7 @@ def build_student(student_cfg: Any, tokenizer: Any, max_positions: int, seed: in
     elif arch == "qwen3":
         config = Qwen3Config(head_dim=student_cfg.hidden_size // student_cfg.num_heads, **common)
     else:
-        raise ValueError(f"trainer.student.architecture must be llama or qwen3, got {arch!r}")
+        raise UserError(f"trainer.student.architecture must be llama or qwen3, got {arch!r}")
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -116,11 +118,11 @@ def build_student(student_cfg: Any, tokenizer: Any, max_positions: int, seed: in
 def check_student_config(student_cfg: Any) -> None:
     """Raise ValueError with one line when the student's shape is impossible."""
     if student_cfg.architecture not in ("llama", "qwen3"):
-        raise ValueError(f"trainer.student.architecture must be llama or qwen3, got {student_cfg.architecture!r}")
+        raise UserError(f"trainer.student.architecture must be llama or qwen3, got {student_cfg.architecture!r}")
     if student_cfg.hidden_size % student_cfg.num_heads:
-        raise ValueError(
+        raise UserError(
             f"trainer.student.hidden_size ({student_cfg.hidden_size}) must be divisible by num_heads "
             f"({student_cfg.num_heads})"
         )
     if student_cfg.vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(f"trainer.student.vocab_size must be >= {256 + len(SPECIAL_TOKENS)} (bytes + specials)")
+        raise UserError(f"trainer.student.vocab_size must be >= {256 + len(SPECIAL_TOKENS)} (bytes + specials)")

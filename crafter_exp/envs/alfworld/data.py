@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from crafter_exp.envs.alfworld.text import TASK_TYPES
+from crafter_exp.errors import UserError
 
 SPLITS = {
     "train": "valid_train",
@@ -47,7 +48,7 @@ def resolve_data_path(data_path: Optional[str]) -> Path:
     if data_path:
         path = Path(os.path.expandvars(data_path)).expanduser()
         if not _is_data_root(path):
-            raise ValueError(f"env.data_path={data_path!r} holds no ALFWorld data (needs json_2.1.1/ and logic/)")
+            raise UserError(f"env.data_path={data_path!r} holds no ALFWorld data (needs json_2.1.1/ and logic/)")
         return path.resolve()
     env_value = os.environ.get("ALFWORLD_DATA")
     if env_value and not _is_data_root(Path(env_value).expanduser()) and _is_alfworld_default(env_value):
@@ -55,24 +56,24 @@ def resolve_data_path(data_path: Optional[str]) -> Path:
     if env_value:
         path = Path(env_value).expanduser()
         if not _is_data_root(path):
-            raise ValueError(f"ALFWORLD_DATA={env_value!r} holds no ALFWorld data (needs json_2.1.1/ and logic/)")
+            raise UserError(f"ALFWORLD_DATA={env_value!r} holds no ALFWorld data (needs json_2.1.1/ and logic/)")
         return path.resolve()
     for base in (PROJECT_ROOT, Path.cwd()):
         path = base / SHARED_DATA
         if _is_data_root(path):
             return path.resolve()
-    raise ValueError(MISSING_DATA)
+    raise UserError(MISSING_DATA)
 
 
 def check_task_types(task_types: list[str]) -> None:
     unknown = [t for t in task_types if t not in TASK_TYPES]
     if unknown:
-        raise ValueError(f"env.task_types: unknown {unknown} (known: {', '.join(TASK_TYPES)})")
+        raise UserError(f"env.task_types: unknown {unknown} (known: {', '.join(TASK_TYPES)})")
 
 
 def check_split(split: str, field: str = "split") -> None:
     if split not in SPLITS:
-        raise ValueError(f"env.{field}={split!r} unknown (known: {', '.join(SPLITS)})")
+        raise UserError(f"env.{field}={split!r} unknown (known: {', '.join(SPLITS)})")
 
 
 def alfworld_config(root: Path, task_types: list[str]) -> dict:
@@ -107,7 +108,7 @@ def list_games(root: str, split: str, task_types: tuple[str, ...]) -> tuple[str,
     split_dir = Path(root) / "json_2.1.1" / SPLITS[split]
     relative = [os.path.relpath(g, split_dir) for g in games]
     if not relative:
-        raise ValueError(f"no ALFWorld games in {split_dir} for task types {list(task_types) or 'all'}")
+        raise UserError(f"no ALFWorld games in {split_dir} for task types {list(task_types) or 'all'}")
     return tuple(str(split_dir / r) for r in sorted(relative, key=_order_key))
 
 

@@ -17,7 +17,8 @@ import random
 from typing import Any, Iterator, Optional
 
 from crafter_exp.envs.alfworld import data, speedups, text
-from crafter_exp.envs.base import Observation, StepResult, TextEnv
+from crafter_exp.envs.base import RUN_METRICS, Observation, StepResult, TextEnv
+from crafter_exp.errors import UserError
 
 HIDDEN_COMMANDS = frozenset({"help"})
 """Admissible but useless commands left out of `Observation.actions` (random policies would waste steps)."""
@@ -32,9 +33,15 @@ class AlfworldTextEnv(TextEnv):
     name = "alfworld"
     achievements = text.ACHIEVEMENTS
     primary_metric = "success_rate"
+    metrics = ("success_rate", "steps_to_success", *RUN_METRICS, "success/*")
+    """Success, steps to success, inadmissible commands, success per task type (ALFWorld's one achievement is
+    `won`: achievement counts, Crafter score and progression would only restate the success rate)."""
     instructions = text.INSTRUCTIONS
     fallback_action = "look"
     """Played when a reply holds no command: always admissible and harmless (it re-describes the room)."""
+    slow_steps = True
+    actions_admissible = True
+    """`Observation.actions` is TextWorld's admissible-command list of the turn (minus `help`)."""
 
     def __init__(self, cfg: Any):
         check_config(cfg)
@@ -235,17 +242,24 @@ def held_out_config(cfg: Any) -> Any:
     return dataclasses.replace(cfg, split=cfg.eval_split) if cfg.eval_split else cfg
 
 
+def also_held_out_configs(cfg: Any) -> dict[str, Any]:
+    """The further held-out sets (`also_eval_splits`), by their data folder's name (e.g. valid_unseen)."""
+    return {data.SPLITS[s]: dataclasses.replace(cfg, split=s) for s in cfg.also_eval_splits if s != cfg.eval_split}
+
+
 def check_config(cfg: Any) -> None:
     """Everything that can be checked before work starts: split, task types, data present, package installed."""
     data.check_split(cfg.split)
     if cfg.eval_split:
         data.check_split(cfg.eval_split, "eval_split")
+    for split in cfg.also_eval_splits:
+        data.check_split(split, "also_eval_splits")
     data.check_task_types(list(cfg.task_types))
     data.resolve_data_path(cfg.data_path)
     try:
         import alfworld  # noqa: F401
         import textworld  # noqa: F401
     except ImportError as exc:
-        raise ValueError(
+        raise UserError(
             f"env=alfworld needs the alfworld package ({exc.name} missing): pip install 'crafter-exp[alfworld]'"
         ) from None

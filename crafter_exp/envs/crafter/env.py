@@ -5,13 +5,13 @@ from __future__ import annotations
 import random
 from typing import Any, Optional
 
-from crafter_exp.envs.base import Observation, StepResult, TextEnv
+from crafter_exp.envs.base import RUN_METRICS, Observation, StepResult, TextEnv
 from crafter_exp.envs.crafter.actions import ACHIEVEMENTS, ACTION_INDEX, ACTIONS, canonical_action
 from crafter_exp.envs.crafter.difficulty import DIFFICULTIES
 from crafter_exp.envs.crafter.game import CrafterGame
 from crafter_exp.envs.crafter.text import INSTRUCTIONS, ITEMS, OBS_FORMATS, VITALS, render
 from crafter_exp.envs.crafter.view import VIEW_COLS, VIEW_ROWS, local_view
-
+from crafter_exp.errors import UserError
 
 PREDICTION_QUANTITIES: frozenset[str] = frozenset({*VITALS, *ITEMS, *ACHIEVEMENTS})
 """The names a Crafter prediction is scored on: vitals, inventory items, achievements."""
@@ -24,13 +24,13 @@ PREDICTION_ALIASES = {"hp": "health", "water": "drink", "thirst": "drink", "hung
 def check_config(cfg: Any) -> None:
     """Raise ValueError (one line) for a Crafter config that cannot work."""
     if cfg.difficulty not in DIFFICULTIES:
-        raise ValueError(f"env.difficulty must be one of {', '.join(DIFFICULTIES)}, got {cfg.difficulty!r}")
+        raise UserError(f"env.difficulty must be one of {', '.join(DIFFICULTIES)}, got {cfg.difficulty!r}")
     if cfg.obs_format not in OBS_FORMATS:
-        raise ValueError(f"env.obs_format must be one of {', '.join(OBS_FORMATS)}, got {cfg.obs_format!r}")
+        raise UserError(f"env.obs_format must be one of {', '.join(OBS_FORMATS)}, got {cfg.obs_format!r}")
     if cfg.area < max(VIEW_COLS, VIEW_ROWS):
-        raise ValueError(f"env.area must be >= {max(VIEW_COLS, VIEW_ROWS)} (the local view), got {cfg.area}")
+        raise UserError(f"env.area must be >= {max(VIEW_COLS, VIEW_ROWS)} (the local view), got {cfg.area}")
     if cfg.length < 0:
-        raise ValueError(f"env.length must be >= 0 (0 = no limit), got {cfg.length}")
+        raise UserError(f"env.length must be >= 0 (0 = no limit), got {cfg.length}")
 
 
 class CrafterTextEnv(TextEnv):
@@ -44,6 +44,9 @@ class CrafterTextEnv(TextEnv):
     achievements = ACHIEVEMENTS
     instructions = INSTRUCTIONS
     fallback_action = "noop"
+    metrics = ("mean_achievements", "achievement_rate", "crafter_score", "progression", "distinct_achievements",
+               "mean_reward", "efficiency", *RUN_METRICS, "achievement/*", "action/*")
+    """Achievements (count, rate, Crafter score, progression, per achievement), reward and the action mix."""
 
     def __init__(self, cfg: Any):
         check_config(cfg)

@@ -20,6 +20,7 @@ from crafter import constants
 
 from crafter_exp.envs.crafter.actions import ACHIEVEMENTS, ACTIONS
 from crafter_exp.envs.crafter.view import CENTER_COL, CENTER_ROW, DIRECTIONS, nearest, time_of_day
+from crafter_exp.errors import UserError
 
 OBS_FORMATS = ("compact", "full")
 VITALS = ("health", "food", "drink", "energy")
@@ -96,7 +97,7 @@ def render(view: dict[str, Any], obs_format: str = "compact") -> str:
         return "\n".join(compact_lines(view))
     if obs_format == "full":
         return "\n".join(full_lines(view))
-    raise ValueError(f"unknown obs_format {obs_format!r} (known: {', '.join(OBS_FORMATS)})")
+    raise UserError(f"unknown obs_format {obs_format!r} (known: {', '.join(OBS_FORMATS)})")
 
 
 # ------------------------------------------------------------------------------------------------ instructions

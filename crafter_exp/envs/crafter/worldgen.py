@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 from crafter import constants, objects
+from numba import njit
 from opensimplex.constants import GRADIENTS3
 from opensimplex.internals import _noise3
-
-from numba import njit
 
 
 @njit(cache=True)
