@@ -72,7 +72,7 @@ def generate(db_path: Path, json_dir: Optional[Path], n_steps: int, prompt: Opti
     SELECT seed, turns, t, (hash(seed * 1000003 + t) >> 2)::BIGINT AS h FROM (SELECT seed, turns, unnest(range(turns)) AS t FROM eps)
     """)
     con.execute(f"""
-    INSERT INTO steps
+    INSERT INTO steps ({", ".join(schema.column_names("steps")[:15])})
     SELECT '{RUN_ID}', seed, t::INTEGER, t::INTEGER,
       'Step ' || t || ' of 10000. You face ' || {O}[1 + h % 10] || '.' || chr(10)
         || 'Health ' || (1 + h % 9) || '/9, food ' || (1 + (h // 9) % 9) || '/9, drink ' || (1 + (h // 81) % 9)
@@ -92,7 +92,7 @@ def generate(db_path: Path, json_dir: Optional[Path], n_steps: int, prompt: Opti
     FROM raw ORDER BY seed, t
     """)
     con.execute(f"""
-    INSERT INTO episodes
+    INSERT INTO episodes ({", ".join(schema.column_names("episodes")[:24] + ["created_at"])})
     SELECT '{RUN_ID}', seed, 'crafter', 'scripted', 'teacher', 'local', NULL, count(*), count(*), sum(reward),
       list_distinct(flatten(list(unlocked ORDER BY turn))), len(list_distinct(flatten(list(unlocked ORDER BY turn)))),
       NULL, 'max_steps', 0, count(*) FILTER (WHERE NOT parse_ok), 0, '{{}}', 0, 0, 0, 0, NULL, 1.0, now()

@@ -43,7 +43,7 @@ def run_stage(cfg: Config) -> object:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _app(dcfg: DictConfig) -> None:
-    cfg: Config = OmegaConf.to_object(dcfg)
+    cfg: Config = OmegaConf.to_object(dcfg)  # type: ignore[assignment]  # a Config: the schema is the root node
     log.configure()  # after Hydra set up its own logging: the stages' messages print as plain console lines
     try:
         result = run_stage(cfg)

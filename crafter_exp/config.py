@@ -780,4 +780,4 @@ def compose_config(overrides: Optional[list[str]] = None, config_dir: Optional[s
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=config_dir or CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides or []))
-    return OmegaConf.to_object(cfg)
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]  # a Config: the schema is the root node

@@ -577,19 +577,19 @@ def significance(
 
 def adjust_pvalues(p: Sequence[float], method: str = "bh") -> np.ndarray:
     """Multiple-comparison adjustment: `bh` (Benjamini-Hochberg, scipy), `holm`, or `none`."""
-    p = np.asarray(p, dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
+    pv = np.asarray(p, dtype=float)
+    out = np.full(pv.shape, np.nan)
+    ok = np.isfinite(pv)
     if not ok.any():
         return out
     if method == "none":
-        out[ok] = p[ok]
+        out[ok] = pv[ok]
     elif method == "bh":
         from scipy.stats import false_discovery_control
 
-        out[ok] = false_discovery_control(p[ok], method="bh")
+        out[ok] = false_discovery_control(pv[ok], method="bh")
     elif method == "holm":
-        values = p[ok]
+        values = pv[ok]
         order = np.argsort(values)
         m = len(values)
         adjusted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * values[order]))

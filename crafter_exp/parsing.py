@@ -17,19 +17,65 @@ import json
 import re
 from typing import Any, Callable, Optional, Sequence
 
-THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.S | re.I)
+# The reply-stripping rules are written once, as patterns both Python's `re` and DuckDB's RE2 read the same way:
+# `split_reasoning` / `drop_predictions` apply them here, the `*_sql` functions below compile them for the filter's
+# SQL export, so an exported reply is stripped exactly as the policy's own code strips it.
+THINK = r"<think>(.*?)(?:</think>|$)"
+"""A reasoning block: `<think>...</think>`, or an unterminated `<think>...` (a reply cut at max_tokens)."""
+PREDICTION_BLOCK = r"\s*<prediction>.*?</prediction>"
+"""A world-model prediction with the whitespace before it (what `filter.keep_predictions=false` drops)."""
+EDGE_SPACE = r"^[ \t\n\r\f\v]+|[ \t\n\r\f\v]+$"
+"""Outer whitespace (spelled out: `str.strip` and RE2's `\\s` disagree on exotic spaces)."""
+THINK_RE = re.compile(THINK, re.S | re.I)
 ACTION_TAG_RE = re.compile(r"<action>(.*?)</action>", re.S | re.I)
 ACTION_LINE_RE = re.compile(r"^\s*(?:\*\*)?action(?:\*\*)?\s*[:=]\s*(.+?)\s*$", re.I | re.M)
 PREDICTION_RE = re.compile(r"<prediction>(.*?)</prediction>", re.S | re.I)
+_PREDICTION_BLOCK_RE = re.compile(PREDICTION_BLOCK, re.S | re.I)
+_EDGE_SPACE_RE = re.compile(EDGE_SPACE)
 
 Canonical = Callable[[str], Optional[str]]
+
+
+def _strip(text: str) -> str:
+    return _EDGE_SPACE_RE.sub("", text)
 
 
 def split_reasoning(reply: str) -> tuple[Optional[str], str]:
     """(reasoning inside <think>, the reply without it)."""
     found = THINK_RE.findall(reply or "")
-    reasoning = "\n".join(s.strip() for s in found) if found else None
-    return reasoning, THINK_RE.sub("", reply or "").strip()
+    reasoning = "\n".join(_strip(s) for s in found) if found else None
+    return reasoning, _strip(THINK_RE.sub("", reply or ""))
+
+
+def drop_predictions(reply: str) -> str:
+    """The reply without its <prediction> blocks (`filter.keep_predictions=false`)."""
+    return _strip(_PREDICTION_BLOCK_RE.sub("", reply or ""))
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def strip_sql(expr: str) -> str:
+    """SQL: `expr` without outer whitespace (as the Python side strips)."""
+    return f"regexp_replace({expr}, {_sql_text(EDGE_SPACE)}, '', 'g')"
+
+
+def strip_reasoning_sql(expr: str) -> str:
+    """SQL: `split_reasoning(expr)[1]` (the reply without its reasoning)."""
+    return strip_sql(f"regexp_replace({expr}, {_sql_text('(?is)' + THINK)}, '', 'g')")
+
+
+def reasoning_sql(expr: str) -> str:
+    """SQL: `split_reasoning(expr)[0]` (the reasoning blocks, each stripped, one per line; NULL when none)."""
+    pattern = _sql_text("(?is)" + THINK)
+    return (f"CASE WHEN regexp_matches({expr}, {pattern}) THEN array_to_string(list_transform("
+            f"regexp_extract_all({expr}, {pattern}, 1), lambda x: {strip_sql('x')}), chr(10)) END")
+
+
+def drop_predictions_sql(expr: str) -> str:
+    """SQL: `drop_predictions(expr)`."""
+    return strip_sql(f"regexp_replace({expr}, {_sql_text('(?is)' + PREDICTION_BLOCK)}, '', 'g')")
 
 
 def _candidates_from_tool_calls(tool_calls: list[dict[str, Any]]) -> list[str]:

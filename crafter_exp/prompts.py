@@ -85,8 +85,13 @@ def build_messages(
     return messages
 
 
+def call_id(turn: int | str, index: int | str) -> str:
+    """The id of a turn's `index`-th tool call (the export's SQL builds the same ids: see export/formats.py)."""
+    return f"call_{turn}_{index}"
+
+
 def _tool_turn(turn: int, reply: str, calls: list[dict[str, Any]], result: Optional[str]) -> list[dict[str, Any]]:
-    ids = [f"call_{turn}_{i}" for i in range(len(calls))]
+    ids = [call_id(turn, i) for i in range(len(calls))]
     assistant = {
         "role": "assistant",
         "content": reply or None,
@@ -115,7 +120,8 @@ def _arguments_text(arguments: Any) -> str:
             return arguments
         except ValueError:
             return "{}"
-    return json.dumps(arguments if arguments is not None else {})
+    # compact, as DuckDB writes JSON: the export renders the same text from the stored call
+    return json.dumps(arguments if arguments is not None else {}, separators=(",", ":"), ensure_ascii=False)
 
 
 def invalid_note(problem: str, played: list[str]) -> str:
@@ -131,10 +137,19 @@ def with_note(observation: str, note: Optional[str]) -> str:
     return f"{note}\n\n{observation}" if note else observation
 
 
+# The `tool` message's text in pieces, so that the export's SQL writes it from the same definition.
+PLAYED = "Played: {}."
+"""What was done: the actions played, joined by ACTION_SEP, or NOTHING."""
+ACTION_SEP = ", "
+NOTHING = "nothing"
+INVALID = "Invalid: {}. "
+"""Before PLAYED when the reply was invalid and `prompt.invalid_feedback` is on."""
+
+
 def tool_result(played: list[str], problem: Optional[str]) -> str:
     """The `tool` message answering an earlier turn's `interact` call in the history window (what was done)."""
-    done = f"Played: {', '.join(played) or 'nothing'}."
-    return f"Invalid: {problem}. {done}" if problem else done
+    done = PLAYED.format(ACTION_SEP.join(played) or NOTHING)
+    return INVALID.format(problem) + done if problem else done
 
 
 def format_reply(

@@ -8,8 +8,10 @@ Per-turn examples (one per kept turn, the prompt the policy saw: system + histor
 - openai_chat   {"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]}; replies of the history
                 window carry "weight": 0 (OpenAI's per-message training weight: context, not target)
 - openai_tools  the same prompt, the target reply as an `interact` tool call ({"actions": [...]}, the actions that
-                were executed) with the reasoning as content, plus "tools": [the interact tool]. History replies stay
-                the text the policy was shown (that is what the `openai` policy sends back in tools mode).
+                were executed) with the reasoning as content, plus "tools": [the interact tool]. History turns are
+                what the policy was sent: in `action_mode=tools` a turn that called tools is its assistant message
+                with those calls plus one `tool` message per call (prompts.build_messages), else the text reply.
+                The other formats have no tool messages: they show such a turn as its text reply.
 - vertex_gemini {"systemInstruction": {"role": "system", "parts": [{"text": ...}]},
                  "contents": [{"role": "user"|"model", "parts": [{"text": ...}]}, ...]}
 - single_turn   {"prompt_data": {"content": "system: ...\\nuser: ..."}, "response_data": {"content": reply}}
@@ -17,7 +19,7 @@ Per-turn examples (one per kept turn, the prompt the policy saw: system + histor
 Multi-turn (one example per episode: the whole conversation up to its last kept turn): openai_chat (assistant
 messages carry "weight": 1 for kept turns, 0 for the others, OpenAI's per-message training weight),
 openai_tools (each reply an `interact` tool call with that weight, answered by a tool message
-{"role": "tool", "tool_call_id": ..., "content": "Played: <actions>."} before the next observation, as the
+{"role": "tool", "tool_call_id": ..., "content": prompts.tool_result(...)} before the next observation, as the
 OpenAI format requires of every call but the last) and vertex_gemini (every model turn trained: Gemini's format
 has no per-turn weight).
 - parquet (writer.py; the AlfWorld workflow's single- and multi-turn SFT files): train.parquet / val.parquet
@@ -33,6 +35,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from crafter_exp import prompts
 from crafter_exp.errors import UserError
 from crafter_exp.export.layout import Item, Layout
 from crafter_exp.filtering.steps import REASONING
@@ -80,28 +83,94 @@ CHAT = Rendering(
     sep="','",
 )
 
-TOOLS = Rendering(
-    name="tools",
-    user=CHAT.user,
-    reply=CHAT.reply,
-    target=(
-        "to_json({'role': 'assistant', 'content': CASE WHEN $keep_reasoning THEN " + REASONING + " END, "
-        "'tool_calls': [{'id': 'call_' || turn::VARCHAR, 'type': 'function', 'function': {'name': 'interact', "
-        "'arguments': to_json({'actions': coalesce(actions, [])::VARCHAR[]})::VARCHAR}}]})::VARCHAR"
-    ),
-    # multi-turn: the tool call with its weight, then the call's answer unless it is the conversation's last turn
-    turn=(
-        "to_json({'role': 'assistant', 'content': CASE WHEN $keep_reasoning THEN " + REASONING + " END, "
-        "'tool_calls': [{'id': 'call_' || turn::VARCHAR, 'type': 'function', 'function': {'name': 'interact', "
-        "'arguments': to_json({'actions': coalesce(actions, [])::VARCHAR[]})::VARCHAR}}], "
-        "'weight': CASE WHEN keep THEN 1 ELSE 0 END})::VARCHAR || CASE WHEN turn < last_kept THEN ',' || "
-        "to_json({'role': 'tool', 'tool_call_id': 'call_' || turn::VARCHAR, "
-        "'content': 'Played: ' || coalesce(nullif(array_to_string(coalesce(actions, [])::VARCHAR[], ', '), ''), "
-        "'nothing') || '.'})::VARCHAR ELSE '' END"
-    ),
-    const=CHAT.const,
-    sep="','",
-)
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _compile(text: str, slots: dict[str, str]) -> str:
+    """SQL: `text` (the output of a prompts.py function called with sentinel slot names) with each slot replaced by
+    its SQL expression — so the SQL writes what the Python function writes, from the function itself."""
+    pieces, rest = [], text
+    while rest:
+        hits = [(rest.find(k), k) for k in slots if k in rest]
+        if not hits:
+            pieces.append(_lit(rest))
+            break
+        at, key = min(hits)
+        if at:
+            pieces.append(_lit(rest[:at]))
+        pieces.append(slots[key])
+        rest = rest[at + len(key):]
+    return f"concat({', '.join(pieces)})" if len(pieces) > 1 else pieces[0]
+
+
+def call_id_sql(index: str) -> str:
+    """SQL: prompts.call_id(turn, index) of the row's turn."""
+    return _compile(prompts.call_id("\x00t", "\x00i"), {"\x00t": "turn::VARCHAR", "\x00i": f"({index})::VARCHAR"})
+
+
+def tool_result_sql(invalid_feedback: bool) -> str:
+    """SQL: prompts.tool_result(actions, the turn's reply_problem if `invalid_feedback`) of the row."""
+    joined = f"array_to_string(coalesce(actions, [])::VARCHAR[], {_lit(prompts.ACTION_SEP)})"
+    played = _compile(prompts.PLAYED.format("\x00a"),
+                      {"\x00a": f"coalesce(nullif({joined}, ''), {_lit(prompts.NOTHING)})"})
+    if not invalid_feedback:
+        return played
+    invalid = _compile(prompts.INVALID.format("\x00p"), {"\x00p": "reply_problem"})
+    return f"CASE WHEN nullif(reply_problem, '') IS NOT NULL THEN concat({invalid}, {played}) ELSE {played} END"
+
+
+def _arguments_sql(arg: str) -> str:
+    """SQL: prompts._arguments_text of a stored call's arguments (JSON): JSON text kept, other text as {}."""
+    return (f"CASE WHEN {arg} IS NULL OR json_type({arg}) = 'NULL' THEN '{{}}' WHEN json_type({arg}) = 'VARCHAR' "
+            f"THEN CASE WHEN json_valid({arg}->>'$') THEN {arg}->>'$' ELSE '{{}}' END ELSE {arg}::VARCHAR END")
+
+
+def _tool_turn_sql(invalid_feedback: bool) -> str:
+    """SQL: a history turn of an `action_mode=tools` run as prompts.build_messages sends it back (`_tool_turn`):
+    the assistant message with the reply's tool calls, then one `tool` message per call; a turn without calls is
+    its text reply. Context, so weight 0."""
+    calls = "range(json_array_length(tool_calls)::BIGINT)"
+    call = (f"{{'id': {call_id_sql('i')}, 'type': 'function', 'function': {{'name': "
+            f"coalesce(nullif(tool_calls->i->>'name', ''), 'interact'), "
+            f"'arguments': {_arguments_sql('(tool_calls->i->' + _lit('arguments') + ')')}}}}}")
+    assistant = (f"to_json({{'role': 'assistant', 'content': nullif(reply_out, ''), "
+                 f"'tool_calls': list_transform({calls}, lambda i: {call}), 'weight': 0}})::VARCHAR")
+    answers = (f"array_to_string(list_transform({calls}, lambda i: to_json({{'role': 'tool', 'tool_call_id': "
+               f"{call_id_sql('i')}, 'content': {tool_result_sql(invalid_feedback)}}})::VARCHAR), ',')")
+    return (f"CASE WHEN coalesce(json_array_length(tool_calls), 0) > 0 THEN concat({assistant}, ',', {answers}) "
+            f"ELSE {CHAT.reply} END")
+
+
+TOOLS_COLUMNS = ("tool_calls", "reply_problem")
+"""Step columns the openai_tools format reads besides filtering.steps.STEP_COLUMNS."""
+
+
+def tools_rendering(prompt: Any) -> Rendering:
+    """openai_tools: the target is an `interact` call of the executed actions (reasoning as content); history turns
+    are what the policy was sent (tool-call messages in `action_mode=tools`, text replies otherwise)."""
+    feedback = bool(getattr(prompt, "invalid_feedback", False))
+    target_call = (
+        f"'tool_calls': [{{'id': {call_id_sql('0')}, 'type': 'function', 'function': {{'name': 'interact', "
+        "'arguments': to_json({'actions': coalesce(actions, [])::VARCHAR[]})::VARCHAR}}]"
+    )
+    content = "'content': CASE WHEN $keep_reasoning THEN " + REASONING + " END"
+    return Rendering(
+        name="tools",
+        user=CHAT.user,
+        reply=_tool_turn_sql(feedback) if getattr(prompt, "action_mode", "text") == "tools" else CHAT.reply,
+        target=f"to_json({{'role': 'assistant', {content}, {target_call}}})::VARCHAR",
+        # multi-turn: the tool call with its weight, then the call's answer unless it is the conversation's last turn
+        turn=(
+            f"to_json({{'role': 'assistant', {content}, {target_call}, "
+            "'weight': CASE WHEN keep THEN 1 ELSE 0 END})::VARCHAR || CASE WHEN turn < last_kept THEN ',' || "
+            f"to_json({{'role': 'tool', 'tool_call_id': {call_id_sql('0')}, "
+            f"'content': {tool_result_sql(feedback)}}})::VARCHAR ELSE '' END"
+        ),
+        const=CHAT.const,
+        sep="','",
+    )
+
 
 VERTEX = Rendering(
     name="vertex",
@@ -211,9 +280,10 @@ def per_turn_line(fmt: str, st: Statement, tools_json: Optional[str] = None, end
         st.use(CHAT)
         return st.joined(CHAT, ["""'{"messages":['"""], [CHAT.target, "']}'", end], system_chat)
     if fmt == "openai_tools":
-        st.use(TOOLS)
+        r = tools_rendering(st.layout.prompt)
+        st.use(r)
         tools = st.const(tools_json or "[]")
-        return st.joined(TOOLS, ["""'{"messages":['"""], [TOOLS.target, """'],"tools":'""", tools, "'}'", end],
+        return st.joined(r, ["""'{"messages":['"""], [r.target, """'],"tools":'""", tools, "'}'", end],
                          system_chat)
     if fmt == "vertex_gemini":
         st.use(VERTEX)
@@ -240,10 +310,11 @@ def multi_turn_line(fmt: str, st: Statement, end: str = "''", tools_json: Option
         body = f"string_agg(concat(u_chat, ',', {CHAT.turn}), ',' ORDER BY turn)"
         return f"""concat('{{"messages":[', {head}, {body}, ']}}', {end})"""
     if fmt == "openai_tools":
-        st.use(TOOLS)
+        r = tools_rendering(st.layout.prompt)
+        st.use(r)
         head = st.const(system_chat(st.layout.system) + ",") if st.layout.system is not None else "''"
         tools = st.const(tools_json or "[]")
-        body = f"string_agg(concat(u_tools, ',', {TOOLS.turn}), ',' ORDER BY turn)"
+        body = f"string_agg(concat(u_tools, ',', {r.turn}), ',' ORDER BY turn)"
         return f"""concat('{{"messages":[', {head}, {body}, '],"tools":', {tools}, '}}', {end})"""
     if fmt == "vertex_gemini":
         st.use(VERTEX)

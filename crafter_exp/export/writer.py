@@ -23,6 +23,7 @@ from crafter_exp.export.formats import (
     CHAT,
     JSONL_FORMATS,
     TEXT,
+    TOOLS_COLUMNS,
     Statement,
     multi_turn_line,
     per_turn_line,
@@ -31,7 +32,15 @@ from crafter_exp.export.formats import (
 )
 from crafter_exp.export.layout import Layout
 from crafter_exp.filtering.select import Db, arrow_table, map_chunks, run_params, session
-from crafter_exp.filtering.steps import as_arrow, chunk_params, chunk_sql, chunk_steps, chunks, step_params
+from crafter_exp.filtering.steps import (
+    STEP_COLUMNS,
+    as_arrow,
+    chunk_params,
+    chunk_sql,
+    chunk_steps,
+    chunks,
+    step_params,
+)
 
 JSONL_FILE = "train.jsonl"
 VAL_JSONL_FILE = "val.jsonl"
@@ -101,7 +110,8 @@ def _tools_json(plan: ExportPlan) -> str:
 
 
 def _relations(plan: ExportPlan, st: Statement, chunk_columns: tuple[str, ...] = (), lags: bool = True) -> str:
-    base = chunk_sql(plan.fcfg, chunk_columns=chunk_columns)
+    columns = STEP_COLUMNS + TOOLS_COLUMNS if plan.fcfg.format == "openai_tools" else STEP_COLUMNS
+    base = chunk_sql(plan.fcfg, columns, chunk_columns=chunk_columns)
     return (base + f", r AS (SELECT *, {st.fragment_columns()} FROM w)"
             f", h AS (SELECT *{st.lag_columns() if lags else ''} FROM r)\n")
 

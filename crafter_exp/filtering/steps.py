@@ -20,25 +20,15 @@ import pandas as pd
 import pyarrow as pa
 
 from crafter_exp.errors import UserError
+from crafter_exp.parsing import drop_predictions_sql, reasoning_sql, strip_reasoning_sql, strip_sql
 
 ACHIEVEMENT_TURN = (
     "coalesce(len(unlocked) - len(list_intersect(unlocked, $exclude::VARCHAR[])), 0) > 0"
 )
-STRIPPED_REPLY = (
-    # keep_reasoning=false: drop <think>...</think> (or an unterminated <think>...), then outer whitespace,
-    # as crafter_exp.parsing.split_reasoning does
-    "regexp_replace(regexp_replace(reply, '(?is)<think>.*?(?:</think>|$)', '', 'g'), '^\\s+|\\s+$', '', 'g')"
-)
-REASONING = (
-    "coalesce(nullif(trim(reasoning), ''), "
-    "nullif(regexp_replace(regexp_extract(reply, '(?is)<think>(.*?)(?:</think>|$)', 1), '^\\s+|\\s+$', '', 'g'), ''))"
-)
-
-NO_PREDICTION = (
-    # keep_predictions=false: drop each <prediction>...</prediction> with the whitespace before it, then outer
-    # whitespace ("<think>..</think>\n<prediction>..</prediction>\n<action>do</action>" keeps think + action)
-    "regexp_replace(regexp_replace({reply}, '(?is)\\s*<prediction>.*?</prediction>', '', 'g'), '^\\s+|\\s+$', '', 'g')"
-)
+# keep_reasoning=false / keep_predictions=false strip replies with the policy's own rules (crafter_exp.parsing)
+STRIPPED_REPLY = strip_reasoning_sql("reply")
+REASONING = f"coalesce(nullif({strip_sql('reasoning')}, ''), nullif({reasoning_sql('reply')}, ''))"
+"""SQL: a turn's reasoning: the one stored (an API's reasoning field), else the reply's <think> blocks."""
 
 STEP_COLUMNS = ("run_id", "seed", "turn", "observation", "reply", "reasoning", "actions", "parse_ok", "reward",
                 "unlocked")
@@ -80,7 +70,7 @@ def chunk_sql(fcfg: Any, columns: Sequence[str] = STEP_COLUMNS, chunk_columns: S
     extra = "".join(f", k.{c}" for c in chunk_columns)
     reply_out = "reply" if fcfg.keep_reasoning else STRIPPED_REPLY
     if not fcfg.keep_predictions:
-        reply_out = NO_PREDICTION.format(reply=reply_out)
+        reply_out = drop_predictions_sql(reply_out)
     return f"""
 WITH s AS (
   SELECT {cols}, k.ep_order{extra}

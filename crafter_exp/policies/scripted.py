@@ -74,7 +74,7 @@ class ScriptedPolicy(_PerEpisodeRng):
             explore = self._rng(turn.episode, "explore").random() < self.cfg.epsilon
             if not explore and turn.expert_action is None:
                 raise RuntimeError("the scripted policy needs an environment with an expert (expert_action is None)")
-            decisions.append(self._reply(pick if explore else turn.expert_action))
+            decisions.append(self._reply(pick if explore or turn.expert_action is None else turn.expert_action))
         return decisions
 
 

@@ -85,7 +85,10 @@ def merge(prompt_texts: Sequence[str], replies: Sequence[str], advantages: np.nd
     min(ratio * A, clip(ratio) * A) is linear in A, and the ratio of identical (prompt, reply) pairs is identical.
     Repeated states are common (the early turns of a group's episodes play the same world): fewer forward passes."""
     index: dict[tuple[str, str, bool], int] = {}
-    texts, reps, adv, weight = [], [], [], []
+    texts: list[str] = []
+    reps: list[str] = []
+    adv: list[float] = []
+    weight: list[float] = []
     for text, reply, a in zip(prompt_texts, replies, advantages):
         key = (text, reply, bool(a >= 0))
         i = index.get(key)

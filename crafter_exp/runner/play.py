@@ -111,7 +111,7 @@ def _score_prediction(ep: _Episode, row: dict[str, Any], before: Observation, un
     # a reply whose action did not parse played the fallback, not the action its prediction was about: not scored
     predicted = parse_changes(prediction, ep.env.prediction_quantity, ep.env.achievements) \
         if actual is not None and parse_ok else None
-    f1 = prediction_f1(predicted, actual) if predicted is not None else None
+    f1 = prediction_f1(predicted, actual) if predicted is not None and actual is not None else None
     ep.predictions += prediction is not None
     if f1 is not None:
         ep.prediction_scores.append(f1)

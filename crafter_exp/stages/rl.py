@@ -302,7 +302,7 @@ class Rollouts:
         from crafter_exp.runner.play import play_batch
 
         worlds = training_worlds(self.cfg.rl, iteration)
-        todo = []
+        todo: list[Any] = []
         for member, run_id in enumerate(run_ids):
             done = self.store.done_seeds(run_id)
             todo.extend((member, w) for w in worlds if w not in done)

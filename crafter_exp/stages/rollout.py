@@ -55,7 +55,7 @@ def code_version() -> str:
 
 
 def as_dict(obj: Any) -> Any:
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else obj
 
 
 def resolve_model(cfg: Any, model_cfg: Any) -> Any:

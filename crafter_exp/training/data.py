@@ -207,7 +207,8 @@ def _manifest_files(manifest: dict[str, Any], root: Path) -> tuple[list[Path], l
     if manifest.get("format") == "parquet":
         # the filter's parquet folders also list CSV copies and raw_trajectories.json: the .parquet files are the data
         named = [(key, rel) for key, rel in named if rel.endswith(".parquet")]
-    train, evals = [], []
+    train: list[Any] = []
+    evals: list[Any] = []
     for key, rel in named:
         p = Path(rel) if Path(rel).is_absolute() else root / rel
         words = Path(key).stem.lower().replace("-", "_").split("_")

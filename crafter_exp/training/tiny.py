@@ -101,6 +101,7 @@ def build_student(student_cfg: Any, tokenizer: Any, max_positions: int, seed: in
         pad_token_id=tokenizer.pad_token_id,
     )
     arch = student_cfg.architecture
+    config: Any
     if arch == "llama":
         config = LlamaConfig(**common)
     elif arch == "qwen3":
