@@ -12,6 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from crafter_exp import log
 from crafter_exp.config import CONF_DIR, Config, register_configs
 from crafter_exp.errors import StageFailed, UserError
 from crafter_exp.sweep import report_job
@@ -43,6 +44,7 @@ def run_stage(cfg: Config) -> object:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _app(dcfg: DictConfig) -> None:
     cfg: Config = OmegaConf.to_object(dcfg)  # type: ignore[assignment]  # a Config: the schema is the root node
+    log.configure()  # after Hydra set up its own logging: the stages' messages print as plain console lines
     try:
         result = run_stage(cfg)
         report_job(cfg.stage, result)  # result.json for a sweep's summary (no-op outside a Hydra job folder)
@@ -63,6 +65,7 @@ def main() -> None:
     # actors, parallel runs): passive waiting avoids that. Set before torch loads its OpenMP runtime, here and for
     # the Ray actors (runner/pool.py), not on import, so that library users keep their own setting.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    log.configure()  # for what the sweep callback says in the main process; each job re-configures after Hydra
     _app()
 
 

@@ -9,8 +9,8 @@
   `on_job_start` runs in the worker: it exports the parent's id as `CRAFTER_EXP_PARENT_RUN_ID` there, for
   stages to nest under.
 - each job writes `<job output dir>/result.json`: {"metrics": {policy_label: {metric: value}}, "overrides": [...]}
-  (`write_job_result`, called by the pipeline and compare stages when they run under Hydra; for every other
-  stage the entrypoint writes the stage's headline metrics with `report_job`).
+  (`report_job`, called by the entrypoint after the stage: a result with `job_result()` — pipeline, compare —
+  says what to record; for every other stage its headline metrics). Stages never import this module.
 - `on_multirun_end` (main process) reads every job's result.json, writes a table (CSV + Markdown) and a figure of
   `sweep.metric` against the swept values to `<sweep dir>/sweep_summary/`, logs them to the parent run and ends it.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -32,6 +33,8 @@ from hydra.experimental.callback import Callback
 
 from crafter_exp.files import write_json_atomic, write_text_atomic
 from crafter_exp.tracking import PARENT_RUN_ENV as PARENT_ENV
+
+log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 SUMMARY_DIR = "sweep_summary"
@@ -65,7 +68,7 @@ def write_job_result(metrics: dict[str, dict[str, float]], **extra: Any) -> Opti
     return write_json_atomic(job_dir / RESULT_FILE, payload)
 
 
-# what each stage reports when it does not write its own result.json (pipeline and compare do): its headline
+# what each stage reports when its result has no `job_result()` (pipeline and compare have): its headline
 # metrics, the same ones its console summary prints
 TRAIN_HEADLINE = ("train_loss", "eval_loss", "eval_reply_accuracy", "trained_tokens", "tokens_per_s", "train_time_s",
                   "steps")
@@ -87,10 +90,14 @@ def stage_metrics(stage: str, result: Any) -> dict[str, dict[str, float]]:
 
 
 def report_job(stage: str, result: Any) -> Optional[Path]:
-    """After a stage ran under Hydra: its result.json, unless the stage wrote its own (pipeline, compare)."""
+    """After a stage ran under Hydra: its result.json — what the result's `job_result()` says (pipeline, compare),
+    else the stage's headline metrics."""
     job_dir = hydra_job_dir()
     if job_dir is None or (job_dir / RESULT_FILE).exists():
         return None
+    if callable(getattr(result, "job_result", None)):
+        metrics, extra = result.job_result()
+        return write_job_result(metrics, **extra)
     extra = {k: str(getattr(result, k)) for k in ("run_id", "mlflow_run_id", "checkpoint", "path")
              if getattr(result, k, None) is not None}
     return write_job_result(stage_metrics(stage, result), stage=stage, **extra)
@@ -156,7 +163,7 @@ def all_metrics_table(results: list[dict[str, Any]], swept: list[str], max_metri
 def write_summary(sweep_dir: str | Path, metric: str, status: str = "finished") -> dict[str, Path]:
     """Write the sweep summary (CSV, Markdown, figure, manifest last) under `<sweep_dir>/sweep_summary/`."""
     from crafter_exp import figures
-    from crafter_exp.stages.compare import fmt, markdown_table
+    from crafter_exp.tables import fmt, markdown_table
 
     sweep_dir = Path(sweep_dir)
     out = sweep_dir / SUMMARY_DIR
@@ -268,7 +275,7 @@ class SweepCallback(Callback):
         try:
             if self.sweep_dir is not None and self.sweep_dir.exists():
                 files = write_summary(self.sweep_dir, self.metric, summary_status)
-                print(f"sweep summary: {files['markdown']}")
+                log.info(f"sweep summary: {files['markdown']}")
         finally:
             self._log_and_close(files, run_status)
 

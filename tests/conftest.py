@@ -12,6 +12,10 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: no spinning threads on shared cores
 
+from crafter_exp import log  # noqa: E402
+
+log.configure(propagate=True)  # stages' messages on stdout as under the CLI (capsys reads them); caplog sees them
+
 
 def project_overrides(home: Path, workers: int = 0) -> list[str]:
     """Overrides that keep a run inside `home` (no writes to the repo) and quiet."""

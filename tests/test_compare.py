@@ -187,3 +187,39 @@ def test_cli_compare_bad_run_exits_2_with_one_line(project, runs):
     lines = out.stderr.strip().splitlines()
     assert lines[-1].startswith("crafter-exp: error: unknown run(s): nope") and "Traceback" not in out.stderr
     assert not (project / "data" / "reports").exists()
+
+
+# ------------------------------------------------------------------ the computation alone (no files, no MLflow)
+
+
+def test_compute_gives_the_numbers_without_writing(project, runs):
+    from crafter_exp.stages.compare import compute, report
+
+    cfg = make_cfg(project, tracking=True)
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    comp = compute(cfg, ["weak", "strong"])
+    # nothing written: no report folder, no MLflow store (tracking is on)
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before
+    assert comp.labels == ["weak", "strong"] and comp.runs == ["weak", "strong"] and comp.env == "crafter"
+    assert comp.seeds["weak"] == list(SEEDS)
+    weak = runs.episodes(["weak"])
+    row = comp.table[(comp.table["experiment"] == "weak") & (comp.table["metric"] == "mean_achievements")].iloc[0]
+    assert row["value"] == pytest.approx(M.compute(weak, M_ACH())["mean_achievements"])
+    assert row["ci_low"] <= row["value"] <= row["ci_high"]
+    test = comp.tests[(comp.tests["experiment"] == "strong") & (comp.tests["metric"] == "mean_achievements")]
+    assert bool(test["significant"].iloc[0]) and "mean_achievements" in comp.scalar
+    lines = comp.console_lines(project / "report.md")
+    assert lines[0].startswith("compare (crafter, baseline weak; 20 episodes each")
+    assert "strong vs weak: mean_achievements +" in lines[-1]
+
+    # the report step writes what was computed, unchanged
+    result = report(dataclasses_replace_tracking(cfg), comp)
+    assert result.files["metrics_csv"].exists()
+    written = pd.read_csv(result.files["metrics_csv"])
+    assert written["value"].to_numpy() == pytest.approx(comp.table["value"].to_numpy(dtype=float), nan_ok=True)
+
+
+def dataclasses_replace_tracking(cfg):
+    import dataclasses
+
+    return dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=False))

@@ -387,3 +387,41 @@ def test_stats_only_reports_to_the_sweep_summary(home):
                        "filter.step_mode=achievement"))
     assert stage_metrics("filter", st) == {"filter": {"examples": 9.0, "episodes_passing": 3.0,
                                                       "episodes_selected": 3.0}}
+# --------------------------------------------------------------- the computation alone (no files, no MLflow)
+
+
+def test_select_computes_the_export_without_writing(home, tmp_path):
+    from crafter_exp.filtering.select import ReadSession
+
+    cfg = cfg_for(home, "filter.min_achievements=2", "filter.max_turns=8", "filter.step_mode=achievement",
+                  "filter.format=parquet", "filter.val_fraction=0")
+    # tracking on, pointed at a store that must not appear: the computation never talks to MLflow
+    cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=True,
+                                                                uri=f"sqlite:///{tmp_path}/mlflow.db"))
+    before = sorted(p.name for p in home.rglob("*"))
+    with ReadSession(TraceStore(cfg.paths.db), cfg.filter.memory_limit) as db:
+        ctx = F.prepare(cfg, db=db)
+        chosen = F.select(cfg, ctx)
+    assert sorted(chosen.plan.episodes["seed"].astype(int)) == [2, 3, 4]
+    assert list(chosen.plan.episodes["kept"]) == [2, 3, 4]           # unlocking turns of seeds 2, 3, 4
+    assert chosen.total_steps == 4 + 6 + 8
+    assert chosen.stats.passing_all == 3 and chosen.stats.total_episodes == 7
+    assert sorted(p.name for p in home.rglob("*")) == before and not list(tmp_path.iterdir())
+
+    # the stage writes exactly what the computation selected
+    result = F.filter_and_export(cfg, output=tmp_path / "out", progress=False)
+    assert (result.examples, result.episodes) == (2 + 3 + 4, 3)
+    assert result.manifest["turns_kept"] == F.turns_kept(chosen, _Written(result.examples, 0)) == 9
+
+
+def test_select_of_nothing_raises_before_any_write(home, tmp_path):
+    cfg = cfg_for(home, "filter.min_reward=99")
+    ctx = F.prepare(cfg)
+    with pytest.raises(F.EmptySelectionError, match="all together: 0"):
+        F.select(cfg, ctx)
+
+
+@dataclasses.dataclass
+class _Written:
+    examples: int
+    dedupe_dropped: int

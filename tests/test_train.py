@@ -442,3 +442,24 @@ def test_reloading_the_best_checkpoint_does_not_warn_about_the_tied_head(tmp_pat
         logging.getLogger("transformers").removeHandler(handler)
     assert "best_step" in result.metrics
     assert not any("missing keys" in s for s in seen), seen
+# ------------------------------------------------------------------ the computation alone (no checkpoint, no MLflow)
+
+
+def test_plan_and_fit_train_without_writing_a_checkpoint(tmp_path, synth):
+    from crafter_exp.stages.train import TrainResult, checkpoint_manifest, fit, plan, summary_lines
+
+    cfg = make_cfg(tmp_path, "trainer.max_steps=2", "trainer.eval_fraction=0", tracking=True)
+    p = plan(cfg)
+    assert p.dataset == synth and p.data.digest == "synthetic-200-1"
+    assert not p.folder.path.exists() and not (tmp_path / "mlflow.db").exists()
+    outcome = fit(cfg.trainer, p.data, tmp_path / "work")
+    assert outcome.metrics["steps"] == 2 and outcome.kind == "full"
+    # nothing but the work folder: no checkpoint folder, no MLflow store although tracking is on
+    assert not p.folder.path.exists() and not (tmp_path / "mlflow.db").exists()
+
+    manifest = checkpoint_manifest(cfg.trainer, p, outcome, {"kind": "full", "base_model": "tiny"}, "untrained",
+                                   {"temperature": None, "max_new_tokens": 2}, None, 0.0)
+    assert manifest["dataset_digest"] == "synthetic-200-1" and manifest["metrics"]["steps"] == 2
+    assert manifest["trainer"]["max_steps"] == 2 and manifest["prompt"] == p.data.prompt
+    lines = summary_lines(TrainResult(p.folder.path, outcome.metrics, None, manifest))
+    assert lines[0] == f"checkpoint: {p.folder.path}" and "  steps: 2" in lines

@@ -9,12 +9,15 @@ and continues SFT from the current checkpoint on them with the train stage (the 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from crafter_exp import tracking
 from crafter_exp.files import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 
 def run_rft(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder: Path, state: dict[str, Any]) -> Any:
@@ -110,9 +113,9 @@ def run_rft(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder:
                     import mlflow
 
                     mlflow.log_artifacts(str(trained.checkpoint), f"checkpoints/iter-{it:03d}")
-            print(f"[rft] round {it}: achievements {metrics['achievements_mean']:.2f} +- "
-                  f"{metrics['achievements_std']:.2f}, kept {data.episodes} episodes ({data.examples} turns), "
-                  f"rollout {rollout_s:.0f} s, sft {update_s:.0f} s")
+            log.info(f"[rft] round {it}: achievements {metrics['achievements_mean']:.2f} +- "
+                     f"{metrics['achievements_std']:.2f}, kept {data.episodes} episodes ({data.examples} turns), "
+                     f"rollout {rollout_s:.0f} s, sft {update_s:.0f} s")
         if mlrun:
             import mlflow
 

@@ -4,6 +4,10 @@ a table (terminal, CSV, Markdown), seaborn figures, all logged to an MLflow run.
 The first run is the baseline. Runs that played the same seeds are compared paired by seed; runs with different
 seed sets are refused unless `compare.force` (then those pairs are compared unpaired). Outputs go to
 `<paths.reports>/<name>/compare/`; `manifest.json` is written last and marks the report complete.
+
+The stage computes, then reports: `compute` reads the trace store and returns a `Comparison` (tables, tests,
+what the console shows) without writing anything; `report` writes the files, logs to MLflow and says the summary
+(the `crafter_exp` logger); `compare` is both.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import logging
 import math
 import shutil
 import warnings
@@ -26,6 +31,9 @@ from crafter_exp import paths, tracking
 from crafter_exp.errors import UserError
 from crafter_exp.files import write_text_atomic
 from crafter_exp.store.traces import TraceStore
+from crafter_exp.tables import fmt, fmt_p, markdown_table  # noqa: F401 - also importable from here, as before
+
+log = logging.getLogger(__name__)
 
 FAMILY_TITLES = {
     "achievement/": "Per-achievement success rate (% of episodes)",
@@ -65,6 +73,10 @@ class CompareResult:
             label: {r.metric: float(r.value) for r in self.table[self.table["experiment"] == label].itertuples()}
             for label in self.labels
         }
+
+    def job_result(self) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+        """What a sweep job records (crafter_exp/sweep.py `report_job`): metrics per label, and where the report is."""
+        return self.metrics_by_label, {"report": str(self.report_dir), "mlflow_run_id": self.mlflow_run_id}
 
     def value(self, label: str, metric: str) -> float:
         rows = self.table[(self.table["experiment"] == label) & (self.table["metric"] == metric)]
@@ -178,33 +190,6 @@ def _select(selection: Sequence[str], known: Sequence[str]) -> Optional[list[str
 
 
 # ------------------------------------------------------------------------------------------------- formatting
-
-
-def fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    v = float(value)
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    if abs(v) >= 1 or v == 0:
-        return f"{v:.2f}"
-    if abs(v) >= 0.01:
-        return f"{v:.3f}"
-    return f"{v:.3g}"
-
-
-def fmt_p(p: float) -> str:
-    if not math.isfinite(p):
-        return "-"
-    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def wide_rows(table: pd.DataFrame, labels: list[str], metrics: list[str], intervals: bool = True) -> list[list[str]]:
@@ -361,17 +346,70 @@ def _report_markdown(cfg: Any, labels: list[str], run_ids: list[str], episodes: 
 # ------------------------------------------------------------------------------------------------------- stage
 
 
+@dataclass
+class Comparison:
+    """The numbers of a comparison, before any report: `compute`'s result."""
+
+    table: pd.DataFrame
+    """Long table, one row per (experiment, metric) (as CompareResult.table)."""
+    tests: pd.DataFrame
+    """Every significance test made (as CompareResult.tests)."""
+    labels: list[str]
+    """Experiment labels, baseline first."""
+    runs: list[str]
+    """Trace run ids, in label order."""
+    episodes: dict[str, pd.DataFrame]
+    """Each label's episodes."""
+    seeds: dict[str, list[int]]
+    """Seeds played, per label."""
+    env: str
+    achievements: list[str]
+    scalar: list[str]
+    """The table's scalar metrics (the console table's rows), in report order."""
+    families: dict[str, list[str]]
+    """Per-item metrics (achievement/, success/, action/) by family prefix."""
+    protocols: dict[str, dict[str, Any]]
+    """Each run's recorded evaluation protocol (run_protocols)."""
+    store_path: Path
+    """The trace database the episodes come from."""
+
+    def console_lines(self, report_md: Path) -> list[str]:
+        """What `stage=compare` prints: the setting, the protocol, the table and the significant differences."""
+        labels, tests = self.labels, self.tests
+        lines = [f"compare ({self.env}, baseline {labels[0]}; {len(self.seeds[labels[0]])} episodes each; "
+                 f"* = significant vs baseline)",
+                 " ".join(protocol_lines(self.protocols, labels, self.runs, self.episodes)).replace("**", ""),
+                 terminal_table(self.table, labels, self.scalar)]
+        scalar_tests = tests[~tests["metric"].str.startswith(M.FAMILIES)]
+        diffs = significance_lines(scalar_tests)
+        per_item = int(tests["significant"].sum()) - len(diffs) if len(tests) else 0
+        if per_item:
+            diffs.append(f"+ {per_item} per-achievement / per-action differences (see {report_md})")
+        lines.append("significant differences:" + ("".join(f"\n  {line}" for line in diffs) if diffs else " none"))
+        return lines
+
+
 def compare(
     cfg: Any,
     runs: Optional[Sequence[str]] = None,
     labels: Optional[Sequence[str]] = None,
     pairs: Optional[Sequence[tuple[str, str]]] = None,
 ) -> CompareResult:
-    """Compare trace runs (default cfg.compare.runs; the first is the baseline).
+    """Compare trace runs (default cfg.compare.runs; the first is the baseline): `compute`, then `report`.
 
     `labels` name the experiments in reports (default: model labels, else shortened run ids). `pairs` adds tests
     of (baseline_label, other_label) besides each run against the first (compare.pairwise: every pair).
     """
+    return report(cfg, compute(cfg, runs, labels, pairs))
+
+
+def compute(
+    cfg: Any,
+    runs: Optional[Sequence[str]] = None,
+    labels: Optional[Sequence[str]] = None,
+    pairs: Optional[Sequence[tuple[str, str]]] = None,
+) -> Comparison:
+    """The comparison's numbers (arguments as `compare`): reads the trace store, writes nothing, no MLflow."""
     c = cfg.compare
     check_compare_config(c)
     names = list(runs if runs is not None else c.runs)
@@ -468,8 +506,15 @@ def compare(
     present = list(dict.fromkeys(m for m in known if (table["metric"] == m).any()))
     scalar = [m for m in present if not m.startswith(M.FAMILIES)]
     families = {p: [m for m in present if m.startswith(p)] for p in M.FAMILIES}
+    return Comparison(table, tests, labels, run_ids, episodes, seeds, envs[0], list(achievements), scalar, families,
+                      run_protocols(store, run_ids), store.path)
 
-    # --- the report
+
+def report(cfg: Any, comp: Comparison) -> CompareResult:
+    """Write the comparison's report folder (CSV, Markdown, figures; manifest last), log it to MLflow, print it."""
+    c = cfg.compare
+    table, tests, labels, run_ids, seeds = comp.table, comp.tests, comp.labels, comp.runs, comp.seeds
+    episodes, scalar, families, protocols = comp.episodes, comp.scalar, comp.families, comp.protocols
     report_dir = paths.compare_dir(cfg)
     report_dir.mkdir(parents=True, exist_ok=True)
     folder = paths.OutputFolder(report_dir, paths.identity([_config_tree(cfg)["compare"], run_ids, labels, cfg.seed]))
@@ -478,8 +523,7 @@ def compare(
     if figures_dir.exists():
         shutil.rmtree(figures_dir)
     result = CompareResult(table, tests, labels, run_ids, report_dir, seeds=seeds)
-    protocols = run_protocols(store, run_ids)
-    tags = {"name": cfg.name, "env": envs[0], "runs": ",".join(run_ids)[:5000], "protocol": protocol_name(protocols)}
+    tags = {"name": cfg.name, "env": comp.env, "runs": ",".join(run_ids)[:5000], "protocol": protocol_name(protocols)}
     # the runs' protocols (what was played), not cfg.protocol (what a new eval would play)
     params = _config_tree(cfg) | {"protocol": {"name": protocol_name(protocols),
                                                "runs": {label: protocols[run]["name"]
@@ -488,7 +532,7 @@ def compare(
         result.mlflow_run_id = mlrun.info.run_id if mlrun else None
         figures: dict[str, Path] = {}
         if c.figures:
-            figures = _figures(table, episodes, labels, achievements, scalar, figures_dir)
+            figures = _figures(table, episodes, labels, comp.achievements, scalar, figures_dir)
         files = {
             "metrics_csv": _write_csv(report_dir / "metrics.csv", table),
             "tests_csv": _write_csv(report_dir / "significance.csv", tests),
@@ -496,16 +540,8 @@ def compare(
                 cfg, labels, run_ids, episodes, table, tests, scalar, families, figures, report_dir, protocols)),
             **{f"figure:{name}": path for name, path in figures.items()},
         }
-        print(f"compare ({envs[0]}, baseline {labels[0]}; {len(seeds[labels[0]])} episodes each; "
-              f"* = significant vs baseline)")
-        print(" ".join(protocol_lines(protocols, labels, run_ids, episodes)).replace("**", ""))
-        print(terminal_table(table, labels, scalar))
-        scalar_tests = tests[~tests["metric"].str.startswith(M.FAMILIES)]
-        lines = significance_lines(scalar_tests)
-        per_item = int(tests["significant"].sum()) - len(lines) if len(tests) else 0
-        if per_item:
-            lines.append(f"+ {per_item} per-achievement / per-action differences (see {report_dir / 'report.md'})")
-        print("significant differences:" + ("".join(f"\n  {line}" for line in lines) if lines else " none"))
+        for line in comp.console_lines(report_dir / "report.md"):
+            log.info("%s", line)
 
         for label, run in zip(labels, run_ids) if result.mlflow_run_id else []:
             rows = table[table["experiment"] == label]
@@ -518,14 +554,14 @@ def compare(
             tracking.log_metrics(values)
             with warnings.catch_warnings():  # MLflow's schema-inference hints about int columns: noise here
                 warnings.simplefilter("ignore", UserWarning)
-                tracking.log_dataframe_input(_mlflow_episodes(episodes[label]), name=run, source=str(store.path),
+                tracking.log_dataframe_input(_mlflow_episodes(episodes[label]), name=run, source=str(comp.store_path),
                                              context=f"compare:{label}")
         for role, path in files.items() if result.mlflow_run_id else []:
             tracking.log_file(path, "compare/figures" if role.startswith("figure:") else "compare")
         manifest = {
             "kind": "compare",
             "name": cfg.name,
-            "env": envs[0],
+            "env": comp.env,
             "runs": dict(zip(labels, run_ids)),
             "baseline": labels[0],
             "seeds": {label: _seed_summary(s) for label, s in seeds.items()},
@@ -542,7 +578,7 @@ def compare(
         if result.mlflow_run_id:
             tracking.log_file(files["manifest"], "compare")
     result.files = files
-    print(f"report: {files['markdown']}")
+    log.info("report: %s", files["markdown"])
     return result
 
 
@@ -571,13 +607,11 @@ def _figures(table: pd.DataFrame, episodes: dict[str, pd.DataFrame], labels: lis
 
 
 def run(cfg: Any) -> CompareResult:
-    """stage=compare: compare cfg.compare.runs (under a sweep, the job's result.json gets the metrics)."""
-    from crafter_exp.sweep import write_job_result
-
-    result = compare(cfg)
-    write_job_result(result.metrics_by_label, report=str(result.report_dir), mlflow_run_id=result.mlflow_run_id)
-    return result
+    """stage=compare: compare cfg.compare.runs (under a sweep, the entrypoint writes `job_result()` to the job's
+    result.json)."""
+    return compare(cfg)
 
 
-__all__ = ["CompareResult", "compare", "run", "resolve_runs", "default_labels", "check_compare_config", "run_protocols",
+__all__ = ["CompareResult", "Comparison", "compare", "compute", "report", "run", "resolve_runs", "default_labels",
+           "check_compare_config", "run_protocols",
            "protocol_name", "protocol_lines"]

@@ -10,6 +10,7 @@ overlap them either, whatever `env.seed` / `env.episodes` say on this command li
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,6 +20,8 @@ from crafter_exp.errors import UserError
 from crafter_exp.policies import model_label
 from crafter_exp.stages.rollout import HEADLINE, RolloutResult, resolve_model, rollout
 from crafter_exp.store.traces import TraceStore
+
+log = logging.getLogger(__name__)
 
 
 def protocol_of(cfg: Any) -> Any:
@@ -125,7 +128,7 @@ def evaluate(cfg: Any, model_cfg: Any = None, run_id: Optional[str] = None) -> R
 def run(cfg: Any) -> RolloutResult:
     """stage=eval: evaluate cfg.model."""
     result = evaluate(cfg)
-    print(f"eval {model_label(cfg.model)} on {len(result.seeds)} held-out seeds (protocol {protocol_of(cfg).name}) "
-          f"-> trace run {result.run_id}")
-    print("  " + ", ".join(f"{k}={result.metrics[k]:.3g}" for k in HEADLINE if k in result.metrics))
+    log.info(f"eval {model_label(cfg.model)} on {len(result.seeds)} held-out seeds (protocol {protocol_of(cfg).name}) "
+             f"-> trace run {result.run_id}")
+    log.info("  " + ", ".join(f"{k}={result.metrics[k]:.3g}" for k in HEADLINE if k in result.metrics))
     return result

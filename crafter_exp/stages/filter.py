@@ -4,6 +4,10 @@
 (`stage=filter`, or `filter.stats_only=true` to print the stats table and write nothing); `validate_run(cfg)`
 checks a JSONL file or a dataset folder (`stage=validate`).
 
+The stage computes, then reports: `prepare` + `select` read the store and return what would be exported (the
+episodes, their turns, the stats) without writing anything; `_report` writes the dataset folder's manifest and
+the MLflow run; `run` says what happened (the `crafter_exp` logger).
+
 Output: `<paths.datasets>/<name>/<identity>/` (or filter.output; see crafter_exp/paths.py) with the data files and
 `manifest.json`, written last: {format, files, examples, episodes, digest, source_runs, env, prompt, identity, ...}.
 The identity is a hash of the filter's result-changing fields, the source runs with their episode counts and the
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +54,7 @@ from crafter_exp.filtering.select import (
 from crafter_exp.store.traces import TraceStore
 
 MANIFEST = paths.MANIFEST
+log = logging.getLogger(__name__)
 
 
 class EmptySelectionError(UserError):
@@ -103,8 +108,7 @@ def _prompt_of(sources: Sequence[SourceRun]) -> PromptConfig:
             + "; ".join(f"{r}: {_as_dict(p)}" for r, p in prompts_seen.items()) + ")"
         )
     if not known:
-        print("crafter-exp: warning: the source runs recorded no model.prompt; exporting with the default prompt",
-              file=sys.stderr)
+        log.warning("the source runs recorded no model.prompt; exporting with the default prompt")
         return PromptConfig()
     return next(p for p in prompts_seen.values() if p is not None)
 
@@ -232,6 +236,30 @@ def _plan(cfg: Any, ctx: _Context) -> tuple[ExportPlan, pd.DataFrame]:
     return plan, selected
 
 
+@dataclass
+class Selection:
+    """What the filter exports, before anything is written: `select`'s result."""
+
+    plan: ExportPlan
+    """The episodes (with their split and kept-turn counts) and turns to write."""
+    selected: pd.DataFrame
+    """Every episode passing the episode criteria (the plan's episodes are those keeping a turn)."""
+    stats: FilterStats
+    """The stats table's figures for this selection (without step counts)."""
+
+    @property
+    def total_steps(self) -> int:
+        """Turns of the episodes to export (the progress bar's length)."""
+        return int(self.plan.episodes["turns"].sum())
+
+
+def select(cfg: Any, ctx: _Context) -> Selection:
+    """Select episodes and turns and compute their stats: reads the store, writes nothing. Raises
+    EmptySelectionError when nothing passes."""
+    plan, selected = _plan(cfg, ctx)
+    return Selection(plan, selected, stats(cfg, ctx=ctx, with_steps=False, selected=selected))
+
+
 def val_fraction(fcfg: Any) -> float:
     """The validation split's share of episodes: filter.val_fraction, by default 0.1 for parquet (the AlfWorld
     workflow's 90/10) and none for JSONL (one train.jsonl, as before validation files existed)."""
@@ -264,35 +292,38 @@ def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]],
     old = read_manifest(out)
     done = folder.existing()
     if done:
-        print(f"dataset {out} is up to date (identity {ctx.filter_hash}); nothing to do")
+        log.info("dataset %s is up to date (identity %s); nothing to do", out, ctx.filter_hash)
         return FilterResult(out, done["digest"], done["format"], done["examples"], done["episodes"], done["files"],
                             done, mlflow_run_id=done.get("mlflow_run_id"), skipped=True)
 
-    plan, selected = _plan(cfg, ctx)
-    st = stats(cfg, ctx=ctx, with_steps=False, selected=selected)
-    total_steps = int(plan.episodes["turns"].sum())
+    chosen = select(cfg, ctx)
     created = not out.exists()
-    with progress_bar(total=total_steps, desc=f"filter {cfg.name}", unit="step", disable=not progress,
+    with progress_bar(total=chosen.total_steps, desc=f"filter {cfg.name}", unit="step", disable=not progress,
               dynamic_ncols=True) as bar:
-        written = write_dataset(plan, out, bar)  # under temporary names: an earlier dataset stays intact
+        written = write_dataset(chosen.plan, out, bar)  # under temporary names: an earlier dataset stays intact
     if written.examples == 0:
         written.discard()
         if created:
             out.rmdir()
-        raise EmptySelectionError(_no_turn_message(fcfg, len(selected)))
+        raise EmptySelectionError(_no_turn_message(fcfg, len(chosen.selected)))
     folder.invalidate()  # the folder is incomplete until the new manifest lands
     written.publish(out)
     for stale in set((old or {}).get("files", [])) - set(written.files):
         (out / stale).unlink(missing_ok=True)
-    prompt = _as_dict(ctx.prompt)
-    if fcfg.system_prompt is not None:
-        # the model trained on this data should play with the same system prompt: ship it with the data
-        (out / "system_prompt.txt").write_text(ctx.layout.system or "")
-        prompt = {**prompt, "system_prompt_file": str((out / "system_prompt.txt").resolve())}
-    seconds = time.perf_counter() - start
-    turns_kept = int(plan.episodes["kept"].sum()) if (plan.episodes["kept"] >= 0).all() \
-        else written.examples + written.dedupe_dropped
-    manifest = {
+    return _report(cfg, ctx, chosen, written, folder, time.perf_counter() - start)
+
+
+def turns_kept(chosen: Selection, written: Any) -> int:
+    """Turns the selection kept before deduplication (counted up front, or what was written plus what dedupe
+    dropped when turns were not counted first)."""
+    kept = chosen.plan.episodes["kept"]
+    return int(kept.sum()) if (kept >= 0).all() else written.examples + written.dedupe_dropped
+
+
+def dataset_manifest(fcfg: Any, ctx: _Context, written: Any, prompt: dict[str, Any], kept: int,
+                     seconds: float) -> dict[str, Any]:
+    """The dataset folder's manifest.json (without its identity and MLflow run id, added when it is written)."""
+    return {
         "format": fcfg.format,
         "multi_turn": bool(fcfg.multi_turn),
         "files": written.files,
@@ -304,12 +335,27 @@ def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]],
         "prompt": prompt,
         "filter": _as_dict(fcfg),
         "splits": written.splits,
-        "turns_kept": turns_kept,
+        "turns_kept": kept,
         "dedupe_dropped": written.dedupe_dropped,
         "mlflow_run_id": None,
         "created_at": pd.Timestamp.now().isoformat(),
         "seconds": round(seconds, 3),
     }
+
+
+def _report(cfg: Any, ctx: _Context, chosen: Selection, written: Any, folder: paths.OutputFolder,
+            seconds: float) -> FilterResult:
+    """The written dataset's report: the system prompt file, the MLflow run and the manifest, written last."""
+    fcfg = cfg.filter
+    out = folder.path
+    prompt = _as_dict(ctx.prompt)
+    if fcfg.system_prompt is not None:
+        # the model trained on this data should play with the same system prompt: ship it with the data
+        (out / "system_prompt.txt").write_text(ctx.layout.system or "")
+        prompt = {**prompt, "system_prompt_file": str((out / "system_prompt.txt").resolve())}
+    kept = turns_kept(chosen, written)
+    manifest = dataset_manifest(fcfg, ctx, written, prompt, kept, seconds)
+    st = chosen.stats
     # the MLflow run records a finished export (an empty selection leaves no failed run behind)
     source_ids = manifest["source_runs"]
     params = {"filter": _as_dict(fcfg), "source_runs": source_ids, "name": cfg.name}
@@ -318,13 +364,13 @@ def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]],
     with tracking.stage_run(cfg.tracking, "filter", f"filter-{cfg.name}", params, tags) as mlrun:
         if mlrun:
             manifest["mlflow_run_id"] = mlrun.info.run_id
-            index = plan.episodes[["run_id", "seed", "split", "counted_achievements", "total_reward", "turns",
-                                   "quality"]].assign(examples=written.per_episode)
+            index = chosen.plan.episodes[["run_id", "seed", "split", "counted_achievements", "total_reward", "turns",
+                                          "quality"]].assign(examples=written.per_episode)
             tracking.log_dataframe_input(index, name=f"{cfg.name}-{fcfg.format}", source=str(out.resolve()),
                                          context="output", digest=written.digest)
             tracking.log_metrics({**st.metrics(), "episodes_exported": written.episodes, "examples": written.examples,
-                                  "turns_kept": turns_kept, "dedupe_dropped": written.dedupe_dropped,
-                                  "seconds": seconds, "steps_per_s": total_steps / max(seconds, 1e-9)})
+                                  "turns_kept": kept, "dedupe_dropped": written.dedupe_dropped,
+                                  "seconds": seconds, "steps_per_s": chosen.total_steps / max(seconds, 1e-9)})
         manifest = folder.finish(manifest)
         if mlrun:
             tracking.log_file(out / MANIFEST)
@@ -339,12 +385,12 @@ def run(cfg: Any) -> Any:
     """stage=filter."""
     if cfg.filter.stats_only:
         st = stats(cfg)
-        print(format_stats(st))
+        log.info("%s", format_stats(st))
         return st
     result = filter_and_export(cfg)
     if not result.skipped:
-        print(f"wrote {result.examples} {result.format} examples from {result.episodes} episodes to {result.path} "
-              f"(digest {result.digest}, {result.seconds:.1f} s)")
+        log.info("wrote %d %s examples from %d episodes to %s (digest %s, %.1f s)", result.examples, result.format,
+                 result.episodes, result.path, result.digest, result.seconds)
     return result
 
 
@@ -355,12 +401,12 @@ def validate_run(cfg: Any) -> Any:
     fcfg = cfg.filter
     target = Path(fcfg.validate_path) if fcfg.validate_path else output_dir(cfg)
     report = validate_path(target, fcfg)
-    print(report.summary())
+    log.info("%s", report.summary())
     if report.errors:
         first = report.errors[0]
         raise UserError(f"{target}: {report.error_count} broken line(s); first: {first}")
     return report
 
 
-__all__ = ["FilterResult", "EmptySelectionError", "filter_and_export", "select_episodes", "stats", "prepare",
-           "run", "validate_run", "output_dir", "read_manifest", "episode_criteria"]
+__all__ = ["FilterResult", "EmptySelectionError", "Selection", "filter_and_export", "select", "select_episodes",
+           "stats", "prepare", "dataset_manifest", "run", "validate_run", "output_dir", "read_manifest", "episode_criteria"]

@@ -10,6 +10,7 @@ a stage (say, the rollout of a LoRA-rank sweep) share its output instead of redo
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from crafter_exp.envs import also_held_out_env_configs, check_env_config, env_pr
 from crafter_exp.errors import UserError
 from crafter_exp.stages.evaluate import check_eval_config, evaluate
 from crafter_exp.stages.rollout import as_dict, rollout
-from crafter_exp.sweep import write_job_result
+
+log = logging.getLogger(__name__)
 
 EVAL_POLICIES = ("random", "teacher", "student_before", "student_after", "student_rl")
 
@@ -40,6 +42,11 @@ class PipelineResult:
     seconds: float
     verdict: str
     """One line: does the fine-tuned student beat its untrained self and random, and how close is it to the teacher."""
+
+    def job_result(self) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+        """What a sweep job records (crafter_exp/sweep.py `report_job`): the compare table's metrics per policy."""
+        return self.compare.metrics_by_label, {"eval_runs": self.eval_runs, "verdict": self.verdict,
+                                               "seconds": self.seconds}
 
 
 def check_pipeline_config(cfg: Any) -> None:
@@ -102,7 +109,6 @@ def pipeline(cfg: Any) -> PipelineResult:
     seconds = time.perf_counter() - start
     out = PipelineResult(teacher.run_id, Path(data.path), Path(trained.checkpoint), eval_runs, also_runs, result,
                          seconds, verdict)
-    _write_job_result(out)
     return out
 
 
@@ -145,17 +151,11 @@ def _verdict(result: Any, metric: str) -> str:
     return "; ".join(parts)
 
 
-def _write_job_result(out: PipelineResult) -> None:
-    """result.json in the Hydra job folder, for the sweep summary (no-op outside Hydra)."""
-    write_job_result(out.compare.metrics_by_label, eval_runs=out.eval_runs, verdict=out.verdict,
-                     seconds=out.seconds)
-
-
 def run(cfg: Any) -> PipelineResult:
     """stage=pipeline (the default)."""
     out = pipeline(cfg)
-    print(out.verdict)
-    print(f"pipeline {cfg.name} finished in {out.seconds:.0f} s")
+    log.info(out.verdict)
+    log.info(f"pipeline {cfg.name} finished in {out.seconds:.0f} s")
     return out
 
 

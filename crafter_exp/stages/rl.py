@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ import numpy as np
 from crafter_exp import paths, tracking
 from crafter_exp.errors import UserError
 from crafter_exp.files import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 STATE = "state.json"
 MANIFEST = "manifest.json"
@@ -218,7 +221,7 @@ def rl(cfg: Any, start: Optional[str | Path] = None) -> RLResult:
     if state.get("config_hash") not in (None, chash):
         raise UserError(f"{folder} holds an RL run of another config; set rl.output_dir elsewhere")
     if state["iterations"] >= cfg.rl.iterations or _budget_spent(cfg, state):
-        print(f"[rl] {folder}: {state['iterations']} iterations already finished; nothing to do")
+        log.info(f"[rl] {folder}: {state['iterations']} iterations already finished; nothing to do")
         return _result(folder, state, start_dir)
     if cfg.rl.name == "rft":
         from crafter_exp.rl.rft import run_rft
@@ -592,10 +595,10 @@ def _run_grpo(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folde
                     import mlflow
 
                     mlflow.log_artifacts(str(ckpt), f"checkpoints/iter-{it:03d}")
-            print(f"[rl] iteration {it}: achievements {metrics['achievements_mean']:.2f} +- "
-                  f"{metrics['achievements_std']:.2f}, return {metrics['return_mean']:.2f}, loss {stats.loss_mean:.4f}, "
-                  f"clip {stats.clip_fraction:.3f}, entropy {stats.entropy:.3f}, rollout {rollout_s:.0f} s, "
-                  f"update {update_s:.0f} s")
+            log.info(f"[rl] iteration {it}: achievements {metrics['achievements_mean']:.2f} +- "
+                     f"{metrics['achievements_std']:.2f}, return {metrics['return_mean']:.2f}, "
+                     f"loss {stats.loss_mean:.4f}, clip {stats.clip_fraction:.3f}, entropy {stats.entropy:.3f}, rollout {rollout_s:.0f} s, "
+                     f"update {update_s:.0f} s")
         if mlrun:
             import mlflow
 
@@ -608,10 +611,11 @@ def _run_grpo(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folde
 def run(cfg: Any) -> RLResult:
     """stage=rl."""
     result = rl(cfg)
-    print(f"rl ({cfg.rl.name}): {result.iterations} iterations finished in {result.seconds:.0f} s; "
-          f"checkpoint {result.checkpoint}")
+    log.info(f"rl ({cfg.rl.name}): {result.iterations} iterations finished in {result.seconds:.0f} s; "
+             f"checkpoint {result.checkpoint}")
     for h in result.history[-3:]:
-        print(f"  iteration {h['iteration']}: achievements {h['achievements_mean']:.2f}, return {h['return_mean']:.2f}")
+        log.info(f"  iteration {h['iteration']}: achievements {h['achievements_mean']:.2f}, "
+                 f"return {h['return_mean']:.2f}")
     return result
 
 

@@ -7,6 +7,7 @@ only the seeds it lacks, so an interrupted rollout resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from crafter_exp.policies import make_policy, model_label, model_provider
 from crafter_exp.progress import progress_bar
 from crafter_exp.runner.pool import run_episodes
 from crafter_exp.store.traces import EpisodeRecord, TraceStore
+
+log = logging.getLogger(__name__)
+
 
 HEADLINE = ("mean_achievements", "progression", "success_rate", "mean_reward", "episode_length",
             "parse_failure_rate", "steps_per_s", "tokens_per_episode", "cost_per_episode")
@@ -59,7 +63,7 @@ def resolve_model(cfg: Any, model_cfg: Any) -> Any:
     newest complete checkpoint (stage=eval model=hf_local after stage=train)."""
     if model_cfg.name == "hf_local" and not model_cfg.path:
         model_cfg = dataclasses.replace(model_cfg, path=str(paths.find_checkpoint(cfg)))
-        print(f"model.path: {model_cfg.path} (newest checkpoint of name={cfg.name})")
+        log.info(f"model.path: {model_cfg.path} (newest checkpoint of name={cfg.name})")
     return model_cfg
 
 
@@ -239,8 +243,8 @@ def latest_run(store: TraceStore, name: str, stage: str = "rollout") -> str:
 def run(cfg: Any) -> RolloutResult:
     """stage=rollout."""
     result = rollout(cfg)
-    print(f"rollout {result.run_id}: {result.new_episodes} new episodes, {len(result.seeds)} in the run")
-    print("  " + ", ".join(f"{k}={result.metrics[k]:.3g}" for k in HEADLINE if k in result.metrics))
+    log.info(f"rollout {result.run_id}: {result.new_episodes} new episodes, {len(result.seeds)} in the run")
+    log.info("  " + ", ".join(f"{k}={result.metrics[k]:.3g}" for k in HEADLINE if k in result.metrics))
     return result
 
 
@@ -251,7 +255,7 @@ def export_run(cfg: Any) -> Path:
     if store.get_run(run_id) is None:
         raise UserError(f"no trace run {run_id!r} in {store.path}")
     path = store.export_json(run_id, paths.export_path(cfg, run_id))
-    print(f"wrote {path}")
+    log.info(f"wrote {path}")
     return path
 
 

@@ -10,12 +10,17 @@ Inputs and outputs, by default found by experiment name (crafter_exp/paths.py, t
   written last: {kind, base_model, untrained, dataset_digest, prompt, env, trainer, metrics, identity, ...}.
 The identity hashes the trainer's result-changing settings and the dataset digest: a rerun whose output already
 holds it complete returns it without training (`trainer.retrain=true` forces training).
+
+The stage computes, then reports: `plan` checks the settings and reads the data (writes nothing), `fit` trains
+(only its resumable work folder is written), `checkpoint_manifest` describes the result; `_report` saves the
+checkpoint folder (manifest last) and logs to MLflow; `run` prints `summary_lines` (the `crafter_exp` logger).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -27,6 +32,11 @@ from crafter_exp.errors import UserError
 from crafter_exp.files import write_json_atomic
 
 MANIFEST = paths.MANIFEST
+log = logging.getLogger(__name__)
+
+# the metrics `stage=train` prints (when present and numeric)
+SUMMARY_METRICS = ("train_loss", "eval_loss", "eval_reply_accuracy", "trained_tokens", "tokens_per_s", "train_time_s",
+                   "steps", "epochs", "peak_memory_mb")
 
 
 @dataclass
@@ -119,22 +129,76 @@ def _train_openai(cfg: Any, dataset_path: Optional[str | Path], output_dir: Opti
     return train_openai(cfg, Path(dataset_path) if dataset_path else None, Path(output_dir) if output_dir else None)
 
 
-def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optional[str | Path]) -> TrainResult:
-    from crafter_exp.training import data as data_mod
-    from crafter_exp.training import sft
+@dataclass
+class TrainPlan:
+    """What a local training will do, known before any work: `plan`'s result."""
 
-    tcfg = cfg.trainer
+    dataset: Path
+    """The dataset folder or file."""
+    data: Any
+    """The loaded examples (crafter_exp.training.data.SFTData)."""
+    identity: str
+    """The checkpoint's identity (trainer settings + dataset digest)."""
+    folder: paths.OutputFolder
+    """The checkpoint folder (and its resumable work folder)."""
+
+
+def plan(cfg: Any, dataset_path: Optional[str | Path] = None, output_dir: Optional[str | Path] = None) -> TrainPlan:
+    """Every check that needs no model, the data, the identity and the output folder: writes nothing."""
+    from crafter_exp.training import data as data_mod
+
     # every check that needs no data or model, then the data: all before any training work
     check_trainer_config(cfg)
     dataset = resolve_dataset(cfg, dataset_path)
     data = data_mod.load_sft_data(dataset)
-    chash = train_config_hash(tcfg, data.digest)
+    chash = train_config_hash(cfg.trainer, data.digest)
     out = resolve_output(cfg, output_dir, chash)
-    folder = paths.OutputFolder(out, chash)
+    return TrainPlan(dataset, data, chash, paths.OutputFolder(out, chash))
+
+
+def fit(tcfg: Any, data: Any, workdir: Path, log_fn: Any = None) -> Any:
+    """Train per `tcfg` on `data` (crafter_exp.training.sft.SFTOutcome: the model in memory, metrics, loss curve).
+    Writes only intermediate checkpoints to `workdir`, from which a rerun resumes."""
+    from crafter_exp.training import sft
+
+    return sft.train_sft(tcfg, data, workdir, log_fn=log_fn, progress=bool(tcfg.progress))
+
+
+def checkpoint_manifest(tcfg: Any, p: TrainPlan, outcome: Any, saved: dict[str, Any], untrained: Optional[str],
+                        play: dict[str, Any], mlflow_run_id: Optional[str], started: float) -> dict[str, Any]:
+    """The checkpoint folder's manifest.json (its identity is added when it is written)."""
+    return {
+        **saved,
+        "untrained": untrained,
+        "play": play,
+        "dataset_digest": p.data.digest,
+        "dataset_path": str(Path(p.dataset).resolve()),
+        "prompt": p.data.prompt,
+        "env": p.data.manifest.get("env"),
+        "trainer": dataclasses.asdict(tcfg),
+        "metrics": outcome.metrics,
+        "mlflow_run_id": mlflow_run_id,
+        "created_at": started,
+    }
+
+
+def play_settings(tcfg: Any, outcome: Any) -> dict[str, Any]:
+    """How hf_local decodes this checkpoint unless told otherwise: temperature (None = greedy), and no reply longer
+    than the longest the model was trained on (an untrained model rambles to the limit)."""
+    return {"temperature": tcfg.play_temperature, "max_new_tokens": outcome.metrics["max_reply_tokens"]}
+
+
+def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optional[str | Path]) -> TrainResult:
+    from crafter_exp.training import sft
+
+    tcfg = cfg.trainer
+    p = plan(cfg, dataset_path, output_dir)
+    folder, out = p.folder, p.folder.path
 
     manifest = folder.existing(bool(tcfg.retrain))
     if manifest:
-        print(f"[train] {out} already holds this checkpoint (identity {chash}); skipping (trainer.retrain=true to redo)")
+        log.info("[train] %s already holds this checkpoint (identity %s); skipping (trainer.retrain=true to redo)",
+                 out, p.identity)
         return TrainResult(out, manifest.get("metrics", {}), manifest.get("mlflow_run_id"), manifest, skipped=True)
 
     # intermediate checkpoints, named by the training's identity and kept when interrupted: a rerun resumes from them
@@ -142,50 +206,42 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
     if tcfg.retrain:
         shutil.rmtree(workdir, ignore_errors=True)
     label = "tiny" if sft.is_tiny(tcfg) else Path(str(tcfg.model)).name
-    run_config = {"name": cfg.name, "dataset": str(dataset), "dataset_digest": data.digest,
+    run_config = {"name": cfg.name, "dataset": str(p.dataset), "dataset_digest": p.data.digest,
                   "trainer": dataclasses.asdict(tcfg)}
     tags = {"name": cfg.name, "trainer": tcfg.name, "model": str(tcfg.model), "method": tcfg.method}
     with folder.staging() as staged:
         with tracking.stage_run(cfg.tracking, "train", f"train-{label}-{tcfg.method}", run_config, tags) as mlrun:
             mlflow_run_id = mlrun.info.run_id if mlrun else None
             if mlrun:
-                _log_dataset(data, dataset)
+                _log_dataset(p.data, p.dataset)
             started = time.time()
-            outcome = sft.train_sft(
-                tcfg, data, workdir,
-                log_fn=(lambda m, step: tracking.log_metrics(m, step=step)) if mlrun else None,
-                progress=bool(tcfg.progress),
-            )
-            saved = sft.save_outcome(outcome, staged, merge_adapter=bool(tcfg.merge_adapter))
-            # how hf_local decodes this checkpoint unless told otherwise: temperature (None = greedy), and no
-            # reply longer than the longest the model was trained on (an untrained model rambles to the limit)
-            play = {"temperature": tcfg.play_temperature, "max_new_tokens": outcome.metrics["max_reply_tokens"]}
-            untrained = _save_untrained(outcome, staged, data.prompt, saved, play)
-            folder.publish(staged)
-            manifest = {
-                **saved,
-                "untrained": untrained,
-                "play": play,
-                "dataset_digest": data.digest,
-                "dataset_path": str(Path(dataset).resolve()),
-                "prompt": data.prompt,
-                "env": data.manifest.get("env"),
-                "trainer": dataclasses.asdict(tcfg),
-                "metrics": outcome.metrics,
-                "mlflow_run_id": mlflow_run_id,
-                "created_at": started,
-            }
-            manifest = folder.finish(manifest)
+            outcome = fit(tcfg, p.data, workdir,
+                          log_fn=(lambda m, step: tracking.log_metrics(m, step=step)) if mlrun else None)
+            manifest = _report(tcfg, p, outcome, staged, mlflow_run_id, started)
             shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint is complete: nothing left to resume
-            if mlrun:
-                import mlflow
-
-                tracking.log_metrics({k: v for k, v in outcome.metrics.items() if not k.startswith("eval_")})
-                tracking.log_metrics({f"final_{k}": v for k, v in outcome.metrics.items() if k.startswith("eval_")})
-                mlflow.set_tag("checkpoint", str(out.resolve()))
-                tracking.log_json(manifest, "checkpoint_manifest.json")
-                tracking.log_json(outcome.curve, "loss_curve.json")
     return TrainResult(out, outcome.metrics, mlflow_run_id, manifest)
+
+
+def _report(tcfg: Any, p: TrainPlan, outcome: Any, staged: Path, mlflow_run_id: Optional[str],
+            started: float) -> dict[str, Any]:
+    """Save the trained model into the staging folder, publish it, write the manifest last, log to MLflow (inside
+    the stage's run when `mlflow_run_id`)."""
+    from crafter_exp.training import sft
+
+    saved = sft.save_outcome(outcome, staged, merge_adapter=bool(tcfg.merge_adapter))
+    play = play_settings(tcfg, outcome)
+    untrained = _save_untrained(outcome, staged, p.data.prompt, saved, play)
+    p.folder.publish(staged)
+    manifest = p.folder.finish(checkpoint_manifest(tcfg, p, outcome, saved, untrained, play, mlflow_run_id, started))
+    if mlflow_run_id:
+        import mlflow
+
+        tracking.log_metrics({k: v for k, v in outcome.metrics.items() if not k.startswith("eval_")})
+        tracking.log_metrics({f"final_{k}": v for k, v in outcome.metrics.items() if k.startswith("eval_")})
+        mlflow.set_tag("checkpoint", str(p.folder.path.resolve()))
+        tracking.log_json(manifest, "checkpoint_manifest.json")
+        tracking.log_json(outcome.curve, "loss_curve.json")
+    return manifest
 
 
 def _save_untrained(outcome: Any, staged: Path, prompt: Optional[dict[str, Any]], saved: dict[str, Any],
@@ -217,13 +273,18 @@ def run(cfg: Any) -> Any:
     """stage=train."""
     result = train(cfg)
     if isinstance(result, TrainResult):
-        m = result.metrics
-        print(f"checkpoint: {result.checkpoint}" + (" (already complete: skipped)" if result.skipped else ""))
-        for key in ("train_loss", "eval_loss", "eval_reply_accuracy", "trained_tokens", "tokens_per_s", "train_time_s",
-                    "steps", "epochs", "peak_memory_mb"):
-            if key in m and isinstance(m[key], (int, float)):
-                print(f"  {key}: {m[key]:.4g}")
+        for line in summary_lines(result):
+            log.info("%s", line)
     return result
 
 
-__all__ = ["TrainResult", "train", "run", "check_trainer_config"]
+def summary_lines(result: TrainResult) -> list[str]:
+    """What `stage=train` prints: the checkpoint and its headline metrics."""
+    m = result.metrics
+    lines = [f"checkpoint: {result.checkpoint}" + (" (already complete: skipped)" if result.skipped else "")]
+    lines += [f"  {key}: {m[key]:.4g}" for key in SUMMARY_METRICS if key in m and isinstance(m[key], (int, float))]
+    return lines
+
+
+__all__ = ["TrainResult", "TrainPlan", "train", "plan", "fit", "checkpoint_manifest", "summary_lines", "run",
+           "check_trainer_config"]

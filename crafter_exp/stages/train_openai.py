@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -28,6 +29,8 @@ from crafter_exp.training.openai_jobs import (
     job_request,
     run_openai_job,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -96,7 +99,7 @@ def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Opti
     manifest_path = folder.manifest_path
     done = folder.existing(bool(tcfg.retrain)) if not tcfg.cancel and tcfg.job_id is None else None
     if done and done.get("kind") == "openai" and done.get("fine_tuned_model"):
-        print(f"train: {manifest_path} is complete ({done['fine_tuned_model']}); nothing to do")
+        log.info(f"train: {manifest_path} is complete ({done['fine_tuned_model']}); nothing to do")
         return OpenAITrainResult(output_dir, None, done, done.get("mlflow_run_id"), skipped=True)
 
     tags = {"name": cfg.name, "trainer": "openai", "base_model": tcfg.base_model}
@@ -136,8 +139,8 @@ def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Opti
         }
         manifest = folder.finish(manifest)  # last: marks the checkpoint complete
         tracking.log_json(manifest, "checkpoint_manifest.json")
-        print(f"train: play it with model=openai model.model={job.fine_tuned_model}"
-              + (f" model.base_url={tcfg.base_url}" if tcfg.base_url else ""))
+        log.info(f"train: play it with model=openai model.model={job.fine_tuned_model}"
+                 + (f" model.base_url={tcfg.base_url}" if tcfg.base_url else ""))
         return OpenAITrainResult(output_dir, job, manifest, mlrun.info.run_id if mlrun else None)
 
 
