@@ -141,8 +141,10 @@ def parse_reply_why(
     else:
         think, body = split_reasoning(reply)
         tags = ACTION_TAG_RE.findall(body)
-        if truncated and not tags:
-            body = "\n".join(body.splitlines()[:-1])  # the last line of a cut reply may end mid-word
+        if truncated and not tags and not (len(body.strip().splitlines()) == 1 and canonical(body.strip())):
+            # the last line of a cut reply may end mid-word; a reply that is one whole action name (the `bare`
+            # template's one-token replies, cut right after it) is kept
+            body = "\n".join(body.splitlines()[:-1])
         if tags:
             candidates = [c for t in tags for c in _tag_candidates(t, canonical, max_actions)]
         else:

@@ -71,6 +71,7 @@ def episode_of(store, run_id):
     ("<action>do, do, noop</action>", None, {"max_actions": 2}, ["do", "do"], "3 actions given, at most 2"),
     ("<think>a long thought that never", None, {"truncated": True}, [], "cut at max_tokens"),
     ("ACTION: move_le", None, {"truncated": True}, [], "cut at max_tokens"),  # never read as a cut word
+    ("do", None, {"truncated": True}, ["do"], None),  # one whole action name, cut right after it (bare template)
     ("<action>do</action>\n<predic", None, {"truncated": True}, ["do"], None),  # the action was complete
     ("I will go left", None, {}, [], "no action found in the reply"),
     ("", [{"name": "interact", "arguments": {}}], {}, [], "has no `actions` argument"),
