@@ -89,3 +89,16 @@ def test_export_json_has_reference_shape(tmp_path):
     data = json.loads(store.export_json("r", tmp_path / "out" / "r.json").read_text())
     assert data[0]["final_achievements"] == ["collect_wood", "place_table"]
     assert data[0]["total_reward"] == 1.0 and data[0]["turns"] == 3
+
+
+def test_an_interrupted_query_is_the_users_interrupt(tmp_path):
+    """DuckDB turns a Ctrl-C during a query into its own error; the store hands it on as KeyboardInterrupt (exit 130,
+    'rerun to resume'), not as a crash."""
+    import threading
+
+
+    store = TraceStore(tmp_path / "t.duckdb")
+    with pytest.raises(KeyboardInterrupt):
+        with store.connect() as con:
+            threading.Timer(0.3, con.interrupt).start()
+            con.execute("SELECT count(*) FROM range(10000000000) a")

@@ -94,6 +94,12 @@ class TraceStore:
                 time.sleep(0.2)
         try:
             yield con
+        except (duckdb.InterruptException, RuntimeError) as exc:
+            # DuckDB turns a Ctrl-C that lands during a query into its own error (the transaction is rolled back):
+            # it is the user's interrupt, so it goes on as one (exit 130, "rerun to resume"), not as a crash
+            if isinstance(exc, duckdb.InterruptException) or str(exc) == "Query interrupted":
+                raise KeyboardInterrupt from exc
+            raise
         finally:
             con.close()
 
