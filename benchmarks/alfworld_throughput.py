@@ -23,14 +23,23 @@ import duckdb
 def overrides(home: Path, episodes: int, workers: int, per_task: int, extra: list[str]) -> list[str]:
     model = [o for o in extra if o.startswith("model=")] or ["model=scripted", "model.epsilon=0"]
     return [
-        "stage=rollout", "name=bench", "env=alfworld", "env.split=eval_in_distribution", f"env.episodes={episodes}",
-        "env.seed=0", *model, f"ray.num_workers={workers}", f"ray.episodes_per_task={per_task}",
-        f"paths.home={home}", "tracking.enabled=false", "rollout.progress=false",
+        "stage=rollout",
+        "name=bench",
+        "env=alfworld",
+        "env.split=eval_in_distribution",
+        f"env.episodes={episodes}",
+        "env.seed=0",
+        *model,
+        f"ray.num_workers={workers}",
+        f"ray.episodes_per_task={per_task}",
+        f"paths.home={home}",
+        "tracking.enabled=false",
+        "rollout.progress=false",
         *[o for o in extra if not o.startswith("model=")],
     ]
 
 
-def timed_rollout(episodes: int, workers: int, per_task: int, extra: list[str]) -> tuple[float, "object"]:
+def timed_rollout(episodes: int, workers: int, per_task: int, extra: list[str]) -> tuple[float, object]:
     """(wall seconds, episodes DataFrame); in-process runs (workers 0) also get `cpu_s`, this process's CPU time."""
     from crafter_exp.config import compose_config
     from crafter_exp.stages.rollout import rollout
@@ -51,8 +60,10 @@ def line(label: str, seconds: float, df) -> str:
     steps = int(df["steps"].sum())
     cpu = df.attrs.get("cpu_s")
     cpu_text = f"   {cpu / len(df):5.2f} CPU s/episode" if cpu else ""
-    return (f"{label:<34} {len(df) / seconds * 60:6.1f} episodes/min   {steps / seconds:5.1f} steps/s   "
-            f"{seconds:6.1f} s   success {100 * df['success'].mean():5.1f} %{cpu_text}")
+    return (
+        f"{label:<34} {len(df) / seconds * 60:6.1f} episodes/min   {steps / seconds:5.1f} steps/s   "
+        f"{seconds:6.1f} s   success {100 * df['success'].mean():5.1f} %{cpu_text}"
+    )
 
 
 def main() -> None:
@@ -68,10 +79,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     ensure_ray(None, max(args.workers))
-    print(f"ray started in {time.perf_counter() - t0:.1f} s; {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f} (other processes share these cores)")
-    print(f"{args.episodes} valid_seen episodes (seeds 0..{args.episodes - 1}), expert (epsilon 0), "
-          f"max 50 steps, {args.per_task} episodes per actor task\n")
+    print(
+        f"ray started in {time.perf_counter() - t0:.1f} s; {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f} (other processes share these cores)"
+    )
+    print(
+        f"{args.episodes} valid_seen episodes (seeds 0..{args.episodes - 1}), expert (epsilon 0), "
+        f"max 50 steps, {args.per_task} episodes per actor task\n"
+    )
 
     results = {}
     for workers in args.workers:
@@ -99,8 +114,10 @@ def main() -> None:
     by = df.groupby("task_type").agg(episodes=("success", "size"), success=("success", "mean"))
     solved = df[df["success"]].groupby("task_type")["steps"].mean()
     for task, row in by.iterrows():
-        print(f"  {task:<34} {int(row.episodes):3d} episodes   success {100 * row.success:5.1f} %   "
-              f"steps to success {solved.get(task, float('nan')):5.1f}")
+        print(
+            f"  {task:<34} {int(row.episodes):3d} episodes   success {100 * row.success:5.1f} %   "
+            f"steps to success {solved.get(task, float('nan')):5.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,10 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, nargs="+", default=[20, 200])
     parser.add_argument("--runs", type=int, default=4)
     args = parser.parse_args()
-    print(f"{'episodes/run':>12} {'metrics':>7} {'bootstrap 2000':>15} {'perm 9999 (all)':>16} "
-          f"{'scipy perm (1)':>15} {'ratio/metric':>12} {'compare() x' + str(args.runs):>14}")
+    print(
+        f"{'episodes/run':>12} {'metrics':>7} {'bootstrap 2000':>15} {'perm 9999 (all)':>16} "
+        f"{'scipy perm (1)':>15} {'ratio/metric':>12} {'compare() x' + str(args.runs):>14}"
+    )
     for n in args.episodes:
         rng = np.random.default_rng(0)
         runs = [pd.DataFrame(random_episodes(f"r{i}", 1.0 + i, range(n), rng)) for i in range(args.runs)]
@@ -46,9 +48,16 @@ def main() -> None:
         _, t_perm = timed(lambda: M.significance(runs[0], runs[1], CRAFTER_ACHIEVEMENTS, permutations=9999))
         x = runs[0]["num_achievements"].to_numpy(float)
         y = runs[1]["num_achievements"].to_numpy(float)
-        _, t_scipy = timed(lambda: stats.permutation_test(
-            (x, y), lambda u, v, axis: np.mean(v, axis=axis) - np.mean(u, axis=axis), permutation_type="samples",
-            n_resamples=9999, vectorized=True, rng=np.random.default_rng(0)))
+        _, t_scipy = timed(
+            lambda: stats.permutation_test(
+                (x, y),
+                lambda u, v, axis: np.mean(v, axis=axis) - np.mean(u, axis=axis),
+                permutation_type="samples",
+                n_resamples=9999,
+                vectorized=True,
+                rng=np.random.default_rng(0),
+            )
+        )
         with tempfile.TemporaryDirectory() as home:
             from crafter_exp.config import compose_config
             from crafter_exp.stages.compare import compare
@@ -64,8 +73,10 @@ def main() -> None:
             with contextlib.redirect_stdout(io.StringIO()):
                 _, t_compare = timed(lambda: compare(cfg, [f"r{i}" for i in range(args.runs)]))
         metrics = len(table)
-        print(f"{n:>12} {metrics:>7} {t_boot:>14.2f}s {t_perm:>15.2f}s {t_scipy:>14.3f}s "
-              f"{(t_perm / metrics) / t_scipy:>12.2f} {t_compare:>13.1f}s")
+        print(
+            f"{n:>12} {metrics:>7} {t_boot:>14.2f}s {t_perm:>15.2f}s {t_scipy:>14.3f}s "
+            f"{(t_perm / metrics) / t_scipy:>12.2f} {t_compare:>13.1f}s"
+        )
 
 
 if __name__ == "__main__":

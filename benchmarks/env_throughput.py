@@ -16,8 +16,8 @@ then on 2.
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -136,7 +136,7 @@ CHUNK = 4
 
 
 def _chunks(seeds: list[int]) -> list[list[int]]:
-    return [seeds[i:i + CHUNK] for i in range(0, len(seeds), CHUNK)]
+    return [seeds[i : i + CHUNK] for i in range(0, len(seeds), CHUNK)]
 
 
 def ray_scaling(episodes: int, rounds: int = 3) -> tuple[float, float, float, float]:
@@ -243,8 +243,10 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
 
     stock_reset, ours_reset = reset_times(range(20))
-    print(f"reset (median of 20): stock {stock_reset * 1000:.1f} ms, ours {ours_reset * 1000:.1f} ms "
-          f"({stock_reset / ours_reset:.1f}x)")
+    print(
+        f"reset (median of 20): stock {stock_reset * 1000:.1f} ms, ours {ours_reset * 1000:.1f} ms "
+        f"({stock_reset / ours_reset:.1f}x)"
+    )
 
     ours = OursRunner()
     ours.episode(10**6)  # warm-up
@@ -254,31 +256,45 @@ def main() -> None:
     print(f"random actions, resets included, one core ({s_steps} stock steps, {o_steps} ours):")
     for label, s_time, o_time in (("wall clock", s_wall, o_wall), ("CPU time  ", s_cpu, o_cpu)):
         stock_rate, ours_rate = s_steps / s_time, o_steps / o_time
-        print(f"  {label}: stock {stock_rate:.0f} steps/s, ours {ours_rate:.0f} steps/s: "
-              f"{ours_rate / stock_rate:.1f}x (goal >= 12x)")
+        print(
+            f"  {label}: stock {stock_rate:.0f} steps/s, ours {ours_rate:.0f} steps/s: "
+            f"{ours_rate / stock_rate:.1f}x (goal >= 12x)"
+        )
     if not args.no_pure_python:
         p_wall, p_cpu = stock_without_numba(args.seconds)
-        print(f"  stock with pure-Python noise (numba JIT off, as in the issue's 145 steps/s): "
-              f"{p_wall:.0f} steps/s wall, {p_cpu:.0f} CPU: ours is {o_steps / o_wall / p_wall:.1f}x (wall), "
-              f"{o_steps / o_cpu / p_cpu:.1f}x (CPU)")
+        print(
+            f"  stock with pure-Python noise (numba JIT off, as in the issue's 145 steps/s): "
+            f"{p_wall:.0f} steps/s wall, {p_cpu:.0f} CPU: ours is {o_steps / o_wall / p_wall:.1f}x (wall), "
+            f"{o_steps / o_cpu / p_cpu:.1f}x (CPU)"
+        )
     print(f"ours without resets: {step_only_rate(min(args.seconds, 5)):.0f} steps/s (CPU time)")
     words = ours.words
-    print(f"compact observation: {statistics.mean(words):.1f} words on average (whitespace split), "
-          f"median {statistics.median(words):.0f}, max {max(words)}")
+    print(
+        f"compact observation: {statistics.mean(words):.1f} words on average (whitespace split), "
+        f"median {statistics.median(words):.0f}, max {max(words)}"
+    )
     full = OursRunner("full")
     for seed in range(5):
         full.episode(seed)
     print(f"full observation: {statistics.mean(full.words):.1f} words on average")
 
     if not args.no_ray:
-        print(f"2 workers vs 1, {args.ray_episodes} episodes each way, {CHUNK} episodes per task to the first free worker:")
-        for label, measure in (("Ray actors", ray_scaling), ("plain processes (no Ray; the machine's ceiling)",
-                                                             process_scaling)):
+        print(
+            f"2 workers vs 1, {args.ray_episodes} episodes each way, {CHUNK} episodes per task to the first free worker:"
+        )
+        for label, measure in (
+            ("Ray actors", ray_scaling),
+            ("plain processes (no Ray; the machine's ceiling)", process_scaling),
+        ):
             one, two, cores, efficiency = measure(args.ray_episodes)
-            print(f"  {label}: 1 worker {one:.0f} steps/s, 2 workers {two:.0f} steps/s: {two / one:.2f}x wall clock"
-                  f"{' (goal >= 1.8x)' if measure is ray_scaling else ''}")
-            print(f"    the 2 workers got {cores:.2f} cores of CPU time; per-core efficiency 2 vs 1: {efficiency:.2f} "
-                  f"(CPU-time scaling {2 * efficiency:.2f}x)")
+            print(
+                f"  {label}: 1 worker {one:.0f} steps/s, 2 workers {two:.0f} steps/s: {two / one:.2f}x wall clock"
+                f"{' (goal >= 1.8x)' if measure is ray_scaling else ''}"
+            )
+            print(
+                f"    the 2 workers got {cores:.2f} cores of CPU time; per-core efficiency 2 vs 1: {efficiency:.2f} "
+                f"(CPU-time scaling {2 * efficiency:.2f}x)"
+            )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

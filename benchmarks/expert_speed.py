@@ -49,7 +49,9 @@ def load_baseline(rev: str):
     else:
         path = folder.with_suffix(".py")
         path.write_text(git("show", f"{rev}:{EXPERT_PACKAGE}.py"))
-    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=[str(folder)] if files else None)
+    spec = importlib.util.spec_from_file_location(
+        name, path, submodule_search_locations=[str(folder)] if files else None
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -57,7 +59,9 @@ def load_baseline(rev: str):
 
 
 def _is_dir(rev: str) -> bool:
-    kind = subprocess.run(["git", "cat-file", "-t", f"{rev}:{EXPERT_PACKAGE}"], cwd=ROOT, capture_output=True, text=True)
+    kind = subprocess.run(
+        ["git", "cat-file", "-t", f"{rev}:{EXPERT_PACKAGE}"], cwd=ROOT, capture_output=True, text=True
+    )
     return kind.stdout.strip() == "tree"
 
 
@@ -109,7 +113,7 @@ def main() -> None:
                     )
                     raise SystemExit(
                         f"DIFFERENT DECISIONS: seed {seed} epsilon {epsilon} step {step}: "
-                        f"{label0} {first['actions'][step:step + 1]} vs {label} {result['actions'][step:step + 1]}"
+                        f"{label0} {first['actions'][step : step + 1]} vs {label} {result['actions'][step : step + 1]}"
                     )
             total_steps += len(first["actions"])
             for label, result in results.items():

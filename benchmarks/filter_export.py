@@ -38,12 +38,33 @@ sys.path.insert(0, str(ROOT))
 
 RUN_ID = "bench-rollout"
 NAME = "bench"
-PROMPT = {"template": "bare", "history": 0, "system_prompt_file": None, "action_mode": "text",
-          "max_actions_per_turn": 1}
+PROMPT = {
+    "template": "bare",
+    "history": 0,
+    "system_prompt_file": None,
+    "action_mode": "text",
+    "max_actions_per_turn": 1,
+}
 FILTER = {"min_achievements": 3, "exclude_achievements": ["collect_sapling"], "max_turns": 380}
-ACTIONS = ["noop", "move_left", "move_right", "move_up", "move_down", "do", "sleep", "place_stone", "place_table",
-           "place_furnace", "place_plant", "make_wood_pickaxe", "make_stone_pickaxe", "make_iron_pickaxe",
-           "make_wood_sword", "make_stone_sword", "make_iron_sword"]
+ACTIONS = [
+    "noop",
+    "move_left",
+    "move_right",
+    "move_up",
+    "move_down",
+    "do",
+    "sleep",
+    "place_stone",
+    "place_table",
+    "place_furnace",
+    "place_plant",
+    "make_wood_pickaxe",
+    "make_stone_pickaxe",
+    "make_iron_pickaxe",
+    "make_wood_sword",
+    "make_stone_sword",
+    "make_iron_sword",
+]
 OBJECTS = ["tree", "water", "stone", "coal", "iron", "cow", "zombie", "sand", "grass", "table"]
 DIRS = ["north", "south", "east", "west", "north-east", "north-west", "south-east", "south-west"]
 
@@ -64,8 +85,10 @@ def generate(db_path: Path, json_dir: Optional[Path], n_steps: int, prompt: Opti
     for stmt in schema.ddl():
         con.execute(stmt)
     n_eps = max(1, n_steps // 250)
-    con.execute(f"CREATE TEMP TABLE eps AS SELECT e AS seed, (100 + (hash(e * 7919) >> 2)::BIGINT % 301)::INTEGER AS turns "
-                f"FROM range({n_eps}) t(e)")
+    con.execute(
+        f"CREATE TEMP TABLE eps AS SELECT e AS seed, (100 + (hash(e * 7919) >> 2)::BIGINT % 301)::INTEGER AS turns "
+        f"FROM range({n_eps}) t(e)"
+    )
     A, O, D, ACH = _sql_list(ACTIONS), _sql_list(OBJECTS), _sql_list(DIRS), _sql_list(achievements)
     con.execute("""
     CREATE TEMP TABLE raw AS
@@ -99,14 +122,18 @@ def generate(db_path: Path, json_dir: Optional[Path], n_steps: int, prompt: Opti
     FROM steps GROUP BY seed ORDER BY seed
     """)
     config = json.dumps({"model": {"name": "scripted", "prompt": prompt or PROMPT}, "env": {"name": "crafter"}})
-    con.execute("INSERT INTO runs VALUES ($run, $name, 'rollout', 'crafter', 'scripted', 'teacher', 'local', 0, "
-                "$n, $config, 'bench', 'bench', NULL, now())",
-                {"run": RUN_ID, "name": NAME, "n": n_eps, "config": config})
+    con.execute(
+        "INSERT INTO runs VALUES ($run, $name, 'rollout', 'crafter', 'scripted', 'teacher', 'local', 0, "
+        "$n, $config, 'bench', 'bench', NULL, now())",
+        {"run": RUN_ID, "name": NAME, "n": n_eps, "config": config},
+    )
     total = con.execute("SELECT count(*) FROM steps").fetchone()[0]
     for table in ("runs", "episodes", "steps") if json_dir else ():
         json_dir.mkdir(parents=True, exist_ok=True)
         order = " ORDER BY run_id, seed" + (", turn" if table == "steps" else "") if table != "runs" else ""
-        con.execute(f"COPY (SELECT * FROM {table}{order}) TO '{json_dir / (table + '.json')}' (FORMAT JSON, ARRAY true)")
+        con.execute(
+            f"COPY (SELECT * FROM {table}{order}) TO '{json_dir / (table + '.json')}' (FORMAT JSON, ARRAY true)"
+        )
     con.execute("CHECKPOINT")
     con.close()
     return int(total)
@@ -119,10 +146,15 @@ def child_sql(home: Path, out: Path) -> dict:
     from crafter_exp.config import compose_config
     from crafter_exp.stages.filter import filter_and_export
 
-    overrides = [f"paths.home={home}", f"name={NAME}", "tracking.enabled=false", f"filter.output={out}",
-                 f"filter.min_achievements={FILTER['min_achievements']}",
-                 f"filter.exclude_achievements=[{','.join(FILTER['exclude_achievements'])}]",
-                 f"filter.max_turns={FILTER['max_turns']}"]
+    overrides = [
+        f"paths.home={home}",
+        f"name={NAME}",
+        "tracking.enabled=false",
+        f"filter.output={out}",
+        f"filter.min_achievements={FILTER['min_achievements']}",
+        f"filter.exclude_achievements=[{','.join(FILTER['exclude_achievements'])}]",
+        f"filter.max_turns={FILTER['max_turns']}",
+    ]
     cfg = compose_config(overrides)
     shutil.rmtree(out, ignore_errors=True)  # else a repeat finds the dataset up to date and skips the work
     import crafter_exp.envs.crafter  # noqa: F401  (import cost — numba — is not filtering; same in the baseline)
@@ -154,8 +186,11 @@ def child_baseline(json_dir: Path, out: Path) -> dict:
     keep = set()
     for e in episodes:
         counted = [a for a in (e["achievements"] or []) if a not in exclude]
-        if (len(counted) >= FILTER["min_achievements"] and e["turns"] <= FILTER["max_turns"]
-                and e["termination"] != "api_error"):
+        if (
+            len(counted) >= FILTER["min_achievements"]
+            and e["turns"] <= FILTER["max_turns"]
+            and e["termination"] != "api_error"
+        ):
             keep.add((e["run_id"], e["seed"]))
     by_episode = defaultdict(list)
     for s in steps:
@@ -199,8 +234,9 @@ def run_child(kind: str, *args: str) -> dict:
     whatever else the machine was doing), its peak RSS with it."""
     best = None
     for _ in range(REPEAT):
-        proc = subprocess.run([sys.executable, __file__, "--child", kind, *args], capture_output=True, text=True,
-                              cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", kind, *args], capture_output=True, text=True, cwd=ROOT
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"{kind} child failed:\n{proc.stderr[-3000:]}")
         got = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -220,16 +256,28 @@ def same_examples(a: Path, b: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--sql-only-sizes", type=int, nargs="*", default=[3_000_000],
-                        help="extra sizes run with the SQL stage only (peak RSS must stay flat)")
-    parser.add_argument("--workdir", default=None,
-                        help="where to put the databases and outputs (default: a temp folder in /dev/shm when there "
-                             "is one, so that both sides are timed on compute, not on a shared disk)")
+    parser.add_argument(
+        "--sql-only-sizes",
+        type=int,
+        nargs="*",
+        default=[3_000_000],
+        help="extra sizes run with the SQL stage only (peak RSS must stay flat)",
+    )
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="where to put the databases and outputs (default: a temp folder in /dev/shm when there "
+        "is one, so that both sides are timed on compute, not on a shared disk)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     parser.add_argument("--reuse", action="store_true", help="reuse databases kept in --workdir by an earlier --keep")
     parser.add_argument("--repeat", type=int, default=2, help="runs per side and size; the fastest counts")
-    parser.add_argument("--template", default="bare", help="prompt template the synthetic run records (bare = the "
-                        "scripted teacher's; standard adds the ~2.5 kB rules prompt to every example)")
+    parser.add_argument(
+        "--template",
+        default="bare",
+        help="prompt template the synthetic run records (bare = the "
+        "scripted teacher's; standard adds the ~2.5 kB rules prompt to every example)",
+    )
     parser.add_argument("--history", type=int, default=0, help="history window the synthetic run records")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -268,14 +316,22 @@ def main() -> None:
             gen_s = time.perf_counter() - t0
             db_mb = (home / "data" / "traces.duckdb").stat().st_size / 2**20
             json_mb = sum(p.stat().st_size for p in (home / "json").iterdir()) / 2**20
-            print(f"[{size:,}] generated {steps:,} steps in {gen_s:.1f} s (DuckDB {db_mb:.0f} MB, JSON {json_mb:.0f} MB)",
-                  flush=True)
+            print(
+                f"[{size:,}] generated {steps:,} steps in {gen_s:.1f} s (DuckDB {db_mb:.0f} MB, JSON {json_mb:.0f} MB)",
+                flush=True,
+            )
             sql = run_child("sql", str(home), str(home / "out_sql"))
-            print(f"[{size:,}] sql       {sql['seconds']:7.2f} s ({sql['cpu_s']:.2f} s CPU)  {sql['examples']:>9,} examples  "
-                  f"peak RSS {sql['peak_rss_mb']:6.0f} MB", flush=True)
+            print(
+                f"[{size:,}] sql       {sql['seconds']:7.2f} s ({sql['cpu_s']:.2f} s CPU)  {sql['examples']:>9,} examples  "
+                f"peak RSS {sql['peak_rss_mb']:6.0f} MB",
+                flush=True,
+            )
             base = run_child("baseline", str(home / "json"), str(home / "baseline.jsonl"))
-            print(f"[{size:,}] baseline  {base['seconds']:7.2f} s ({base['cpu_s']:.2f} s CPU)  {base['examples']:>9,} examples  "
-                  f"peak RSS {base['peak_rss_mb']:6.0f} MB", flush=True)
+            print(
+                f"[{size:,}] baseline  {base['seconds']:7.2f} s ({base['cpu_s']:.2f} s CPU)  {base['examples']:>9,} examples  "
+                f"peak RSS {base['peak_rss_mb']:6.0f} MB",
+                flush=True,
+            )
             same = same_examples(home / "out_sql" / "train.jsonl", home / "baseline.jsonl")
             out_mb = (home / "out_sql" / "train.jsonl").stat().st_size / 2**20
             rows.append((steps, sql, base, same, out_mb))
@@ -294,8 +350,11 @@ def main() -> None:
             with duckdb.connect(str(db), read_only=True) as con:
                 steps = con.execute("SELECT count(*) FROM steps").fetchone()[0]
             sql = run_child("sql", str(home), str(home / "out_sql"))
-            print(f"[{size:,}] sql       {sql['seconds']:7.2f} s ({sql['cpu_s']:.2f} s CPU)  {sql['examples']:>9,} "
-                  f"examples  peak RSS {sql['peak_rss_mb']:6.0f} MB  (SQL only)", flush=True)
+            print(
+                f"[{size:,}] sql       {sql['seconds']:7.2f} s ({sql['cpu_s']:.2f} s CPU)  {sql['examples']:>9,} "
+                f"examples  peak RSS {sql['peak_rss_mb']:6.0f} MB  (SQL only)",
+                flush=True,
+            )
             rows.append((steps, sql, None, None, (home / "out_sql" / "train.jsonl").stat().st_size / 2**20))
             if not args.keep:
                 shutil.rmtree(home, ignore_errors=True)
@@ -304,22 +363,34 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     print("\nfilter + export to openai_chat (per-turn examples), each run in its own process")
-    print(f"{'steps':>10} {'examples':>10} {'output MB':>9} {'sql s':>7} {'base s':>7} {'speed-up':>8} "
-          f"{'sql CPU s':>9} {'base CPU s':>10} {'CPU ratio':>9} {'sql RSS MB':>10} {'base RSS MB':>11} {'same':>5}")
+    print(
+        f"{'steps':>10} {'examples':>10} {'output MB':>9} {'sql s':>7} {'base s':>7} {'speed-up':>8} "
+        f"{'sql CPU s':>9} {'base CPU s':>10} {'CPU ratio':>9} {'sql RSS MB':>10} {'base RSS MB':>11} {'same':>5}"
+    )
     for steps, sql, base, same, out_mb in rows:
         if base is None:
-            print(f"{steps:>10,} {sql['examples']:>10,} {out_mb:>9.0f} {sql['seconds']:>7.2f} {'-':>7} {'-':>8} "
-                  f"{sql['cpu_s']:>9.2f} {'-':>10} {'-':>9} {sql['peak_rss_mb']:>10.0f} {'-':>11} {'-':>5}")
+            print(
+                f"{steps:>10,} {sql['examples']:>10,} {out_mb:>9.0f} {sql['seconds']:>7.2f} {'-':>7} {'-':>8} "
+                f"{sql['cpu_s']:>9.2f} {'-':>10} {'-':>9} {sql['peak_rss_mb']:>10.0f} {'-':>11} {'-':>5}"
+            )
             continue
-        print(f"{steps:>10,} {sql['examples']:>10,} {out_mb:>9.0f} {sql['seconds']:>7.2f} {base['seconds']:>7.2f} "
-              f"{base['seconds'] / sql['seconds']:>7.1f}x {sql['cpu_s']:>9.2f} {base['cpu_s']:>10.2f} "
-              f"{base['cpu_s'] / sql['cpu_s']:>8.1f}x {sql['peak_rss_mb']:>10.0f} {base['peak_rss_mb']:>11.0f} "
-              f"{str(same):>5}")
+        print(
+            f"{steps:>10,} {sql['examples']:>10,} {out_mb:>9.0f} {sql['seconds']:>7.2f} {base['seconds']:>7.2f} "
+            f"{base['seconds'] / sql['seconds']:>7.1f}x {sql['cpu_s']:>9.2f} {base['cpu_s']:>10.2f} "
+            f"{base['cpu_s'] / sql['cpu_s']:>8.1f}x {sql['peak_rss_mb']:>10.0f} {base['peak_rss_mb']:>11.0f} "
+            f"{str(same):>5}"
+        )
     rows.sort(key=lambda r: r[0])
     if len(rows) >= 2:
-        print("peak RSS of the SQL stage: " + " / ".join(f"{r[1]['peak_rss_mb']:.0f}" for r in rows) + " MB at "
-              + " / ".join(f"{r[0] / 1e6:.1f}" for r in rows) + " M steps (baseline: "
-              + " / ".join(f"{r[2]['peak_rss_mb']:.0f}" for r in rows if r[2]) + " MB)")
+        print(
+            "peak RSS of the SQL stage: "
+            + " / ".join(f"{r[1]['peak_rss_mb']:.0f}" for r in rows)
+            + " MB at "
+            + " / ".join(f"{r[0] / 1e6:.1f}" for r in rows)
+            + " M steps (baseline: "
+            + " / ".join(f"{r[2]['peak_rss_mb']:.0f}" for r in rows if r[2])
+            + " MB)"
+        )
 
 
 if __name__ == "__main__":

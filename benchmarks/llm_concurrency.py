@@ -41,14 +41,21 @@ class ServerProcess:
     def __init__(self, latency: float):
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "fake_openai_server.py"), "--port", str(self.port),
-             "--latency", str(latency)],
-            stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                str(ROOT / "tests" / "fake_openai_server.py"),
+                "--port",
+                str(self.port),
+                "--latency",
+                str(latency),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert "serving" in (self.proc.stdout.readline() or ""), "fake server did not start"
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -56,17 +63,28 @@ class ServerProcess:
         self.proc.wait(timeout=10)
 
 
-def rollout_row(label: str, base_url: str, home: Path, episodes: int, steps: int, workers: int,
-                concurrency: int) -> dict:
+def rollout_row(
+    label: str, base_url: str, home: Path, episodes: int, steps: int, workers: int, concurrency: int
+) -> dict:
     from crafter_exp.config import compose_config
     from crafter_exp.stages.rollout import rollout
 
-    cfg = compose_config([
-        f"paths.home={home}", "tracking.enabled=false", "rollout.progress=false", f"name={label}",
-        "model=openai", f"model.base_url={base_url}", "model.model=fake-model", f"model.concurrency={concurrency}",
-        f"ray.num_workers={workers}", f"ray.episodes_per_task={max(1, concurrency)}",
-        f"env.episodes={episodes}", f"env.max_steps={steps}",
-    ])
+    cfg = compose_config(
+        [
+            f"paths.home={home}",
+            "tracking.enabled=false",
+            "rollout.progress=false",
+            f"name={label}",
+            "model=openai",
+            f"model.base_url={base_url}",
+            "model.model=fake-model",
+            f"model.concurrency={concurrency}",
+            f"ray.num_workers={workers}",
+            f"ray.episodes_per_task={max(1, concurrency)}",
+            f"env.episodes={episodes}",
+            f"env.max_steps={steps}",
+        ]
+    )
     t0 = time.perf_counter()
     result = rollout(cfg)
     wall = time.perf_counter() - t0
@@ -81,8 +99,15 @@ def decisions_only(base_url: str, episodes: int, steps: int, seq_calls: int) -> 
     from crafter_exp.policies.base import Turn
     from crafter_exp.policies.openai_policy import OpenAIPolicy
 
-    turns = [Turn(episode=i, observation=f"You see grass and a tree. Health 9/9. (episode {i})",
-                  actions=["noop", "do"], instructions="Play Crafter.") for i in range(episodes)]
+    turns = [
+        Turn(
+            episode=i,
+            observation=f"You see grass and a tree. Health 9/9. (episode {i})",
+            actions=["noop", "do"],
+            instructions="Play Crafter.",
+        )
+        for i in range(episodes)
+    ]
     out = {}
     for label, conc, n_turns, batch in [("64 in flight", 64, steps, episodes), ("one at a time", 1, seq_calls, 1)]:
         policy = OpenAIPolicy(OpenAIModelConfig(base_url=base_url, model="fake-model", concurrency=conc), 0)
@@ -165,38 +190,53 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, ServerProcess(args.latency) as srv:
         home = Path(tmp)
-        print(f"{args.episodes} episodes x {args.steps} steps, server answers in {args.latency * 1000:.0f} ms, "
-              f"{os.cpu_count()} CPUs", flush=True)
-        for label, workers, conc in [("ray-2x32", 2, 32), ("inproc-64", 0, 64), ("lockstep-64", 0, 64),
-                                     ("sequential", 0, 1)]:
+        print(
+            f"{args.episodes} episodes x {args.steps} steps, server answers in {args.latency * 1000:.0f} ms, "
+            f"{os.cpu_count()} CPUs",
+            flush=True,
+        )
+        for label, workers, conc in [
+            ("ray-2x32", 2, 32),
+            ("inproc-64", 0, 64),
+            ("lockstep-64", 0, 64),
+            ("sequential", 0, 1),
+        ]:
             # lockstep-64: the same, but every episode waits for the slowest reply of each turn (the runner's
             # path for batching policies), to show what playing each episode at its own pace gives
             OpenAIPolicy.decides_per_turn = label != "lockstep-64"
             row = rollout_row(label, srv.base_url, home, args.episodes, args.steps, workers, conc)
             rows.append(row)
-            print(f"  {label:<11} {row['steps']:>5} steps in {row['wall_s']:7.1f} s = {row['steps_s']:7.1f} steps/s",
-                  flush=True)
+            print(
+                f"  {label:<11} {row['steps']:>5} steps in {row['wall_s']:7.1f} s = {row['steps_s']:7.1f} steps/s",
+                flush=True,
+            )
         base = rows[-1]["steps_s"]
         print("speed-up over one call at a time (end to end):")
         for row in rows[:-1]:
             print(f"  {row['label']:<11} {row['steps_s'] / base:6.1f}x  (goal >= 30x)")
         setup = construct + reset
         floor = args.episodes * setup / 2 + args.steps * args.latency
-        print(f"  episode setup: {construct * 1000:.0f} ms env construction + {reset * 1000:.0f} ms reset; with it, "
-              f"no schedule on 2 cores beats {args.episodes * args.steps / floor:.0f} steps/s = "
-              f"{args.episodes * args.steps / floor / base:.0f}x (setups over 2 cores + {args.steps} turns x "
-              f"{args.latency * 1000:.0f} ms); Ray rows also pay actor start (imports) in each worker")
+        print(
+            f"  episode setup: {construct * 1000:.0f} ms env construction + {reset * 1000:.0f} ms reset; with it, "
+            f"no schedule on 2 cores beats {args.episodes * args.steps / floor:.0f} steps/s = "
+            f"{args.episodes * args.steps / floor / base:.0f}x (setups over 2 cores + {args.steps} turns x "
+            f"{args.latency * 1000:.0f} ms); Ray rows also pay actor start (imports) in each worker"
+        )
         d = decisions_only(srv.base_url, args.episodes, args.steps, args.seq_calls)
-        print(f"decisions only (policy.act, no env, one process): 64 in flight {d['64 in flight']:.0f} decisions/s, "
-              f"one at a time {d['one at a time']:.1f}/s ({args.seq_calls} calls): "
-              f"{d['64 in flight'] / d['one at a time']:.1f}x")
+        print(
+            f"decisions only (policy.act, no env, one process): 64 in flight {d['64 in flight']:.0f} decisions/s, "
+            f"one at a time {d['one at a time']:.1f}/s ({args.seq_calls} calls): "
+            f"{d['64 in flight'] / d['one at a time']:.1f}x"
+        )
     ray.shutdown()
 
     with ServerProcess(0.0) as srv:
         o = overhead(srv.base_url, args.calls)
     print(f"client-side cost per call at 0 ms server latency ({args.calls} calls):")
-    print(f"  sequential round trip: act() {o['act_ms']:.2f} ms, of which the HTTP call {o['call_ms']:.2f} ms "
-          f"(fake server's own handling ~0.2 ms included)")
+    print(
+        f"  sequential round trip: act() {o['act_ms']:.2f} ms, of which the HTTP call {o['call_ms']:.2f} ms "
+        f"(fake server's own handling ~0.2 ms included)"
+    )
     print(f"  64 in flight: {o['conc_calls_s']:.0f} calls/s, client CPU {o['conc_cpu_ms']:.2f} ms per call")
 
 

@@ -32,20 +32,36 @@ def row(rate: float, retries: int, episodes: int, steps: int) -> dict:
 
     with tempfile.TemporaryDirectory() as home, FakeOpenAIServer(record_bodies=False) as srv:
         srv.flaky(rate, seed=1)
-        cfg = compose_config([
-            f"paths.home={home}", "ray.num_workers=0", "rollout.progress=false", "tracking.enabled=false",
-            "model=openai", f"model.base_url={srv.base_url}", "model.model=fake-model", "model.probe=false",
-            f"model.max_retries={retries}", "model.concurrency=12", f"env.episodes={episodes}",
-            f"env.max_steps={steps}",
-        ])
+        cfg = compose_config(
+            [
+                f"paths.home={home}",
+                "ray.num_workers=0",
+                "rollout.progress=false",
+                "tracking.enabled=false",
+                "model=openai",
+                f"model.base_url={srv.base_url}",
+                "model.model=fake-model",
+                "model.probe=false",
+                f"model.max_retries={retries}",
+                "model.concurrency=12",
+                f"env.episodes={episodes}",
+                f"env.max_steps={steps}",
+            ]
+        )
         t0 = time.perf_counter()
         result = rollout(cfg)
         wall = time.perf_counter() - t0
         store = TraceStore(cfg.paths.db)
         eps = store.query(f"SELECT termination, steps FROM episodes WHERE run_id = '{result.run_id}'")
         faults = sum(r["fault"] is not None for r in srv.requests)
-        return {"lost": int((eps.termination == "api_error").sum()), "episodes": len(eps),
-                "steps": int(eps.steps.sum()), "requests": len(srv.requests), "faults": faults, "wall": wall}
+        return {
+            "lost": int((eps.termination == "api_error").sum()),
+            "episodes": len(eps),
+            "steps": int(eps.steps.sum()),
+            "requests": len(srv.requests),
+            "faults": faults,
+            "wall": wall,
+        }
 
 
 def check_cost(calls: int = 20000) -> float:
@@ -76,8 +92,10 @@ def main() -> None:
     for rate in (0.1, 0.3):
         for retries, label in ((0, "max_retries=0 (re-asked at once, 3x)"), (5, "default (client retry + backoff)")):
             r = row(rate, retries, args.episodes, args.steps)
-            print(f"{rate:>5.0%} {label:<38} {r['lost']:>2}/{r['episodes']:<2} {r['steps']:>6} {r['faults']:>6} "
-                  f"{r['requests']:>8} {r['wall']:>7.1f}")
+            print(
+                f"{rate:>5.0%} {label:<38} {r['lost']:>2}/{r['episodes']:<2} {r['steps']:>6} {r['faults']:>6} "
+                f"{r['requests']:>8} {r['wall']:>7.1f}"
+            )
     print(f"check per 200 reply: {check_cost() * 1e6:.1f} us (client cost per call: ~1.4 ms, llm_concurrency.py)")
 
 

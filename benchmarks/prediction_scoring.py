@@ -54,13 +54,16 @@ def main() -> None:
                 result = env.step(action)
                 t1 = time.process_time()
                 actual = env.state_change(obs, result.observation, result.unlocked)
-                f1["no change"].append(prediction_f1(parse_changes("no change", env.prediction_quantity,
-                                                                   env.achievements), actual))
+                f1["no change"].append(
+                    prediction_f1(parse_changes("no change", env.prediction_quantity, env.achievements), actual)
+                )
                 t2 = time.process_time()
-                f1["wood +1"].append(prediction_f1(parse_changes("wood +1", env.prediction_quantity,
-                                                                 env.achievements), actual))
-                f1["oracle"].append(prediction_f1(parse_changes(written(actual), env.prediction_quantity,
-                                                                env.achievements), actual))
+                f1["wood +1"].append(
+                    prediction_f1(parse_changes("wood +1", env.prediction_quantity, env.achievements), actual)
+                )
+                f1["oracle"].append(
+                    prediction_f1(parse_changes(written(actual), env.prediction_quantity, env.achievements), actual)
+                )
                 if actual:
                     for k, v in f1.items():
                         f1_changed[k].append(v[-1])
@@ -72,14 +75,20 @@ def main() -> None:
                 if result.done:
                     break
         mean = {k: 100.0 * sum(v) / len(v) for k, v in f1.items()}
-        print(f"{policy}: {turns} turns, {100.0 * changed / turns:.1f} % of turns changed something; "
-              f"prediction_f1 x100: no change {mean['no change']:.1f}, wood +1 {mean['wood +1']:.1f}, "
-              f"oracle {mean['oracle']:.1f}")
+        print(
+            f"{policy}: {turns} turns, {100.0 * changed / turns:.1f} % of turns changed something; "
+            f"prediction_f1 x100: no change {mean['no change']:.1f}, wood +1 {mean['wood +1']:.1f}, "
+            f"oracle {mean['oracle']:.1f}"
+        )
         changed_mean = {k: 100.0 * sum(v) / max(len(v), 1) for k, v in f1_changed.items()}
-        print(f"  prediction_f1_changed x100: no change {changed_mean['no change']:.1f}, "
-              f"wood +1 {changed_mean['wood +1']:.1f}, oracle {changed_mean['oracle']:.1f}")
-        print(f"  CPU per turn: env step {1e6 * step_cpu / turns:.0f} us, scoring {1e6 * score_cpu / turns:.0f} us "
-              f"({score_cpu / step_cpu:.2f}x a step)")
+        print(
+            f"  prediction_f1_changed x100: no change {changed_mean['no change']:.1f}, "
+            f"wood +1 {changed_mean['wood +1']:.1f}, oracle {changed_mean['oracle']:.1f}"
+        )
+        print(
+            f"  CPU per turn: env step {1e6 * step_cpu / turns:.0f} us, scoring {1e6 * score_cpu / turns:.0f} us "
+            f"({score_cpu / step_cpu:.2f}x a step)"
+        )
         assert mean["oracle"] == 100.0, "the parser does not read the actual change written out"
     env.close()
 

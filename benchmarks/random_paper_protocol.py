@@ -37,8 +37,16 @@ def stock(seeds: list[int]) -> pd.DataFrame:
             total += reward
             steps += 1
         unlocked = [name for name, count in info["achievements"].items() if count > 0]
-        rows.append({"seed": seed, "steps": steps, "turns": steps, "total_reward": total, "achievements": unlocked,
-                     "num_achievements": len(unlocked)})
+        rows.append(
+            {
+                "seed": seed,
+                "steps": steps,
+                "turns": steps,
+                "total_reward": total,
+                "achievements": unlocked,
+                "num_achievements": len(unlocked),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -47,9 +55,19 @@ def ours(seeds: list[int], home: Path) -> pd.DataFrame:
     from crafter_exp.stages.evaluate import evaluate
     from crafter_exp.store.traces import TraceStore
 
-    cfg = compose_config([f"paths.home={home}", "tracking.enabled=false", "rollout.progress=false",
-                          "ray.num_workers=0", "model=random", "protocol=crafter_paper",
-                          f"protocol.episodes={len(seeds)}", f"eval.seed={seeds[0]}", "env.episodes=0"])
+    cfg = compose_config(
+        [
+            f"paths.home={home}",
+            "tracking.enabled=false",
+            "rollout.progress=false",
+            "ray.num_workers=0",
+            "model=random",
+            "protocol=crafter_paper",
+            f"protocol.episodes={len(seeds)}",
+            f"eval.seed={seeds[0]}",
+            "env.episodes=0",
+        ]
+    )
     result = evaluate(cfg)
     return TraceStore(cfg.paths.db).episodes([result.run_id])
 
@@ -73,8 +91,10 @@ def main() -> None:
             df = play()
             seconds = time.perf_counter() - t0
             m = M.compute(df, achievements)
-            print(f"{label:24}{m['crafter_score']:>9.2f}{m['mean_reward']:>9.2f}{m['mean_achievements']:>14.2f}"
-                  f"{m['episode_length']:>9.0f}{seconds:>9.1f}")
+            print(
+                f"{label:24}{m['crafter_score']:>9.2f}{m['mean_reward']:>9.2f}{m['mean_achievements']:>14.2f}"
+                f"{m['episode_length']:>9.0f}{seconds:>9.1f}"
+            )
 
 
 if __name__ == "__main__":

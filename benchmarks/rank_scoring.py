@@ -23,15 +23,17 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import crafter_exp  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch  # noqa: E402
 
+import crafter_exp  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads)
 from crafter_exp.policies.scoring import score_candidates  # noqa: E402
 from crafter_exp.training import tiny  # noqa: E402
 
-WORDS = ("go to take from move open close heat cool clean use examine cabinet countertop drawer fridge microwave "
-         "sinkbasin desklamp mug apple egg plate knife 1 2 3 4 5 6 7 8 9 10 you see a the on in arrive at nothing "
-         "task put some").split()
+WORDS = (
+    "go to take from move open close heat cool clean use examine cabinet countertop drawer fridge microwave "
+    "sinkbasin desklamp mug apple egg plate knife 1 2 3 4 5 6 7 8 9 10 you see a the on in arrive at nothing "
+    "task put some"
+).split()
 
 
 def naive(model, tok, prompts, candidates, rows: int = 64) -> list[list[float]]:
@@ -67,19 +69,26 @@ def main() -> None:
     torch.set_num_threads(1)
     rng = random.Random(0)
     texts = [" ".join(rng.choice(WORDS) for _ in range(args.prompt_words)) for _ in range(args.prompts)]
-    cands = [[" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7))) + "<|end|>"
-              for _ in range(args.candidates)] for _ in range(args.prompts)]
+    cands = [
+        [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7))) + "<|end|>" for _ in range(args.candidates)]
+        for _ in range(args.prompts)
+    ]
     tok = tiny.train_tokenizer(texts, 300)
-    student = SimpleNamespace(architecture="llama", hidden_size=128, num_layers=2, num_heads=4,
-                              intermediate_size=512, tie_embeddings=True)
+    student = SimpleNamespace(
+        architecture="llama", hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512, tie_embeddings=True
+    )
     model = tiny.build_student(student, tok, 512, 0).eval()
-    prompts = [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
-               for t in texts]
+    prompts = [
+        tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+        for t in texts
+    ]
     shared = [r.logprob for r in score_candidates(model, tok, prompts, cands)]
     reference = naive(model, tok, prompts, cands)
     worst = max(abs(a - b) for s, r in zip(shared, reference) for a, b in zip(s, r))
-    print(f"{args.prompts} prompts x {args.candidates} candidates, prompt ~{args.prompt_words} words; "
-          f"largest score difference {worst:.2e}")
+    print(
+        f"{args.prompts} prompts x {args.candidates} candidates, prompt ~{args.prompt_words} words; "
+        f"largest score difference {worst:.2e}"
+    )
     times = {"shared prompt cache": [], "one pass per candidate": []}
     for _ in range(args.repeats):
         t0 = time.perf_counter()

@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import crafter_exp  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import crafter_exp  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads)
 from crafter_exp.config import CrafterEnvConfig, compose_config  # noqa: E402
 from crafter_exp.envs import env_instructions  # noqa: E402
 from crafter_exp.rl.update import Samples, UpdateSettings, encode, forward_all, reply_logps, update  # noqa: E402
@@ -42,9 +42,17 @@ def synthetic_checkpoint(home: Path) -> Path:
     from crafter_exp.training.synthetic import write_synthetic_dataset
 
     write_synthetic_dataset(home / "data" / "datasets" / "default", 1600, seed=0)
-    cfg = compose_config([f"paths.home={home}", "tracking.enabled=false", "trainer.max_time_s=null",
-                          "trainer.max_steps=110", "trainer.progress=false", "trainer.eval_fraction=0",
-                          "trainer.learning_rate=3e-3"])
+    cfg = compose_config(
+        [
+            f"paths.home={home}",
+            "tracking.enabled=false",
+            "trainer.max_time_s=null",
+            "trainer.max_steps=110",
+            "trainer.progress=false",
+            "trainer.eval_fraction=0",
+            "trainer.learning_rate=3e-3",
+        ]
+    )
     return train(cfg).checkpoint
 
 
@@ -85,8 +93,9 @@ def plain_update(model, opt, samples: Samples, temperature: float, pad_id: int) 
     adv = torch.tensor(samples.advantages, dtype=torch.float32)
     opt.zero_grad()
     for i in range(len(samples)):
-        logps, rmask, _ = reply_logps(model, [samples.prompt_ids[i]], [samples.reply_ids[i]], temperature, pad_id,
-                                      torch.device("cpu"))
+        logps, rmask, _ = reply_logps(
+            model, [samples.prompt_ids[i]], [samples.reply_ids[i]], temperature, pad_id, torch.device("cpu")
+        )
         ratio = torch.exp(logps - samples.old_logps[i][None])
         a = adv[i]
         loss = (-torch.min(ratio * a, torch.clamp(ratio, 0.8, 1.28) * a) * rmask).sum() / n_tokens
@@ -131,11 +140,20 @@ def main() -> None:
     rng = np.random.default_rng(0)
     samples = Samples(ids, reps, rng.standard_normal(len(ids)))
     pad = policy.tokenizer.pad_token_id
-    samples.old_logps, samples.entropy = forward_all(policy.model, samples, 0.7, pad, policy.device, 256,
-                                                     contextlib.nullcontext, entropy=True)
+    samples.old_logps, samples.entropy = forward_all(
+        policy.model, samples, 0.7, pad, policy.device, 256, contextlib.nullcontext, entropy=True
+    )
     plain_u, batched_u = [], []
-    settings = UpdateSettings(epochs=1, minibatch=512, micro_batch=256, clip_low=0.2, clip_high=0.28, beta=0.0,
-                              max_grad_norm=1.0, temperature=0.7)
+    settings = UpdateSettings(
+        epochs=1,
+        minibatch=512,
+        micro_batch=256,
+        clip_low=0.2,
+        clip_high=0.28,
+        beta=0.0,
+        max_grad_norm=1.0,
+        temperature=0.7,
+    )
     small = Samples(ids[:128], reps[:128], samples.advantages[:128], old_logps=samples.old_logps[:128])
     for _ in range(args.repeats):
         opt = torch.optim.SGD(policy.model.parameters(), lr=0.0)
@@ -150,16 +168,29 @@ def main() -> None:
     from crafter_exp.stages.rl import rl
 
     home = Path(tmp.name) / "stage"
-    icfg = compose_config([f"paths.home={home}", "tracking.enabled=false", f"rl.start={ckpt}", "rl.iterations=1",
-                           f"rl.seeds={args.seeds}", f"rl.group_size={args.group}", f"env.max_steps={args.max_steps}",
-                           "rl.progress=false", "rl.epochs=1", "rl.temperature=0.7"])
+    icfg = compose_config(
+        [
+            f"paths.home={home}",
+            "tracking.enabled=false",
+            f"rl.start={ckpt}",
+            "rl.iterations=1",
+            f"rl.seeds={args.seeds}",
+            f"rl.group_size={args.group}",
+            f"env.max_steps={args.max_steps}",
+            "rl.progress=false",
+            "rl.epochs=1",
+            "rl.temperature=0.7",
+        ]
+    )
     h = rl(icfg).history[0]
     total = h["iteration_s"]
-    print(f"iteration ({n} episodes, {h['turns']:.0f} turns -> {h['samples']:.0f} samples): {total:.1f} s = "
-          f"rollout {h['rollout_s']:.1f} s ({h['rollout_s'] / total:.0%}), log-prob pass {h['logprob_pass_s']:.1f} s "
-          f"({h['logprob_pass_s'] / total:.0%}), update {h['update_s'] - h['logprob_pass_s']:.1f} s "
-          f"({(h['update_s'] - h['logprob_pass_s']) / total:.0%}); rollout {h['rollout_steps_per_s']:.0f} steps/s, "
-          f"update {h['update_tokens_per_s']:.0f} tokens/s")
+    print(
+        f"iteration ({n} episodes, {h['turns']:.0f} turns -> {h['samples']:.0f} samples): {total:.1f} s = "
+        f"rollout {h['rollout_s']:.1f} s ({h['rollout_s'] / total:.0%}), log-prob pass {h['logprob_pass_s']:.1f} s "
+        f"({h['logprob_pass_s'] / total:.0%}), update {h['update_s'] - h['logprob_pass_s']:.1f} s "
+        f"({(h['update_s'] - h['logprob_pass_s']) / total:.0%}); rollout {h['rollout_steps_per_s']:.0f} steps/s, "
+        f"update {h['update_tokens_per_s']:.0f} tokens/s"
+    )
     tmp.cleanup()
 
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import crafter_exp  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads)
 import torch  # noqa: E402
 
+import crafter_exp  # noqa: E402,F401  (sets OMP_WAIT_POLICY before torch loads)
 from crafter_exp.config import HFLocalModelConfig, LocalTrainerConfig, TinyTrainerConfig  # noqa: E402
 from crafter_exp.training import data as data_mod  # noqa: E402
 from crafter_exp.training import sft  # noqa: E402
@@ -40,7 +40,6 @@ from crafter_exp.training.sft.sampler import ShuffledLengthBatches  # noqa: E402
 from crafter_exp.training.sft.schedule import ProgressClock, lr_factor  # noqa: E402
 from crafter_exp.training.synthetic import write_synthetic_dataset  # noqa: E402
 
-
 WARM = 25
 """Steps before the steady-state clock starts (logging_steps is 25 too, so the stage's curve has that point)."""
 
@@ -48,8 +47,16 @@ WARM = 25
 def trainer_cfg(args: argparse.Namespace, method: str) -> LocalTrainerConfig:
     base = TinyTrainerConfig() if args.model == "tiny" else LocalTrainerConfig(model=args.model)
     return dataclasses.replace(
-        base, method=method, max_steps=args.steps, max_time_s=None, eval_fraction=0.0, save_best=False,
-        logging_steps=WARM, progress=False, per_device_batch=args.batch, bf16=args.bf16,
+        base,
+        method=method,
+        max_steps=args.steps,
+        max_time_s=None,
+        eval_fraction=0.0,
+        save_best=False,
+        logging_steps=WARM,
+        progress=False,
+        per_device_batch=args.batch,
+        bf16=args.bf16,
         group_by_length=not args.no_grouping,
         learning_rate=base.learning_rate if method == "full" else 1e-3,
     )
@@ -63,8 +70,13 @@ def stage_run(tcfg: LocalTrainerConfig, data: data_mod.SFTData) -> dict:
     logs = [c for c in out.curve if "trained_tokens" in c]
     first = next(c for c in logs if c["step"] >= WARM)
     steady = (logs[-1]["trained_tokens"] - first["trained_tokens"]) / (logs[-1]["elapsed_s"] - first["elapsed_s"])
-    return {"tokens_per_s": m["tokens_per_s"], "steady": steady, "tokens": m["trained_tokens"],
-            "seconds": m["train_time_s"], "peak_mb": m["peak_memory_mb"]}
+    return {
+        "tokens_per_s": m["tokens_per_s"],
+        "steady": steady,
+        "tokens": m["trained_tokens"],
+        "seconds": m["train_time_s"],
+        "peak_mb": m["peak_memory_mb"],
+    }
 
 
 def plain_run(tcfg: LocalTrainerConfig, data: data_mod.SFTData) -> dict:
@@ -88,12 +100,14 @@ def plain_run(tcfg: LocalTrainerConfig, data: data_mod.SFTData) -> dict:
     batches = [collate(rows[i : i + b]) for i in range(0, len(rows), b)]
     bf16 = use_bf16(tcfg)  # the stage's precision: bf16 autocast where the CPU/GPU has native bf16
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay,
-                            fused=True)  # what Trainer uses (adamw_torch_fused)
+    opt = torch.optim.AdamW(
+        params, lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay, fused=True
+    )  # what Trainer uses (adamw_torch_fused)
     clock = ProgressClock(None)
     clock.num_steps = tcfg.max_steps
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(tcfg.lr_scheduler, clock.progress(s), tcfg.warmup_ratio, tcfg.min_lr_ratio))
+        opt, lambda s: lr_factor(tcfg.lr_scheduler, clock.progress(s), tcfg.warmup_ratio, tcfg.min_lr_ratio)
+    )
     model.train()
     tokens = 0
     t0 = time.monotonic()
@@ -113,13 +127,22 @@ def plain_run(tcfg: LocalTrainerConfig, data: data_mod.SFTData) -> dict:
         tokens += int(batch["attention_mask"].sum())
     end = time.monotonic()
     seconds = end - t0
-    return {"tokens_per_s": tokens / seconds, "steady": (tokens - warm_tokens) / (end - t_warm), "tokens": tokens,
-            "seconds": seconds, "peak_mb": peak_memory_mb()}
+    return {
+        "tokens_per_s": tokens / seconds,
+        "steady": (tokens - warm_tokens) / (end - t_warm),
+        "tokens": tokens,
+        "seconds": seconds,
+        "peak_mb": peak_memory_mb(),
+    }
 
 
 def bench_training(args: argparse.Namespace, data: data_mod.SFTData) -> None:
-    results: dict[str, list[dict]] = {"plain loop (full)": [], "stage (full)": [], "plain loop (lora)": [],
-                                      "stage (lora)": []}
+    results: dict[str, list[dict]] = {
+        "plain loop (full)": [],
+        "stage (full)": [],
+        "plain loop (lora)": [],
+        "stage (lora)": [],
+    }
     full, lora = trainer_cfg(args, "full"), trainer_cfg(args, "lora")
     for _ in range(args.repeats):
         results["plain loop (full)"].append(plain_run(full, data))
@@ -127,9 +150,11 @@ def bench_training(args: argparse.Namespace, data: data_mod.SFTData) -> None:
         if not args.skip_lora:
             results["plain loop (lora)"].append(plain_run(lora, data))
             results["stage (lora)"].append(stage_run(lora, data))
-    print(f"\n== SFT throughput: model={args.model}, {args.steps} steps x batch {args.batch}, "
-          f"{args.repeats} alternating repeats, torch threads {torch.get_num_threads()}, "
-          f"bf16 {use_bf16(full)}, length-grouped batches {full.group_by_length} ==")
+    print(
+        f"\n== SFT throughput: model={args.model}, {args.steps} steps x batch {args.batch}, "
+        f"{args.repeats} alternating repeats, torch threads {torch.get_num_threads()}, "
+        f"bf16 {use_bf16(full)}, length-grouped batches {full.group_by_length} =="
+    )
     print("tokens/s = non-padding tokens per second; whole run includes start-up (optimizer, loader, first steps),")
     print(f"steady = from step {WARM} to the end (a 300 s training run is nearly all steady state)")
     print(f"{'run':<20} {'whole run':>10} {'steady':>8} {'steady, all repeats':>26} {'peak MB':>9}")
@@ -140,12 +165,18 @@ def bench_training(args: argparse.Namespace, data: data_mod.SFTData) -> None:
         whole[name] = statistics.median(r["tokens_per_s"] for r in runs)
         med[name] = statistics.median(r["steady"] for r in runs)
         all_runs = ", ".join(f"{r['steady']:.0f}" for r in runs)
-        print(f"{name:<20} {whole[name]:>10.0f} {med[name]:>8.0f} {all_runs:>26} {max(r['peak_mb'] for r in runs):>9.0f}")
-    print(f"stage / plain loop, full: steady {med['stage (full)'] / med['plain loop (full)']:.3f}, "
-          f"whole run {whole['stage (full)'] / whole['plain loop (full)']:.3f}  (goal >= 0.9)")
+        print(
+            f"{name:<20} {whole[name]:>10.0f} {med[name]:>8.0f} {all_runs:>26} {max(r['peak_mb'] for r in runs):>9.0f}"
+        )
+    print(
+        f"stage / plain loop, full: steady {med['stage (full)'] / med['plain loop (full)']:.3f}, "
+        f"whole run {whole['stage (full)'] / whole['plain loop (full)']:.3f}  (goal >= 0.9)"
+    )
     if "stage (lora)" in med:
-        print(f"stage / plain loop, lora: steady {med['stage (lora)'] / med['plain loop (lora)']:.3f}, "
-              f"whole run {whole['stage (lora)'] / whole['plain loop (lora)']:.3f}")
+        print(
+            f"stage / plain loop, lora: steady {med['stage (lora)'] / med['plain loop (lora)']:.3f}, "
+            f"whole run {whole['stage (lora)'] / whole['plain loop (lora)']:.3f}"
+        )
         print(f"lora / full (stage, steady): {med['stage (lora)'] / med['stage (full)']:.3f}")
 
 
@@ -181,8 +212,10 @@ def bench_play(args: argparse.Namespace, data: data_mod.SFTData) -> None:
         t_single = time.monotonic() - t0
         steps_single = sum(r.episode["steps"] for r in single)
     sps_b, sps_s = steps_batched / t_batched, steps_single / t_single
-    print(f"\n== hf_local play: {args.episodes} Crafter episodes x {args.play_steps} steps, "
-          f"max_new_tokens {args.max_new_tokens} ==")
+    print(
+        f"\n== hf_local play: {args.episodes} Crafter episodes x {args.play_steps} steps, "
+        f"max_new_tokens {args.max_new_tokens} =="
+    )
     print(f"{'mode':<34} {'env steps/s':>12} {'seconds':>9}")
     print(f"{'batched (all episodes together)':<34} {sps_b:>12.1f} {t_batched:>9.1f}")
     print(f"{'one episode at a time':<34} {sps_s:>12.1f} {t_single:>9.1f}")

@@ -41,8 +41,10 @@ def main() -> None:
     played = play_batch(env_cfg, policy, seeds, meta)
     play_wall, play_cpu = time.perf_counter() - t0, time.process_time() - c0
     steps_per_batch = sum(r.episode["steps"] for r in played)
-    print(f"played {len(played)} episodes, {steps_per_batch} steps: one actor {steps_per_batch / play_wall:.0f} "
-          f"steps/s wall, {steps_per_batch / play_cpu:.0f} steps/s CPU")
+    print(
+        f"played {len(played)} episodes, {steps_per_batch} steps: one actor {steps_per_batch / play_wall:.0f} "
+        f"steps/s wall, {steps_per_batch / play_cpu:.0f} steps/s CPU"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         store = TraceStore(Path(tmp) / "traces.duckdb")
@@ -61,11 +63,15 @@ def main() -> None:
             cpu += time.process_time() - c0
         size_mb = store.path.stat().st_size / 1e6
     stored = steps_per_batch * args.batches
-    print(f"stored {args.batches} batches x {len(played)} episodes = {stored} steps: writer {stored / wall:.0f} "
-          f"steps/s wall, {stored / cpu:.0f} steps/s CPU; {wall / args.batches * 1000:.0f} ms per append; "
-          f"file {size_mb:.1f} MB ({size_mb * 1e6 / stored:.0f} bytes/step)")
-    print(f"ratio (CPU): one writer keeps up with {stored / cpu / (steps_per_batch / play_cpu):.1f} actors playing "
-          f"at full speed")
+    print(
+        f"stored {args.batches} batches x {len(played)} episodes = {stored} steps: writer {stored / wall:.0f} "
+        f"steps/s wall, {stored / cpu:.0f} steps/s CPU; {wall / args.batches * 1000:.0f} ms per append; "
+        f"file {size_mb:.1f} MB ({size_mb * 1e6 / stored:.0f} bytes/step)"
+    )
+    print(
+        f"ratio (CPU): one writer keeps up with {stored / cpu / (steps_per_batch / play_cpu):.1f} actors playing "
+        f"at full speed"
+    )
 
 
 if __name__ == "__main__":

@@ -31,12 +31,20 @@ def run(home: Path, name: str, model: list[str], traces: str, episodes: int, ste
     from crafter_exp.config import compose_config
     from crafter_exp.stages.rollout import rollout
 
-    cfg = compose_config([
-        f"paths.home={home}", f"tracking.uri=sqlite:///{home}/mlflow.db", "rollout.progress=false", f"name={name}",
-        "ray.num_workers=0", f"env.episodes={episodes}", f"env.max_steps={steps}", f"tracking.traces={traces}",
-        "tracking.trace_episodes=null",  # every episode: the per-span cost, not the default cap
-        *model,
-    ])
+    cfg = compose_config(
+        [
+            f"paths.home={home}",
+            f"tracking.uri=sqlite:///{home}/mlflow.db",
+            "rollout.progress=false",
+            f"name={name}",
+            "ray.num_workers=0",
+            f"env.episodes={episodes}",
+            f"env.max_steps={steps}",
+            f"tracking.traces={traces}",
+            "tracking.trace_episodes=null",  # every episode: the per-span cost, not the default cap
+            *model,
+        ]
+    )
     t0, c0 = time.perf_counter(), time.process_time()
     result = rollout(cfg)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0  # CPU: every thread (the trace writer too)
@@ -58,10 +66,14 @@ def compare(label: str, home: Path, model: list[str], episodes: int, steps: int,
     turns = rows["llm"][0]["turns"]
     print(f"{label}: {episodes} episodes x {steps} steps ({turns} turns = spans), median of {repeats}")
     print(f"  traces off  {off:7.2f} s  {turns / off:8.1f} turns/s  CPU {cpu_off:6.2f} s")
-    print(f"  traces llm  {on:7.2f} s  {turns / on:8.1f} turns/s  CPU {cpu_on:6.2f} s  "
-          f"({rows['llm'][0]['traced']} traces)")
-    print(f"  overhead    {on - off:+7.2f} s  = {1000 * (on - off) / turns:.2f} ms per span, "
-          f"{100 * (on - off) / off:+.1f} % ({on / off:.2f}x); CPU {1000 * (cpu_on - cpu_off) / turns:.2f} ms per span")
+    print(
+        f"  traces llm  {on:7.2f} s  {turns / on:8.1f} turns/s  CPU {cpu_on:6.2f} s  "
+        f"({rows['llm'][0]['traced']} traces)"
+    )
+    print(
+        f"  overhead    {on - off:+7.2f} s  = {1000 * (on - off) / turns:.2f} ms per span, "
+        f"{100 * (on - off) / off:+.1f} % ({on / off:.2f}x); CPU {1000 * (cpu_on - cpu_off) / turns:.2f} ms per span"
+    )
 
 
 def main() -> None:
@@ -75,12 +87,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         with ServerProcess(args.latency) as srv:
-            compare(f"openai, fake server {args.latency:g} s latency", home,
-                    ["model=openai", f"model.base_url={srv.base_url}", "model.model=fake-model",
-                     f"model.concurrency={args.episodes}"], args.episodes, args.steps, args.repeats)
+            compare(
+                f"openai, fake server {args.latency:g} s latency",
+                home,
+                [
+                    "model=openai",
+                    f"model.base_url={srv.base_url}",
+                    "model.model=fake-model",
+                    f"model.concurrency={args.episodes}",
+                ],
+                args.episodes,
+                args.steps,
+                args.repeats,
+            )
         if args.checkpoint:
-            compare("hf_local student", home, ["model=hf_local", f"model.path={Path(args.checkpoint).resolve()}"],
-                    args.episodes, args.steps, args.repeats)
+            compare(
+                "hf_local student",
+                home,
+                ["model=hf_local", f"model.path={Path(args.checkpoint).resolve()}"],
+                args.episodes,
+                args.steps,
+                args.repeats,
+            )
 
 
 if __name__ == "__main__":

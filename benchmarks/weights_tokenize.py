@@ -50,8 +50,10 @@ def conversation_rows(n: int, turns: int, rng: random.Random) -> list[dict]:
         msgs = []
         for t in range(turns):
             obs, act = synthetic_observation(rng)
-            msgs += [{"role": "user", "content": obs},
-                     {"role": "assistant", "content": f"<think>step {t}: {act} is next</think> {act}"}]
+            msgs += [
+                {"role": "user", "content": obs},
+                {"role": "assistant", "content": f"<think>step {t}: {act} is next</think> {act}"},
+            ]
         rows.append({"messages": msgs})
     return rows
 
@@ -105,10 +107,14 @@ def main() -> None:
         role_weighted.append(ROLE_TIME[0])
     t_plain, t_weighted = statistics.median(plain_times), statistics.median(weighted_times)
     print(f"   every reply learned : {args.examples / t_plain:8.0f} examples/s")
-    print(f"   weight-0 history    : {args.examples / t_weighted:8.0f} examples/s  "
-          f"({t_plain / t_weighted:.2f} x; {out.assistant_tokens} learned tokens of {out.tokens})")
-    print(f"   of which mask -> roles: {statistics.median(role_plain) * 1e3:.0f} ms vs "
-          f"{statistics.median(role_weighted) * 1e3:.0f} ms (the rest is rendering + tokenizing, the same work)")
+    print(
+        f"   weight-0 history    : {args.examples / t_weighted:8.0f} examples/s  "
+        f"({t_plain / t_weighted:.2f} x; {out.assistant_tokens} learned tokens of {out.tokens})"
+    )
+    print(
+        f"   of which mask -> roles: {statistics.median(role_plain) * 1e3:.0f} ms vs "
+        f"{statistics.median(role_weighted) * 1e3:.0f} ms (the rest is rendering + tokenizing, the same work)"
+    )
 
     print(f"2. multi-turn, {args.conversations} conversations, every reply learned, no markers")
     alike = tiny.CHAT_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
@@ -122,9 +128,11 @@ def main() -> None:
         t_one, one = timed(tok, convs, 1)
         tok.chat_template = DROPS_EARLIER_THINK
         t_split, split = timed(tok, convs, 1)
-        print(f"   {turns:2d} turns: one sequence {one.tokens:7d} tokens {t_one:6.2f} s | per learned reply "
-              f"{len(split.input_ids):4d} sequences {split.tokens:7d} tokens {t_split:6.2f} s "
-              f"({split.tokens / one.tokens:.1f} x tokens)")
+        print(
+            f"   {turns:2d} turns: one sequence {one.tokens:7d} tokens {t_one:6.2f} s | per learned reply "
+            f"{len(split.input_ids):4d} sequences {split.tokens:7d} tokens {t_split:6.2f} s "
+            f"({split.tokens / one.tokens:.1f} x tokens)"
+        )
 
 
 if __name__ == "__main__":

@@ -55,8 +55,10 @@ def _app(dcfg: DictConfig) -> None:
         print(f"crafter-exp: error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("crafter-exp: interrupted; finished episodes and outputs are kept — rerun the same command to resume",
-              file=sys.stderr)
+        print(
+            "crafter-exp: interrupted; finished episodes and outputs are kept — rerun the same command to resume",
+            file=sys.stderr,
+        )
         sys.exit(130)
 
 

@@ -237,8 +237,13 @@ class FilterConfig:
     min_quality: Optional[float] = None
     """Minimum episode quality score (crafter_exp.filtering.quality: achievements + efficiency - penalties)."""
     quality_weights: dict[str, float] = field(
-        default_factory=lambda: {"achievements": 1.0, "success": 5.0, "efficiency": 10.0, "invalid": 2.0,
-                                 "repeated": 0.5}
+        default_factory=lambda: {
+            "achievements": 1.0,
+            "success": 5.0,
+            "efficiency": 10.0,
+            "invalid": 2.0,
+            "repeated": 0.5,
+        }
     )
     """Weights of the quality score's terms (keys: achievements, success, efficiency, invalid, repeated)."""
     sort_by: str = "quality"
@@ -295,10 +300,17 @@ class FilterConfig:
     """Epochs assumed by the cost estimate."""
     training_prices: dict[str, float] = field(
         default_factory=lambda: {
-            "gpt-4o-mini-2024-07-18": 3.0, "gpt-4o-2024-08-06": 25.0, "gpt-4.1-2025-04-14": 25.0,
-            "gpt-4.1-mini-2025-04-14": 5.0, "gpt-4.1-nano-2025-04-14": 1.5, "gpt-3.5-turbo-0125": 8.0,
-            "gemini-2.0-flash-001": 3.0, "gemini-2.0-flash-lite-001": 1.0, "gemini-2.5-flash": 5.0,
-            "gemini-2.5-flash-lite": 1.5, "gemini-2.5-pro": 25.0,
+            "gpt-4o-mini-2024-07-18": 3.0,
+            "gpt-4o-2024-08-06": 25.0,
+            "gpt-4.1-2025-04-14": 25.0,
+            "gpt-4.1-mini-2025-04-14": 5.0,
+            "gpt-4.1-nano-2025-04-14": 1.5,
+            "gpt-3.5-turbo-0125": 8.0,
+            "gemini-2.0-flash-001": 3.0,
+            "gemini-2.0-flash-lite-001": 1.0,
+            "gemini-2.5-flash": 5.0,
+            "gemini-2.5-flash-lite": 1.5,
+            "gemini-2.5-pro": 25.0,
         },
         metadata=NOT_IDENTITY,
     )

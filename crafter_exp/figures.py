@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -56,8 +57,17 @@ def grouped_bars(
     items = [i for i in order if i in set(present)] if order is not None else present
     fig = Figure(figsize=(max(6.0, 0.45 * len(items) * max(1, len(labels)) ** 0.5 + 2), 4.5))
     ax = fig.add_subplot()
-    sns.barplot(data=rows, x="item", y="value", hue="experiment", order=items, hue_order=labels,
-                palette=_palette(labels), errorbar=None, ax=ax)
+    sns.barplot(
+        data=rows,
+        x="item",
+        y="value",
+        hue="experiment",
+        order=items,
+        hue_order=labels,
+        palette=_palette(labels),
+        errorbar=None,
+        ax=ax,
+    )
     ax.set_xlabel("")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -90,14 +100,26 @@ def reward_distribution(episodes: pd.DataFrame, path: str | Path, labels: Sequen
     """
     palette = _palette(labels)
     fig = Figure(figsize=(max(6.0, 1.6 * len(labels) + 3), 4.2))
-    for i, (column, ylabel) in enumerate([("total_reward", "episode reward"),
-                                           ("num_achievements", "achievements per episode")]):
+    for i, (column, ylabel) in enumerate(
+        [("total_reward", "episode reward"), ("num_achievements", "achievements per episode")]
+    ):
         ax = fig.add_subplot(1, 2, i + 1)
         data = episodes[["experiment", column]].astype({column: float})
-        sns.boxplot(data=data, x="experiment", y=column, hue="experiment", order=labels, hue_order=labels,
-                    palette=palette, showfliers=False, ax=ax, legend=False)
-        sns.stripplot(data=data, x="experiment", y=column, order=labels, color="black", size=3, alpha=0.5,
-                      jitter=0.2, ax=ax)
+        sns.boxplot(
+            data=data,
+            x="experiment",
+            y=column,
+            hue="experiment",
+            order=labels,
+            hue_order=labels,
+            palette=palette,
+            showfliers=False,
+            ax=ax,
+            legend=False,
+        )
+        sns.stripplot(
+            data=data, x="experiment", y=column, order=labels, color="black", size=3, alpha=0.5, jitter=0.2, ax=ax
+        )
         ax.set_xlabel("")
         ax.set_ylabel(ylabel)
         ax.tick_params(axis="x", labelrotation=30)
@@ -122,8 +144,7 @@ def metric_intervals(table: pd.DataFrame, metrics: Sequence[str], path: str | Pa
             value, low, high = data.loc[label, ["value", "ci_low", "ci_high"]].astype(float)
             if np.isnan(value):
                 continue
-            ax.errorbar([x], [value], yerr=[[value - low], [high - value]], fmt="o", capsize=4,
-                        color=palette[label])
+            ax.errorbar([x], [value], yerr=[[value - low], [high - value]], fmt="o", capsize=4, color=palette[label])
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize="small")
         ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.set_title(metric, fontsize="medium")
@@ -141,8 +162,18 @@ def sweep_metric(summary: pd.DataFrame, x: str, metric: str, path: str | Path, h
     fig = Figure(figsize=(max(5.0, 0.9 * len(order) + 3), 4.0))
     ax = fig.add_subplot()
     hues = list(dict.fromkeys(data[hue])) if hue in data else None
-    sns.pointplot(data=data, x=x, y=metric, hue=hue if hues else None, order=order, hue_order=hues,
-                  palette=_palette(hues) if hues else None, errorbar=None, markers="o", ax=ax)
+    sns.pointplot(
+        data=data,
+        x=x,
+        y=metric,
+        hue=hue if hues else None,
+        order=order,
+        hue_order=hues,
+        palette=_palette(hues) if hues else None,
+        errorbar=None,
+        markers="o",
+        ax=ax,
+    )
     ax.set_xlabel(x)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} vs {x}")

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -181,8 +182,9 @@ class EpisodeArrays:
     task_type: np.ndarray  # (n,) object
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame, env_achievements: Sequence[str],
-                   actions: Optional[Sequence[str]] = None) -> "EpisodeArrays":
+    def from_frame(
+        cls, df: pd.DataFrame, env_achievements: Sequence[str], actions: Optional[Sequence[str]] = None
+    ) -> EpisodeArrays:
         """`actions`: the actions reported one by one (default: top_actions(df)); the others count as OTHER."""
         n = len(df)
         achievements = tuple(env_achievements or ())
@@ -199,8 +201,11 @@ class EpisodeArrays:
         has_other = any(a not in kept for c in counts for a in c)
         actions = named + ((OTHER_ACTIONS,) if has_other and OTHER_ACTIONS not in kept else ())
         action_counts = np.array(
-            [[c.get(a, 0.0) for a in named] + ([sum(v for a, v in c.items() if a not in kept)] if len(actions) >
-                                                 len(named) else []) for c in counts]
+            [
+                [c.get(a, 0.0) for a in named]
+                + ([sum(v for a, v in c.items() if a not in kept)] if len(actions) > len(named) else [])
+                for c in counts
+            ]
         ).reshape(n, len(actions))
         if "task_type" in df.columns:
             task_type = np.array([None if pd.isna(t) else str(t) for t in df["task_type"]], dtype=object)
@@ -209,10 +214,24 @@ class EpisodeArrays:
         task_types = tuple(sorted({t for t in task_type if t is not None}))
         columns = {
             c: _numeric(df, c)
-            for c in ("steps", "turns", "total_reward", "num_achievements", "success", "invalid_actions",
-                      "parse_failures", "repeated_actions", "prompt_tokens", "completion_tokens", "cost",
-                      "predictions", "predictions_scored", "predictions_exact", "prediction_f1",
-                      "prediction_f1_changed")
+            for c in (
+                "steps",
+                "turns",
+                "total_reward",
+                "num_achievements",
+                "success",
+                "invalid_actions",
+                "parse_failures",
+                "repeated_actions",
+                "prompt_tokens",
+                "completion_tokens",
+                "cost",
+                "predictions",
+                "predictions_scored",
+                "predictions_exact",
+                "prediction_f1",
+                "prediction_f1_changed",
+            )
         }
         if "num_achievements" not in df.columns:
             columns["num_achievements"] = np.array([float(len(x)) for x in lists])
@@ -237,8 +256,9 @@ def _stats(arrays: EpisodeArrays, k: int) -> MetricSet:
     success = c["success"]
     m = MetricSet()
     m.mean("mean_achievements", c["num_achievements"])
-    m.mean("achievement_rate", np.where(np.isfinite(c["num_achievements"]), 100.0 * (c["num_achievements"] >= k),
-                                        np.nan))
+    m.mean(
+        "achievement_rate", np.where(np.isfinite(c["num_achievements"]), 100.0 * (c["num_achievements"] >= k), np.nan)
+    )
     if K:
         unlocked = m.block(arrays.unlocked)
         episodes = m.column(np.ones(arrays.n))
@@ -374,8 +394,9 @@ def compute(
     return {name: v for name, v in values.items() if not math.isnan(v)}
 
 
-def summary(df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3,
-            declaration: Sequence[str] = ()) -> dict[str, float]:
+def summary(
+    df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3, declaration: Sequence[str] = ()
+) -> dict[str, float]:
     """Metrics of one run for MLflow (rollout stage): every applicable (and declared) metric plus `episodes`."""
     return {"episodes": float(len(df)), **only_declared(compute(df, env_achievements, k), declaration)}
 
@@ -383,8 +404,9 @@ def summary(df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3,
 def per_achievement_rates(df: pd.DataFrame, env_achievements: Sequence[str]) -> pd.Series:
     """% of episodes unlocking each of the env's achievements (0 for those never unlocked)."""
     arrays = EpisodeArrays.from_frame(df, env_achievements)
-    return pd.Series(100.0 * arrays.unlocked.mean(axis=0) if arrays.n else 0.0, index=list(arrays.achievements),
-                     name="success_rate")
+    return pd.Series(
+        100.0 * arrays.unlocked.mean(axis=0) if arrays.n else 0.0, index=list(arrays.achievements), name="success_rate"
+    )
 
 
 def action_distribution(df: pd.DataFrame, actions: Optional[Sequence[str]] = None) -> pd.Series:
@@ -395,8 +417,9 @@ def action_distribution(df: pd.DataFrame, actions: Optional[Sequence[str]] = Non
     return pd.Series(shares, index=list(arrays.actions), name="share")
 
 
-def metric_names(df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3,
-                 actions: Optional[Sequence[str]] = None) -> list[str]:
+def metric_names(
+    df: pd.DataFrame, env_achievements: Sequence[str], k: int = 3, actions: Optional[Sequence[str]] = None
+) -> list[str]:
     """Names of every metric defined for these episodes (applicable or not), report order."""
     return list(_stats(EpisodeArrays.from_frame(df, env_achievements, actions), k))
 
@@ -566,8 +589,16 @@ def significance(
         if not np.isfinite(obs):
             continue
         p = (1 + exceed[name]) / (1 + count[name]) if count[name] else float("nan")
-        rows.append({"metric": name, "baseline_value": float(base_values[name][0]),
-                     "value": float(other_values[name][0]), "diff": obs, "p": p, "test": test})
+        rows.append(
+            {
+                "metric": name,
+                "baseline_value": float(base_values[name][0]),
+                "value": float(other_values[name][0]),
+                "diff": obs,
+                "p": p,
+                "test": test,
+            }
+        )
     return pd.DataFrame(rows, columns=["metric", "baseline_value", "value", "diff", "p", "test"])
 
 

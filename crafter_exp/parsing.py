@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 # The reply-stripping rules are written once, as patterns both Python's `re` and DuckDB's RE2 read the same way:
 # `split_reasoning` / `drop_predictions` apply them here, the `*_sql` functions below compile them for the filter's
@@ -69,8 +70,10 @@ def strip_reasoning_sql(expr: str) -> str:
 def reasoning_sql(expr: str) -> str:
     """SQL: `split_reasoning(expr)[0]` (the reasoning blocks, each stripped, one per line; NULL when none)."""
     pattern = _sql_text("(?is)" + THINK)
-    return (f"CASE WHEN regexp_matches({expr}, {pattern}) THEN array_to_string(list_transform("
-            f"regexp_extract_all({expr}, {pattern}, 1), lambda x: {strip_sql('x')}), chr(10)) END")
+    return (
+        f"CASE WHEN regexp_matches({expr}, {pattern}) THEN array_to_string(list_transform("
+        f"regexp_extract_all({expr}, {pattern}, 1), lambda x: {strip_sql('x')}), chr(10)) END"
+    )
 
 
 def drop_predictions_sql(expr: str) -> str:
@@ -226,8 +229,11 @@ _WORDS = r"[a-z][a-z0-9_]*(?:[ \t-]+[a-z][a-z0-9_]*){0,3}"
 _NAME_AMOUNT_RE = re.compile(rf"({_WORDS})[ \t]*[:=]?[ \t]*({_AMOUNT})\b", re.I)
 _AMOUNT_NAME_RE = re.compile(rf"({_AMOUNT})[ \t]+({_WORDS})", re.I)
 _UNLOCK_RE = re.compile(rf"\bunlock(?:s|ed|ing)?\b[ \t]*:?[ \t]*({_WORDS})", re.I)
-_NO_CHANGE_RE = re.compile(r"^\W*(?:no(?:thing)?\s+(?:will\s+)?change[sd]?|nothing(?:\s+happens)?|none|unchanged"
-                           r"|no\s+changes?)\W*$", re.I)
+_NO_CHANGE_RE = re.compile(
+    r"^\W*(?:no(?:thing)?\s+(?:will\s+)?change[sd]?|nothing(?:\s+happens)?|none|unchanged"
+    r"|no\s+changes?)\W*$",
+    re.I,
+)
 
 QuantityName = Callable[[str], Optional[str]]
 
@@ -254,8 +260,9 @@ def _name(words: str, quantity: QuantityName, side: str) -> Optional[str]:
     return None
 
 
-def parse_changes(text: Optional[str], quantity: QuantityName,
-                  achievements: Sequence[str] = ()) -> Optional[dict[str, int]]:
+def parse_changes(
+    text: Optional[str], quantity: QuantityName, achievements: Sequence[str] = ()
+) -> Optional[dict[str, int]]:
     """A prediction's claimed changes, {quantity: signed amount} ({} = "no change"); None when it names none in
     the scored form (free text only). A quantity named twice keeps the sum of its amounts."""
     if not text or not text.strip():

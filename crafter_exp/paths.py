@@ -54,8 +54,11 @@ def identity_tree(obj: Any) -> Any:
     """`obj` as plain data without the fields that do not change a result (nested dataclasses, lists and dicts
     included); anything else as is."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: identity_tree(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if in_identity(type(obj), f.name)}
+        return {
+            f.name: identity_tree(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if in_identity(type(obj), f.name)
+        }
     if isinstance(obj, (list, tuple)):
         return [identity_tree(v) for v in obj]
     if isinstance(obj, dict):
@@ -154,8 +157,9 @@ def find_dataset(cfg: Any) -> Path:
     root = dataset_root(cfg)
     found = newest_complete(root)
     if found is None:
-        raise UserError(f"no complete dataset under {root} (run stage=filter name={cfg.name} first, or set "
-                        "trainer.dataset=<path>)")
+        raise UserError(
+            f"no complete dataset under {root} (run stage=filter name={cfg.name} first, or set trainer.dataset=<path>)"
+        )
     return found
 
 
@@ -170,8 +174,10 @@ def find_checkpoint(cfg: Any) -> Path:
     root = checkpoint_root(cfg)
     found = newest_complete(root, is_local_checkpoint)
     if found is None:
-        raise UserError(f"model.path is not set and there is no complete local checkpoint under {root} (run "
-                        f"stage=train name={cfg.name} first, or set model.path=<folder or hub id>)")
+        raise UserError(
+            f"model.path is not set and there is no complete local checkpoint under {root} (run "
+            f"stage=train name={cfg.name} first, or set model.path=<folder or hub id>)"
+        )
     return found
 
 
@@ -266,6 +272,23 @@ class OutputFolder:
         return manifest
 
 
-__all__ = ["MANIFEST", "OutputFolder", "identity", "identity_tree", "in_identity", "dataset_root", "dataset_dir",
-           "checkpoint_root", "checkpoint_dir", "compare_dir", "export_path", "read_manifest", "complete_manifest",
-           "newest_complete", "find_dataset", "find_checkpoint", "newest_complete_run", "is_local_checkpoint"]
+__all__ = [
+    "MANIFEST",
+    "OutputFolder",
+    "identity",
+    "identity_tree",
+    "in_identity",
+    "dataset_root",
+    "dataset_dir",
+    "checkpoint_root",
+    "checkpoint_dir",
+    "compare_dir",
+    "export_path",
+    "read_manifest",
+    "complete_manifest",
+    "newest_complete",
+    "find_dataset",
+    "find_checkpoint",
+    "newest_complete_run",
+    "is_local_checkpoint",
+]

@@ -16,9 +16,7 @@ from crafter_exp.errors import UserError
 TEMPLATES = ("standard", "world_model", "bare")
 
 FORMAT_INSTRUCTIONS = {
-    "standard": (
-        "Reply in this format:\n<think>your brief reasoning</think>\n<action>one action name</action>"
-    ),
+    "standard": ("Reply in this format:\n<think>your brief reasoning</think>\n<action>one action name</action>"),
     "world_model": (
         "Reply in this format:\n<think>your brief reasoning</think>\n"
         "<prediction>what you expect to observe next: the changes, as `name +N` / `name -N` separated by commas "
@@ -180,9 +178,7 @@ def interact_tool(actions: Optional[list[str]], max_actions: int) -> dict[str, A
             "description": "Execute one or more actions in the environment, in order.",
             "parameters": {
                 "type": "object",
-                "properties": {
-                    "actions": {"type": "array", "items": item, "minItems": 1, "maxItems": max_actions}
-                },
+                "properties": {"actions": {"type": "array", "items": item, "minItems": 1, "maxItems": max_actions}},
                 "required": ["actions"],
             },
         },

@@ -70,8 +70,15 @@ def write_job_result(metrics: dict[str, dict[str, float]], **extra: Any) -> Opti
 
 # what each stage reports when its result has no `job_result()` (pipeline and compare have): its headline
 # metrics, the same ones its console summary prints
-TRAIN_HEADLINE = ("train_loss", "eval_loss", "eval_reply_accuracy", "trained_tokens", "tokens_per_s", "train_time_s",
-                  "steps")
+TRAIN_HEADLINE = (
+    "train_loss",
+    "eval_loss",
+    "eval_reply_accuracy",
+    "trained_tokens",
+    "tokens_per_s",
+    "train_time_s",
+    "steps",
+)
 FILTER_HEADLINE = ("examples", "episodes", "episodes_passing", "episodes_selected")
 
 
@@ -85,8 +92,13 @@ def stage_metrics(stage: str, result: Any) -> dict[str, dict[str, float]]:
     values = dict(metrics or {})  # rollout, eval, train
     values.update({k: getattr(result, k) for k in FILTER_HEADLINE if hasattr(result, k) and k not in values})
     keys = {"rollout": HEADLINE, "eval": HEADLINE, "train": TRAIN_HEADLINE, "filter": FILTER_HEADLINE}.get(stage, ())
-    return {stage: {k: float(values[k]) for k in keys
-                    if isinstance(values.get(k), (int, float)) and not isinstance(values.get(k), bool)}}
+    return {
+        stage: {
+            k: float(values[k])
+            for k in keys
+            if isinstance(values.get(k), (int, float)) and not isinstance(values.get(k), bool)
+        }
+    }
 
 
 def report_job(stage: str, result: Any) -> Optional[Path]:
@@ -98,8 +110,11 @@ def report_job(stage: str, result: Any) -> Optional[Path]:
     if callable(getattr(result, "job_result", None)):
         metrics, extra = result.job_result()
         return write_job_result(metrics, **extra)
-    extra = {k: str(getattr(result, k)) for k in ("run_id", "mlflow_run_id", "checkpoint", "path")
-             if getattr(result, k, None) is not None}
+    extra = {
+        k: str(getattr(result, k))
+        for k in ("run_id", "mlflow_run_id", "checkpoint", "path")
+        if getattr(result, k, None) is not None
+    }
     return write_job_result(stage_metrics(stage, result), stage=stage, **extra)
 
 
@@ -139,8 +154,14 @@ def summary_table(results: list[dict[str, Any]], metric: str) -> tuple[pd.DataFr
     for result, ov in zip(results, overrides):
         for policy, values in (result.get("metrics") or {}).items():
             value = values.get(metric) if isinstance(values, dict) else None
-            rows.append({"job": result["job"], **{k: ov.get(k) for k in swept}, "policy": policy,
-                         metric: float(value) if isinstance(value, (int, float)) else float("nan")})
+            rows.append(
+                {
+                    "job": result["job"],
+                    **{k: ov.get(k) for k in swept},
+                    "policy": policy,
+                    metric: float(value) if isinstance(value, (int, float)) else float("nan"),
+                }
+            )
     table = pd.DataFrame(rows, columns=["job", *swept, "policy", metric])
     return table, swept
 
@@ -154,8 +175,7 @@ def all_metrics_table(results: list[dict[str, Any]], swept: list[str], max_metri
         for policy, values in (result.get("metrics") or {}).items():
             values = values if isinstance(values, dict) else {}
             names.extend(k for k in values if k not in names)
-            rows.append({"job": result["job"], **{k: str(overrides.get(k)) for k in swept}, "policy": policy,
-                         **values})
+            rows.append({"job": result["job"], **{k: str(overrides.get(k)) for k in swept}, "policy": policy, **values})
     names = names[:max_metrics]
     return pd.DataFrame(rows, columns=["job", *swept, "policy", *names])
 
@@ -185,27 +205,50 @@ def write_summary(sweep_dir: str | Path, metric: str, status: str = "finished") 
     if plot[metric].notna().any():
         safe = metric.replace("/", "_")
         files["figure"] = figures.sweep_metric(plot, x, metric, out / f"{safe}.png")
-    wide = plot.pivot_table(index=x, columns="policy", values=metric, aggfunc="first", sort=False) if len(plot) else None
+    wide = (
+        plot.pivot_table(index=x, columns="policy", values=metric, aggfunc="first", sort=False) if len(plot) else None
+    )
     if wide is not None:
         wide.index = wide.index.astype(str)
         wide = wide.loc[figures.natural_order(pd.Series(wide.index))]  # 4, 8, 16, 64 — not job order
-    lines = [f"# Sweep summary: {metric}", "", f"Sweep folder: `{sweep_dir}`; {len(results)} job(s) reported "
-             f"({status}). Swept: {', '.join(swept) or 'nothing'}.", ""]
+    lines = [
+        f"# Sweep summary: {metric}",
+        "",
+        f"Sweep folder: `{sweep_dir}`; {len(results)} job(s) reported "
+        f"({status}). Swept: {', '.join(swept) or 'nothing'}.",
+        "",
+    ]
     if wide is not None and not wide.empty:
-        lines.append(markdown_table([x, *map(str, wide.columns)],
-                                    [[str(i), *(fmt(v) for v in row)] for i, row in zip(wide.index, wide.values)]))
+        lines.append(
+            markdown_table(
+                [x, *map(str, wide.columns)],
+                [[str(i), *(fmt(v) for v in row)] for i, row in zip(wide.index, wide.values)],
+            )
+        )
     else:
         lines.append("No job reported a result.")
     if "figure" in files:
         lines += ["", f"![{metric}]({files['figure'].name})"]
     every = all_metrics_table(results, swept)
     if len(every):
-        lines += ["", "## Every reported metric", "",
-                  markdown_table(list(map(str, every.columns)),
-                                 [[v if isinstance(v, str) else fmt(v) for v in row] for row in every.values])]
+        lines += [
+            "",
+            "## Every reported metric",
+            "",
+            markdown_table(
+                list(map(str, every.columns)),
+                [[v if isinstance(v, str) else fmt(v) for v in row] for row in every.values],
+            ),
+        ]
     files["markdown"] = write("summary.md", "\n".join(lines) + "\n")
-    manifest = {"kind": "sweep_summary", "metric": metric, "status": status, "jobs": [r["job"] for r in results],
-                "swept": swept, "files": {k: p.name for k, p in files.items()}}
+    manifest = {
+        "kind": "sweep_summary",
+        "metric": metric,
+        "status": status,
+        "jobs": [r["job"] for r in results],
+        "swept": swept,
+        "files": {k: p.name for k, p in files.items()},
+    }
     files["manifest"] = write("manifest.json", json.dumps(manifest, indent=1))
     return files
 
@@ -248,8 +291,11 @@ class SweepCallback(Callback):
         experiment_id = tracking.setup(config.tracking)  # store + experiment created here, once, before any job
         self.tracking_uri = mlflow.get_tracking_uri()
         swept = [str(o) for o in config.hydra.overrides.task]
-        run = mlflow.start_run(run_name=f"sweep-{config.name}", experiment_id=experiment_id,
-                               tags={"stage": "sweep", "name": str(config.name), "sweep_dir": str(self.sweep_dir)})
+        run = mlflow.start_run(
+            run_name=f"sweep-{config.name}",
+            experiment_id=experiment_id,
+            tags={"stage": "sweep", "name": str(config.name), "sweep_dir": str(self.sweep_dir)},
+        )
         self.parent_run_id = run.info.run_id
         mlflow.log_params({"overrides": " ".join(swept)[:6000], "metric": self.metric})
         os.environ[PARENT_ENV] = self.parent_run_id
@@ -290,7 +336,7 @@ class SweepCallback(Callback):
             client.log_artifact(self.parent_run_id, str(path), "sweep_summary")
         if "csv" in files:
             table = pd.read_csv(files["csv"])
-            for step, (job, rows) in enumerate(table.groupby("job", sort=False)):
+            for step, (_job, rows) in enumerate(table.groupby("job", sort=False)):
                 for record in rows.to_dict("records"):
                     value = record.get(self.metric)
                     if isinstance(value, (int, float)) and math.isfinite(value):
@@ -304,4 +350,14 @@ class SweepCallback(Callback):
         self.parent_run_id = None
 
 
-__all__ = ["SweepCallback", "write_job_result", "report_job", "stage_metrics", "all_metrics_table", "read_results", "summary_table", "write_summary", "PARENT_ENV"]
+__all__ = [
+    "SweepCallback",
+    "write_job_result",
+    "report_job",
+    "stage_metrics",
+    "all_metrics_table",
+    "read_results",
+    "summary_table",
+    "write_summary",
+    "PARENT_ENV",
+]

@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 PARENT_RUN_ENV = "CRAFTER_EXP_PARENT_RUN_ID"
 SECRET_KEY_RE = re.compile(r"(api[_-]?key|secret|token|password)$", re.I)
@@ -186,8 +187,9 @@ def wants_trace(mode: str, calls: list[dict[str, Any]]) -> bool:
     return mode == "all" or (mode == "llm" and bool(calls))
 
 
-def _turn_times(start_ns: int, wall_ns: int, steps: list[dict[str, Any]],
-                latency: dict[int, float]) -> list[tuple[int, int]]:
+def _turn_times(
+    start_ns: int, wall_ns: int, steps: list[dict[str, Any]], latency: dict[int, float]
+) -> list[tuple[int, int]]:
     """(start, end) of each turn: the store keeps no per-turn clock, so each turn lasts its model calls' latency
     plus an equal share of the rest of the episode's wall time (turns are sequential within an episode)."""
     spent = [int(latency.get(int(s["turn"]), 0.0) * 1e9) for s in steps]
@@ -231,31 +233,62 @@ def log_episode_traces(episodes: list[tuple[dict[str, Any], list[dict[str, Any]]
                 models[turn] = str(c["model"])
         seed = int(episode["seed"])
         root = client.start_trace(
-            name=f"episode {seed}", span_type=SpanType.AGENT,
+            name=f"episode {seed}",
+            span_type=SpanType.AGENT,
             inputs={"seed": seed, "env": episode.get("env"), "model": episode.get("model")},
-            tags={"trace_run_id": str(episode.get("run_id")), "seed": str(seed), "model": str(episode.get("model")),
-                  "env": str(episode.get("env"))},
-            experiment_id=run.info.experiment_id, run_id=run.info.run_id, start_time_ns=start)
+            tags={
+                "trace_run_id": str(episode.get("run_id")),
+                "seed": str(seed),
+                "model": str(episode.get("model")),
+                "env": str(episode.get("env")),
+            },
+            experiment_id=run.info.experiment_id,
+            run_id=run.info.run_id,
+            start_time_ns=start,
+        )
         for step, (t0, t1) in zip(steps, _turn_times(start, wall_ns, steps, latency)):
             turn = int(step["turn"])
-            attributes: dict[str, Any] = {"turn": turn, "step": step.get("step"), "parse_ok": step.get("parse_ok"),
-                                          "valid": step.get("valid")}
+            attributes: dict[str, Any] = {
+                "turn": turn,
+                "step": step.get("step"),
+                "parse_ok": step.get("parse_ok"),
+                "valid": step.get("valid"),
+            }
             if turn in tokens:
                 p, q = tokens[turn]
-                attributes[SpanAttributeKey.CHAT_USAGE] = {"input_tokens": p, "output_tokens": q,
-                                                           "total_tokens": p + q}
+                attributes[SpanAttributeKey.CHAT_USAGE] = {"input_tokens": p, "output_tokens": q, "total_tokens": p + q}
                 attributes["latency_s"] = latency.get(turn, 0.0)
                 attributes["model"] = models.get(turn)
             span = client.start_span(
-                name=f"turn {turn}", trace_id=root.trace_id, parent_id=root.span_id,
+                name=f"turn {turn}",
+                trace_id=root.trace_id,
+                parent_id=root.span_id,
                 span_type=SpanType.LLM if turn in tokens else SpanType.CHAIN,
-                inputs={"observation": step.get("observation")}, start_time_ns=t0)
-            client.end_span(root.trace_id, span.span_id, end_time_ns=t1, attributes=attributes, outputs={
-                "reply": step.get("reply"), "actions": list(step.get("actions") or []),
-                "reward": float(step.get("reward") or 0.0), "unlocked": list(step.get("unlocked") or [])})
-        client.end_trace(root.trace_id, end_time_ns=start + wall_ns, outputs={
-            "achievements": list(episode.get("achievements") or []), "total_reward": episode.get("total_reward"),
-            "steps": episode.get("steps"), "termination": episode.get("termination")})
+                inputs={"observation": step.get("observation")},
+                start_time_ns=t0,
+            )
+            client.end_span(
+                root.trace_id,
+                span.span_id,
+                end_time_ns=t1,
+                attributes=attributes,
+                outputs={
+                    "reply": step.get("reply"),
+                    "actions": list(step.get("actions") or []),
+                    "reward": float(step.get("reward") or 0.0),
+                    "unlocked": list(step.get("unlocked") or []),
+                },
+            )
+        client.end_trace(
+            root.trace_id,
+            end_time_ns=start + wall_ns,
+            outputs={
+                "achievements": list(episode.get("achievements") or []),
+                "total_reward": episode.get("total_reward"),
+                "steps": episode.get("steps"),
+                "termination": episode.get("termination"),
+            },
+        )
         ids.append(root.trace_id)
     return ids
 

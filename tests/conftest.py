@@ -68,7 +68,14 @@ def tiny_checkpoint(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("tiny_ckpt")
     write_synthetic_dataset(home / "data" / "datasets" / "default", 1600, seed=0)
-    cfg = compose_config(project_overrides(home) + TINY_FAST + [
-        "tracking.enabled=false", "trainer.max_steps=110", "trainer.learning_rate=3e-3", "trainer.eval_fraction=0.1",
-    ])
+    cfg = compose_config(
+        project_overrides(home)
+        + TINY_FAST
+        + [
+            "tracking.enabled=false",
+            "trainer.max_steps=110",
+            "trainer.learning_rate=3e-3",
+            "trainer.eval_fraction=0.1",
+        ]
+    )
     return train(cfg)

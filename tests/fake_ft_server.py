@@ -60,7 +60,7 @@ class FakeFineTuningServer:
     _polls: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------------------ lifecycle
-    def start(self) -> "FakeFineTuningServer":
+    def start(self) -> FakeFineTuningServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -104,8 +104,12 @@ class FakeFineTuningServer:
             if self._rate_limited < self.scenario.rate_limit_first:
                 self._rate_limited += 1
                 rec.status = 429
-                return self._send(h, 429, _error("Rate limit reached", "rate_limit_exceeded"),
-                                  {"Retry-After": str(self.scenario.retry_after_s)})
+                return self._send(
+                    h,
+                    429,
+                    _error("Rate limit reached", "rate_limit_exceeded"),
+                    {"Retry-After": str(self.scenario.retry_after_s)},
+                )
             if not rec.headers.get("authorization", "").startswith("Bearer "):
                 rec.status = 401
                 return self._send(h, 401, _error("Missing bearer token", "invalid_api_key"))
@@ -160,15 +164,31 @@ class FakeFineTuningServer:
         if body.get("validation_file") is not None and body["validation_file"] not in self.files:
             return 400, _error(f"invalid validation_file: {body['validation_file']}", "invalid_request_error")
         job_id = f"ftjob-{len(self.jobs) + 1:04d}"
-        hp = (body.get("method") or {}).get("supervised", {}).get("hyperparameters") or body.get("hyperparameters") or {}
+        hp = (
+            (body.get("method") or {}).get("supervised", {}).get("hyperparameters") or body.get("hyperparameters") or {}
+        )
         self.jobs[job_id] = {
-            "object": "fine_tuning.job", "id": job_id, "model": body["model"], "created_at": int(time.time()),
-            "finished_at": None, "fine_tuned_model": None, "organization_id": "org-fake", "result_files": [],
-            "status": "validating_files", "validation_file": body.get("validation_file"),
-            "training_file": body["training_file"], "trained_tokens": None, "error": None, "seed": body.get("seed") or 0,
-            "hyperparameters": {"n_epochs": hp.get("n_epochs", "auto"), "batch_size": hp.get("batch_size", "auto"),
-                                "learning_rate_multiplier": hp.get("learning_rate_multiplier", "auto")},
-            "method": body.get("method") or {"type": "supervised"}, "suffix": body.get("suffix"),
+            "object": "fine_tuning.job",
+            "id": job_id,
+            "model": body["model"],
+            "created_at": int(time.time()),
+            "finished_at": None,
+            "fine_tuned_model": None,
+            "organization_id": "org-fake",
+            "result_files": [],
+            "status": "validating_files",
+            "validation_file": body.get("validation_file"),
+            "training_file": body["training_file"],
+            "trained_tokens": None,
+            "error": None,
+            "seed": body.get("seed") or 0,
+            "hyperparameters": {
+                "n_epochs": hp.get("n_epochs", "auto"),
+                "batch_size": hp.get("batch_size", "auto"),
+                "learning_rate_multiplier": hp.get("learning_rate_multiplier", "auto"),
+            },
+            "method": body.get("method") or {"type": "supervised"},
+            "suffix": body.get("suffix"),
             "request": body,  # what the client sent, for assertions (not part of the real object)
         }
         self.events[job_id] = []
@@ -185,7 +205,11 @@ class FakeFineTuningServer:
         sc = self.scenario
         if n == 1:
             if sc.outcome == "failure":
-                job["error"] = {"code": "invalid_training_file", "message": sc.failure_message, "param": "training_file"}
+                job["error"] = {
+                    "code": "invalid_training_file",
+                    "message": sc.failure_message,
+                    "param": "training_file",
+                }
                 self._set_status(job_id, "failed", f"Training file validation failed: {sc.failure_message}")
             else:
                 self._set_status(job_id, "queued", "Files validated, moving job to queued state")
@@ -193,8 +217,12 @@ class FakeFineTuningServer:
             if job["status"] != "running":
                 self._set_status(job_id, "running", "Fine-tuning job started")
             step = n - 1
-            self._event(job_id, f"Step {step}/{sc.total_steps}: training loss={1.0 / step:.2f}", type_="metrics",
-                        data={"step": step, "total_steps": sc.total_steps, "train_loss": 1.0 / step})
+            self._event(
+                job_id,
+                f"Step {step}/{sc.total_steps}: training loss={1.0 / step:.2f}",
+                type_="metrics",
+                data={"step": step, "total_steps": sc.total_steps, "train_loss": 1.0 / step},
+            )
         else:
             job["trained_tokens"] = 12345
             job["fine_tuned_model"] = f"ft:{job['model']}:org-fake:{job['suffix'] or 'none'}:{job_id[-4:]}"
@@ -206,26 +234,41 @@ class FakeFineTuningServer:
         self.jobs[job_id]["status"] = status
         self._event(job_id, message, level="error" if status == "failed" else "info")
 
-    def _event(self, job_id: str, message: str, level: str = "info", type_: str = "message",
-               data: Optional[dict[str, Any]] = None) -> None:
+    def _event(
+        self,
+        job_id: str,
+        message: str,
+        level: str = "info",
+        type_: str = "message",
+        data: Optional[dict[str, Any]] = None,
+    ) -> None:
         evs = self.events[job_id]
-        evs.append({"object": "fine_tuning.job.event", "id": f"ftevent-{job_id[-4:]}-{len(evs) + 1:04d}",
-                    "created_at": int(time.time()), "level": level, "message": message, "type": type_,
-                    "data": data or {}})
+        evs.append(
+            {
+                "object": "fine_tuning.job.event",
+                "id": f"ftevent-{job_id[-4:]}-{len(evs) + 1:04d}",
+                "created_at": int(time.time()),
+                "level": level,
+                "message": message,
+                "type": type_,
+                "data": data or {},
+            }
+        )
 
     def _events_page(self, job_id: str, query: dict[str, str]) -> dict[str, Any]:
         newest_first = list(reversed(self.events[job_id]))
         if "after" in query:  # cursor: events older than `after`
             ids = [e["id"] for e in newest_first]
-            newest_first = newest_first[ids.index(query["after"]) + 1:] if query["after"] in ids else []
+            newest_first = newest_first[ids.index(query["after"]) + 1 :] if query["after"] in ids else []
         limit = int(query.get("limit", 20))
         page = newest_first[:limit]
         return {"object": "list", "data": page, "has_more": len(newest_first) > limit}
 
     # ------------------------------------------------------------------------------------------ replies
     @staticmethod
-    def _send(h: BaseHTTPRequestHandler, status: int, payload: dict[str, Any],
-              headers: Optional[dict[str, str]] = None) -> None:
+    def _send(
+        h: BaseHTTPRequestHandler, status: int, payload: dict[str, Any], headers: Optional[dict[str, str]] = None
+    ) -> None:
         body = json.dumps({k: v for k, v in payload.items() if k != "request"}).encode()
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
@@ -237,8 +280,15 @@ class FakeFineTuningServer:
 
 
 def _file_object(f: dict[str, Any]) -> dict[str, Any]:
-    return {"object": "file", "id": f["id"], "bytes": len(f["content"]), "created_at": int(time.time()),
-            "filename": f["filename"], "purpose": f["purpose"], "status": "processed"}
+    return {
+        "object": "file",
+        "id": f["id"],
+        "bytes": len(f["content"]),
+        "created_at": int(time.time()),
+        "filename": f["filename"],
+        "purpose": f["purpose"],
+        "status": "processed",
+    }
 
 
 def _error(message: str, code: Optional[str]) -> dict[str, Any]:

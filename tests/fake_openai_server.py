@@ -29,9 +29,10 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 DEFAULT_MOVES = ["move_left", "do", "move_up", "do", "move_right", "noop"]
 FAULTS = ("429", "500", "503", "slow", "reset", "non_json", "no_choices", "401", "404")
@@ -154,9 +155,12 @@ class FakeOpenAIServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "FakeOpenAIServer":
+    def start(self) -> FakeOpenAIServer:
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(0.05,), name="fake-openai", daemon=True  # fast shutdown
+            target=self._httpd.serve_forever,
+            args=(0.05,),
+            name="fake-openai",
+            daemon=True,  # fast shutdown
         )
         self._thread.start()
         return self
@@ -165,7 +169,7 @@ class FakeOpenAIServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "FakeOpenAIServer":
+    def __enter__(self) -> FakeOpenAIServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -350,8 +354,16 @@ class FakeOpenAIServer:
                     self._send(200, b"<html><body>502 Bad Gateway</body></html>")
                     return
                 if fault and fault.kind == "no_choices":
-                    self._send(200, {"id": "chatcmpl-x", "object": "chat.completion", "model": body["model"],
-                                     "choices": [], "usage": None})
+                    self._send(
+                        200,
+                        {
+                            "id": "chatcmpl-x",
+                            "object": "chat.completion",
+                            "model": body["model"],
+                            "choices": [],
+                            "usage": None,
+                        },
+                    )
                     return
                 payload = server.completion(body, server.responder(body))
                 entry["status"] = 200

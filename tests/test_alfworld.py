@@ -24,8 +24,12 @@ pytestmark = [
 
 SEEN = AlfworldEnvConfig(split="eval_in_distribution")
 # valid_seen seeds with small games (fast resets) and short expert solutions, four task types (see the benchmark)
-CHEAP = {"pick_and_place_simple": 72, "pick_clean_then_place_in_recep": 79, "look_at_obj_in_light": 28,
-         "pick_two_obj_and_place": 4}
+CHEAP = {
+    "pick_and_place_simple": 72,
+    "pick_clean_then_place_in_recep": 79,
+    "look_at_obj_in_light": 28,
+    "pick_two_obj_and_place": 4,
+}
 
 
 def _data_available() -> bool:
@@ -76,7 +80,7 @@ def test_missing_data_is_one_clear_line(monkeypatch, tmp_path):
 
     monkeypatch.delenv("ALFWORLD_DATA", raising=False)
     monkeypatch.setattr(data, "PROJECT_ROOT", tmp_path)  # no ../shared next to the project
-    monkeypatch.chdir(tmp_path)                           # ... nor next to the working directory
+    monkeypatch.chdir(tmp_path)  # ... nor next to the working directory
     with pytest.raises(ValueError, match="ALFWORLD_DATA") as err:
         check_config(AlfworldEnvConfig())
     assert "\n" not in str(err.value)
@@ -307,25 +311,39 @@ def test_rollout_filter_export_round_trip(project):
     from crafter_exp.stages.filter import filter_and_export
     from crafter_exp.stages.rollout import rollout
 
-    base = ["env=alfworld", "env.split=eval_in_distribution", "model=scripted", "model.epsilon=0",
-            "env.episodes=3", "env.seed=72", "env.max_steps=25", "tracking.enabled=false", "name=alf",
-            *project_overrides(project)]
+    base = [
+        "env=alfworld",
+        "env.split=eval_in_distribution",
+        "model=scripted",
+        "model.epsilon=0",
+        "env.episodes=3",
+        "env.seed=72",
+        "env.max_steps=25",
+        "tracking.enabled=false",
+        "name=alf",
+        *project_overrides(project),
+    ]
     cfg = compose_config(["stage=rollout", *base])
     result = rollout(cfg)
     assert result.new_episodes == 3
     with duckdb.connect(cfg.paths.db, read_only=True) as db:
         rows = db.execute(
             "SELECT seed, success, task_type, steps, turns, invalid_actions, parse_failures, achievements, "
-            "termination FROM episodes WHERE run_id = ? ORDER BY seed", [result.run_id]
+            "termination FROM episodes WHERE run_id = ? ORDER BY seed",
+            [result.run_id],
         ).fetchall()
-        first_obs = db.execute("SELECT observation FROM steps WHERE run_id = ? AND turn = 0",
-                               [result.run_id]).fetchall()
+        first_obs = db.execute(
+            "SELECT observation FROM steps WHERE run_id = ? AND turn = 0", [result.run_id]
+        ).fetchall()
     assert [r[0] for r in rows] == [72, 73, 74]
     # seeds 72, 73 are solved by the expert within 25 steps; 74 (a cooling task) is not
     assert [r[1] for r in rows] == [True, True, False]
-    assert [r[2] for r in rows] == ["pick_and_place_simple", "pick_cool_then_place_in_recep",
-                                    "pick_cool_then_place_in_recep"]
-    for seed, success, _, steps, turns, invalid, parse_failures, achievements, termination in rows:
+    assert [r[2] for r in rows] == [
+        "pick_and_place_simple",
+        "pick_cool_then_place_in_recep",
+        "pick_cool_then_place_in_recep",
+    ]
+    for _seed, success, _, steps, turns, invalid, parse_failures, achievements, termination in rows:
         assert invalid == 0 and parse_failures == 0 and steps == turns
         assert (achievements == ["won"] and termination == "success") if success else termination == "max_steps"
     assert all(o[0].startswith("Your task is to:") for o in first_obs)
@@ -334,8 +352,9 @@ def test_rollout_filter_export_round_trip(project):
     solved_turns = sum(r[4] for r in rows if r[1])
     out = filter_and_export(compose_config(["stage=filter", "filter.success_only=true", *base]), progress=False)
     assert out.episodes == 2 and out.examples == solved_turns and out.manifest["env"] == "alfworld"
-    examples = [json.loads(line) for f in out.files if f.endswith(".jsonl")
-                for line in (out.path / f).read_text().splitlines()]
+    examples = [
+        json.loads(line) for f in out.files if f.endswith(".jsonl") for line in (out.path / f).read_text().splitlines()
+    ]
     assert len(examples) == solved_turns
     for ex in examples:
         user, reply = ex["messages"][-2]["content"], ex["messages"][-1]["content"]
@@ -343,8 +362,15 @@ def test_rollout_filter_export_round_trip(project):
         assert reply in user.split("\nAdmissible commands: ")[1].split(", ")  # the expert's admissible command
 
     cool = filter_and_export(
-        compose_config(["stage=filter", "filter.success_only=true",
-                        "filter.task_types=[pick_cool_then_place_in_recep]", "filter.output=cool", *base]),
+        compose_config(
+            [
+                "stage=filter",
+                "filter.success_only=true",
+                "filter.task_types=[pick_cool_then_place_in_recep]",
+                "filter.output=cool",
+                *base,
+            ]
+        ),
         progress=False,
     )
     assert cool.episodes == 1 and cool.examples == rows[1][4]

@@ -36,9 +36,18 @@ def play(home, srv, script, *extra, steps=None, episodes=1):
     srv.responder = sequence_responder(script)
     cfg = compose_config(
         project_overrides(home)
-        + ["model=openai", f"model.base_url={srv.base_url}", "model.model=fake-model", "model.probe=false",
-           "model.concurrency=1", "model.max_retries=2", "model.timeout=5", f"env.episodes={episodes}",
-           f"env.max_steps={steps or len(script)}", "tracking.enabled=false"]
+        + [
+            "model=openai",
+            f"model.base_url={srv.base_url}",
+            "model.model=fake-model",
+            "model.probe=false",
+            "model.concurrency=1",
+            "model.max_retries=2",
+            "model.timeout=5",
+            f"env.episodes={episodes}",
+            f"env.max_steps={steps or len(script)}",
+            "tracking.enabled=false",
+        ]
         + list(extra)
     )
     result = rollout(cfg)
@@ -61,27 +70,30 @@ def episode_of(store, run_id):
 # ------------------------------------------------------------------------------------------------ parser
 
 
-@pytest.mark.parametrize("reply, tool_calls, kw, actions, problem", [
-    ("", None, {}, [], "the reply was empty"),
-    ("<think>wood first</think>", None, {}, [], "the reply held only reasoning, no action"),
-    ("", None, {"reasoning": "wood first"}, [], "the reply held only reasoning, no action"),
-    ("<action>fly</action>", None, {}, [], "'fly' is not a valid action"),
-    ("<action>move_left</action><action>do</action>", None, {}, ["move_left"], "2 actions given, at most 1"),
-    ("<action>move_left, do</action>", None, {}, ["move_left"], "2 actions given, at most 1"),
-    ("<action>do, do, noop</action>", None, {"max_actions": 2}, ["do", "do"], "3 actions given, at most 2"),
-    ("<think>a long thought that never", None, {"truncated": True}, [], "cut at max_tokens"),
-    ("ACTION: move_le", None, {"truncated": True}, [], "cut at max_tokens"),  # never read as a cut word
-    ("do", None, {"truncated": True}, ["do"], None),  # one whole action name, cut right after it (bare template)
-    ("<action>do</action>\n<predic", None, {"truncated": True}, ["do"], None),  # the action was complete
-    ("I will go left", None, {}, [], "no action found in the reply"),
-    ("", [{"name": "interact", "arguments": {}}], {}, [], "has no `actions` argument"),
-    ("", [{"name": "interact", "arguments": {"acts": ["do"]}}], {}, [], "has no `actions` argument"),
-    ("", [{"name": "interact", "arguments": '{"actions": ["mo'}], {}, [], "arguments are not JSON"),
-    ("", [{"name": "interact", "arguments": '{"actions": ["mo'}], {"truncated": True}, [], "cut at max_tokens"),
-    ("", [{"name": "interact", "arguments": "[1]"}], {}, [], "arguments are not a JSON object"),
-    ("", [{"name": "interact", "arguments": {"actions": ["do", "noop"]}}], {}, ["do"], "2 actions given"),
-    ("", [{"name": "interact", "arguments": {"actions": ["do"]}}], {}, ["do"], None),
-])
+@pytest.mark.parametrize(
+    "reply, tool_calls, kw, actions, problem",
+    [
+        ("", None, {}, [], "the reply was empty"),
+        ("<think>wood first</think>", None, {}, [], "the reply held only reasoning, no action"),
+        ("", None, {"reasoning": "wood first"}, [], "the reply held only reasoning, no action"),
+        ("<action>fly</action>", None, {}, [], "'fly' is not a valid action"),
+        ("<action>move_left</action><action>do</action>", None, {}, ["move_left"], "2 actions given, at most 1"),
+        ("<action>move_left, do</action>", None, {}, ["move_left"], "2 actions given, at most 1"),
+        ("<action>do, do, noop</action>", None, {"max_actions": 2}, ["do", "do"], "3 actions given, at most 2"),
+        ("<think>a long thought that never", None, {"truncated": True}, [], "cut at max_tokens"),
+        ("ACTION: move_le", None, {"truncated": True}, [], "cut at max_tokens"),  # never read as a cut word
+        ("do", None, {"truncated": True}, ["do"], None),  # one whole action name, cut right after it (bare template)
+        ("<action>do</action>\n<predic", None, {"truncated": True}, ["do"], None),  # the action was complete
+        ("I will go left", None, {}, [], "no action found in the reply"),
+        ("", [{"name": "interact", "arguments": {}}], {}, [], "has no `actions` argument"),
+        ("", [{"name": "interact", "arguments": {"acts": ["do"]}}], {}, [], "has no `actions` argument"),
+        ("", [{"name": "interact", "arguments": '{"actions": ["mo'}], {}, [], "arguments are not JSON"),
+        ("", [{"name": "interact", "arguments": '{"actions": ["mo'}], {"truncated": True}, [], "cut at max_tokens"),
+        ("", [{"name": "interact", "arguments": "[1]"}], {}, [], "arguments are not a JSON object"),
+        ("", [{"name": "interact", "arguments": {"actions": ["do", "noop"]}}], {}, ["do"], "2 actions given"),
+        ("", [{"name": "interact", "arguments": {"actions": ["do"]}}], {}, ["do"], None),
+    ],
+)
 def test_each_bad_reply_is_named(reply, tool_calls, kw, actions, problem):
     got, ok, why = parse_reply_why(reply, tool_calls, canonical, **kw)
     assert got == actions and ok == (problem is None)
@@ -94,11 +106,11 @@ def test_each_bad_reply_is_named(reply, tool_calls, kw, actions, problem):
 @pytest.mark.slow
 def test_text_mode_bad_replies_fall_back_and_are_counted(project):
     script = [
-        Reply(content="<think>fly away</think>\n<action>fly</action>"),        # unknown action
-        Reply(content="<action>move_left</action>\n<action>do</action>"),       # two where one is allowed
-        Reply(content=""),                                                       # empty
+        Reply(content="<think>fly away</think>\n<action>fly</action>"),  # unknown action
+        Reply(content="<action>move_left</action>\n<action>do</action>"),  # two where one is allowed
+        Reply(content=""),  # empty
         Reply(content="<think>I should first consider every", finish_reason="length"),  # cut at max_tokens
-        Reply(content="", reasoning="the tree is left"),                         # reasoning only
+        Reply(content="", reasoning="the tree is left"),  # reasoning only
         Reply(content="<action>do</action>"),
         Reply(content="<action>do</action>"),
     ]
@@ -110,8 +122,11 @@ def test_text_mode_bad_replies_fall_back_and_are_counted(project):
     why = problems(steps)
     assert why[0] == "'fly' is not a valid action"
     assert why[1].startswith("2 actions given, at most 1 allowed")
-    assert why[2:5] == ["the reply was empty", "the reply was cut at max_tokens before a complete action",
-                        "the reply held only reasoning, no action"]
+    assert why[2:5] == [
+        "the reply was empty",
+        "the reply was cut at max_tokens before a complete action",
+        "the reply held only reasoning, no action",
+    ]
     assert why[5:] == [None, None]
     assert list(steps.reply)[2] == "" and steps.reasoning.iloc[4] == "the tree is left"  # stored verbatim
     ep = episode_of(store, run_id)
@@ -124,8 +139,10 @@ def test_text_mode_bad_replies_fall_back_and_are_counted(project):
 
 @pytest.mark.slow
 def test_several_actions_per_turn_are_capped_and_cut_at_max_steps(project):
-    script = [Reply(content="<action>move_left, do, noop, do</action>"),  # 4 where 3 are allowed
-              Reply(content="<action>do</action>\n<action>do</action>\n<action>move_right</action>")]  # 3 allowed
+    script = [
+        Reply(content="<action>move_left, do, noop, do</action>"),  # 4 where 3 are allowed
+        Reply(content="<action>do</action>\n<action>do</action>\n<action>move_right</action>"),
+    ]  # 3 allowed
     with FakeOpenAIServer() as srv:
         store, run_id, _ = play(project, srv, script, "model.prompt.max_actions_per_turn=3", steps=5)
     steps = steps_of(store, run_id)
@@ -141,11 +158,11 @@ def test_several_actions_per_turn_are_capped_and_cut_at_max_steps(project):
 @pytest.mark.slow
 def test_tools_mode_bad_calls_and_history_sent_as_tool_call_messages(project):
     script = [
-        tool({}),                                                   # missing argument
-        tool('{"actions": ["move_le', finish_reason="length"),     # cut inside the arguments
-        tool({"actions": ["fly"]}),                                 # unknown action
-        tool({"actions": ["do", "move_left"]}),                     # two where one is allowed
-        Reply(content=None, reasoning="thinking about trees"),      # reasoning only, no call
+        tool({}),  # missing argument
+        tool('{"actions": ["move_le', finish_reason="length"),  # cut inside the arguments
+        tool({"actions": ["fly"]}),  # unknown action
+        tool({"actions": ["do", "move_left"]}),  # two where one is allowed
+        Reply(content=None, reasoning="thinking about trees"),  # reasoning only, no call
         tool({"actions": ["do"]}),
     ]
     with FakeOpenAIServer() as srv:
@@ -163,8 +180,7 @@ def test_tools_mode_bad_calls_and_history_sent_as_tool_call_messages(project):
 
     # turn 4's request: two earlier turns as assistant tool_calls + tool results, never an empty text reply
     messages = bodies[4]["messages"]
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "user", "assistant", "tool",
-                                             "user"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "user", "assistant", "tool", "user"]
     first, second = messages[2], messages[5]
     assert first["tool_calls"][0]["id"] == "call_2_0" and messages[3]["tool_call_id"] == "call_2_0"
     assert json.loads(first["tool_calls"][0]["function"]["arguments"]) == {"actions": ["fly"]}
@@ -182,12 +198,18 @@ def test_tools_mode_bad_calls_and_history_sent_as_tool_call_messages(project):
 def test_text_mode_history_is_unchanged_by_tool_history():
     from crafter_exp.config import PromptConfig
 
-    past = [("obs 0", "<action>do</action>", None, "Played: do."),
-            ("obs 1", "", [{"name": "interact", "arguments": {"actions": ["noop"]}}], "Played: noop.")]
+    past = [
+        ("obs 0", "<action>do</action>", None, "Played: do."),
+        ("obs 1", "", [{"name": "interact", "arguments": {"actions": ["noop"]}}], "Played: noop."),
+    ]
     text = build_messages(PromptConfig(history=2), "rules", "obs 2", past)
     assert [(m["role"], m["content"]) for m in text[1:]] == [
-        ("user", "obs 0"), ("assistant", "<action>do</action>"), ("user", "obs 1"), ("assistant", ""),
-        ("user", "obs 2")]
+        ("user", "obs 0"),
+        ("assistant", "<action>do</action>"),
+        ("user", "obs 1"),
+        ("assistant", ""),
+        ("user", "obs 2"),
+    ]
     tools = build_messages(PromptConfig(history=2, action_mode="tools"), "rules", "obs 2", past)
     assert [m["role"] for m in tools[1:]] == ["user", "assistant", "user", "assistant", "tool", "user"]
     assert tools[4]["tool_calls"][0]["id"] == "call_1_0" == tools[5]["tool_call_id"]
@@ -195,8 +217,11 @@ def test_text_mode_history_is_unchanged_by_tool_history():
 
 @pytest.mark.slow
 def test_invalid_feedback_tells_the_agent_why_and_is_recorded(project):
-    script = [Reply(content="<action>fly</action>"), Reply(content="<action>do</action>"),
-              Reply(content="<action>do</action>")]
+    script = [
+        Reply(content="<action>fly</action>"),
+        Reply(content="<action>do</action>"),
+        Reply(content="<action>do</action>"),
+    ]
     with FakeOpenAIServer() as srv:
         store, on_id, _ = play(project, srv, script, "model.prompt.invalid_feedback=true")
         sent = [r["body"]["messages"][-1]["content"] for r in srv.requests]
@@ -206,7 +231,7 @@ def test_invalid_feedback_tells_the_agent_why_and_is_recorded(project):
     note = "Your last reply was invalid: 'fly' is not a valid action. Played: noop.\n\n"
     on, off = steps_of(store, on_id), steps_of(store, off_id)
     assert sent[1].startswith(note) and on.observation.iloc[1].startswith(note)  # sent = stored
-    assert sent[1][len(note):] == off.observation.iloc[1] == sent_off[1]  # the env's text follows unchanged
+    assert sent[1][len(note) :] == off.observation.iloc[1] == sent_off[1]  # the env's text follows unchanged
     assert not sent[0].startswith("Your last") and not sent[2].startswith("Your last")  # only after a bad reply
     assert not any(s.startswith("Your last") for s in sent_off)
     runs = store.runs().set_index("run_id")
@@ -216,8 +241,10 @@ def test_invalid_feedback_tells_the_agent_why_and_is_recorded(project):
     # compare reports the counts the store holds, per run
     from crafter_exp.stages.compare import compare
 
-    cfg = compose_config(project_overrides(project) + ["compare.bootstrap=200", "compare.permutations=199",
-                                                       "compare.figures=false", "tracking.enabled=false"])
+    cfg = compose_config(
+        project_overrides(project)
+        + ["compare.bootstrap=200", "compare.permutations=199", "compare.figures=false", "tracking.enabled=false"]
+    )
     result = compare(cfg, [off_id, on_id], labels=["off", "on"])
     for label in ("off", "on"):
         assert result.value(label, "parse_failure_rate") == pytest.approx(100 / 3)
@@ -236,8 +263,15 @@ def test_alfworld_inadmissible_command_is_invalid_and_the_note_says_so(project):
         pytest.skip("no ALFWorld game data")
     script = [Reply(content="<action>open unicorn 1</action>"), Reply(content="<action>look</action>")]
     with FakeOpenAIServer() as srv:
-        store, run_id, _ = play(project, srv, script, "env=alfworld", "env.split=eval_in_distribution",
-                                "env.seed=72", "model.prompt.invalid_feedback=true")
+        store, run_id, _ = play(
+            project,
+            srv,
+            script,
+            "env=alfworld",
+            "env.split=eval_in_distribution",
+            "env.seed=72",
+            "model.prompt.invalid_feedback=true",
+        )
     steps = steps_of(store, run_id)
     assert list(steps.valid) == [False, True] and list(steps.parse_ok) == [True, True]
     assert steps.reply_problem.iloc[0] == "'open unicorn 1' could not be done (not admissible now)"
@@ -251,8 +285,15 @@ def test_transient_malformed_replies_cost_no_episode(project):
     """~25 % of replies are malformed 200s (HTML bodies, no choices): every episode completes."""
     with FakeOpenAIServer() as srv:
         srv.flaky(0.25, seed=3)
-        store, run_id, _ = play(project, srv, [Reply(content="<action>do</action>")], "model.concurrency=4",
-                                "model.max_retries=3", steps=8, episodes=4)
+        store, run_id, _ = play(
+            project,
+            srv,
+            [Reply(content="<action>do</action>")],
+            "model.concurrency=4",
+            "model.max_retries=3",
+            steps=8,
+            episodes=4,
+        )
         faults = sum(r["fault"] is not None for r in srv.requests)
     eps = store.query(f"SELECT * FROM episodes WHERE run_id = '{run_id}'")
     assert len(eps) == 4 and set(eps.termination) == {"max_steps"} and set(eps.steps) == {8}

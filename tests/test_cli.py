@@ -19,8 +19,9 @@ from crafter_exp.config import (
 
 
 def cli(*args: str, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "crafter_exp", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "crafter_exp", *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout
+    )
 
 
 def test_default_composition_is_the_offline_pipeline():

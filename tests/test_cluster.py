@@ -17,7 +17,9 @@ from conftest import ROOT, project_overrides
 
 from crafter_exp.store.traces import TraceStore
 
-EPISODES = 48  # enough batches that work is left for the removed node when its first episodes land (idle machines are fast)
+EPISODES = (
+    48  # enough batches that work is left for the removed node when its first episodes land (idle machines are fast)
+)
 
 
 @pytest.fixture
@@ -53,10 +55,25 @@ def test_rollout_spreads_over_nodes_and_survives_a_removed_node(project, cluster
     head = cluster.head_node.node_id
     workers = {n.node_id: n for n in cluster.list_all_nodes() if n.node_id != head}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "crafter_exp", "stage=rollout", "model=random", f"env.episodes={EPISODES}",
-         "env.max_steps=300", "ray.episodes_per_task=2", "rollout.run_id=cluster", f"ray.address={cluster.address}",
-         *project_overrides(project, workers=2), "tracking.enabled=false"],
-        cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "crafter_exp",
+            "stage=rollout",
+            "model=random",
+            f"env.episodes={EPISODES}",
+            "env.max_steps=300",
+            "ray.episodes_per_task=2",
+            "rollout.run_id=cluster",
+            f"ray.address={cluster.address}",
+            *project_overrides(project, workers=2),
+            "tracking.enabled=false",
+        ],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     removed = None
     try:
         deadline = time.monotonic() + 240
@@ -102,5 +119,7 @@ def test_a_store_written_before_the_node_column_is_upgraded_in_place(tmp_path):
     played.episode["node"] = "abc123"
     assert store.append([played]) == 1
     rows = store.query("SELECT run_id, coalesce(node, '-') AS node, steps FROM episodes ORDER BY run_id")
-    assert rows.to_dict("records") == [{"run_id": "new", "node": "abc123", "steps": 3},
-                                       {"run_id": "old", "node": "-", "steps": 5}]
+    assert rows.to_dict("records") == [
+        {"run_id": "new", "node": "abc123", "steps": 3},
+        {"run_id": "old", "node": "-", "steps": 5},
+    ]

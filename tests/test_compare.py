@@ -89,7 +89,10 @@ def test_compare_report_files_and_mlflow(project, runs, capsys):
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "compare/figures")}
     assert "compare/figures/per_achievement.png" in figures
     assert {a.path for a in client.list_artifacts(run.info.run_id, "compare")} >= {
-        "compare/report.md", "compare/metrics.csv", "compare/manifest.json"}
+        "compare/report.md",
+        "compare/metrics.csv",
+        "compare/manifest.json",
+    }
     assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == ["strong", "twin", "weak"]
 
     # runs named by their MLflow run id or MLflow run name resolve to trace runs
@@ -141,10 +144,13 @@ def test_compare_bad_input(project, runs, monkeypatch):
 
 
 def test_metric_selection_custom_metrics_and_pairs(project, runs):
-    cfg = make_cfg(project, "compare.metrics=[mean_achievements,crafter_score,success_rate,achievement/collect_*,"
-                   "termination/*]",
-                   "compare.custom_metrics=[{_target_: crafter_exp.metrics.termination_rates, kinds: [death]}]",
-                   "compare.custom_resamples=100", "compare.figures=false")
+    cfg = make_cfg(
+        project,
+        "compare.metrics=[mean_achievements,crafter_score,success_rate,achievement/collect_*,termination/*]",
+        "compare.custom_metrics=[{_target_: crafter_exp.metrics.termination_rates, kinds: [death]}]",
+        "compare.custom_resamples=100",
+        "compare.figures=false",
+    )
     result = compare(cfg, ["weak", "twin", "strong"], pairs=[("twin", "strong")])
     metrics = set(result.table["metric"])
     assert {"mean_achievements", "crafter_score", "termination/death", "achievement/collect_wood"} <= metrics
@@ -154,9 +160,14 @@ def test_metric_selection_custom_metrics_and_pairs(project, runs):
     assert "| termination/death |" in report and "| collect_wood |" in report
     assert not (result.report_dir / "figures").exists()  # compare.figures=false
 
-    everything = compare(make_cfg(project, "compare.pairwise=true", "compare.figures=false"), ["weak", "twin", "strong"])
+    everything = compare(
+        make_cfg(project, "compare.pairwise=true", "compare.figures=false"), ["weak", "twin", "strong"]
+    )
     assert set(zip(everything.tests.baseline, everything.tests.experiment)) == {
-        ("weak", "twin"), ("weak", "strong"), ("twin", "strong")}
+        ("weak", "twin"),
+        ("weak", "strong"),
+        ("twin", "strong"),
+    }
 
 
 def test_alfworld_success_per_task_type(project):
@@ -166,13 +177,24 @@ def test_alfworld_success_per_task_type(project):
         rows = []
         for seed in range(30):
             won = bool(rng.random() < p)
-            rows.append(episode(run_id, seed, ["won"] if won else [], env="alfworld", steps=10 if won else 50,
-                                success=won, task_type=["pick_and_place_simple", "look_at_obj_in_light"][seed % 2],
-                                actions={"go to desk 1": 3, "take pen 1": 1}))
+            rows.append(
+                episode(
+                    run_id,
+                    seed,
+                    ["won"] if won else [],
+                    env="alfworld",
+                    steps=10 if won else 50,
+                    success=won,
+                    task_type=["pick_and_place_simple", "look_at_obj_in_light"][seed % 2],
+                    actions={"go to desk 1": 3, "take pen 1": 1},
+                )
+            )
         write_run(store, run_id, rows, env="alfworld")
     result = compare(make_cfg(project, "env=alfworld"), ["base", "tuned"])
     assert result.test("base", "tuned", "success_rate")["significant"]
-    assert result.value("tuned", "success/pick_and_place_simple") > result.value("base", "success/pick_and_place_simple")
+    assert result.value("tuned", "success/pick_and_place_simple") > result.value(
+        "base", "success/pick_and_place_simple"
+    )
     assert "steps_to_success" in set(result.table["metric"])
     assert (result.report_dir / "figures" / "task_success.png").stat().st_size > 5000
     assert "## Success rate per task type" in (result.report_dir / "report.md").read_text()
@@ -180,9 +202,21 @@ def test_alfworld_success_per_task_type(project):
 
 @pytest.mark.slow
 def test_cli_compare_bad_run_exits_2_with_one_line(project, runs):
-    out = subprocess.run([sys.executable, "-m", "crafter_exp", "stage=compare", "compare.runs=[weak,nope]",
-                          "tracking.enabled=false", *project_overrides(project)],
-                         capture_output=True, text=True, cwd=project, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crafter_exp",
+            "stage=compare",
+            "compare.runs=[weak,nope]",
+            "tracking.enabled=false",
+            *project_overrides(project),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        timeout=120,
+    )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert lines[-1].startswith("crafter-exp: error: unknown run(s): nope") and "Traceback" not in out.stderr

@@ -141,8 +141,13 @@ print(digest.hexdigest())
 
 def test_same_seed_and_actions_same_episode_in_two_processes():
     procs = [
-        subprocess.Popen([sys.executable, "-c", _DIGEST_SCRIPT, str(junk)], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _DIGEST_SCRIPT, str(junk)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for junk in (0, 54321)
     ]
     outputs = [proc.communicate(timeout=120) for proc in procs]
@@ -171,11 +176,31 @@ def _view(**changes):
     grid = [["grass"] * 9 for _ in range(7)]
     grid[3][4] = "player"
     view = {
-        "grid": grid, "facing": (0, 1), "facing_target": "grass",
-        "inventory": {"health": 9, "food": 7, "drink": 8, "energy": 6, "sapling": 0, "wood": 2,
-                      "stone": 0, "coal": 0, "iron": 0, "diamond": 0, "wood_pickaxe": 1, "stone_pickaxe": 0,
-                      "iron_pickaxe": 0, "wood_sword": 0, "stone_sword": 0, "iron_sword": 0},
-        "achievements": {"collect_wood", "place_table"}, "step": 42, "pos": (30, 31), "daylight": 0.2,
+        "grid": grid,
+        "facing": (0, 1),
+        "facing_target": "grass",
+        "inventory": {
+            "health": 9,
+            "food": 7,
+            "drink": 8,
+            "energy": 6,
+            "sapling": 0,
+            "wood": 2,
+            "stone": 0,
+            "coal": 0,
+            "iron": 0,
+            "diamond": 0,
+            "wood_pickaxe": 1,
+            "stone_pickaxe": 0,
+            "iron_pickaxe": 0,
+            "wood_sword": 0,
+            "stone_sword": 0,
+            "iron_sword": 0,
+        },
+        "achievements": {"collect_wood", "place_table"},
+        "step": 42,
+        "pos": (30, 31),
+        "daylight": 0.2,
         "sleeping": False,
     }
     view.update(changes)
@@ -184,19 +209,21 @@ def _view(**changes):
 
 def test_compact_text_renders_the_view():
     view = _view()
-    view["grid"][1][2] = "tree"   # 2 north 2 west
-    view["grid"][3][5] = "tree"   # 1 east: the nearest tree wins
+    view["grid"][1][2] = "tree"  # 2 north 2 west
+    view["grid"][3][5] = "tree"  # 1 east: the nearest tree wins
     view["grid"][4][4] = "table"  # in front (south)
     view["grid"][0][8] = "zombie"
     view["grid"][6][0] = "ripe_plant"
     view["facing_target"] = "table"
-    assert render(view, "compact") == "\n".join([
-        "Nearby: table 1 south, tree 1 east, ripe plant 3 south 4 west, zombie 3 north 4 east.",
-        "Facing: table (south).",
-        "Vitals: health 9, food 7, drink 8, energy 6.",
-        "Inventory: wood 2, wood_pickaxe 1.",
-        "Time: night.",
-    ])
+    assert render(view, "compact") == "\n".join(
+        [
+            "Nearby: table 1 south, tree 1 east, ripe plant 3 south 4 west, zombie 3 north 4 east.",
+            "Facing: table (south).",
+            "Vitals: health 9, food 7, drink 8, energy 6.",
+            "Inventory: wood 2, wood_pickaxe 1.",
+            "Time: night.",
+        ]
+    )
     assert nearest(view)["tree"] == (1, 0)
     asleep = render(_view(sleeping=True, daylight=0.9), "compact")
     assert "Nearby: only grass." in asleep and "Time: day." in asleep and asleep.endswith("You are asleep.")
@@ -208,7 +235,7 @@ def test_full_text_adds_map_step_and_achievements():
     text = render(view, "full")
     lines = text.splitlines()
     assert lines[0].startswith("Step: 42.")
-    map_rows = lines[lines.index("Map (north up, @ = you):") + 1:][:7]
+    map_rows = lines[lines.index("Map (north up, @ = you):") + 1 :][:7]
     assert map_rows[0] == "~ . . . . . . . ." and map_rows[3] == ". . . . @ . . . ."
     assert all(len(row.split()) == 9 for row in map_rows)
     assert "Achievements: collect_wood, place_table." in lines
@@ -272,13 +299,32 @@ def test_view_marks_cells_outside_the_world():
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("move_left", "move_left"), ("Move Left", "move_left"), ("move-up", "move_up"), (" DO ", "do"),
-        ("left", "move_left"), ("right", "move_right"), ("up", "move_up"), ("down", "move_down"),
-        ("north", "move_up"), ("go west", "move_left"), ("use", "do"), ("interact", "do"), ("attack", "do"),
-        ("collect", "do"), ("wait", "noop"), ("no-op", "noop"), ("`sleep`", "sleep"), ("place table", "place_table"),
-        ("Make Wood Pickaxe", "make_wood_pickaxe"), ("craft_stone_sword", "make_stone_sword"),
-        ("place sapling", "place_plant"), ("'noop'.", "noop"),
-        ("I will move left now", None), ("fly", None), ("", None), ("make_diamond_sword", None),
+        ("move_left", "move_left"),
+        ("Move Left", "move_left"),
+        ("move-up", "move_up"),
+        (" DO ", "do"),
+        ("left", "move_left"),
+        ("right", "move_right"),
+        ("up", "move_up"),
+        ("down", "move_down"),
+        ("north", "move_up"),
+        ("go west", "move_left"),
+        ("use", "do"),
+        ("interact", "do"),
+        ("attack", "do"),
+        ("collect", "do"),
+        ("wait", "noop"),
+        ("no-op", "noop"),
+        ("`sleep`", "sleep"),
+        ("place table", "place_table"),
+        ("Make Wood Pickaxe", "make_wood_pickaxe"),
+        ("craft_stone_sword", "make_stone_sword"),
+        ("place sapling", "place_plant"),
+        ("'noop'.", "noop"),
+        ("I will move left now", None),
+        ("fly", None),
+        ("", None),
+        ("make_diamond_sword", None),
     ],
 )
 def test_canonical_action(text, expected):
@@ -323,10 +369,16 @@ def test_difficulty_table_states_the_presets():
     rows = _table_rows()
     assert len(rows) == 11
     by_field = {
-        "hunger_steps": "steps per food", "thirst_steps": "steps per drink", "fatigue_steps": "steps per energy",
-        "regen_steps": "health regen", "degen_steps": "health loss", "zombie_cooldown": "zombie attack cooldown",
-        "arrow_damage": "arrow damage", "zombie_spawn_prob": "zombie spawn probability",
-        "zombie_density": "zombie spawn target", "skeleton_density": "skeleton spawn target",
+        "hunger_steps": "steps per food",
+        "thirst_steps": "steps per drink",
+        "fatigue_steps": "steps per energy",
+        "regen_steps": "health regen",
+        "degen_steps": "health loss",
+        "zombie_cooldown": "zombie attack cooldown",
+        "arrow_damage": "arrow damage",
+        "zombie_spawn_prob": "zombie spawn probability",
+        "zombie_density": "zombie spawn target",
+        "skeleton_density": "skeleton spawn target",
     }
     for field, prefix in by_field.items():
         (row,) = [cells for name, cells in rows.items() if name.startswith(prefix)]
@@ -377,8 +429,9 @@ def test_easy_and_hard_creatures_keep_their_kind():
     env.reset(0)
     kinds = {type(o).__name__ for o in env.inner._world.objects}
     assert "Player_hard" in kinds and "Zombie_hard" in kinds
-    assert all(isinstance(o, (objects.Player, objects.Cow, objects.Zombie, objects.Skeleton))
-               for o in env.inner._world.objects)
+    assert all(
+        isinstance(o, (objects.Player, objects.Cow, objects.Zombie, objects.Skeleton)) for o in env.inner._world.objects
+    )
     names = {c for row in env.view["grid"] for c in row}
     assert "player" in names and not any(n.endswith("_hard") for n in names)
 

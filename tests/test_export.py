@@ -21,8 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from filter_fixtures import build_store, make_episode  # noqa: E402
 from test_filter import cfg_for  # noqa: E402
 
-PROMPT = {"template": "standard", "history": 2, "system_prompt_file": None, "action_mode": "text",
-          "max_actions_per_turn": 1}
+PROMPT = {
+    "template": "standard",
+    "history": 2,
+    "system_prompt_file": None,
+    "action_mode": "text",
+    "max_actions_per_turn": 1,
+}
 
 
 def obs_text(seed: int, turn: int) -> str:
@@ -35,8 +40,17 @@ def reply_text(seed: int, turn: int) -> str:
 
 
 def episodes(run: str, n: int = 6):
-    return [make_episode(run, s, turns=3 + s % 3, unlock={1: ["collect_wood"]} if s % 2 else {},
-                         observation=obs_text, reply=reply_text) for s in range(n)]
+    return [
+        make_episode(
+            run,
+            s,
+            turns=3 + s % 3,
+            unlock={1: ["collect_wood"]} if s % 2 else {},
+            observation=obs_text,
+            reply=reply_text,
+        )
+        for s in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +76,9 @@ def expected_per_turn(keep_reasoning: bool = True, system: str | None = None) ->
         seen: list[tuple[str, str]] = []
         for step in ep.steps:
             reply = step["reply"] if keep_reasoning else split_reasoning(step["reply"])[1]
-            msgs = prompts.build_messages(prompt_cfg, env_instructions("crafter"), step["observation"], seen,
-                                          system_override=system)
+            msgs = prompts.build_messages(
+                prompt_cfg, env_instructions("crafter"), step["observation"], seen, system_override=system
+            )
             msgs = [dict(m, weight=0) if m["role"] == "assistant" else m for m in msgs]
             out.append(msgs + [{"role": "assistant", "content": reply}])
             seen.append((step["observation"], reply))
@@ -77,12 +92,15 @@ def test_openai_chat_is_what_build_messages_gives(home, tmp_path):
 
 
 def test_strip_reasoning_and_system_prompt(home, tmp_path):
-    got = [ex["messages"] for ex in lines(export(home, tmp_path / "a", "filter.keep_reasoning=false",
-                                                 "filter.system_prompt=Play well."))]
+    got = [
+        ex["messages"]
+        for ex in lines(export(home, tmp_path / "a", "filter.keep_reasoning=false", "filter.system_prompt=Play well."))
+    ]
     assert got == expected_per_turn(keep_reasoning=False, system="Play well.")
     assert all("<think>" not in m["content"] for ex in got for m in ex)
-    appended = lines(export(home, tmp_path / "b", "filter.system_prompt=Extra rule.",
-                            "filter.system_prompt_mode=append"))
+    appended = lines(
+        export(home, tmp_path / "b", "filter.system_prompt=Extra rule.", "filter.system_prompt_mode=append")
+    )
     system = appended[0]["messages"][0]["content"]
     assert system.startswith(env_instructions("crafter").strip()) and system.endswith("\n\nExtra rule.")
     manifest = json.loads((tmp_path / "b/out/manifest.json").read_text())
@@ -103,11 +121,19 @@ def test_multi_turn_openai_chat(home, tmp_path):
 def test_chat_formats_load_with_datasets(home, tmp_path):
     from datasets import load_dataset
 
-    for i, (fmt, extra) in enumerate([("openai_chat", []), ("openai_chat", ["filter.multi_turn=true"]),
-                                      ("openai_tools", []), ("vertex_gemini", []), ("single_turn", [])]):
+    for i, (fmt, extra) in enumerate(
+        [
+            ("openai_chat", []),
+            ("openai_chat", ["filter.multi_turn=true"]),
+            ("openai_tools", []),
+            ("vertex_gemini", []),
+            ("single_turn", []),
+        ]
+    ):
         result = export(home, tmp_path / str(i), f"filter.format={fmt}", *extra)
-        ds = load_dataset("json", data_files=str(result.path / "train.jsonl"), split="train",
-                          cache_dir=str(tmp_path / "hf_cache"))
+        ds = load_dataset(
+            "json", data_files=str(result.path / "train.jsonl"), split="train", cache_dir=str(tmp_path / "hf_cache")
+        )
         assert ds.num_rows == result.examples > 0, fmt
         report = validate_path(result.path, cfg_for(home).filter)
         assert report.error_count == 0 and report.examples == result.examples, (fmt, report.errors[:3])
@@ -131,8 +157,9 @@ def test_vertex_and_single_turn_shapes(home, tmp_path):
     chat = expected_per_turn()
     for ex, msgs in zip(vertex, chat):
         assert ex["systemInstruction"]["parts"][0]["text"] == msgs[0]["content"]
-        assert [c["role"] for c in ex["contents"]] == ["model" if m["role"] == "assistant" else "user"
-                                                       for m in msgs[1:]]
+        assert [c["role"] for c in ex["contents"]] == [
+            "model" if m["role"] == "assistant" else "user" for m in msgs[1:]
+        ]
         assert [c["parts"][0]["text"] for c in ex["contents"]] == [m["content"] for m in msgs[1:]]
     single = lines(export(home, tmp_path / "s", "filter.format=single_turn"))
     for ex, msgs in zip(single, chat):
@@ -152,7 +179,9 @@ def test_parquet_split_by_episode(tmp_path):
     assert len(train) + len(val) == result.examples == sum(3 + s % 3 for s in range(20))
     row = train.iloc[0]
     assert row["prompt_data"]["content"].startswith("system: ") and row["response_data"]["content"]
-    assert list(row["messages"][-1].keys()) == ["role", "content", "weight"] and row["messages"][-1]["role"] == "assistant"
+    assert (
+        list(row["messages"][-1].keys()) == ["role", "content", "weight"] and row["messages"][-1]["role"] == "assistant"
+    )
     # history replies are context (weight 0), the target is learned (no weight: absent means 1)
     assert [m["weight"] for m in row["messages"] if m["role"] == "assistant"][-1] is None
     assert all(m["weight"] == 0 for m in row["messages"][:-1] if m["role"] == "assistant")
@@ -172,8 +201,13 @@ def test_parquet_split_by_episode(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- validator
 
-GOOD_CHAT = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
-                          {"role": "assistant", "content": "a"}]}
+GOOD_CHAT = {
+    "messages": [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "u"},
+        {"role": "assistant", "content": "a"},
+    ]
+}
 BROKEN_CHAT = [
     ("", "empty line"),
     ("{bad json", "invalid JSON"),
@@ -182,22 +216,47 @@ BROKEN_CHAT = [
     (json.dumps({"messages": []}), "non-empty list"),
     (json.dumps({"messages": [{"role": "bot", "content": "x"}]}), "messages[0].role 'bot'"),
     (json.dumps({"messages": [{"role": "user", "content": "u"}]}), "no assistant message"),
-    (json.dumps({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"},
-                              {"role": "user", "content": "u2"}]}), "last message is not from the assistant"),
-    (json.dumps({"messages": [{"role": "user", "content": "u"}, {"role": "system", "content": "s"},
-                              {"role": "assistant", "content": "a"}]}), "must come first"),
-    (json.dumps({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]}),
-     "messages[0].content must be a string"),
-    (json.dumps({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a",
-                                                                 "weight": 2}]}), "weight must be 0 or 1"),
+    (
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "u"},
+                    {"role": "assistant", "content": "a"},
+                    {"role": "user", "content": "u2"},
+                ]
+            }
+        ),
+        "last message is not from the assistant",
+    ),
+    (
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "u"},
+                    {"role": "system", "content": "s"},
+                    {"role": "assistant", "content": "a"},
+                ]
+            }
+        ),
+        "must come first",
+    ),
+    (
+        json.dumps({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]}),
+        "messages[0].content must be a string",
+    ),
+    (
+        json.dumps(
+            {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a", "weight": 2}]}
+        ),
+        "weight must be 0 or 1",
+    ),
 ]
 TOOLS = [{"type": "function", "function": {"name": "interact", "parameters": {"type": "object"}}}]
 
 
 def tool_line(arguments: str, name: str = "interact", tools=TOOLS) -> str:
     call = {"id": "c1", "type": "function", "function": {"name": name, "arguments": arguments}}
-    row = {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": None,
-                                                            "tool_calls": [call]}]}
+    row = {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": None, "tool_calls": [call]}]}
     if tools is not None:
         row["tools"] = tools
     return json.dumps(row)
@@ -209,16 +268,34 @@ BROKEN_TOOLS = [
     (tool_line('{"actions": ["do"]}', tools=None), "no `tools` field"),
     (tool_line('["do"]'), "must encode an object"),
 ]
-GOOD_VERTEX = {"systemInstruction": {"parts": [{"text": "s"}]},
-               "contents": [{"role": "user", "parts": [{"text": "u"}]}, {"role": "model", "parts": [{"text": "a"}]}]}
+GOOD_VERTEX = {
+    "systemInstruction": {"parts": [{"text": "s"}]},
+    "contents": [{"role": "user", "parts": [{"text": "u"}]}, {"role": "model", "parts": [{"text": "a"}]}],
+}
 BROKEN_VERTEX = [
-    (json.dumps({"contents": [{"role": "user", "parts": [{"text": "u"}]},
-                              {"role": "assistant", "parts": [{"text": "a"}]}]}), "must be 'user' or 'model'"),
+    (
+        json.dumps(
+            {"contents": [{"role": "user", "parts": [{"text": "u"}]}, {"role": "assistant", "parts": [{"text": "a"}]}]}
+        ),
+        "must be 'user' or 'model'",
+    ),
     (json.dumps({"contents": [{"role": "user", "parts": [{"text": "u"}]}]}), "last turn is not from the model"),
-    (json.dumps({"contents": [{"role": "user", "parts": [{"text": "u"}]}, {"role": "user", "parts": [{"text": "v"}]},
-                              {"role": "model", "parts": [{"text": "a"}]}]}), "two 'user' turns in a row"),
-    (json.dumps({"contents": [{"role": "user"}, {"role": "model", "parts": [{"text": "a"}]}]}),
-     "contents[0].parts must be a non-empty list"),
+    (
+        json.dumps(
+            {
+                "contents": [
+                    {"role": "user", "parts": [{"text": "u"}]},
+                    {"role": "user", "parts": [{"text": "v"}]},
+                    {"role": "model", "parts": [{"text": "a"}]},
+                ]
+            }
+        ),
+        "two 'user' turns in a row",
+    ),
+    (
+        json.dumps({"contents": [{"role": "user"}, {"role": "model", "parts": [{"text": "a"}]}]}),
+        "contents[0].parts must be a non-empty list",
+    ),
     (json.dumps({"messages": []}), "no `contents` field"),
 ]
 GOOD_SINGLE = {"prompt_data": {"content": "user: u"}, "response_data": {"content": "a"}}
@@ -229,12 +306,15 @@ BROKEN_SINGLE = [
 ]
 
 
-@pytest.mark.parametrize("fmt, good, broken", [
-    ("openai_chat", GOOD_CHAT, BROKEN_CHAT),
-    ("openai_tools", json.loads(tool_line('{"actions": ["do"]}')), BROKEN_TOOLS),
-    ("vertex_gemini", GOOD_VERTEX, BROKEN_VERTEX),
-    ("single_turn", GOOD_SINGLE, BROKEN_SINGLE),
-])
+@pytest.mark.parametrize(
+    "fmt, good, broken",
+    [
+        ("openai_chat", GOOD_CHAT, BROKEN_CHAT),
+        ("openai_tools", json.loads(tool_line('{"actions": ["do"]}')), BROKEN_TOOLS),
+        ("vertex_gemini", GOOD_VERTEX, BROKEN_VERTEX),
+        ("single_turn", GOOD_SINGLE, BROKEN_SINGLE),
+    ],
+)
 def test_validator_reports_each_broken_line(tmp_path, fmt, good, broken):
     # good, broken, good, broken, ...: broken line k sits at line 2k + 2
     rows = [json.dumps(good)]
@@ -258,8 +338,13 @@ def test_validate_stage_counts_tokens_and_cost(home, tmp_path, capsys):
     data = tmp_path / "user.jsonl"
     row = {"messages": [{"role": "user", "content": "hello there you"}, {"role": "assistant", "content": "hi all"}]}
     data.write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
-    cfg = cfg_for(home, f"filter.validate_path={data}", f"filter.tokenizer={tmp_path / 'tokenizer.json'}",
-                  "filter.price_model=gpt-4o-2024-08-06", "filter.cost_epochs=2")
+    cfg = cfg_for(
+        home,
+        f"filter.validate_path={data}",
+        f"filter.tokenizer={tmp_path / 'tokenizer.json'}",
+        "filter.price_model=gpt-4o-2024-08-06",
+        "filter.cost_epochs=2",
+    )
     from crafter_exp.__main__ import run_stage
 
     report = run_stage(dataclasses_replace_stage(cfg, "validate"))

@@ -36,13 +36,31 @@ def crafter_episodes(run: str = "run-a"):
         E(run, 1, turns=4, unlock={1: ["collect_wood"]}, success=False),
         E(run, 2, turns=4, unlock={0: ["collect_wood"], 2: ["place_table"]}, success=True),
         E(run, 3, turns=6, unlock={1: ["collect_wood"], 2: ["collect_sapling"], 4: ["place_table"]}, repeated=3),
-        E(run, 4, turns=8, unlock={0: ["collect_wood"], 1: ["place_table"], 3: ["make_wood_pickaxe"],
-                                   5: ["collect_stone"]}, model="other", provider="openai", cost=0.5,
-          prompt_tokens=1000, completion_tokens=200),
+        E(
+            run,
+            4,
+            turns=8,
+            unlock={0: ["collect_wood"], 1: ["place_table"], 3: ["make_wood_pickaxe"], 5: ["collect_stone"]},
+            model="other",
+            provider="openai",
+            cost=0.5,
+            prompt_tokens=1000,
+            completion_tokens=200,
+        ),
         E(run, 5, turns=4, unlock={1: ["collect_sapling"]}, termination="api_error", parse_fail=(3,)),
-        E(run, 6, turns=10, unlock={2: ["collect_wood"], 3: ["place_table"], 6: ["make_wood_pickaxe"]},
-          model="other", provider="groq", cost=None, prompt_tokens=5000, completion_tokens=1000, parse_fail=(3,),
-          invalid=2),
+        E(
+            run,
+            6,
+            turns=10,
+            unlock={2: ["collect_wood"], 3: ["place_table"], 6: ["make_wood_pickaxe"]},
+            model="other",
+            provider="groq",
+            cost=None,
+            prompt_tokens=5000,
+            completion_tokens=1000,
+            parse_fail=(3,),
+            invalid=2,
+        ),
     ]
 
 
@@ -77,8 +95,13 @@ def cfg_for(home: Path, *overrides: str, name: str = "exp"):
     dotlist = [o.lstrip("+").removeprefix("filter.") for o in overrides]
     assert all(not o.startswith(("paths.", "name=")) for o in dotlist)
     fcfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base.filter), OmegaConf.from_dotlist(dotlist)))
-    paths = PathsConfig(home=str(home), db=f"{home}/data/traces.duckdb", datasets=f"{home}/data/datasets",
-                        checkpoints=f"{home}/data/checkpoints", reports=f"{home}/data/reports")
+    paths = PathsConfig(
+        home=str(home),
+        db=f"{home}/data/traces.duckdb",
+        datasets=f"{home}/data/datasets",
+        checkpoints=f"{home}/data/checkpoints",
+        reports=f"{home}/data/reports",
+    )
     return dataclasses.replace(base, name=name, paths=paths, filter=fcfg)
 
 
@@ -88,44 +111,66 @@ def seeds(home: Path, *overrides: str, name: str = "exp") -> set[int]:
     return set(F.select_episodes(ctx.store, cfg.filter, [s.run_id for s in ctx.sources])["seed"].astype(int))
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ([], {0, 1, 2, 3, 4, 6}),
-    (["filter.include_api_errors=true"], {0, 1, 2, 3, 4, 5, 6}),
-    (["filter.min_achievements=2"], {2, 3, 4, 6}),
-    (["filter.max_achievements=1"], {0, 1}),
-    (["filter.min_achievements=3", "filter.exclude_achievements=[collect_sapling]"], {4, 6}),
-    (["filter.max_achievements=0", "filter.exclude_achievements=[collect_sapling]", "filter.include_api_errors=true"],
-     {0, 5}),
-    (["filter.min_reward=2"], {2, 3, 4, 6}),
-    (["filter.max_reward=1"], {0, 1}),
-    (["filter.min_reward=1", "filter.max_reward=2"], {1, 2}),
-    (["filter.max_turns=4"], {0, 1, 2}),
-    (["filter.achievement_types=[collect_wood,place_table]"], {2, 3, 4, 6}),
-    (["filter.achievement_types=[make_wood_pickaxe,collect_stone,collect_sapling]", "filter.min_achievement_types=2"],
-     {4}),
-    (["filter.achievement_types=[make_wood_pickaxe,collect_stone,collect_sapling]", "filter.min_achievement_types=1"],
-     {3, 4, 6}),
-    (["filter.models=[other]"], {4, 6}),
-    (["filter.providers=[groq,local]"], {0, 1, 2, 3, 6}),
-    (["filter.max_cost=0.1"], {0, 1, 2, 3, 6}),
-    (["filter.max_tokens=2000"], {0, 1, 2, 3, 4}),
-    (["filter.success_only=true"], {2}),
-    (["filter.limit=2", "filter.sort_by=achievements"], {3, 4}),
-    (["filter.limit=1", "filter.sort_by=reward"], {4}),
-    (["filter.limit=2", "filter.sort_by=seed"], {0, 1}),
-    (["filter.limit=1", "filter.sort_by=efficiency"], {2}),
-    (["filter.min_achievements=2", "filter.models=[other]", "filter.max_tokens=2000"], {4}),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ([], {0, 1, 2, 3, 4, 6}),
+        (["filter.include_api_errors=true"], {0, 1, 2, 3, 4, 5, 6}),
+        (["filter.min_achievements=2"], {2, 3, 4, 6}),
+        (["filter.max_achievements=1"], {0, 1}),
+        (["filter.min_achievements=3", "filter.exclude_achievements=[collect_sapling]"], {4, 6}),
+        (
+            [
+                "filter.max_achievements=0",
+                "filter.exclude_achievements=[collect_sapling]",
+                "filter.include_api_errors=true",
+            ],
+            {0, 5},
+        ),
+        (["filter.min_reward=2"], {2, 3, 4, 6}),
+        (["filter.max_reward=1"], {0, 1}),
+        (["filter.min_reward=1", "filter.max_reward=2"], {1, 2}),
+        (["filter.max_turns=4"], {0, 1, 2}),
+        (["filter.achievement_types=[collect_wood,place_table]"], {2, 3, 4, 6}),
+        (
+            [
+                "filter.achievement_types=[make_wood_pickaxe,collect_stone,collect_sapling]",
+                "filter.min_achievement_types=2",
+            ],
+            {4},
+        ),
+        (
+            [
+                "filter.achievement_types=[make_wood_pickaxe,collect_stone,collect_sapling]",
+                "filter.min_achievement_types=1",
+            ],
+            {3, 4, 6},
+        ),
+        (["filter.models=[other]"], {4, 6}),
+        (["filter.providers=[groq,local]"], {0, 1, 2, 3, 6}),
+        (["filter.max_cost=0.1"], {0, 1, 2, 3, 6}),
+        (["filter.max_tokens=2000"], {0, 1, 2, 3, 4}),
+        (["filter.success_only=true"], {2}),
+        (["filter.limit=2", "filter.sort_by=achievements"], {3, 4}),
+        (["filter.limit=1", "filter.sort_by=reward"], {4}),
+        (["filter.limit=2", "filter.sort_by=seed"], {0, 1}),
+        (["filter.limit=1", "filter.sort_by=efficiency"], {2}),
+        (["filter.min_achievements=2", "filter.models=[other]", "filter.max_tokens=2000"], {4}),
+    ],
+)
 def test_episode_criteria(home, overrides, expected):
     assert seeds(home, *overrides) == expected
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    (["filter.success_only=true"], {0, 2}),
-    (["filter.task_types=[look_at_obj_in_light]"], {2}),
-    (["filter.task_types=[pick_and_place_simple]", "filter.success_only=true"], {0}),
-    (["filter.achievement_types=[won]"], {0, 2}),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["filter.success_only=true"], {0, 2}),
+        (["filter.task_types=[look_at_obj_in_light]"], {2}),
+        (["filter.task_types=[pick_and_place_simple]", "filter.success_only=true"], {0}),
+        (["filter.achievement_types=[won]"], {0, 2}),
+    ],
+)
 def test_alfworld_criteria(home, overrides, expected):
     assert seeds(home, *overrides, name="alfexp") == expected
 
@@ -156,46 +201,71 @@ def exported_turns(path: Path) -> set[tuple[int, int]]:
     return out
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    (["filter.step_mode=achievement"], {(3, 1), (3, 2), (3, 4), (6, 2), (6, 6)}),
-    (["filter.step_mode=achievement", "filter.drop_unparsed=false"], {(3, 1), (3, 2), (3, 4), (6, 2), (6, 3), (6, 6)}),
-    # excluding collect_sapling: seed 3 counts 2 achievements, so min 2 (which also admits seed 2)
-    (["filter.step_mode=achievement", "filter.exclude_achievements=[collect_sapling]", "filter.min_achievements=2"],
-     {(2, 0), (2, 2), (3, 1), (3, 4), (6, 2), (6, 6)}),
-    (["filter.step_mode=window", "filter.window=1"],
-     {(3, 0), (3, 1), (3, 2), (3, 3), (3, 4), (6, 1), (6, 2), (6, 5), (6, 6)}),
-    (["filter.step_mode=window", "filter.window=0"], {(3, 1), (3, 2), (3, 4), (6, 2), (6, 6)}),
-    (["filter.step_mode=reward", "filter.min_step_reward=1"], {(3, 1), (3, 2), (3, 4), (6, 2), (6, 6)}),
-    (["filter.step_mode=all"], {(3, t) for t in range(6)} | {(6, t) for t in range(10) if t != 3}),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["filter.step_mode=achievement"], {(3, 1), (3, 2), (3, 4), (6, 2), (6, 6)}),
+        (
+            ["filter.step_mode=achievement", "filter.drop_unparsed=false"],
+            {(3, 1), (3, 2), (3, 4), (6, 2), (6, 3), (6, 6)},
+        ),
+        # excluding collect_sapling: seed 3 counts 2 achievements, so min 2 (which also admits seed 2)
+        (
+            [
+                "filter.step_mode=achievement",
+                "filter.exclude_achievements=[collect_sapling]",
+                "filter.min_achievements=2",
+            ],
+            {(2, 0), (2, 2), (3, 1), (3, 4), (6, 2), (6, 6)},
+        ),
+        (
+            ["filter.step_mode=window", "filter.window=1"],
+            {(3, 0), (3, 1), (3, 2), (3, 3), (3, 4), (6, 1), (6, 2), (6, 5), (6, 6)},
+        ),
+        (["filter.step_mode=window", "filter.window=0"], {(3, 1), (3, 2), (3, 4), (6, 2), (6, 6)}),
+        (["filter.step_mode=reward", "filter.min_step_reward=1"], {(3, 1), (3, 2), (3, 4), (6, 2), (6, 6)}),
+        (["filter.step_mode=all"], {(3, t) for t in range(6)} | {(6, t) for t in range(10) if t != 3}),
+    ],
+)
 def test_step_modes(home, tmp_path, overrides, expected):
     # selects seeds 3 and 6 (place_table, >= 3 achievements, provider not openai); unlocks: seed 3 at turns
     # 1, 2 (sapling), 4; seed 6 at 2, 3, 6, its reply at turn 3 unparsed (dropped unless drop_unparsed=false)
-    cfg = cfg_for(home, "filter.achievement_types=[place_table]", "filter.min_achievement_types=1",
-                  "filter.models=[teacher,other]", "filter.max_tokens=100000", "filter.providers=[local,groq]",
-                  "filter.min_achievements=3", *overrides, f"filter.output={tmp_path / 'out'}")
+    cfg = cfg_for(
+        home,
+        "filter.achievement_types=[place_table]",
+        "filter.min_achievement_types=1",
+        "filter.models=[teacher,other]",
+        "filter.max_tokens=100000",
+        "filter.providers=[local,groq]",
+        "filter.min_achievements=3",
+        *overrides,
+        f"filter.output={tmp_path / 'out'}",
+    )
     F.filter_and_export(cfg, progress=False)
     assert exported_turns(tmp_path / "out") == expected
 
 
-@pytest.mark.parametrize("overrides, fragment", [
-    (["filter.achievement_types=[collect_wod]"], "unknown achievement(s) ['collect_wod']"),
-    (["filter.exclude_achievements=[won]"], "unknown achievement(s) ['won']"),
-    (["filter.min_achievements=5", "filter.max_achievements=2"], "min_achievements=5 > max_achievements=2"),
-    (["filter.min_reward=3", "filter.max_reward=1"], "min_reward=3.0 > max_reward=1.0"),
-    (["filter.min_achievement_types=2"], "min_achievement_types needs filter.achievement_types"),
-    (["filter.achievement_types=[collect_wood]", "filter.min_achievement_types=2"], "min_achievement_types=2"),
-    (["filter.achievement_types=[collect_wood]", "filter.exclude_achievements=[collect_wood]"], "both required"),
-    (["filter.min_achievements=23"], "only 22 achievements can be counted"),
-    (["filter.step_mode=turns"], "unknown filter.step_mode"),
-    (["filter.format=alpaca"], "unknown filter.format"),
-    (["filter.sort_by=luck"], "unknown filter.sort_by"),
-    (["filter.format=single_turn", "filter.multi_turn=true"], "one example per turn"),
-    (["filter.limit=0"], "filter.limit must be >= 1"),
-    (["filter.val_fraction=1.0"], "val_fraction"),
-    (["filter.runs=[nope]"], "no trace run or experiment name 'nope'"),
-    (["+filter.quality_weights.speed=1"], "unknown filter.quality_weights"),
-])
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["filter.achievement_types=[collect_wod]"], "unknown achievement(s) ['collect_wod']"),
+        (["filter.exclude_achievements=[won]"], "unknown achievement(s) ['won']"),
+        (["filter.min_achievements=5", "filter.max_achievements=2"], "min_achievements=5 > max_achievements=2"),
+        (["filter.min_reward=3", "filter.max_reward=1"], "min_reward=3.0 > max_reward=1.0"),
+        (["filter.min_achievement_types=2"], "min_achievement_types needs filter.achievement_types"),
+        (["filter.achievement_types=[collect_wood]", "filter.min_achievement_types=2"], "min_achievement_types=2"),
+        (["filter.achievement_types=[collect_wood]", "filter.exclude_achievements=[collect_wood]"], "both required"),
+        (["filter.min_achievements=23"], "only 22 achievements can be counted"),
+        (["filter.step_mode=turns"], "unknown filter.step_mode"),
+        (["filter.format=alpaca"], "unknown filter.format"),
+        (["filter.sort_by=luck"], "unknown filter.sort_by"),
+        (["filter.format=single_turn", "filter.multi_turn=true"], "one example per turn"),
+        (["filter.limit=0"], "filter.limit must be >= 1"),
+        (["filter.val_fraction=1.0"], "val_fraction"),
+        (["filter.runs=[nope]"], "no trace run or experiment name 'nope'"),
+        (["+filter.quality_weights.speed=1"], "unknown filter.quality_weights"),
+    ],
+)
 def test_bad_input_is_one_clear_line(home, tmp_path, overrides, fragment):
     cfg = cfg_for(home, *overrides, f"filter.output={tmp_path / 'out'}")
     with pytest.raises(ValueError) as err:
@@ -229,14 +299,19 @@ def test_empty_selection_writes_nothing(home, tmp_path):
 def test_stats_only_prints_and_writes_nothing(home, tmp_path, capsys):
     db = home / "data" / "traces.duckdb"
     before = (db.stat().st_mtime_ns, sorted(p.name for p in home.rglob("*")))
-    cfg = cfg_for(home, "filter.stats_only=true", "filter.min_achievements=2", "filter.max_turns=8",
-                  "filter.step_mode=achievement")
+    cfg = cfg_for(
+        home,
+        "filter.stats_only=true",
+        "filter.min_achievements=2",
+        "filter.max_turns=8",
+        "filter.step_mode=achievement",
+    )
     st = F.run(cfg)
     out = capsys.readouterr().out
     assert st.total_episodes == 7
     assert st.criteria == {"min_achievements": 4, "max_turns": 6, "no_api_errors": 6}
-    assert st.passing_all == 3 and st.selected == 3          # seeds 2, 3, 4
-    assert st.examples == 2 + 3 + 4                            # unlocking turns of seeds 2, 3, 4
+    assert st.passing_all == 3 and st.selected == 3  # seeds 2, 3, 4
+    assert st.examples == 2 + 3 + 4  # unlocking turns of seeds 2, 3, 4
     assert "min_achievements" in out and "unlock rate per achievement" in out and "collect_wood" in out
     assert st.columns["selected"]["mean_achievements"] == pytest.approx(3.0)
     rates = st.unlock_rates.set_index("achievement")
@@ -285,8 +360,9 @@ def test_subset_dedupe_and_chunking_are_deterministic(tmp_path):
     build_store(db, eps, run_id="r", name="exp")
     out = lambda n: f"filter.output={tmp_path / n}"  # noqa: E731
     a = F.filter_and_export(cfg_for(tmp_path, "filter.max_examples=7", out("a")), progress=False)
-    b = F.filter_and_export(cfg_for(tmp_path, "filter.max_examples=7", "filter.chunk_steps=3", out("b")),
-                            progress=False)
+    b = F.filter_and_export(
+        cfg_for(tmp_path, "filter.max_examples=7", "filter.chunk_steps=3", out("b")), progress=False
+    )
     c = F.filter_and_export(cfg_for(tmp_path, "filter.max_examples=7", "filter.seed=1", out("c")), progress=False)
     assert a.examples == b.examples == c.examples == 7
     assert (tmp_path / "a/train.jsonl").read_bytes() == (tmp_path / "b/train.jsonl").read_bytes()
@@ -295,8 +371,10 @@ def test_subset_dedupe_and_chunking_are_deterministic(tmp_path):
     full_big = F.filter_and_export(cfg_for(tmp_path, out("e")), progress=False)
     assert full_small.digest == full_big.digest and full_big.examples == 50
     # dedupe: the replies differ per seed ("r{seed}.{turn}") -> strip them to make seeds 0..3 identical
-    eps2 = [make_episode("r2", s, turns=5, observation=same if s < 4 else None, reply=lambda s, t: "<action>do</action>")
-            for s in range(10)]
+    eps2 = [
+        make_episode("r2", s, turns=5, observation=same if s < 4 else None, reply=lambda s, t: "<action>do</action>")
+        for s in range(10)
+    ]
     db2 = tmp_path / "p2" / "data" / "traces.duckdb"
     build_store(db2, eps2, run_id="r2", name="exp")
     d = F.filter_and_export(cfg_for(tmp_path / "p2", "filter.dedupe=true"), progress=False)
@@ -316,10 +394,24 @@ def test_cli_filter_tracks_in_mlflow_and_fails_cleanly(tmp_path):
     db = tmp_path / "data" / "traces.duckdb"
     build_store(db, crafter_episodes(), run_id="run-a", name="exp")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    base = [sys.executable, "-m", "crafter_exp", "stage=filter", "name=exp", f"paths.home={tmp_path}",
-            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "hydra.run.dir=" + str(tmp_path / "hy")]
-    ok = subprocess.run(base + ["filter.min_achievements=2", "filter.step_mode=achievement"], cwd=tmp_path,
-                        env=env, capture_output=True, text=True, timeout=120)
+    base = [
+        sys.executable,
+        "-m",
+        "crafter_exp",
+        "stage=filter",
+        "name=exp",
+        f"paths.home={tmp_path}",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        "hydra.run.dir=" + str(tmp_path / "hy"),
+    ]
+    ok = subprocess.run(
+        base + ["filter.min_achievements=2", "filter.step_mode=achievement"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]
     [manifest_file] = (tmp_path / "data/datasets/exp").glob("*/manifest.json")
     manifest = json.loads(manifest_file.read_text())
@@ -334,20 +426,36 @@ def test_cli_filter_tracks_in_mlflow_and_fails_cleanly(tmp_path):
     inputs = run.inputs.dataset_inputs
     assert [d.dataset.digest for d in inputs] == [manifest["digest"]]
 
-    bad = subprocess.run(base + ["filter.min_achievements=9", "filter.max_turns=4", "filter.output=" +
-                                 str(tmp_path / "empty")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
+    bad = subprocess.run(
+        base + ["filter.min_achievements=9", "filter.max_turns=4", "filter.output=" + str(tmp_path / "empty")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "no example passes the filter" in bad.stderr
     assert not (tmp_path / "empty").exists()
 
 
 def test_presets_compose_and_select(home, tmp_path):
-    cfg = compose_config(["filter=key_turns", "tracking.enabled=false", f"paths.home={home}", "name=exp",
-                          f"filter.output={tmp_path / 'k'}"])
+    cfg = compose_config(
+        [
+            "filter=key_turns",
+            "tracking.enabled=false",
+            f"paths.home={home}",
+            "name=exp",
+            f"filter.output={tmp_path / 'k'}",
+        ]
+    )
     F.filter_and_export(cfg, progress=False)
-    expected = ({(2, t) for t in range(3)} | {(3, t) for t in range(5)} | {(4, t) for t in range(6)}
-                | {(6, t) for t in (0, 1, 2, 4, 5, 6)})
+    expected = (
+        {(2, t) for t in range(3)}
+        | {(3, t) for t in range(5)}
+        | {(4, t) for t in range(6)}
+        | {(6, t) for t in (0, 1, 2, 4, 5, 6)}
+    )
     assert exported_turns(tmp_path / "k") == expected
     hq = compose_config(["filter=high_quality"]).filter
     assert hq.min_quality == 3.0 and hq.dedupe and hq.sort_by == "quality"
@@ -357,8 +465,9 @@ def test_presets_compose_and_select(home, tmp_path):
 def test_alfworld_export_uses_its_own_rules(home, tmp_path):
     from crafter_exp.envs import env_instructions
 
-    r = F.filter_and_export(cfg_for(home, "filter.success_only=true", f"filter.output={tmp_path / 'a'}",
-                                    name="alfexp"), progress=False)
+    r = F.filter_and_export(
+        cfg_for(home, "filter.success_only=true", f"filter.output={tmp_path / 'a'}", name="alfexp"), progress=False
+    )
     first = json.loads((r.path / "train.jsonl").read_text().splitlines()[0])
     assert first["messages"][0]["content"].startswith(env_instructions("alfworld").strip())
     assert r.manifest["env"] == "alfworld" and r.examples == 5 + 3
@@ -373,7 +482,9 @@ def test_rows_come_out_in_episode_and_turn_order():
     rng = np.random.default_rng(0)
     ep, turn = np.repeat(np.arange(5), 4), np.tile(np.arange(4), 5)
     perm = rng.permutation(20)
-    table = pa.table({"ep_order": ep[perm], "turn": turn[perm], "line": [f"{e}:{t}" for e, t in zip(ep[perm], turn[perm])]})
+    table = pa.table(
+        {"ep_order": ep[perm], "turn": turn[perm], "line": [f"{e}:{t}" for e, t in zip(ep[perm], turn[perm])]}
+    )
     ordered = _in_order(table)
     assert ordered.column("line").to_pylist() == [f"{e}:{t}" for e, t in zip(ep, turn)]
     assert _in_order(ordered) is ordered  # already in order: no copy
@@ -383,27 +494,44 @@ def test_stats_only_reports_to_the_sweep_summary(home):
     """`crafter-exp stage=filter filter.stats_only=true` ends in report_job: its stats are the filter's headline."""
     from crafter_exp.sweep import stage_metrics
 
-    st = F.run(cfg_for(home, "filter.stats_only=true", "filter.min_achievements=2", "filter.max_turns=8",
-                       "filter.step_mode=achievement"))
-    assert stage_metrics("filter", st) == {"filter": {"examples": 9.0, "episodes_passing": 3.0,
-                                                      "episodes_selected": 3.0}}
+    st = F.run(
+        cfg_for(
+            home,
+            "filter.stats_only=true",
+            "filter.min_achievements=2",
+            "filter.max_turns=8",
+            "filter.step_mode=achievement",
+        )
+    )
+    assert stage_metrics("filter", st) == {
+        "filter": {"examples": 9.0, "episodes_passing": 3.0, "episodes_selected": 3.0}
+    }
+
+
 # --------------------------------------------------------------- the computation alone (no files, no MLflow)
 
 
 def test_select_computes_the_export_without_writing(home, tmp_path):
     from crafter_exp.filtering.select import ReadSession
 
-    cfg = cfg_for(home, "filter.min_achievements=2", "filter.max_turns=8", "filter.step_mode=achievement",
-                  "filter.format=parquet", "filter.val_fraction=0")
+    cfg = cfg_for(
+        home,
+        "filter.min_achievements=2",
+        "filter.max_turns=8",
+        "filter.step_mode=achievement",
+        "filter.format=parquet",
+        "filter.val_fraction=0",
+    )
     # tracking on, pointed at a store that must not appear: the computation never talks to MLflow
-    cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=True,
-                                                                uri=f"sqlite:///{tmp_path}/mlflow.db"))
+    cfg = dataclasses.replace(
+        cfg, tracking=dataclasses.replace(cfg.tracking, enabled=True, uri=f"sqlite:///{tmp_path}/mlflow.db")
+    )
     before = sorted(p.name for p in home.rglob("*"))
     with ReadSession(TraceStore(cfg.paths.db), cfg.filter.memory_limit) as db:
         ctx = F.prepare(cfg, db=db)
         chosen = F.select(cfg, ctx)
     assert sorted(chosen.plan.episodes["seed"].astype(int)) == [2, 3, 4]
-    assert list(chosen.plan.episodes["kept"]) == [2, 3, 4]           # unlocking turns of seeds 2, 3, 4
+    assert list(chosen.plan.episodes["kept"]) == [2, 3, 4]  # unlocking turns of seeds 2, 3, 4
     assert chosen.total_steps == 4 + 6 + 8
     assert chosen.stats.passing_all == 3 and chosen.stats.total_episodes == 7
     assert sorted(p.name for p in home.rglob("*")) == before and not list(tmp_path.iterdir())

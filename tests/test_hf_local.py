@@ -66,8 +66,10 @@ def test_trained_student_beats_its_untrained_self_on_held_out_prompts(tiny_check
 
 def test_left_padded_batch_decodes_like_one_at_a_time(after):
     pairs = held_out(12, seed=7)
-    texts = [after.tokenizer.apply_chat_template(after.messages(t), tokenize=False, add_generation_prompt=True)
-             for t in turns_for(pairs)]
+    texts = [
+        after.tokenizer.apply_chat_template(after.messages(t), tokenize=False, add_generation_prompt=True)
+        for t in turns_for(pairs)
+    ]
     assert len({len(after.tokenizer(t)["input_ids"]) for t in texts}) > 1, "need prompts of different lengths"
     batched = [r for r, *_ in after.generate(texts)]
     single = [after.generate([t])[0][0] for t in texts]

@@ -19,16 +19,54 @@ ACH4 = ("a", "b", "c", "d")
 @pytest.fixture
 def four() -> pd.DataFrame:
     """Four episodes whose every metric is computed by hand below."""
-    return pd.DataFrame([
-        episode("r", 0, ["a", "b", "c"], steps=10, turns=5, reward=3.0, invalid=1, parse_failures=0,
-                actions={"noop": 2, "do": 3}, prompt_tokens=100, completion_tokens=20, cost=0.01),
-        episode("r", 1, ["a"], steps=20, turns=10, reward=1.0, invalid=0, parse_failures=2, repeated=4,
-                actions={"noop": 5, "do": 5}, prompt_tokens=50, completion_tokens=10),
-        episode("r", 2, [], steps=5, turns=5, reward=0.0, invalid=5, parse_failures=5, repeated=4,
-                actions={"noop": 5}),
-        episode("r", 3, ["a", "b", "c", "d"], steps=10, turns=10, reward=3.5, invalid=2, parse_failures=1,
-                actions={"do": 10}, prompt_tokens=30, cost=0.03),
-    ])
+    return pd.DataFrame(
+        [
+            episode(
+                "r",
+                0,
+                ["a", "b", "c"],
+                steps=10,
+                turns=5,
+                reward=3.0,
+                invalid=1,
+                parse_failures=0,
+                actions={"noop": 2, "do": 3},
+                prompt_tokens=100,
+                completion_tokens=20,
+                cost=0.01,
+            ),
+            episode(
+                "r",
+                1,
+                ["a"],
+                steps=20,
+                turns=10,
+                reward=1.0,
+                invalid=0,
+                parse_failures=2,
+                repeated=4,
+                actions={"noop": 5, "do": 5},
+                prompt_tokens=50,
+                completion_tokens=10,
+            ),
+            episode(
+                "r", 2, [], steps=5, turns=5, reward=0.0, invalid=5, parse_failures=5, repeated=4, actions={"noop": 5}
+            ),
+            episode(
+                "r",
+                3,
+                ["a", "b", "c", "d"],
+                steps=10,
+                turns=10,
+                reward=3.5,
+                invalid=2,
+                parse_failures=1,
+                actions={"do": 10},
+                prompt_tokens=30,
+                cost=0.03,
+            ),
+        ]
+    )
 
 
 HAND = {
@@ -80,11 +118,13 @@ def test_crafter_score_definition():
 
 
 def test_success_metrics_alfworld():
-    df = pd.DataFrame([
-        episode("r", 0, ["won"], env="alfworld", steps=8, success=True, task_type="pick"),
-        episode("r", 1, [], env="alfworld", steps=50, success=False, task_type="pick"),
-        episode("r", 2, ["won"], env="alfworld", steps=12, success=True, task_type="clean"),
-    ])
+    df = pd.DataFrame(
+        [
+            episode("r", 0, ["won"], env="alfworld", steps=8, success=True, task_type="pick"),
+            episode("r", 1, [], env="alfworld", steps=50, success=False, task_type="pick"),
+            episode("r", 2, ["won"], env="alfworld", steps=12, success=True, task_type="clean"),
+        ]
+    )
     values = M.compute(df, ("won",))
     assert values["success_rate"] == pytest.approx(200 / 3)
     assert values["steps_to_success"] == 10.0
@@ -112,8 +152,13 @@ def test_bootstrap_contains_point_and_is_seeded():
     assert not np.allclose(a["ci_low"], other["ci_low"])
     # the interval of a mean agrees with scipy's percentile bootstrap
     mean = a.set_index("metric").loc["mean_achievements"]
-    ref = stats.bootstrap((df["num_achievements"].to_numpy(float),), np.mean, n_resamples=5000,
-                          method="percentile", rng=np.random.default_rng(0)).confidence_interval
+    ref = stats.bootstrap(
+        (df["num_achievements"].to_numpy(float),),
+        np.mean,
+        n_resamples=5000,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    ).confidence_interval
     assert mean["ci_low"] == pytest.approx(ref.low, abs=0.25)
     assert mean["ci_high"] == pytest.approx(ref.high, abs=0.25)
     assert mean["ci_high"] - mean["ci_low"] > 0.3  # a real interval, not a point
@@ -142,16 +187,18 @@ def test_permutation_p_values_match_scipy():
     ours = M.significance(a, b, CRAFTER_ACHIEVEMENTS, permutations=9999, seed=0).set_index("metric")
     x, y = a["num_achievements"].to_numpy(float), b["num_achievements"].to_numpy(float)
     diff = lambda u, v, axis: np.mean(v, axis=axis) - np.mean(u, axis=axis)  # noqa: E731
-    paired = stats.permutation_test((x, y), diff, permutation_type="samples", n_resamples=9999,
-                                    rng=np.random.default_rng(0)).pvalue
+    paired = stats.permutation_test(
+        (x, y), diff, permutation_type="samples", n_resamples=9999, rng=np.random.default_rng(0)
+    ).pvalue
     assert ours.loc["mean_achievements", "p"] == pytest.approx(paired, abs=0.02)
 
     c = pd.DataFrame(random_episodes("c", 2.8, range(100, 130), rng))  # other seeds: unpaired
     ours = M.significance(a, c, CRAFTER_ACHIEVEMENTS, permutations=9999, seed=0).set_index("metric")
     assert ours.loc["mean_achievements", "test"].startswith("permutation (episodes shuffled")
     z = c["num_achievements"].to_numpy(float)
-    independent = stats.permutation_test((x, z), diff, permutation_type="independent", n_resamples=9999,
-                                         rng=np.random.default_rng(0)).pvalue
+    independent = stats.permutation_test(
+        (x, z), diff, permutation_type="independent", n_resamples=9999, rng=np.random.default_rng(0)
+    ).pvalue
     assert ours.loc["mean_achievements", "p"] == pytest.approx(independent, abs=0.02)
     with pytest.raises(ValueError, match="same seeds"):
         M.significance(a, c, CRAFTER_ACHIEVEMENTS, paired=True)
@@ -174,16 +221,21 @@ def test_custom_metrics_by_target(four, monkeypatch):
     from omegaconf import OmegaConf
 
     four = four.assign(termination=["death", "max_steps", "death", "max_steps"])
-    specs = OmegaConf.create([{"_target_": "crafter_exp.metrics.termination_rates", "kinds": ["death"]},
-                              {"_target_": f"{__name__}.long_episodes"}])
+    specs = OmegaConf.create(
+        [
+            {"_target_": "crafter_exp.metrics.termination_rates", "kinds": ["death"]},
+            {"_target_": f"{__name__}.long_episodes"},
+        ]
+    )
     custom = M.load_custom_metrics(specs)
     values = M.compute(four, ACH4, custom=custom)
     assert values["termination/death"] == 50.0
     assert values["long_episodes"] == 25.0  # only the 20-step episode
     table = M.bootstrap(four, ACH4, resamples=200, custom=custom, custom_resamples=50).set_index("metric")
     assert table.loc["termination/death", "ci_low"] <= 50.0 <= table.loc["termination/death", "ci_high"]
-    tests = M.significance(four, four.assign(run_id="x"), ACH4, permutations=200, custom=custom,
-                           custom_resamples=50).set_index("metric")
+    tests = M.significance(
+        four, four.assign(run_id="x"), ACH4, permutations=200, custom=custom, custom_resamples=50
+    ).set_index("metric")
     assert tests.loc["termination/death", "p"] == 1.0
 
     with pytest.raises(ValueError, match="cannot be loaded"):
@@ -197,9 +249,16 @@ def test_custom_metrics_by_target(four, monkeypatch):
 
 def test_free_text_actions_keep_the_most_played():
     """ALFWorld-style commands: hundreds of distinct actions -> the 19 most played + (other), shares sum to 100."""
-    rows = [episode("r", s, [], env="alfworld", actions={**{f"go to shelf {i}": 1 for i in range(40)},
-                                                         "look": 10 + s, "inventory": 5})
-            for s in range(3)]
+    rows = [
+        episode(
+            "r",
+            s,
+            [],
+            env="alfworld",
+            actions={**{f"go to shelf {i}": 1 for i in range(40)}, "look": 10 + s, "inventory": 5},
+        )
+        for s in range(3)
+    ]
     df = pd.DataFrame(rows)
     assert len(M.top_actions(df)) == M.MAX_ACTIONS - 1 and {"look", "inventory"} <= set(M.top_actions(df))
     shares = M.action_distribution(df)

@@ -24,17 +24,31 @@ def server(monkeypatch):
 
         def respond(body):
             i = next(replies)
-            return Reply(content=f"<think>step {i}</think>\n<action>{['do', 'move_left'][i % 2]}</action>",
-                         prompt_tokens=100 + i, completion_tokens=7)
+            return Reply(
+                content=f"<think>step {i}</think>\n<action>{['do', 'move_left'][i % 2]}</action>",
+                prompt_tokens=100 + i,
+                completion_tokens=7,
+            )
 
         srv.responder = respond
         yield srv
 
 
 def openai_cfg(home, srv, *extra):
-    return compose_config(project_overrides(home) + [
-        "model=openai", f"model.base_url={srv.base_url}", "model.model=fake-model", f"model.api_key_env={KEY_ENV}",
-        "model.max_retries=1", "model.timeout=5", "env.episodes=2", "env.max_steps=5", *extra])
+    return compose_config(
+        project_overrides(home)
+        + [
+            "model=openai",
+            f"model.base_url={srv.base_url}",
+            "model.model=fake-model",
+            f"model.api_key_env={KEY_ENV}",
+            "model.max_retries=1",
+            "model.timeout=5",
+            "env.episodes=2",
+            "env.max_steps=5",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -57,8 +71,7 @@ def test_llm_episodes_become_traces_of_the_rollout_run(project, server):
         seed = int(trace.info.tags["seed"])
         assert trace.info.tags["trace_run_id"] == result.run_id
         root = next(s for s in trace.data.spans if s.parent_id is None)
-        turns = sorted((s for s in trace.data.spans if s.parent_id == root.span_id),
-                       key=lambda s: s.attributes["turn"])
+        turns = sorted((s for s in trace.data.spans if s.parent_id == root.span_id), key=lambda s: s.attributes["turn"])
         stored = steps[steps.seed == seed]
         assert len(turns) == len(stored) == 5
         episode = store.query("SELECT * FROM episodes WHERE seed = ?", [seed]).iloc[0]
@@ -82,17 +95,21 @@ def test_traces_off_and_non_llm_policies_write_none(project, server):
 
     off = rollout(openai_cfg(project, server, "tracking.traces=off", "name=off"))
     scripted = rollout(compose_config(project_overrides(project) + ["env.episodes=2", "env.max_steps=5"]))
-    every = rollout(compose_config(project_overrides(project) + ["env.episodes=3", "env.max_steps=5",
-                                                                 "tracking.traces=all", "name=all",
-                                                                 "tracking.trace_episodes=2"]))
+    every = rollout(
+        compose_config(
+            project_overrides(project)
+            + ["env.episodes=3", "env.max_steps=5", "tracking.traces=all", "name=all", "tracking.trace_episodes=2"]
+        )
+    )
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
     exp = client.get_run(off.mlflow_run_id).info.experiment_id
     count = lambda r: len(client.search_traces(locations=[exp], run_id=r.mlflow_run_id))  # noqa: E731
     assert "traced_episodes" not in off.metrics and count(off) == 0
     assert scripted.metrics.get("traced_episodes", 0) == 0 and count(scripted) == 0  # `llm`: no model calls
     assert every.metrics["traced_episodes"] == 2 and count(every) == 2  # capped at tracking.trace_episodes
-    span = next(s for s in client.search_traces(locations=[exp], run_id=every.mlflow_run_id)[0].data.spans
-                if s.parent_id)
+    span = next(
+        s for s in client.search_traces(locations=[exp], run_id=every.mlflow_run_id)[0].data.spans if s.parent_id
+    )
     assert span.span_type == "CHAIN" and "mlflow.chat.tokenUsage" not in span.attributes
 
 

@@ -44,14 +44,25 @@ def server(key):
 
 def make_cfg(srv: FakeOpenAIServer, **kw) -> OpenAIModelConfig:
     prompt = kw.pop("prompt", None) or PromptConfig()
-    base = dict(base_url=srv.base_url, model="fake-model", api_key_env=KEY_ENV, max_retries=2, timeout=5.0,
-                prices={"fake-model": {"input": 2.0, "output": 8.0}})
+    base = dict(
+        base_url=srv.base_url,
+        model="fake-model",
+        api_key_env=KEY_ENV,
+        max_retries=2,
+        timeout=5.0,
+        prices={"fake-model": {"input": 2.0, "output": 8.0}},
+    )
     return OpenAIModelConfig(prompt=prompt, **{**base, **kw})
 
 
 def turn(i: int = 0, history=()) -> Turn:
-    return Turn(episode=i, observation=f"You see a tree. ep {i}", actions=ACTIONS, instructions="Survive.",
-                history=list(history))
+    return Turn(
+        episode=i,
+        observation=f"You see a tree. ep {i}",
+        actions=ACTIONS,
+        instructions="Survive.",
+        history=list(history),
+    )
 
 
 @pytest.fixture
@@ -83,10 +94,19 @@ def chat_bodies(srv: FakeOpenAIServer) -> list[dict]:
 
 
 def test_text_mode_request_reply_reasoning_tokens_and_cost(server, policy_for):
-    cfg = make_cfg(server, temperature=0.3, top_p=0.9, seed=7, reasoning_effort="low", max_tokens=64,
-                   extra_body={"top_k": 20}, prompt=PromptConfig(history=1))
-    server.responder = lambda body: Reply(content="<think>wood first</think>\n<action>do</action>",
-                                          prompt_tokens=1000, completion_tokens=500)
+    cfg = make_cfg(
+        server,
+        temperature=0.3,
+        top_p=0.9,
+        seed=7,
+        reasoning_effort="low",
+        max_tokens=64,
+        extra_body={"top_k": 20},
+        prompt=PromptConfig(history=1),
+    )
+    server.responder = lambda body: Reply(
+        content="<think>wood first</think>\n<action>do</action>", prompt_tokens=1000, completion_tokens=500
+    )
     policy = policy_for(cfg)
     history = [("old obs 1", "<action>noop</action>"), ("old obs 2", "<action>move_left</action>")]
     [d] = policy.act([turn(0, history)])
@@ -147,8 +167,9 @@ def test_tool_arguments_that_are_not_json_are_kept_raw(server, policy_for):
 
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 def test_reasoning_field_and_reasoning_tokens(server, policy_for, field):
-    server.responder = lambda body: Reply(content="<action>do</action>", reasoning="a tree is near",
-                                          reasoning_field=field, reasoning_tokens=42)
+    server.responder = lambda body: Reply(
+        content="<action>do</action>", reasoning="a tree is near", reasoning_field=field, reasoning_tokens=42
+    )
     [d] = policy_for(make_cfg(server)).act([turn()])
     assert d.reasoning == "a tree is near" and d.calls[0].reasoning_tokens == 42 and d.reply == "<action>do</action>"
 
@@ -212,8 +233,9 @@ def test_malformed_200_is_retried_by_the_client_like_a_5xx(server, policy_for, k
     assert server.requests[-1]["headers"].get("x-stainless-retry-count") == "1"
 
 
-@pytest.mark.parametrize("kind, message", [("non_json", "response is not JSON: '<html>"),
-                                           ("no_choices", "response has no choices")])
+@pytest.mark.parametrize(
+    "kind, message", [("non_json", "response is not JSON: '<html>"), ("no_choices", "response has no choices")]
+)
 def test_persistent_malformed_200_uses_the_5xx_budget_then_gives_up(server, policy_for, kind, message):
     policy = policy_for(make_cfg(server, max_retries=1, max_consecutive_errors=2))
     server.fail_after(0, kind)
@@ -288,11 +310,15 @@ def test_missing_key_variable(monkeypatch):
 
 
 def test_bad_settings_fail_with_one_line(server):
-    for kw, match in [(dict(concurrency=0), "concurrency"), (dict(max_tokens_param="n"), "max_tokens_param"),
-                      (dict(prompt=PromptConfig(action_mode="voice")), "action_mode"),
-                      (dict(prompt=PromptConfig(template="fancy")), "template"),
-                      (dict(temperature=-1.0), "temperature must be >= 0"), (dict(top_p=0.0), r"top_p must be in"),
-                      (dict(top_p=1.5), r"top_p must be in")]:
+    for kw, match in [
+        (dict(concurrency=0), "concurrency"),
+        (dict(max_tokens_param="n"), "max_tokens_param"),
+        (dict(prompt=PromptConfig(action_mode="voice")), "action_mode"),
+        (dict(prompt=PromptConfig(template="fancy")), "template"),
+        (dict(temperature=-1.0), "temperature must be >= 0"),
+        (dict(top_p=0.0), r"top_p must be in"),
+        (dict(top_p=1.5), r"top_p must be in"),
+    ]:
         with pytest.raises(ValueError, match=match):
             OpenAIPolicy(make_cfg(server, **kw))
 
@@ -314,9 +340,19 @@ PRICES = "+model.prices.fake-model={input:2.0,output:8.0}"  # Hydra: + adds a ke
 def rollout_cfg(home, srv, *extra, workers=0, priced=True):
     return compose_config(
         project_overrides(home, workers)
-        + ["model=openai", f"model.base_url={srv.base_url}", "model.model=fake-model", f"model.api_key_env={KEY_ENV}",
-           "model.max_retries=2", "model.timeout=2", "env.episodes=2", "env.max_steps=4", "tracking.enabled=false"]
-        + ([PRICES] if priced else []) + list(extra)
+        + [
+            "model=openai",
+            f"model.base_url={srv.base_url}",
+            "model.model=fake-model",
+            f"model.api_key_env={KEY_ENV}",
+            "model.max_retries=2",
+            "model.timeout=2",
+            "env.episodes=2",
+            "env.max_steps=4",
+            "tracking.enabled=false",
+        ]
+        + ([PRICES] if priced else [])
+        + list(extra)
     )
 
 
@@ -327,8 +363,15 @@ def cli_env(**extra) -> dict:
 
 
 def cli(home, *args, env=None, timeout=120, **popen):
-    return subprocess.run([sys.executable, "-m", "crafter_exp", *args], cwd=home, env=env or cli_env(),
-                          capture_output=True, text=True, timeout=timeout, **popen)
+    return subprocess.run(
+        [sys.executable, "-m", "crafter_exp", *args],
+        cwd=home,
+        env=env or cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
 
 
 @pytest.mark.slow
@@ -337,13 +380,20 @@ def test_rollout_stores_replies_tokens_and_cost(project, server, mode, template)
     from crafter_exp.stages.rollout import rollout
 
     if mode == "tools":
-        server.responder = lambda body: Reply(tool_calls=[{"name": "interact", "arguments": {"actions": ["do"]}}],
-                                              reasoning="trees give wood", prompt_tokens=300, completion_tokens=20)
+        server.responder = lambda body: Reply(
+            tool_calls=[{"name": "interact", "arguments": {"actions": ["do"]}}],
+            reasoning="trees give wood",
+            prompt_tokens=300,
+            completion_tokens=20,
+        )
     else:
         server.responder = lambda body: Reply(
             content="<think>trees give wood</think>\n"
-            + ("<prediction>wood +1</prediction>\n" if template == "world_model" else "") + "<action>do</action>",
-            prompt_tokens=300, completion_tokens=20)
+            + ("<prediction>wood +1</prediction>\n" if template == "world_model" else "")
+            + "<action>do</action>",
+            prompt_tokens=300,
+            completion_tokens=20,
+        )
     cfg = rollout_cfg(project, server, f"model.prompt.action_mode={mode}", f"model.prompt.template={template}")
     result = rollout(cfg)
     assert result.new_episodes == 2
@@ -392,8 +442,15 @@ def test_rollout_survives_every_fault_and_unpriced_model_costs_null(project, ser
 def test_api_error_episode_is_stored_and_the_run_finishes(project, server):
     from crafter_exp.stages.rollout import rollout
 
-    cfg = rollout_cfg(project, server, "model.concurrency=1", "ray.episodes_per_task=1", "model.max_retries=1",
-                      "model.max_consecutive_errors=2", "env.episodes=3")
+    cfg = rollout_cfg(
+        project,
+        server,
+        "model.concurrency=1",
+        "ray.episodes_per_task=1",
+        "model.max_retries=1",
+        "model.max_consecutive_errors=2",
+        "env.episodes=3",
+    )
     server.fail_after(1 + 4 + 2, "500", retry_after=0.01)  # probe, seed 0 (4 turns), 2 turns of seed 1, then down
     result = rollout(cfg)
     store = TraceStore(cfg.paths.db)
@@ -415,8 +472,7 @@ def test_rollout_with_ray_workers(project, ray_local):
     # Ray's workers inherit the environment of the process that started Ray (maybe before this test set a key):
     # a local endpoint without a key exercises the dummy-key path there
     with FakeOpenAIServer() as srv:
-        cfg = rollout_cfg(project, srv, "env.episodes=4", "model.concurrency=2", "ray.episodes_per_task=2",
-                          workers=2)
+        cfg = rollout_cfg(project, srv, "env.episodes=4", "model.concurrency=2", "ray.episodes_per_task=2", workers=2)
         result = rollout(cfg)
         eps = TraceStore(cfg.paths.db).query("SELECT seed, termination, llm_calls FROM episodes ORDER BY seed")
         assert result.new_episodes == 4 and list(eps.seed) == [0, 1, 2, 3]
@@ -430,8 +486,15 @@ def test_cli_probe_fails_fast_with_one_line(project, key):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # Ray workers (the default): the driver probes before any actor starts
-    out = cli(project, "stage=rollout", "model=openai", f"model.base_url=http://127.0.0.1:{port}/v1",
-              "env.episodes=2", *project_overrides(project, workers=2), "tracking.enabled=false")
+    out = cli(
+        project,
+        "stage=rollout",
+        "model=openai",
+        f"model.base_url=http://127.0.0.1:{port}/v1",
+        "env.episodes=2",
+        *project_overrides(project, workers=2),
+        "tracking.enabled=false",
+    )
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert lines[-1].startswith("crafter-exp: error: cannot reach model endpoint") and len(lines) == 1, out.stderr
@@ -444,12 +507,26 @@ def test_ctrl_c_keeps_finished_episodes_resume_plays_the_rest_and_no_file_holds_
     from crafter_exp.stages.rollout import rollout
 
     with FakeOpenAIServer(api_key=CANARY, latency=0.05) as srv:
-        args = ["model=openai", f"model.base_url={srv.base_url}", "model.model=fake-model",
-                f"model.api_key_env={KEY_ENV}", "model.concurrency=1", "ray.episodes_per_task=1", "env.episodes=4",
-                "env.max_steps=8", "rollout.run_id=ctrlc", *project_overrides(project)]
-        proc = subprocess.Popen([sys.executable, "-m", "crafter_exp", "stage=rollout", *args], cwd=project,
-                                env=cli_env(**{KEY_ENV: CANARY}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        args = [
+            "model=openai",
+            f"model.base_url={srv.base_url}",
+            "model.model=fake-model",
+            f"model.api_key_env={KEY_ENV}",
+            "model.concurrency=1",
+            "ray.episodes_per_task=1",
+            "env.episodes=4",
+            "env.max_steps=8",
+            "rollout.run_id=ctrlc",
+            *project_overrides(project),
+        ]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "crafter_exp", "stage=rollout", *args],
+            cwd=project,
+            env=cli_env(**{KEY_ENV: CANARY}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 90
         while len(srv.requests) < 1 + 8 + 3 and time.monotonic() < deadline:  # probe, seed 0, part of seed 1
             time.sleep(0.01)

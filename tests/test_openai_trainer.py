@@ -29,9 +29,13 @@ KEY_ENV = "CRAFTER_EXP_TEST_FT_KEY"
 
 
 def _example(i: int) -> dict:
-    return {"messages": [{"role": "system", "content": "You play Crafter."},
-                         {"role": "user", "content": f"Observation {i}: tree to your north."},
-                         {"role": "assistant", "content": "<action>move_up</action>"}]}
+    return {
+        "messages": [
+            {"role": "system", "content": "You play Crafter."},
+            {"role": "user", "content": f"Observation {i}: tree to your north."},
+            {"role": "assistant", "content": "<action>move_up</action>"},
+        ]
+    }
 
 
 @pytest.fixture
@@ -55,8 +59,15 @@ def serve(request: pytest.FixtureRequest, **scenario) -> FakeFineTuningServer:
 
 
 def tcfg(server: FakeFineTuningServer, **kw) -> OpenAITrainerConfig:
-    base = dict(base_url=server.base_url, api_key_env=KEY_ENV, base_model="gpt-4o-mini-2024-07-18",
-                poll_interval_s=0.01, poll_max_interval_s=0.05, max_retries=3, request_timeout_s=10.0)
+    base = dict(
+        base_url=server.base_url,
+        api_key_env=KEY_ENV,
+        base_model="gpt-4o-mini-2024-07-18",
+        poll_interval_s=0.01,
+        poll_max_interval_s=0.05,
+        max_retries=3,
+        request_timeout_s=10.0,
+    )
     return OpenAITrainerConfig(**{**base, **kw})
 
 
@@ -79,13 +90,15 @@ def test_success_returns_ft_model_and_sends_file_and_hyperparameters(request, tm
     assert result.status == "succeeded"
     assert result.fine_tuned_model == "ft:gpt-4o-mini-2024-07-18:org-fake:crafter:0001"
     assert result.trained_tokens == 12345 and not result.resumed
-    (file_id, f), = server.files.items()
+    ((file_id, f),) = server.files.items()
     assert f["content"] == dataset.read_bytes() and f["purpose"] == "fine-tune" and f["filename"] == "train.jsonl"
     sent = server.jobs[result.job_id]["request"]
     assert sent["training_file"] == file_id and sent["model"] == "gpt-4o-mini-2024-07-18"
     assert sent["suffix"] == "crafter" and "hyperparameters" not in sent
-    assert sent["method"] == {"type": "supervised", "supervised": {"hyperparameters": {
-        "n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 0.5}}}
+    assert sent["method"] == {
+        "type": "supervised",
+        "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 0.5}},
+    }
     assert all(r.headers["authorization"] == f"Bearer {CANARY}" for r in server.requests)
     assert result.metrics and result.metrics[-1]["step"] == 1
     printed = capsys.readouterr().out
@@ -96,8 +109,14 @@ def test_success_returns_ft_model_and_sends_file_and_hyperparameters(request, tm
 
 def test_legacy_hyperparameters_and_vendor_fields(request, tmp_path, dataset, key):
     server = serve(request)
-    cfg = tcfg(server, epochs=1, batch_size=4, hyperparameters_style="legacy",
-               extra_hyperparameters={"training_type": "sft"}, extra_body={"upload_to_wasabi": True})
+    cfg = tcfg(
+        server,
+        epochs=1,
+        batch_size=4,
+        hyperparameters_style="legacy",
+        extra_hyperparameters={"training_type": "sft"},
+        extra_body={"upload_to_wasabi": True},
+    )
     result = run_openai_job(cfg, dataset, tmp_path / "ckpt")
     sent = server.jobs[result.job_id]["request"]
     assert sent["hyperparameters"] == {"n_epochs": 1, "batch_size": 4, "training_type": "sft"}
@@ -134,8 +153,9 @@ def test_slow_job_polls_several_times_with_backoff(request, tmp_path, dataset, k
 
 
 def test_unreachable_service_is_one_clear_error(tmp_path, dataset, key):
-    cfg = OpenAITrainerConfig(base_url="http://127.0.0.1:9/v1", api_key_env=KEY_ENV, max_retries=0,
-                              request_timeout_s=2.0)
+    cfg = OpenAITrainerConfig(
+        base_url="http://127.0.0.1:9/v1", api_key_env=KEY_ENV, max_retries=0, request_timeout_s=2.0
+    )
     with pytest.raises(FineTuneJobError, match=r"service error at http://127.0.0.1:9/v1: Connection error"):
         run_openai_job(cfg, dataset, tmp_path / "ckpt")
 
@@ -274,8 +294,20 @@ def test_broken_dataset_line_is_named_before_any_request(request, tmp_path, data
 
 def test_service_error_message_is_scrubbed_of_the_key(request, tmp_path, dataset, key, monkeypatch):
     server = serve(request)
-    monkeypatch.setattr(server, "_create_job", lambda body: (400, {"error": {
-        "message": f"Incorrect API key provided: {CANARY}", "type": "invalid_request_error", "code": "bad"}}))
+    monkeypatch.setattr(
+        server,
+        "_create_job",
+        lambda body: (
+            400,
+            {
+                "error": {
+                    "message": f"Incorrect API key provided: {CANARY}",
+                    "type": "invalid_request_error",
+                    "code": "bad",
+                }
+            },
+        ),
+    )
     with pytest.raises(FineTuneJobError) as info:
         run_openai_job(tcfg(server), dataset, tmp_path / "ckpt")
     assert CANARY not in str(info.value) and "Incorrect API key provided: ***" in str(info.value)
@@ -306,9 +338,19 @@ def _dataset_folder(home: Path, name: str) -> Path:
     folder.mkdir(parents=True)
     (folder / "train.jsonl").write_text("".join(json.dumps(_example(i)) + "\n" for i in range(12)))
     (folder / "val.jsonl").write_text(json.dumps(_example(99)) + "\n")
-    manifest = {"format": "openai_chat", "files": ["train.jsonl", "val.jsonl"], "examples": 12, "digest": "d1g3st",
-                "prompt": {"template": "standard", "history": 0, "system_prompt_file": None, "action_mode": "text",
-                           "max_actions_per_turn": 1}}
+    manifest = {
+        "format": "openai_chat",
+        "files": ["train.jsonl", "val.jsonl"],
+        "examples": 12,
+        "digest": "d1g3st",
+        "prompt": {
+            "template": "standard",
+            "history": 0,
+            "system_prompt_file": None,
+            "action_mode": "text",
+            "max_actions_per_turn": 1,
+        },
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
@@ -323,9 +365,18 @@ def test_train_stage_writes_openai_checkpoint_manifest_and_mlflow_run(request, p
 
     server = serve(request, running_polls=2)
     _dataset_folder(project, "exp")
-    cfg = compose_config(project_overrides(project) + [
-        "name=exp", "trainer=openai", f"trainer.base_url={server.base_url}", f"trainer.api_key_env={KEY_ENV}",
-        "trainer.poll_interval_s=0.01", "trainer.poll_max_interval_s=0.02", "trainer.epochs=2"])
+    cfg = compose_config(
+        project_overrides(project)
+        + [
+            "name=exp",
+            "trainer=openai",
+            f"trainer.base_url={server.base_url}",
+            f"trainer.api_key_env={KEY_ENV}",
+            "trainer.poll_interval_s=0.01",
+            "trainer.poll_max_interval_s=0.02",
+            "trainer.epochs=2",
+        ]
+    )
 
     out = train_openai(cfg)
 
@@ -364,7 +415,8 @@ def test_train_stage_writes_openai_checkpoint_manifest_and_mlflow_run(request, p
     kept = json.loads((out.checkpoint / "manifest.json").read_text())
     assert kept["job_id"] == "ftjob-0002"
     failed = mlflow.MlflowClient(tracking_uri=cfg.tracking.uri).search_runs(
-        [run.info.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+        [run.info.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )[0]
     assert failed.info.status == "FAILED" and failed.data.tags["job_status"] == "failed"
     assert "Training file has 3 examples" in failed.data.tags["job_error"]
     assert_no_canary(project)
@@ -381,9 +433,19 @@ def test_cli_train_openai_success_and_missing_key(request, project, key):
 
     server = serve(request)
     _dataset_folder(project, "exp")
-    args = [sys.executable, "-m", "crafter_exp", "stage=train", "name=exp", "trainer=openai",
-            f"trainer.base_url={server.base_url}", f"trainer.api_key_env={KEY_ENV}", "trainer.poll_interval_s=0.01",
-            "tracking.enabled=false", *project_overrides(project)]
+    args = [
+        sys.executable,
+        "-m",
+        "crafter_exp",
+        "stage=train",
+        "name=exp",
+        "trainer=openai",
+        f"trainer.base_url={server.base_url}",
+        f"trainer.api_key_env={KEY_ENV}",
+        "trainer.poll_interval_s=0.01",
+        "tracking.enabled=false",
+        *project_overrides(project),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     ok = subprocess.run(args, capture_output=True, text=True, cwd=project, env=env, timeout=120)
@@ -409,16 +471,22 @@ def test_export_val_split_becomes_the_jobs_validation_file(request, tmp_path, ke
     from crafter_exp.stages import filter as F
 
     home = tmp_path / "home"
-    build_store(home / "data" / "traces.duckdb", [make_episode("run-v", s, turns=3) for s in range(10)],
-                run_id="run-v", name="exp")
-    out = F.filter_and_export(cfg_for(home, "filter.val_fraction=0.2", f"filter.output={tmp_path / 'ds'}"),
-                              progress=False).path
+    build_store(
+        home / "data" / "traces.duckdb",
+        [make_episode("run-v", s, turns=3) for s in range(10)],
+        run_id="run-v",
+        name="exp",
+    )
+    out = F.filter_and_export(
+        cfg_for(home, "filter.val_fraction=0.2", f"filter.output={tmp_path / 'ds'}"), progress=False
+    ).path
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["files"] == ["train.jsonl", "val.jsonl"]
     assert manifest["splits"] == {"train": {"examples": 24, "episodes": 8}, "val": {"examples": 6, "episodes": 2}}
     server = serve(request)
-    result = run_openai_job(tcfg(server), find_training_file(out), tmp_path / "ckpt",
-                            validation_file=find_validation_file(out))
+    result = run_openai_job(
+        tcfg(server), find_training_file(out), tmp_path / "ckpt", validation_file=find_validation_file(out)
+    )
     sent = server.jobs[result.job_id]["request"]
     assert server.files[sent["training_file"]]["content"] == (out / "train.jsonl").read_bytes()
     assert server.files[sent["validation_file"]]["content"] == (out / "val.jsonl").read_bytes()
@@ -427,6 +495,7 @@ def test_export_val_split_becomes_the_jobs_validation_file(request, tmp_path, ke
     (out / "val.jsonl").write_text("{broken\n")
     n = len(server.requests)
     with pytest.raises(ValueError, match=r"val\.jsonl:1"):
-        run_openai_job(tcfg(server), find_training_file(out), tmp_path / "ckpt2",
-                       validation_file=find_validation_file(out))
+        run_openai_job(
+            tcfg(server), find_training_file(out), tmp_path / "ckpt2", validation_file=find_validation_file(out)
+        )
     assert len(server.requests) == n

@@ -19,7 +19,9 @@ from crafter_exp.stages.rollout import rollout
 from crafter_exp.store import traces
 from crafter_exp.store.traces import TraceStore
 
-HOLD = "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True); print('open', flush=True); sys.stdin.read()"
+HOLD = (
+    "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True); print('open', flush=True); sys.stdin.read()"
+)
 
 
 @pytest.fixture
@@ -27,8 +29,9 @@ def reader(project):
     """Another process holding the trace store open read-only until its stdin is closed."""
     store = TraceStore(project / "data" / "traces.duckdb")
     store.init()
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(store.path)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(store.path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "open"
     yield proc
     if proc.poll() is None:
@@ -37,8 +40,10 @@ def reader(project):
 
 
 def config(home, *extra):
-    return compose_config(project_overrides(home) + ["env.max_steps=20", "env.episodes=2", "model=random",
-                                                     "tracking.enabled=false", *extra])
+    return compose_config(
+        project_overrides(home)
+        + ["env.max_steps=20", "env.episodes=2", "model=random", "tracking.enabled=false", *extra]
+    )
 
 
 def test_rollout_waits_for_a_reader_then_writes(project, reader, caplog):
@@ -84,10 +89,25 @@ def test_parallel_sweep_writes_one_store_and_one_mlflow_db(project):
     linked to the right trace run; the summary lists all three."""
     lengths = [10, 20, 30]
     out = subprocess.run(
-        [sys.executable, "-m", "crafter_exp", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3",
-         "stage=rollout", "model=scripted", f"env.max_steps={','.join(map(str, lengths))}", "env.episodes=2",
-         "hydra.sweep.dir=multirun/par", *project_overrides(project)],
-        capture_output=True, text=True, cwd=project, timeout=500)
+        [
+            sys.executable,
+            "-m",
+            "crafter_exp",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=3",
+            "stage=rollout",
+            "model=scripted",
+            f"env.max_steps={','.join(map(str, lengths))}",
+            "env.episodes=2",
+            "hydra.sweep.dir=multirun/par",
+            *project_overrides(project),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        timeout=500,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "database is locked" not in out.stdout + out.stderr
     assert "Joblib.Parallel" in out.stdout + out.stderr  # the jobs really went to the joblib launcher
@@ -124,22 +144,30 @@ def test_every_stage_reports_its_headline_metrics_to_the_sweep(tmp_path):
     from crafter_exp.stages.rollout import RolloutResult
     from crafter_exp.sweep import stage_metrics, write_summary
 
-    rollout_metrics = {"mean_achievements": 2.5, "progression": 11.4, "episodes": 2, "new_episodes": 2,
-                       "steps_per_s": 40.0, "per_achievement": {"collect_wood": 1.0}}
+    rollout_metrics = {
+        "mean_achievements": 2.5,
+        "progression": 11.4,
+        "episodes": 2,
+        "new_episodes": 2,
+        "steps_per_s": 40.0,
+        "per_achievement": {"collect_wood": 1.0},
+    }
     reported = stage_metrics("rollout", RolloutResult("r", None, rollout_metrics, 2, [0, 1]))
     assert reported == {"rollout": {"mean_achievements": 2.5, "progression": 11.4, "steps_per_s": 40.0}}
     train = stage_metrics("train", SimpleNamespace(metrics={"train_loss": 0.5, "eval_loss": 0.7, "lr": [1e-3]}))
     assert train == {"train": {"train_loss": 0.5, "eval_loss": 0.7}}
-    assert stage_metrics("filter", SimpleNamespace(examples=120, episodes=8)) == {"filter": {"examples": 120.0,
-                                                                                           "episodes": 8.0}}
+    assert stage_metrics("filter", SimpleNamespace(examples=120, episodes=8)) == {
+        "filter": {"examples": 120.0, "episodes": 8.0}
+    }
     assert stage_metrics("export", "data/reports/x.json") == {"export": {}}
 
     sweep = tmp_path / "multirun"
     for job, (model, value) in enumerate([("random", 0.0), ("scripted", 2.5)]):
         (sweep / str(job)).mkdir(parents=True)
         metrics = {"rollout": {"mean_achievements": value, "progression": value * 4.5}}
-        (sweep / str(job) / "result.json").write_text(json.dumps(
-            {"metrics": metrics, "overrides": ["stage=rollout", f"model={model}"], "stage": "rollout"}))
+        (sweep / str(job) / "result.json").write_text(
+            json.dumps({"metrics": metrics, "overrides": ["stage=rollout", f"model={model}"], "stage": "rollout"})
+        )
     markdown = write_summary(sweep, "mean_achievements")["markdown"].read_text()
     assert "2 job(s) reported (finished). Swept: model." in markdown
     assert "| random | 0.00 |" in markdown and "| scripted | 2.50 |" in markdown

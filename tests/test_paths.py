@@ -24,8 +24,17 @@ from crafter_exp import paths
 from crafter_exp.config import compose_config
 from crafter_exp.store.traces import TraceStore
 
-SCHEMAS = [C.CrafterEnvConfig, C.AlfworldEnvConfig, C.ScriptedModelConfig, C.OpenAIModelConfig, C.HFLocalModelConfig,
-           C.FilterConfig, C.TinyTrainerConfig, C.LocalTrainerConfig, C.OpenAITrainerConfig]
+SCHEMAS = [
+    C.CrafterEnvConfig,
+    C.AlfworldEnvConfig,
+    C.ScriptedModelConfig,
+    C.OpenAIModelConfig,
+    C.HFLocalModelConfig,
+    C.FilterConfig,
+    C.TinyTrainerConfig,
+    C.LocalTrainerConfig,
+    C.OpenAITrainerConfig,
+]
 
 
 def _changed(value):
@@ -47,8 +56,9 @@ def test_marked_fields_leave_the_identity_and_the_others_change_it(schema):
     for f in dataclasses.fields(schema):
         if dataclasses.is_dataclass(getattr(base, f.name)):
             continue
-        other = paths.identity(paths.identity_tree(dataclasses.replace(base, **{f.name: _changed(getattr(base,
-                                                                                                           f.name))})))
+        other = paths.identity(
+            paths.identity_tree(dataclasses.replace(base, **{f.name: _changed(getattr(base, f.name))}))
+        )
         if paths.in_identity(schema, f.name):
             assert other != before, f"{schema.__name__}.{f.name} changes the result but not the identity"
         else:
@@ -65,8 +75,16 @@ def test_a_subclass_that_only_changes_a_default_keeps_the_mark():
 def test_progress_only_settings_do_not_change_any_identity():
     from crafter_exp.stages.train import train_config_hash
 
-    quiet = compose_config(["trainer.progress=false", "rollout.progress=false", "trainer.logging_steps=5",
-                            "filter.threads=1", "filter.chunk_steps=10", "model.label=x"])
+    quiet = compose_config(
+        [
+            "trainer.progress=false",
+            "rollout.progress=false",
+            "trainer.logging_steps=5",
+            "filter.threads=1",
+            "filter.chunk_steps=10",
+            "model.label=x",
+        ]
+    )
     loud = compose_config(["trainer.progress=true", "rollout.progress=true"])
     assert train_config_hash(quiet.trainer, "d") == train_config_hash(loud.trainer, "d")
     assert paths.identity_tree(quiet.filter) == paths.identity_tree(loud.filter)
@@ -117,10 +135,21 @@ def test_output_folder_skips_only_a_complete_output_of_the_same_identity(tmp_pat
 
 # ------------------------------------------------------------------------------------ the README, as written
 
-SMALL = ["env.episodes=3", "env.max_steps=100", "eval.episodes=2", "trainer.max_steps=30",
-         "trainer.student.hidden_size=32", "trainer.student.num_layers=1", "trainer.student.num_heads=2",
-         "trainer.student.intermediate_size=64", "trainer.eval_fraction=0", "compare.bootstrap=200",
-         "compare.permutations=199", "compare.figures=false", *TINY_FAST]
+SMALL = [
+    "env.episodes=3",
+    "env.max_steps=100",
+    "eval.episodes=2",
+    "trainer.max_steps=30",
+    "trainer.student.hidden_size=32",
+    "trainer.student.num_layers=1",
+    "trainer.student.num_heads=2",
+    "trainer.student.intermediate_size=64",
+    "trainer.eval_fraction=0",
+    "compare.bootstrap=200",
+    "compare.permutations=199",
+    "compare.figures=false",
+    *TINY_FAST,
+]
 
 
 def readme_block(title: str) -> list[str]:
@@ -132,8 +161,9 @@ def readme_block(title: str) -> list[str]:
 
 def _cli(project: Path, args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "crafter_exp", *args], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "crafter_exp", *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.slow
@@ -147,8 +177,9 @@ def test_readme_stages_one_by_one_as_written(project):
             continue  # a paid API (its loopback twin: test_eval_fine_tuned_openai_model_after_train_openai)
         runs = store.runs() if store.path.exists() else None
         if "path/to/train.jsonl" in line:
-            line = line.replace("path/to/train.jsonl",
-                                f"{paths.newest_complete(project / 'data' / 'datasets' / 'default')}/train.jsonl")
+            line = line.replace(
+                "path/to/train.jsonl", f"{paths.newest_complete(project / 'data' / 'datasets' / 'default')}/train.jsonl"
+            )
         evals = [] if runs is None else list(runs[runs["stage"] == "eval"]["run_id"])
         rollouts = [] if runs is None else list(runs[runs["stage"] == "rollout"]["run_id"])
         for letter, run in zip("abc", evals):  # placeholders: the runs the earlier lines made
@@ -157,7 +188,9 @@ def test_readme_stages_one_by_one_as_written(project):
         assert not re.search(r"<[^>]*>", line), line
         args = shlex.split(line)[1:]
         short = ["env.max_steps=20"] if args[0] == "stage=eval" else []  # the teacher's data needs the longer episodes
-        out = _cli(project, [*args, *project_overrides(project), *SMALL, *short, "hydra.run.dir=" + str(project / "hy")])
+        out = _cli(
+            project, [*args, *project_overrides(project), *SMALL, *short, "hydra.run.dir=" + str(project / "hy")]
+        )
         assert out.returncode == 0, f"{line}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
         ran.append((args[0], out.stdout))
     stages = [s for s, _ in ran]
@@ -184,18 +217,41 @@ def test_eval_fine_tuned_openai_model_after_train_openai(request, project, monke
     monkeypatch.setenv(key_env, "sk-test-paths-0123456789")
     ft = FakeFineTuningServer(Scenario()).start()
     request.addfinalizer(ft.stop)
-    base = [*project_overrides(project), "name=ft", "env.episodes=2", "env.max_steps=20", "eval.episodes=2",
-            "tracking.enabled=false"]
+    base = [
+        *project_overrides(project),
+        "name=ft",
+        "env.episodes=2",
+        "env.max_steps=20",
+        "eval.episodes=2",
+        "tracking.enabled=false",
+    ]
     run_stage(compose_config([*base, "stage=rollout"]))
     run_stage(compose_config([*base, "stage=filter", "filter.drop_unparsed=false"]))
-    trained = run_stage(compose_config([*base, "stage=train", "trainer=openai", f"trainer.base_url={ft.base_url}",
-                                        f"trainer.api_key_env={key_env}", "trainer.poll_interval_s=0.01"]))
+    trained = run_stage(
+        compose_config(
+            [
+                *base,
+                "stage=train",
+                "trainer=openai",
+                f"trainer.base_url={ft.base_url}",
+                f"trainer.api_key_env={key_env}",
+                "trainer.poll_interval_s=0.01",
+            ]
+        )
+    )
     model = trained.fine_tuned_model
     assert model.startswith("ft:") and trained.checkpoint.parent == project / "data" / "checkpoints" / "ft"
 
     with FakeOpenAIServer(models=(model,)) as chat:
-        play = [*base, "stage=eval", "model=openai", f"model.model={model}", f"model.base_url={chat.base_url}",
-                f"model.api_key_env={key_env}", "model.concurrency=2"]
+        play = [
+            *base,
+            "stage=eval",
+            "model=openai",
+            f"model.model={model}",
+            f"model.base_url={chat.base_url}",
+            f"model.api_key_env={key_env}",
+            "model.concurrency=2",
+        ]
         # eval seeds 1..2 overlap the training seeds 0..1: one line, exit 2, nothing sent
         overlap = _cli(project, [*play, "eval.seed=1", "hydra.run.dir=" + str(project / "hy")])
         assert overlap.returncode == 2 and overlap.stderr.strip().count("\n") == 0, overlap.stderr

@@ -13,10 +13,18 @@ from crafter_exp.stages.pipeline import pipeline
 from crafter_exp.store.traces import TraceStore
 
 TINY = [
-    "env.episodes=6", "env.max_steps=40", "eval.episodes=4", "eval.seed=1000",
-    "trainer.max_time_s=4", "trainer.student.hidden_size=32", "trainer.student.num_layers=1",
-    "trainer.student.num_heads=2", "trainer.student.intermediate_size=64", "trainer.eval_fraction=0",
-    "compare.bootstrap=200", "compare.permutations=199",
+    "env.episodes=6",
+    "env.max_steps=40",
+    "eval.episodes=4",
+    "eval.seed=1000",
+    "trainer.max_time_s=4",
+    "trainer.student.hidden_size=32",
+    "trainer.student.num_layers=1",
+    "trainer.student.num_heads=2",
+    "trainer.student.intermediate_size=64",
+    "trainer.eval_fraction=0",
+    "compare.bootstrap=200",
+    "compare.permutations=199",
 ]
 
 
@@ -44,8 +52,9 @@ def test_tiny_pipeline_produces_every_artefact_and_resumes(project):
     all_runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
     parent = [r for r in all_runs if r.data.tags.get("stage") == "pipeline"]
     assert len(parent) == 1
-    children = {r.data.tags["stage"] for r in all_runs if r.data.tags.get("mlflow.parentRunId") ==
-                parent[0].info.run_id}
+    children = {
+        r.data.tags["stage"] for r in all_runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id
+    }
     assert {"rollout", "filter", "train", "eval", "compare"} <= children
 
     # a rerun with the same name skips every finished stage: nothing is played or trained again

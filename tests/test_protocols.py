@@ -43,11 +43,14 @@ def test_crafter_score_matches_danijar_analysis_by_hand():
     assert one["crafter_score"] == pytest.approx(math.exp(math.log(101) / 22) - 1, rel=1e-12)
 
 
-@pytest.mark.parametrize("name, episodes, max_steps, length", [
-    ("ours", 20, 300, 10000),           # today's default, unchanged
-    ("crafter_paper", 20, 10000, 10000),  # the paper fixes no episode count: eval.episodes
-    ("balrog", 10, 2000, 10000),        # BALROG config.yaml: 10 Crafter episodes, max_episode_steps 2000
-])
+@pytest.mark.parametrize(
+    "name, episodes, max_steps, length",
+    [
+        ("ours", 20, 300, 10000),  # today's default, unchanged
+        ("crafter_paper", 20, 10000, 10000),  # the paper fixes no episode count: eval.episodes
+        ("balrog", 10, 2000, 10000),  # BALROG config.yaml: 10 Crafter episodes, max_episode_steps 2000
+    ],
+)
 def test_protocol_presets_compose(name, episodes, max_steps, length):
     cfg = compose_config([f"protocol={name}"])
     assert cfg.protocol.name == name
@@ -80,8 +83,12 @@ def test_protocol_recorded_in_store_mlflow_and_report(project):
     from crafter_exp.stages.evaluate import evaluate
     from crafter_exp.store.traces import TraceStore
 
-    base = project_overrides(project) + ["eval.episodes=2", "compare.bootstrap=100", "compare.permutations=99",
-                                         "compare.figures=false"]
+    base = project_overrides(project) + [
+        "eval.episodes=2",
+        "compare.bootstrap=100",
+        "compare.permutations=99",
+        "compare.figures=false",
+    ]
     balrog = compose_config(base + ["protocol=balrog", "protocol.episodes=2"])
     random_b = evaluate(balrog, compose_config(base + ["model=random"]).model)
     scripted_b = evaluate(balrog)

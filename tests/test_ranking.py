@@ -16,12 +16,24 @@ from crafter_exp.policies.scoring import choose, score_candidates
 from crafter_exp.training import tiny
 from crafter_exp.training.synthetic import BARE_PROMPT
 
-COMMANDS = ["go to cabinet 1", "go to cabinet 10", "take mug 1 from cabinet 1", "look", "open fridge 1",
-            "move mug 1 to coffeemachine 1", "examine cabinet 1", "inventory"]
-PROMPTS = ["Your task is to: put a mug in coffeemachine. Observation: You arrive at cabinet 1. On the cabinet 1, "
-           "you see a mug 1.", "Your task is to: cool some apple. Observation: You are in the middle of a room."]
-STUDENT = SimpleNamespace(architecture="llama", hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-                          tie_embeddings=True)
+COMMANDS = [
+    "go to cabinet 1",
+    "go to cabinet 10",
+    "take mug 1 from cabinet 1",
+    "look",
+    "open fridge 1",
+    "move mug 1 to coffeemachine 1",
+    "examine cabinet 1",
+    "inventory",
+]
+PROMPTS = [
+    "Your task is to: put a mug in coffeemachine. Observation: You arrive at cabinet 1. On the cabinet 1, "
+    "you see a mug 1.",
+    "Your task is to: cool some apple. Observation: You are in the middle of a room.",
+]
+STUDENT = SimpleNamespace(
+    architecture="llama", hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, tie_embeddings=True
+)
 has_alfworld = importlib.util.find_spec("alfworld") is not None
 
 
@@ -108,8 +120,15 @@ def test_rank_mode_replies_only_valid_actions_even_untrained(tmp_path):
     model, tok = _student(seed=2)
     folder = _save(model, tok, tmp_path / "untrained", temperature=1.0)
     policy = make_policy(HFLocalModelConfig(path=str(folder), decoding="rank", batch_size=4))
-    turns = [Turn(episode=i, observation=PROMPTS[i % 2], actions=list(ACTIONS) if i % 2 else COMMANDS[: 2 + i],
-                  instructions="") for i in range(6)]
+    turns = [
+        Turn(
+            episode=i,
+            observation=PROMPTS[i % 2],
+            actions=list(ACTIONS) if i % 2 else COMMANDS[: 2 + i],
+            instructions="",
+        )
+        for i in range(6)
+    ]
     decisions = policy.act(turns)
     assert [d.reply in t.actions for d, t in zip(decisions, turns)] == [True] * 6
     assert len({d.reply for d in policy.act(turns * 1)}) >= 2  # sampled, not one fixed reply
@@ -150,8 +169,9 @@ def _alfworld_data() -> bool:
     return True
 
 
-needs_alfworld = pytest.mark.skipif(not has_alfworld or not _alfworld_data(),
-                                    reason="needs the alfworld extra and its game data (ALFWORLD_DATA)")
+needs_alfworld = pytest.mark.skipif(
+    not has_alfworld or not _alfworld_data(), reason="needs the alfworld extra and its game data (ALFWORLD_DATA)"
+)
 
 
 @needs_alfworld
@@ -165,8 +185,12 @@ def test_constrained_decoding_never_plays_an_inadmissible_command(tmp_path):
     folder = _save(model, tok, tmp_path / "untrained", temperature=1.0)
     policy = make_policy(HFLocalModelConfig(path=str(folder), decoding="rank"))
     env_cfg = AlfworldEnvConfig(split="eval_in_distribution", max_steps=12)
-    records = play_batch(env_cfg, policy, [72, 28], {"run_id": "t", "env": "alfworld", "policy": "hf_local",
-                                                     "model": "m", "provider": "local"})
+    records = play_batch(
+        env_cfg,
+        policy,
+        [72, 28],
+        {"run_id": "t", "env": "alfworld", "policy": "hf_local", "model": "m", "provider": "local"},
+    )
     for r in records:
         assert r.episode["steps"] > 0
         assert r.episode["invalid_actions"] == 0 and r.episode["parse_failures"] == 0
@@ -186,24 +210,49 @@ def test_short_alfworld_pipeline_reports_only_alfworlds_metrics(project):
     from crafter_exp.stages.pipeline import pipeline
     from crafter_exp.store.traces import TraceStore
 
-    cfg = compose_config(project_overrides(project) + [
-        "env=alfworld", "env.episodes=1", "env.seed=105", "env.max_steps=8", "model.epsilon=0", "eval.episodes=2", "eval.seed=1000",
-        "trainer.max_steps=4", "trainer.max_time_s=null", "trainer.student.hidden_size=32",
-        "trainer.student.num_layers=1", "trainer.student.num_heads=2", "trainer.student.intermediate_size=64",
-        "trainer.eval_fraction=0", "trainer.progress=false", "compare.bootstrap=100", "compare.permutations=99",
-    ])
+    cfg = compose_config(
+        project_overrides(project)
+        + [
+            "env=alfworld",
+            "env.episodes=1",
+            "env.seed=105",
+            "env.max_steps=8",
+            "model.epsilon=0",
+            "eval.episodes=2",
+            "eval.seed=1000",
+            "trainer.max_steps=4",
+            "trainer.max_time_s=null",
+            "trainer.student.hidden_size=32",
+            "trainer.student.num_layers=1",
+            "trainer.student.num_heads=2",
+            "trainer.student.intermediate_size=64",
+            "trainer.eval_fraction=0",
+            "trainer.progress=false",
+            "compare.bootstrap=100",
+            "compare.permutations=99",
+        ]
+    )
     assert cfg.trainer.max_length == 384 and cfg.env.also_eval_splits == ["eval_out_of_distribution"]
     out = pipeline(cfg)
     report = (out.compare.report_dir / "report.md").read_text()
-    for gone in ("crafter_score", "progression", "achievement_rate", "mean_achievements", "mean_reward",
-                 "Per-achievement", "Action distribution"):
+    for gone in (
+        "crafter_score",
+        "progression",
+        "achievement_rate",
+        "mean_achievements",
+        "mean_reward",
+        "Per-achievement",
+        "Action distribution",
+    ):
         assert gone not in report, gone
     for shown in ("success_rate", "invalid_action_rate", "Success rate per task type"):
         assert shown in report, shown
     metrics = set(out.compare.table["metric"])
     assert "success_rate" in metrics and not metrics & {"crafter_score", "progression", "mean_achievements"}
     assert not (out.compare.report_dir / "figures" / "reward_distribution.png").exists()
-    assert out.verdict.startswith("fine-tuned student success_rate=") and "on valid_unseen: student_after" in out.verdict
+    assert (
+        out.verdict.startswith("fine-tuned student success_rate=") and "on valid_unseen: student_after" in out.verdict
+    )
 
     store = TraceStore(cfg.paths.db)
     unseen = out.also_runs["valid_unseen"]["student_after"]
@@ -220,8 +269,12 @@ def test_short_alfworld_pipeline_reports_only_alfworlds_metrics(project):
     client = mlflow.MlflowClient(cfg.tracking.uri)
     runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
     # what rollouts, evaluations, compare and the pipeline log (the filter's dataset statistics are its own)
-    logged = {k for r in runs if r.data.tags.get("stage") in ("rollout", "eval", "compare", "pipeline")
-              for k in r.data.metrics}
+    logged = {
+        k
+        for r in runs
+        if r.data.tags.get("stage") in ("rollout", "eval", "compare", "pipeline")
+        for k in r.data.metrics
+    }
     assert any(k.endswith("success_rate") for k in logged)
     assert not [k for k in logged if k.endswith(("crafter_score", "progression", "mean_achievements"))]
     assert "valid_unseen/student_after/success_rate" in logged

@@ -37,9 +37,25 @@ def start_server(store_uri: str, cwd, log_path):
     port = free_port()
     log = open(log_path, "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri, "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # own group: stop it and its workers
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            store_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # own group: stop it and its workers
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + HEALTH_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -82,10 +98,12 @@ def test_mlflow_server_shows_runs_metrics_datasets_figures(project, monkeypatch)
     proc, base = start_server(cfg.tracking.uri, project, project / "mlflow-server.log")
     try:
         api = f"{base}/api/2.0/mlflow"
-        exp = requests.get(f"{api}/experiments/get-by-name", params={"experiment_name": cfg.tracking.experiment},
-                           timeout=30).json()["experiment"]
-        runs = requests.post(f"{api}/runs/search", json={"experiment_ids": [exp["experiment_id"]]},
-                             timeout=30).json()["runs"]
+        exp = requests.get(
+            f"{api}/experiments/get-by-name", params={"experiment_name": cfg.tracking.experiment}, timeout=30
+        ).json()["experiment"]
+        runs = requests.post(f"{api}/runs/search", json={"experiment_ids": [exp["experiment_id"]]}, timeout=30).json()[
+            "runs"
+        ]
         tags = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs}
         assert tags[parent_id]["stage"] == "pipeline"
         children = [run_id for run_id, t in tags.items() if t.get("mlflow.parentRunId") == parent_id]
@@ -101,16 +119,21 @@ def test_mlflow_server_shows_runs_metrics_datasets_figures(project, monkeypatch)
         datasets = {d["dataset"]["name"] for d in child["inputs"]["dataset_inputs"]}
         assert datasets == {"weak", "strong"}
 
-        listed = requests.get(f"{api}/artifacts/list", params={"run_id": result.mlflow_run_id,
-                                                               "path": "compare/figures"}, timeout=30).json()
+        listed = requests.get(
+            f"{api}/artifacts/list", params={"run_id": result.mlflow_run_id, "path": "compare/figures"}, timeout=30
+        ).json()
         sizes = {f["path"]: int(f.get("file_size", 0)) for f in listed["files"]}
         for name in ("per_achievement", "reward_distribution", "action_distribution", "metric_intervals"):
             assert sizes[f"compare/figures/{name}.png"] > 5000, name
-        png = requests.get(f"{base}/get-artifact", params={"path": "compare/figures/per_achievement.png",
-                                                           "run_uuid": result.mlflow_run_id}, timeout=30)
+        png = requests.get(
+            f"{base}/get-artifact",
+            params={"path": "compare/figures/per_achievement.png", "run_uuid": result.mlflow_run_id},
+            timeout=30,
+        )
         assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
-        report = requests.get(f"{base}/get-artifact", params={"path": "compare/report.md",
-                                                              "run_uuid": result.mlflow_run_id}, timeout=30)
+        report = requests.get(
+            f"{base}/get-artifact", params={"path": "compare/report.md", "run_uuid": result.mlflow_run_id}, timeout=30
+        )
         assert "strong vs weak: mean_achievements" in report.text
     finally:
         stop_server(proc)

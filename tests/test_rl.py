@@ -20,8 +20,16 @@ from crafter_exp.rl.advantages import EpisodeTurns, advantages, returns_to_go
 from crafter_exp.store.traces import TraceStore
 
 # the synthetic student nearly always says `do` on Crafter: temperature 3 gives its groups something to compare
-SHORT = ["env.max_steps=12", "rl.temperature=1.5", "rl.seeds=2", "rl.group_size=2", "rl.iterations=2", "rl.progress=false",
-         "rl.learning_rate=1e-3", "rl.log_checkpoints=false"]
+SHORT = [
+    "env.max_steps=12",
+    "rl.temperature=1.5",
+    "rl.seeds=2",
+    "rl.group_size=2",
+    "rl.iterations=2",
+    "rl.progress=false",
+    "rl.learning_rate=1e-3",
+    "rl.log_checkpoints=false",
+]
 GRPO = ["rl.minibatch=16", "rl.micro_batch=16"]
 
 
@@ -35,8 +43,13 @@ def rl_cfg(home: Path, start: Path, extra: list[str] = ()):
 
 def test_group_advantages_match_a_hand_computation():
     # world 7: returns 1, 3, 5 -> mean 3, unbiased std 2; world 9: returns 2, 2 -> all zero
-    eps = [EpisodeTurns(7, [1.0, 0.0], ["a", "b"]), EpisodeTurns(7, [3.0], ["a"]), EpisodeTurns(7, [0.0, 5.0], ["a", "c"]),
-           EpisodeTurns(9, [2.0], ["a"]), EpisodeTurns(9, [1.0, 1.0], ["x", "y"])]
+    eps = [
+        EpisodeTurns(7, [1.0, 0.0], ["a", "b"]),
+        EpisodeTurns(7, [3.0], ["a"]),
+        EpisodeTurns(7, [0.0, 5.0], ["a", "c"]),
+        EpisodeTurns(9, [2.0], ["a"]),
+        EpisodeTurns(9, [1.0, 1.0], ["x", "y"]),
+    ]
     out = advantages(eps, "grpo", scale="group")
     np.testing.assert_allclose(out[0], [-2 / (2 + 1e-4)] * 2)
     np.testing.assert_allclose(out[1], [0.0])
@@ -48,7 +61,11 @@ def test_group_advantages_match_a_hand_computation():
 def test_gigpo_step_groups_compare_visits_of_the_same_state():
     np.testing.assert_allclose(returns_to_go([1.0, 0.0, 2.0], 0.5), [1.5, 1.0, 2.0])
     # state "a" is visited by all three episodes of world 0 at turn 0: returns-to-go (gamma 1) 1, 3, 5
-    eps = [EpisodeTurns(0, [1.0, 0.0], ["a", "b"]), EpisodeTurns(0, [3.0], ["a"]), EpisodeTurns(0, [0.0, 5.0], ["a", "c"])]
+    eps = [
+        EpisodeTurns(0, [1.0, 0.0], ["a", "b"]),
+        EpisodeTurns(0, [3.0], ["a"]),
+        EpisodeTurns(0, [0.0, 5.0], ["a", "c"]),
+    ]
     out = advantages(eps, "gigpo", gamma=1.0, step_weight=0.5, scale="none")
     episode = np.array([-2.0, 0.0, 2.0])
     step_a = np.array([1.0, 3.0, 5.0]) - 3.0
@@ -68,7 +85,9 @@ def test_merging_identical_turns_leaves_the_loss_unchanged(tiny_checkpoint):
 
     policy = make_policy(tiny_checkpoint.policy_after(do_sample=True, temperature=0.7))
     policy.start()
-    texts = ["<|user|>tree 1 steps north<|end|><|assistant|>"] * 3 + ["<|user|>stone 2 steps west<|end|><|assistant|>"] * 2
+    texts = ["<|user|>tree 1 steps north<|end|><|assistant|>"] * 3 + [
+        "<|user|>stone 2 steps west<|end|><|assistant|>"
+    ] * 2
     replies = ["do", "do", "move_up", "move_left", "move_left"]
     adv = np.array([0.5, 1.0, -0.3, -1.0, 2.0])
     losses = []
@@ -76,12 +95,19 @@ def test_merging_identical_turns_leaves_the_loss_unchanged(tiny_checkpoint):
         model = type(policy.model).from_pretrained(str(tiny_checkpoint.checkpoint))
         p, r = encode(policy.tokenizer, texts_, replies_, 256)
         s = Samples(p, r, np.asarray(adv_), None if w is None else np.asarray(w))
-        s.old_logps, _ = forward_all(model, s, 0.7, policy.tokenizer.pad_token_id, torch.device("cpu"), 8,
-                                     lambda: torch.no_grad())
+        s.old_logps, _ = forward_all(
+            model, s, 0.7, policy.tokenizer.pad_token_id, torch.device("cpu"), 8, lambda: torch.no_grad()
+        )
         s.old_logps = [x - 0.1 for x in s.old_logps]  # a ratio away from 1 so that clipping can matter
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
-        st = update(model, opt, s, UpdateSettings(1, 64, 2, 0.05, 0.05, 0.0, 0.0, 0.7), policy.tokenizer.pad_token_id,
-                    torch.device("cpu"))
+        st = update(
+            model,
+            opt,
+            s,
+            UpdateSettings(1, 64, 2, 0.05, 0.05, 0.0, 0.0, 0.7),
+            policy.tokenizer.pad_token_id,
+            torch.device("cpu"),
+        )
         losses.append(st.loss_first)
     assert len(merge(texts, replies, adv)[0]) == 4  # "do" twice (both positive), the rest differ in reply or sign
     assert losses[0] == pytest.approx(losses[1], rel=1e-5) and losses[0] != 0
@@ -111,11 +137,27 @@ def test_bad_input_fails_before_any_work(project, tiny_checkpoint):
     assert not TraceStore(project / "data" / "traces.duckdb").path.exists()  # nothing was played
     # the CLI: one line, exit 2
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "crafter_exp", "stage=rl", *project_overrides(project), "rl.group_size=1",
-                           f"rl.start={start}"], capture_output=True, text=True, env=env, cwd=project, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crafter_exp",
+            "stage=rl",
+            *project_overrides(project),
+            "rl.group_size=1",
+            f"rl.start={start}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=project,
+        timeout=300,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "crafter-exp: error: rl.group_size must be >= 2 (a group needs two " \
+    assert (
+        proc.stderr.strip().splitlines()[-1] == "crafter-exp: error: rl.group_size must be >= 2 (a group needs two "
         "episodes of a world to compare), got 1"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- GRPO
@@ -138,8 +180,11 @@ def test_short_grpo_run_stores_groups_moves_the_loss_and_plays(project, tiny_che
     assert first.seed.tolist() == [500000, 500001, 500000, 500001]
     assert sorted(store.episodes(out.run_ids[2:]).seed.unique().tolist()) == [500002, 500003]  # fresh worlds
     # the two members of a group played the same world (same first observation) but not the same episode
-    steps = store.query("SELECT run_id, seed, turn, observation, reply FROM steps WHERE seed = 500000 AND "
-                        "list_contains($1::VARCHAR[], run_id) ORDER BY run_id, turn", [out.run_ids[:2]])
+    steps = store.query(
+        "SELECT run_id, seed, turn, observation, reply FROM steps WHERE seed = 500000 AND "
+        "list_contains($1::VARCHAR[], run_id) ORDER BY run_id, turn",
+        [out.run_ids[:2]],
+    )
     a, b = (g for _, g in steps.groupby("run_id"))
     assert a.observation.iloc[0] == b.observation.iloc[0]
     assert a.reply.tolist() != b.reply.tolist()
@@ -163,8 +208,16 @@ def test_short_grpo_run_stores_groups_moves_the_loss_and_plays(project, tiny_che
     client = mlflow.MlflowClient(cfg.tracking.uri)
     history = client.get_metric_history(out.mlflow_run_id, "achievements_mean")
     assert [m.step for m in history] == [1, 2]
-    assert {"loss", "entropy", "clip_fraction", "kl_ref", "rollout_s", "update_s", "update_tokens_per_s",
-            "return_std"} <= set(client.get_run(out.mlflow_run_id).data.metrics)
+    assert {
+        "loss",
+        "entropy",
+        "clip_fraction",
+        "kl_ref",
+        "rollout_s",
+        "update_s",
+        "update_tokens_per_s",
+        "return_std",
+    } <= set(client.get_run(out.mlflow_run_id).data.metrics)
     arts = [a.path for a in client.list_artifacts(out.mlflow_run_id, "checkpoints")]
     assert arts == ["checkpoints/iter-001", "checkpoints/iter-002"]
 
@@ -209,8 +262,14 @@ def test_resume_after_sigint(project, tiny_checkpoint):
 
     args = [*project_overrides(project), *SHORT, *GRPO, "rl.iterations=3", f"rl.start={tiny_checkpoint.checkpoint}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "crafter_exp", "stage=rl", *args], cwd=project, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crafter_exp", "stage=rl", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     state_file = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -241,9 +300,19 @@ def test_resume_after_sigint(project, tiny_checkpoint):
 def test_rft_round_trains_only_on_the_selected_episodes(project, tiny_checkpoint):
     from crafter_exp.stages.rl import rl
 
-    cfg = rl_cfg(project, tiny_checkpoint.checkpoint,
-                 ["rl=rft", "rl.iterations=1", "rl.keep=2", "rl.sft_steps=4", "rl.sft_time_s=null",
-                  "trainer.progress=false", "trainer.logging_steps=1"])
+    cfg = rl_cfg(
+        project,
+        tiny_checkpoint.checkpoint,
+        [
+            "rl=rft",
+            "rl.iterations=1",
+            "rl.keep=2",
+            "rl.sft_steps=4",
+            "rl.sft_time_s=null",
+            "trainer.progress=false",
+            "trainer.logging_steps=1",
+        ],
+    )
     out = rl(cfg)
     assert out.iterations == 1
     store = TraceStore(cfg.paths.db)
@@ -254,9 +323,11 @@ def test_rft_round_trains_only_on_the_selected_episodes(project, tiny_checkpoint
     assert manifest["episodes"] == 2 and manifest["source_runs"] == out.run_ids
     # the two best by achievements (ties: run order, then seed — the filter's order)
     best = eps.assign(order=range(len(eps))).sort_values(["num_achievements", "order"], ascending=[False, True]).head(2)
-    kept = store.query("SELECT count(*) AS n FROM steps s JOIN (SELECT unnest($1::VARCHAR[]) AS run_id, "
-                       "unnest($2::BIGINT[]) AS seed) k USING (run_id, seed) WHERE s.parse_ok",
-                       [best.run_id.tolist(), [int(x) for x in best.seed]]).n.iloc[0]
+    kept = store.query(
+        "SELECT count(*) AS n FROM steps s JOIN (SELECT unnest($1::VARCHAR[]) AS run_id, "
+        "unnest($2::BIGINT[]) AS seed) k USING (run_id, seed) WHERE s.parse_ok",
+        [best.run_id.tolist(), [int(x) for x in best.seed]],
+    ).n.iloc[0]
     assert manifest["examples"] == kept
     trained = json.loads((out.checkpoint / "manifest.json").read_text())
     assert trained["dataset_digest"] == manifest["digest"] and trained["metrics"]["steps"] == 4
@@ -272,9 +343,16 @@ def test_pipeline_rl_adds_student_rl_to_eval_and_compare(project):
 
     from crafter_exp.stages.pipeline import pipeline
 
-    overrides = TINY + ["pipeline.rl=grpo", "rl.iterations=1", "rl.seeds=2", "rl.group_size=2", "rl.progress=false",
-                        "rl.log_checkpoints=false", "eval.policies=[student_after,teacher]",
-                        "rl.probe=false"]  # the smoke pipeline's student trains for seconds: its replies barely parse
+    overrides = TINY + [
+        "pipeline.rl=grpo",
+        "rl.iterations=1",
+        "rl.seeds=2",
+        "rl.group_size=2",
+        "rl.progress=false",
+        "rl.log_checkpoints=false",
+        "eval.policies=[student_after,teacher]",
+        "rl.probe=false",
+    ]  # the smoke pipeline's student trains for seconds: its replies barely parse
     out = pipeline(compose_config(project_overrides(project) + overrides))
     assert set(out.eval_runs) == {"student_after", "student_rl", "teacher"}
     assert out.compare.test("student_after", "student_rl", "mean_achievements") is not None
@@ -293,9 +371,11 @@ def test_default_start_is_the_newest_complete_sft_checkpoint(tmp_path):
     from crafter_exp.stages.rl import default_start_checkpoint
 
     root = tmp_path / "data" / "checkpoints" / "default"
-    for folder, manifest in [("old", {"kind": "full", "completed_at": 1.0}),
-                             ("new", {"kind": "full", "completed_at": 2.0}),
-                             ("ft", {"kind": "openai", "completed_at": 3.0})]:
+    for folder, manifest in [
+        ("old", {"kind": "full", "completed_at": 1.0}),
+        ("new", {"kind": "full", "completed_at": 2.0}),
+        ("ft", {"kind": "openai", "completed_at": 3.0}),
+    ]:
         (root / folder).mkdir(parents=True)
         (root / folder / "manifest.json").write_text(json.dumps(manifest))
     (root / "unfinished").mkdir()  # no manifest yet: never picked

@@ -65,8 +65,7 @@ def _worker_pids() -> list[int]:
 
 @pytest.mark.slow
 def test_killed_actor_is_replaced_and_every_seed_lands_once(project, ray_local):
-    cfg = config(project, "env.episodes=8", "ray.episodes_per_task=2", "model=random", "env.max_steps=300",
-                 workers=2)
+    cfg = config(project, "env.episodes=8", "ray.episodes_per_task=2", "model=random", "env.max_steps=300", workers=2)
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.setdefault("result", rollout(cfg)))
     thread.start()
@@ -82,10 +81,13 @@ def test_killed_actor_is_replaced_and_every_seed_lands_once(project, ray_local):
     assert killed is not None, "no rollout actor was seen playing"
     result = outcome["result"]
     store = TraceStore(cfg.paths.db)
-    counts = store.query("SELECT seed, count(*) AS n FROM episodes WHERE run_id = ? GROUP BY seed ORDER BY seed",
-                         [result.run_id])
+    counts = store.query(
+        "SELECT seed, count(*) AS n FROM episodes WHERE run_id = ? GROUP BY seed ORDER BY seed", [result.run_id]
+    )
     assert counts.seed.tolist() == list(range(8)) and (counts.n == 1).all()
     partial = store.query(
         "SELECT e.seed FROM episodes e JOIN (SELECT seed, count(*) AS n FROM steps WHERE run_id = ? GROUP BY seed) s "
-        "USING (seed) WHERE e.run_id = ? AND s.n <> e.turns", [result.run_id, result.run_id])
+        "USING (seed) WHERE e.run_id = ? AND s.n <> e.turns",
+        [result.run_id, result.run_id],
+    )
     assert partial.empty

@@ -14,14 +14,37 @@ from crafter_exp.store.traces import EpisodeRecord, TraceStore
 
 def record(run_id: str, seed: int, turns: int = 3, achievements=("collect_wood",)) -> EpisodeRecord:
     steps = [
-        {"run_id": run_id, "seed": seed, "turn": t, "step": t, "observation": f"obs {t}", "reply": "do",
-         "actions": ["do"], "parse_ok": True, "valid": True, "reward": 1.0 if t == 0 else 0.0,
-         "unlocked": list(achievements) if t == 0 else [], "info": {"inventory": {"wood": t}}, "done": t == turns - 1}
+        {
+            "run_id": run_id,
+            "seed": seed,
+            "turn": t,
+            "step": t,
+            "observation": f"obs {t}",
+            "reply": "do",
+            "actions": ["do"],
+            "parse_ok": True,
+            "valid": True,
+            "reward": 1.0 if t == 0 else 0.0,
+            "unlocked": list(achievements) if t == 0 else [],
+            "info": {"inventory": {"wood": t}},
+            "done": t == turns - 1,
+        }
         for t in range(turns)
     ]
-    episode = {"run_id": run_id, "seed": seed, "env": "crafter", "model": "m", "steps": turns, "turns": turns,
-               "total_reward": 1.0, "achievements": list(achievements), "num_achievements": len(achievements),
-               "termination": "max_steps", "action_counts": {"do": turns}, "cost": None}
+    episode = {
+        "run_id": run_id,
+        "seed": seed,
+        "env": "crafter",
+        "model": "m",
+        "steps": turns,
+        "turns": turns,
+        "total_reward": 1.0,
+        "achievements": list(achievements),
+        "num_achievements": len(achievements),
+        "termination": "max_steps",
+        "action_counts": {"do": turns},
+        "cost": None,
+    }
     return EpisodeRecord(episode, steps, [])
 
 
@@ -95,7 +118,6 @@ def test_an_interrupted_query_is_the_users_interrupt(tmp_path):
     """DuckDB turns a Ctrl-C during a query into its own error; the store hands it on as KeyboardInterrupt (exit 130,
     'rerun to resume'), not as a crash."""
     import threading
-
 
     store = TraceStore(tmp_path / "t.duckdb")
     with pytest.raises(KeyboardInterrupt):

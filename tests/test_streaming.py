@@ -17,8 +17,12 @@ from crafter_exp.policies import Turn, make_policy
 
 
 def chunk(delta: dict, finish=None, usage=None) -> bytes:
-    body = {"id": "x", "object": "chat.completion.chunk", "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    body = {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     if usage:
         body = {**body, "choices": [], "usage": usage}
     return f"data: {json.dumps(body)}\n\n".encode()
@@ -63,8 +67,16 @@ def sse_server():
 
 
 def policy(url: str):
-    cfg = OpenAIModelConfig(base_url=url, model="m", stream=True, probe=False, max_retries=0, timeout=10.0,
-                            max_consecutive_errors=2, prompt=PromptConfig())
+    cfg = OpenAIModelConfig(
+        base_url=url,
+        model="m",
+        stream=True,
+        probe=False,
+        max_retries=0,
+        timeout=10.0,
+        max_consecutive_errors=2,
+        prompt=PromptConfig(),
+    )
     p = make_policy(cfg, 0)
     p.start()
     return p

@@ -25,13 +25,13 @@ def _imported_modules(path: Path) -> set[str]:
 def test_no_stage_imports_the_sweep_module():
     stages = sorted((ROOT / "crafter_exp" / "stages").glob("*.py"))
     assert stages
-    offenders = {p.name: sorted(m for m in _imported_modules(p) if m.startswith("crafter_exp.sweep"))
-                 for p in stages}
+    offenders = {p.name: sorted(m for m in _imported_modules(p) if m.startswith("crafter_exp.sweep")) for p in stages}
     assert not {k: v for k, v in offenders.items() if v}, offenders
 
 
 def test_compare_and_pipeline_load_without_sweep():
-    code = ("import sys, crafter_exp.stages.compare, crafter_exp.stages.pipeline; "
-            "print('crafter_exp.sweep' in sys.modules)")
+    code = (
+        "import sys, crafter_exp.stages.compare, crafter_exp.stages.pipeline; print('crafter_exp.sweep' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False", out.stderr

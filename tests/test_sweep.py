@@ -26,8 +26,12 @@ def fake_job(sweep_dir, num: int, overrides: list[str], metrics: dict) -> None:
 def test_summary_of_a_lora_rank_sweep(tmp_path):
     sweep = tmp_path / "multirun" / "x"
     for num, rank in enumerate([16, 4, 64, 8]):  # job order is not value order
-        fake_job(sweep, num, ["name=lora", f"trainer.lora_r={rank}"],
-                 {"student_after": {"mean_achievements": rank / 10}, "teacher": {"mean_achievements": 9.0}})
+        fake_job(
+            sweep,
+            num,
+            ["name=lora", f"trainer.lora_r={rank}"],
+            {"student_after": {"mean_achievements": rank / 10}, "teacher": {"mean_achievements": 9.0}},
+        )
     (sweep / "4").mkdir()  # a job that wrote nothing (still running or crashed) is skipped
     results = read_results(sweep)
     assert [r["job"] for r in results] == ["0", "1", "2", "3"]
@@ -37,7 +41,11 @@ def test_summary_of_a_lora_rank_sweep(tmp_path):
     files = write_summary(sweep, "mean_achievements")
     csv = pd.read_csv(files["csv"])
     assert csv[csv.policy == "student_after"].set_index("trainer.lora_r")["mean_achievements"].to_dict() == {
-        16: 1.6, 4: 0.4, 64: 6.4, 8: 0.8}
+        16: 1.6,
+        4: 0.4,
+        64: 6.4,
+        8: 0.8,
+    }
     markdown = files["markdown"].read_text()
     assert "| trainer.lora_r | student_after | teacher |" in markdown
     assert markdown.index("| 4 |") < markdown.index("| 8 |") < markdown.index("| 16 |") < markdown.index("| 64 |")
@@ -46,13 +54,15 @@ def test_summary_of_a_lora_rank_sweep(tmp_path):
 
 
 def sweep_config(project, overrides: list[str]):
-    return OmegaConf.create({
-        "name": "sw",
-        "tracking": {"enabled": True, "uri": f"sqlite:///{project}/mlflow.db", "experiment": "crafter-exp"},
-        "env": {"name": "crafter"},
-        "sweep": {"metric": None},  # the env's primary metric: mean_achievements
-        "hydra": {"sweep": {"dir": str(project / "multirun" / "now")}, "overrides": {"task": overrides}},
-    })
+    return OmegaConf.create(
+        {
+            "name": "sw",
+            "tracking": {"enabled": True, "uri": f"sqlite:///{project}/mlflow.db", "experiment": "crafter-exp"},
+            "env": {"name": "crafter"},
+            "sweep": {"metric": None},  # the env's primary metric: mean_achievements
+            "hydra": {"sweep": {"dir": str(project / "multirun" / "now")}, "overrides": {"task": overrides}},
+        }
+    )
 
 
 def test_callback_parent_run_nests_jobs_and_ends(project, monkeypatch):
@@ -73,8 +83,12 @@ def test_callback_parent_run_nests_jobs_and_ends(project, monkeypatch):
             callback.on_job_start(cfg, task_function=None)
             with tracking.stage_run(cfg.tracking, "pipeline", f"pipeline-{rank}", {"rank": rank}) as run:
                 children.append(run.info.run_id)
-            fake_job(project / "multirun" / "now", num, [f"trainer.lora_r={rank}"],
-                     {"student_after": {"mean_achievements": rank / 4}})
+            fake_job(
+                project / "multirun" / "now",
+                num,
+                [f"trainer.lora_r={rank}"],
+                {"student_after": {"mean_achievements": rank / 4}},
+            )
         callback.on_multirun_end(cfg)
     finally:
         while mlflow.active_run():
@@ -84,7 +98,10 @@ def test_callback_parent_run_nests_jobs_and_ends(project, monkeypatch):
     assert run.info.status == "FINISHED" and run.data.tags["stage"] == "sweep"
     assert {client.get_run(c).data.tags["mlflow.parentRunId"] for c in children} == {parent}
     assert {a.path for a in client.list_artifacts(parent, "sweep_summary")} >= {
-        "sweep_summary/summary.csv", "sweep_summary/summary.md", "sweep_summary/mean_achievements.png"}
+        "sweep_summary/summary.csv",
+        "sweep_summary/summary.md",
+        "sweep_summary/mean_achievements.png",
+    }
     history = client.get_metric_history(parent, "student_after/mean_achievements")
     assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 2.0)]
     assert PARENT_ENV not in __import__("os").environ
@@ -116,13 +133,33 @@ def test_real_multirun_two_jobs(project):
     store = TraceStore(project / "data" / "traces.duckdb")
     for run_id, wins in [("base", [0, 1, 0, 0]), ("tuned", [1, 1, 1, 0])]:
         # Crafter episodes: achievement_rate (what compare.k changes) is a Crafter metric, not one ALFWorld reports
-        write_run(store, run_id, [episode(run_id, s, ["collect_wood"] if w else [], env="crafter")
-                                  for s, w in enumerate(wins * 5)], env="crafter")
+        write_run(
+            store,
+            run_id,
+            [episode(run_id, s, ["collect_wood"] if w else [], env="crafter") for s, w in enumerate(wins * 5)],
+            env="crafter",
+        )
     out = subprocess.run(
-        [sys.executable, "-m", "crafter_exp", "-m", "stage=compare", "compare.runs=[base,tuned]", "compare.k=0,1",
-         "compare.figures=false", "compare.bootstrap=200", "compare.permutations=199", "sweep.metric=achievement_rate",
-         "hydra.sweep.dir=multirun/test", *project_overrides(project)],
-        capture_output=True, text=True, cwd=project, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "crafter_exp",
+            "-m",
+            "stage=compare",
+            "compare.runs=[base,tuned]",
+            "compare.k=0,1",
+            "compare.figures=false",
+            "compare.bootstrap=200",
+            "compare.permutations=199",
+            "sweep.metric=achievement_rate",
+            "hydra.sweep.dir=multirun/test",
+            *project_overrides(project),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     summary = pd.read_csv(project / "multirun" / "test" / "sweep_summary" / "summary.csv")
     rates = summary.set_index(["compare.k", "policy"])["achievement_rate"].to_dict()
@@ -134,5 +171,6 @@ def test_real_multirun_two_jobs(project):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     jobs = [r for r in runs if r.data.tags.get("stage") == "compare"]
     assert len(jobs) == 2 and {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parents[0].info.run_id}
-    assert "sweep_summary/summary.md" in {a.path for a in client.list_artifacts(parents[0].info.run_id,
-                                                                                "sweep_summary")}
+    assert "sweep_summary/summary.md" in {
+        a.path for a in client.list_artifacts(parents[0].info.run_id, "sweep_summary")
+    }

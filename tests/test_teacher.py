@@ -87,8 +87,13 @@ def test_epsilon_one_is_the_random_policy_and_epsilon_mixes():
 
 
 def _turn(episode: int, expert: str = "do") -> Turn:
-    return Turn(episode=episode, observation="obs", actions=["noop", "do", "sleep", "move_left"],
-                instructions="", expert_action=expert)
+    return Turn(
+        episode=episode,
+        observation="obs",
+        actions=["noop", "do", "sleep", "move_left"],
+        instructions="",
+        expert_action=expert,
+    )
 
 
 def test_actions_do_not_depend_on_batch_composition():
@@ -143,11 +148,34 @@ def test_expert_never_walks_into_lava():
     grid[3][4] = "player"
     grid[3][3] = "lava"  # west of the player: the only open neighbour
     grid[3][5] = grid[2][4] = grid[4][4] = "water"
-    view = {"grid": grid, "facing": (0, 1), "facing_target": "water", "step": 5, "pos": (30, 30),
-            "inventory": {k: 0 for k in ("sapling", "wood", "stone", "coal", "iron", "diamond", "wood_pickaxe",
-                                         "stone_pickaxe", "iron_pickaxe", "wood_sword", "stone_sword",
-                                         "iron_sword")} | {"health": 9, "food": 9, "drink": 9, "energy": 9},
-            "achievements": set(), "daylight": 1.0, "sleeping": False}
+    view = {
+        "grid": grid,
+        "facing": (0, 1),
+        "facing_target": "water",
+        "step": 5,
+        "pos": (30, 30),
+        "inventory": {
+            k: 0
+            for k in (
+                "sapling",
+                "wood",
+                "stone",
+                "coal",
+                "iron",
+                "diamond",
+                "wood_pickaxe",
+                "stone_pickaxe",
+                "iron_pickaxe",
+                "wood_sword",
+                "stone_sword",
+                "iron_sword",
+            )
+        }
+        | {"health": 9, "food": 9, "drink": 9, "energy": 9},
+        "achievements": set(),
+        "daylight": 1.0,
+        "sleeping": False,
+    }
     expert = CrafterExpert()
     rng = random.Random(0)
     for _ in range(50):

@@ -92,15 +92,27 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, synth, 
     import subprocess
     import sys
 
-    args = [*project_overrides(tmp_path), *TINY_FAST, "tracking.enabled=false", "trainer.max_steps=300",
-            "trainer.eval_steps=20", "trainer.eval_fraction=0"]
-    proc = subprocess.Popen([sys.executable, "-m", "crafter_exp", "stage=train", *args], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        *project_overrides(tmp_path),
+        *TINY_FAST,
+        "tracking.enabled=false",
+        "trainer.max_steps=300",
+        "trainer.eval_steps=20",
+        "trainer.eval_fraction=0",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crafter_exp", "stage=train", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     checkpoints = tmp_path / "data" / "checkpoints" / "default"  # the stage's output: checkpoints/default/<identity>
 
     def saved_steps() -> list[int]:  # whole checkpoints: trainer_state.json is written last
-        return sorted(int(p.parent.name.split("-")[1])
-                      for p in checkpoints.glob(".*.work-*/checkpoint-*/trainer_state.json"))
+        return sorted(
+            int(p.parent.name.split("-")[1]) for p in checkpoints.glob(".*.work-*/checkpoint-*/trainer_state.json")
+        )
 
     deadline = time.monotonic() + 180
     while not any(step >= 40 for step in saved_steps()) and time.monotonic() < deadline:
@@ -139,8 +151,16 @@ def test_resume_skips_a_checkpoint_cut_short_while_saving(tmp_path):
 
 
 def test_lora_on_tiny_saves_an_adapter_with_its_base(tmp_path, synth):
-    cfg = make_cfg(tmp_path, "trainer=local_lora", "trainer.model=tiny", "trainer.max_steps=3", "trainer.lora_r=4",
-                   "trainer.lora_alpha=8", "trainer.eval_fraction=0", "trainer.merge_adapter=true")
+    cfg = make_cfg(
+        tmp_path,
+        "trainer=local_lora",
+        "trainer.model=tiny",
+        "trainer.max_steps=3",
+        "trainer.lora_r=4",
+        "trainer.lora_alpha=8",
+        "trainer.eval_fraction=0",
+        "trainer.merge_adapter=true",
+    )
     result = train(cfg)
     ckpt = result.checkpoint
     manifest = result.manifest
@@ -164,12 +184,28 @@ def test_lora_on_tiny_saves_an_adapter_with_its_base(tmp_path, synth):
 def test_hub_path_model_trains_full_and_lora(tmp_path, synth, tiny_checkpoint):
     """Same code path for a pretrained model given as a local folder (what a hub id resolves to)."""
     base = tiny_checkpoint.checkpoint  # a complete transformers folder: config, weights, tokenizer, chat template
-    full = train(make_cfg(tmp_path, "trainer=local_full", f"trainer.model={base}", "trainer.max_steps=2",
-                          "trainer.eval_fraction=0", "trainer.output_dir=" + str(tmp_path / "full")))
+    full = train(
+        make_cfg(
+            tmp_path,
+            "trainer=local_full",
+            f"trainer.model={base}",
+            "trainer.max_steps=2",
+            "trainer.eval_fraction=0",
+            "trainer.output_dir=" + str(tmp_path / "full"),
+        )
+    )
     assert full.manifest["kind"] == "full" and full.manifest["base_model"] == str(base.resolve())
     assert full.manifest["untrained"] == str(base.resolve())
-    lora = train(make_cfg(tmp_path, "trainer=local_lora", f"trainer.model={base}", "trainer.max_steps=2",
-                          "trainer.eval_fraction=0", "trainer.output_dir=" + str(tmp_path / "lora")))
+    lora = train(
+        make_cfg(
+            tmp_path,
+            "trainer=local_lora",
+            f"trainer.model={base}",
+            "trainer.max_steps=2",
+            "trainer.eval_fraction=0",
+            "trainer.output_dir=" + str(tmp_path / "lora"),
+        )
+    )
     assert lora.manifest["kind"] == "adapter" and lora.manifest["base_model"] == str(base.resolve())
     assert not (lora.checkpoint / "base_model").exists()  # a pretrained base is referenced, not copied
 
@@ -177,8 +213,14 @@ def test_hub_path_model_trains_full_and_lora(tmp_path, synth, tiny_checkpoint):
 def test_mlflow_run_records_params_curve_dataset_and_checkpoint(tmp_path, synth):
     import mlflow
 
-    cfg = make_cfg(tmp_path, "trainer.max_steps=6", "trainer.logging_steps=2", "trainer.eval_steps=3",
-                   "trainer.eval_fraction=0.2", tracking=True)
+    cfg = make_cfg(
+        tmp_path,
+        "trainer.max_steps=6",
+        "trainer.logging_steps=2",
+        "trainer.eval_steps=3",
+        "trainer.eval_fraction=0.2",
+        tracking=True,
+    )
     result = train(cfg)
     client = mlflow.MlflowClient(tracking_uri=cfg.tracking.uri)
     run = client.get_run(result.mlflow_run_id)
@@ -206,10 +248,16 @@ def test_role_loss_modes_match_hand_computation():
     prompt, asst = ce[:2].mean(), ce[2:].mean()
     assert math.isclose(role_loss(logits, ids, roles, "assistant", 0.5).loss.item(), asst.item(), rel_tol=1e-5)
     assert math.isclose(role_loss(logits, ids, roles, "all", 0.5).loss.item(), ce.mean().item(), rel_tol=1e-5)
-    assert math.isclose(role_loss(logits, ids, roles, "weighted", 0.5).loss.item(), (asst + 0.5 * prompt).item(),
-                        rel_tol=1e-5)
-    padded = role_loss(torch.cat([logits, logits[:, :1]], 1), torch.tensor([[1, 2, 3, 4, 5, 0]]),
-                       torch.tensor([[0, 0, 0, 1, 1, -1]]), "all", 0.5)
+    assert math.isclose(
+        role_loss(logits, ids, roles, "weighted", 0.5).loss.item(), (asst + 0.5 * prompt).item(), rel_tol=1e-5
+    )
+    padded = role_loss(
+        torch.cat([logits, logits[:, :1]], 1),
+        torch.tensor([[1, 2, 3, 4, 5, 0]]),
+        torch.tensor([[0, 0, 0, 1, 1, -1]]),
+        "all",
+        0.5,
+    )
     assert math.isclose(padded.loss.item(), ce.mean().item(), rel_tol=1e-5), "padding must not count"
 
 
@@ -217,8 +265,13 @@ def test_assistant_masks_from_template_and_from_prefixes(tiny_checkpoint):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tiny_checkpoint.checkpoint))
-    ex = data_mod.Example([{"role": "system", "content": "Reply with one action name only."},
-                           {"role": "user", "content": "facing tree"}, {"role": "assistant", "content": "do"}])
+    ex = data_mod.Example(
+        [
+            {"role": "system", "content": "Reply with one action name only."},
+            {"role": "user", "content": "facing tree"},
+            {"role": "assistant", "content": "do"},
+        ]
+    )
     with_markers = data_mod.tokenize_examples(tok, [ex], 256)
     reply = [t for t, r in zip(with_markers.input_ids[0], with_markers.roles[0]) if r]
     assert tok.decode(reply) == "do<|end|>"
@@ -246,10 +299,18 @@ def test_schedule_warms_up_decays_to_floor_and_follows_the_clock():
 def test_loader_reads_vertex_prompt_completion_and_parquet(tmp_path):
     f = tmp_path / "mixed.jsonl"
     f.write_text(
-        json.dumps({"systemInstruction": {"parts": [{"text": "sys"}]},
-                    "contents": [{"role": "user", "parts": [{"text": "obs"}]},
-                                 {"role": "model", "parts": [{"text": "do"}]}]}) + "\n"
-        + json.dumps({"prompt": "obs", "completion": "noop"}) + "\n"
+        json.dumps(
+            {
+                "systemInstruction": {"parts": [{"text": "sys"}]},
+                "contents": [
+                    {"role": "user", "parts": [{"text": "obs"}]},
+                    {"role": "model", "parts": [{"text": "do"}]},
+                ],
+            }
+        )
+        + "\n"
+        + json.dumps({"prompt": "obs", "completion": "noop"})
+        + "\n"
     )
     data = data_mod.load_sft_data(f)
     assert [m["role"] for m in data.train[0].messages] == ["system", "user", "assistant"]
@@ -371,8 +432,15 @@ def test_reloading_a_tied_head_is_not_reported_missing_but_a_really_missing_weig
 
     from crafter_exp.training.sft.trainer import forget_tied_missing_keys
 
-    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(cfg)
     saved = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}  # what a checkpoint holds
     assert model.load_state_dict(saved, strict=False).missing_keys == ["lm_head.weight"]  # the false alarm
@@ -393,20 +461,46 @@ def test_trainer_batches_come_from_the_length_sampler(tmp_path):
     from crafter_exp.training.tiny import train_tokenizer
 
     lengths = [3 + (i * 7) % 20 for i in range(48)]
-    tok = data_mod.Tokenized(input_ids=[[i % 30 + 1] * n for i, n in enumerate(lengths)],
-                             roles=[[0] + [1] * (n - 1) for n in lengths])
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2))
-    args = SFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2, seed=3,
-                     report_to="none", remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
-                     use_cpu=True, max_length=None)
+    tok = data_mod.Tokenized(
+        input_ids=[[i % 30 + 1] * n for i, n in enumerate(lengths)], roles=[[0] + [1] * (n - 1) for n in lengths]
+    )
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=32,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    )
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        seed=3,
+        report_to="none",
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        use_cpu=True,
+        max_length=None,
+    )
 
     def first_batches(group: bool) -> list[list[int]]:
         trainer = trainer_class()(
-            model=model, args=args, data_collator=RoleCollator(0), train_dataset=to_dataset(tok),
+            model=model,
+            args=args,
+            data_collator=RoleCollator(0),
+            train_dataset=to_dataset(tok),
             processing_class=train_tokenizer(["go left", "go right"], 300),
-            loss_on="assistant", prompt_weight=0.0, clock=ProgressClock(None), schedule="constant", warmup_ratio=0.0,
-            min_lr_ratio=0.0, group_by_length=group)
+            loss_on="assistant",
+            prompt_weight=0.0,
+            clock=ProgressClock(None),
+            schedule="constant",
+            warmup_ratio=0.0,
+            min_lr_ratio=0.0,
+            group_by_length=group,
+        )
         loader = trainer.get_train_dataloader()
         return [(b["attention_mask"].sum(1)).tolist() for b in loader]
 
@@ -442,6 +536,8 @@ def test_reloading_the_best_checkpoint_does_not_warn_about_the_tied_head(tmp_pat
         logging.getLogger("transformers").removeHandler(handler)
     assert "best_step" in result.metrics
     assert not any("missing keys" in s for s in seen), seen
+
+
 # ------------------------------------------------------------------ the computation alone (no checkpoint, no MLflow)
 
 
@@ -457,8 +553,16 @@ def test_plan_and_fit_train_without_writing_a_checkpoint(tmp_path, synth):
     # nothing but the work folder: no checkpoint folder, no MLflow store although tracking is on
     assert not p.folder.path.exists() and not (tmp_path / "mlflow.db").exists()
 
-    manifest = checkpoint_manifest(cfg.trainer, p, outcome, {"kind": "full", "base_model": "tiny"}, "untrained",
-                                   {"temperature": None, "max_new_tokens": 2}, None, 0.0)
+    manifest = checkpoint_manifest(
+        cfg.trainer,
+        p,
+        outcome,
+        {"kind": "full", "base_model": "tiny"},
+        "untrained",
+        {"temperature": None, "max_new_tokens": 2},
+        None,
+        0.0,
+    )
     assert manifest["dataset_digest"] == "synthetic-200-1" and manifest["metrics"]["steps"] == 2
     assert manifest["trainer"]["max_steps"] == 2 and manifest["prompt"] == p.data.prompt
     lines = summary_lines(TrainResult(p.folder.path, outcome.metrics, None, manifest))

@@ -44,9 +44,25 @@ def served_student(tiny_checkpoint, tmp_path_factory):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_UPDATE_CHECK="1", TRANSFORMERS_OFFLINE="1")
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "transformers.cli.transformers", "serve", "--host", "127.0.0.1", "--port",
-             str(port), "--device", "cpu", "--dtype", "float32", checkpoint],
-            stdout=out, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "transformers.cli.transformers",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--device",
+                "cpu",
+                "--dtype",
+                "float32",
+                checkpoint,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -75,8 +91,14 @@ def served_student(tiny_checkpoint, tmp_path_factory):
 def served_overrides(served, *extra: str) -> list[str]:
     base_url, model_id, _ = served
     # the tiny student's own settings (its manifest): the bare template and 2 new tokens; greedy is the preset's
-    return ["model=transformers_serve", f"model.base_url={base_url}", f"model.model={model_id}",
-            "model.prompt.template=bare", "model.max_tokens=2", *extra]
+    return [
+        "model=transformers_serve",
+        f"model.base_url={base_url}",
+        f"model.model={model_id}",
+        "model.prompt.template=bare",
+        "model.max_tokens=2",
+        *extra,
+    ]
 
 
 def local_overrides(served) -> list[str]:
@@ -133,8 +155,10 @@ def test_eval_loop_against_the_server_matches_hf_local(project, served_student):
     query = "SELECT seed, turn, actions FROM steps WHERE run_id = ? ORDER BY seed, turn"
     a, b = store.query(query, [served.run_id]), store.query(query, [local.run_id])
     assert len(a) == 24 and a.astype(str).equals(b.astype(str))
-    calls = store.query("SELECT model, prompt_tokens, completion_tokens, latency_s, error FROM llm_calls "
-                        "WHERE run_id = ?", [served.run_id])
+    calls = store.query(
+        "SELECT model, prompt_tokens, completion_tokens, latency_s, error FROM llm_calls WHERE run_id = ?",
+        [served.run_id],
+    )
     assert len(calls) == 24 and calls.error.isna().all() and (calls.latency_s > 0).all()
     assert set(calls.model) == {served_student[1]} and (calls.completion_tokens >= 1).all()
     episodes = store.episodes([served.run_id])
@@ -164,9 +188,20 @@ def test_bad_request_params_are_one_line_from_the_servers_own_reply(served_stude
 
 def test_the_cli_prints_the_servers_refusal_as_one_line(project, served_student):
     out = subprocess.run(
-        [sys.executable, "-m", "crafter_exp", "stage=eval", "eval.episodes=1",
-         *project_overrides(project), *served_overrides(served_student, "model.model=no-such-model")],
-        capture_output=True, text=True, cwd=project, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "crafter_exp",
+            "stage=eval",
+            "eval.episodes=1",
+            *project_overrides(project),
+            *served_overrides(served_student, "model.model=no-such-model"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        timeout=300,
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("crafter-exp: error:") and "no-such-model" in lines[-1]

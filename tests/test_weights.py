@@ -26,8 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from filter_fixtures import build_store, make_episode  # noqa: E402
 from test_filter import cfg_for  # noqa: E402
 
-PROMPT = {"template": "standard", "history": 2, "system_prompt_file": None, "action_mode": "text",
-          "max_actions_per_turn": 1}
+PROMPT = {
+    "template": "standard",
+    "history": 2,
+    "system_prompt_file": None,
+    "action_mode": "text",
+    "max_actions_per_turn": 1,
+}
 
 
 def reply_text(seed: int, turn: int) -> str:
@@ -36,8 +41,10 @@ def reply_text(seed: int, turn: int) -> str:
 
 def episodes(n: int = 5):
     # odd seeds unlock an achievement at turn 2: step_mode=achievement keeps that turn only
-    return [make_episode("run-w", s, turns=4 + s % 2, unlock={2: ["collect_wood"]} if s % 2 else {},
-                         reply=reply_text) for s in range(n)]
+    return [
+        make_episode("run-w", s, turns=4 + s % 2, unlock={2: ["collect_wood"]} if s % 2 else {}, reply=reply_text)
+        for s in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +135,9 @@ def test_parquet_export_carries_weights_to_the_mask(home, tmp_path, multi):
 
 
 def test_multi_turn_openai_tools_export(home, tmp_path):
-    result = export(home, tmp_path / "t", "filter.format=openai_tools", "filter.multi_turn=true",
-                    "filter.step_mode=achievement")
+    result = export(
+        home, tmp_path / "t", "filter.format=openai_tools", "filter.multi_turn=true", "filter.step_mode=achievement"
+    )
     rows = [json.loads(x) for x in (result.path / "train.jsonl").read_text().splitlines()]
     assert len(rows) == result.examples == 2
     msgs = rows[0]["messages"]
@@ -150,8 +158,9 @@ def test_multi_turn_openai_tools_export(home, tmp_path):
     assert check_mask(data) == 4
 
 
-@pytest.mark.parametrize("extra", [[], ["filter.multi_turn=true", "filter.step_mode=achievement"]],
-                         ids=["history2", "multi_turn"])
+@pytest.mark.parametrize(
+    "extra", [[], ["filter.multi_turn=true", "filter.step_mode=achievement"]], ids=["history2", "multi_turn"]
+)
 def test_train_stage_feeds_the_trainer_exactly_the_weight_one_replies(home, tmp_path, monkeypatch, extra):
     """Through the train stage: what it hands TRL's trainer has loss roles on the weight-1 replies only."""
     from conftest import TINY_FAST, project_overrides
@@ -164,9 +173,18 @@ def test_train_stage_feeds_the_trainer_exactly_the_weight_one_replies(home, tmp_
     fed = []
     real = batches.to_dataset
     monkeypatch.setattr(batches, "to_dataset", lambda tok, *a, **k: fed.append(tok) or real(tok, *a, **k))
-    cfg = compose_config(project_overrides(tmp_path) + TINY_FAST + [
-        "tracking.enabled=false", "trainer.max_steps=1", "trainer.eval_fraction=0", "trainer.max_length=4096",
-        f"trainer.dataset={result.path}", f"trainer.output_dir={tmp_path / 'ckpt'}"])
+    cfg = compose_config(
+        project_overrides(tmp_path)
+        + TINY_FAST
+        + [
+            "tracking.enabled=false",
+            "trainer.max_steps=1",
+            "trainer.eval_fraction=0",
+            "trainer.max_length=4096",
+            f"trainer.dataset={result.path}",
+            f"trainer.output_dir={tmp_path / 'ckpt'}",
+        ]
+    )
     ckpt = train(cfg).checkpoint
     from transformers import AutoTokenizer
 
@@ -202,8 +220,14 @@ def test_context_replies_get_no_loss_in_any_mode():
 
 
 def test_weights_are_read_strictly():
-    row = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "x", "weight": 0},
-                        {"role": "user", "content": "b"}, {"role": "assistant", "content": "y", "weight": 1.0}]}
+    row = {
+        "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "x", "weight": 0},
+            {"role": "user", "content": "b"},
+            {"role": "assistant", "content": "y", "weight": 1.0},
+        ]
+    }
     ex = data_mod.row_to_example(row)
     assert ex.targets == (3,) and all("weight" not in m for m in ex.messages)
     bad = json.loads(json.dumps(row))
@@ -214,8 +238,14 @@ def test_weights_are_read_strictly():
     with pytest.raises(ValueError, match="every assistant message has weight 0"):
         data_mod.row_to_example(bad)
     # Vertex rows have no weights: every model turn is learned
-    vertex = {"contents": [{"role": "user", "parts": [{"text": "a"}]}, {"role": "model", "parts": [{"text": "x"}]},
-                           {"role": "user", "parts": [{"text": "b"}]}, {"role": "model", "parts": [{"text": "y"}]}]}
+    vertex = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "a"}]},
+            {"role": "model", "parts": [{"text": "x"}]},
+            {"role": "user", "parts": [{"text": "b"}]},
+            {"role": "model", "parts": [{"text": "y"}]},
+        ]
+    }
     assert data_mod.row_to_example(vertex).targets == (1, 3)
 
 
@@ -244,8 +274,10 @@ DROPS_EARLIER_THINK = (
 def conversation_row(weights: list[int]) -> dict:
     msgs = []
     for t, w in enumerate(weights):
-        msgs += [{"role": "user", "content": f"obs {t}"},
-                 {"role": "assistant", "content": f"<think>plan {t}</think> act{t}", "weight": w}]
+        msgs += [
+            {"role": "user", "content": f"obs {t}"},
+            {"role": "assistant", "content": f"<think>plan {t}</think> act{t}", "weight": w},
+        ]
     return {"messages": msgs}
 
 
@@ -293,7 +325,9 @@ def test_real_qwen3_template_both_ways(monkeypatch):
     split = data_mod.tokenize_examples(tok, [ex], 4096)
     assert split.split == 1 and len(split.input_ids) == 2
     assert [spans(tok, i, r, data_mod.REPLY) for i, r in zip(split.input_ids, split.roles)] == [
-        [reply.format(0)], [reply.format(2)]]
+        [reply.format(0)],
+        [reply.format(2)],
+    ]
     # in the second sequence the earlier replies are history: Qwen3 drew them without <think>, and no loss
     context = spans(tok, split.input_ids[1], split.roles[1], data_mod.CONTEXT)
     assert [c.split("<|im_end|>")[0] for c in context] == [" act0", " act1"]
@@ -317,9 +351,19 @@ def test_train_stage_on_a_qwen3_style_template(tmp_path, tiny_checkpoint):
     from crafter_exp.config import compose_config
     from crafter_exp.stages.train import train
 
-    cfg = compose_config(project_overrides(tmp_path) + TINY_FAST + [
-        "tracking.enabled=false", "trainer=local_full", f"trainer.model={base}", "trainer.max_steps=2",
-        "trainer.eval_fraction=0", f"trainer.dataset={ds}", f"trainer.output_dir={tmp_path / 'out'}"])
+    cfg = compose_config(
+        project_overrides(tmp_path)
+        + TINY_FAST
+        + [
+            "tracking.enabled=false",
+            "trainer=local_full",
+            f"trainer.model={base}",
+            "trainer.max_steps=2",
+            "trainer.eval_fraction=0",
+            f"trainer.dataset={ds}",
+            f"trainer.output_dir={tmp_path / 'out'}",
+        ]
+    )
     result = train(cfg)
     assert result.metrics["split_examples"] == 8 and result.metrics["train_examples"] == 16
     assert result.metrics["steps"] == 2
@@ -341,9 +385,17 @@ def test_student_does_not_learn_weight_zero_noop_replies(tmp_path):
 
     rng = random.Random(0)
     obs = {(s, t): synthetic_observation(rng) for s in range(120) for t in range(2)}
-    eps = [make_episode("run-n", s, turns=2, unlock={1: ["collect_wood"]},
-                        observation=lambda s, t: obs[(s, t)][0],
-                        reply=lambda s, t: "noop" if t == 0 else obs[(s, t)][1]) for s in range(120)]
+    eps = [
+        make_episode(
+            "run-n",
+            s,
+            turns=2,
+            unlock={1: ["collect_wood"]},
+            observation=lambda s, t: obs[(s, t)][0],
+            reply=lambda s, t: "noop" if t == 0 else obs[(s, t)][1],
+        )
+        for s in range(120)
+    ]
     home = tmp_path / "home"
     build_store(home / "data" / "traces.duckdb", eps, run_id="run-n", name="exp", prompt=BARE_PROMPT)
     result = export(home, tmp_path / "ds", "filter.multi_turn=true", "filter.step_mode=achievement")
@@ -351,9 +403,18 @@ def test_student_does_not_learn_weight_zero_noop_replies(tmp_path):
     first = json.loads((result.path / "train.jsonl").read_text().splitlines()[0])["messages"]
     assert [(m["content"], m["weight"]) for m in first if m["role"] == "assistant"][0] == ("noop", 0)
 
-    cfg = compose_config(project_overrides(tmp_path) + TINY_FAST + [
-        "tracking.enabled=false", "trainer.max_steps=60", "trainer.learning_rate=3e-3", "trainer.eval_fraction=0",
-        f"trainer.dataset={result.path}", f"trainer.output_dir={tmp_path / 'ckpt'}"])
+    cfg = compose_config(
+        project_overrides(tmp_path)
+        + TINY_FAST
+        + [
+            "tracking.enabled=false",
+            "trainer.max_steps=60",
+            "trainer.learning_rate=3e-3",
+            "trainer.eval_fraction=0",
+            f"trainer.dataset={result.path}",
+            f"trainer.output_dir={tmp_path / 'ckpt'}",
+        ]
+    )
     ckpt = train(cfg).checkpoint
 
     import torch
@@ -365,8 +426,10 @@ def test_student_does_not_learn_weight_zero_noop_replies(tmp_path):
     fresh = random.Random(1)
     said_noop = 0
     for _ in range(20):
-        prompt = [{"role": "system", "content": "Reply with one action name only."},
-                  {"role": "user", "content": synthetic_observation(fresh)[0]}]
+        prompt = [
+            {"role": "system", "content": "Reply with one action name only."},
+            {"role": "user", "content": synthetic_observation(fresh)[0]},
+        ]
         ids = tok.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
         with torch.no_grad():
             logits = model(**ids).logits[0, -1]

@@ -44,8 +44,9 @@ def crafter():
 
 
 def test_prediction_text_is_the_tag_outside_think():
-    reply = ("<think>maybe <prediction>wood +9</prediction></think>\n<prediction> wood +1 </prediction>\n"
-             "<action>do</action>")
+    reply = (
+        "<think>maybe <prediction>wood +9</prediction></think>\n<prediction> wood +1 </prediction>\n<action>do</action>"
+    )
     assert parse_prediction(reply) == "wood +1"
     assert parse_prediction("<think>x</think><action>do</action>") is None
     assert parse_prediction("<prediction>  </prediction><action>do</action>") is None
@@ -53,33 +54,36 @@ def test_prediction_text_is_the_tag_outside_think():
     assert parse_prediction("<PREDICTION>a</PREDICTION> <prediction>b</prediction>") == "a\nb"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("wood +1", {"wood": 1}),
-    ("wood +1, energy -1", {"wood": 1, "energy": -1}),
-    ("+1 wood; -2 food", {"wood": 1, "food": -2}),
-    ("wood +1 stone -1", {"wood": 1, "stone": -1}),
-    ("I expect wood: +2 and water -1", {"wood": 2, "drink": -1}),
-    ("wood pickaxe +1, wood -1", {"wood_pickaxe": 1, "wood": -1}),
-    ("unlock collect_wood, wood +1", {"wood": 1, "collect_wood": 1}),
-    ("health \u22122", {"health": -2}),
-    ("no change", {}),
-    ("Nothing changes.", {}),
-    ("I step closer to the tree; no change in inventory.", {}),
-    ("wood +1, wood -1", {}),
-    ("Much the same view.", None),
-    ("tree +1", None),            # not a quantity: free text
-    ("unlock wood", None),        # `unlock` names achievements only
-    ("", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("wood +1", {"wood": 1}),
+        ("wood +1, energy -1", {"wood": 1, "energy": -1}),
+        ("+1 wood; -2 food", {"wood": 1, "food": -2}),
+        ("wood +1 stone -1", {"wood": 1, "stone": -1}),
+        ("I expect wood: +2 and water -1", {"wood": 2, "drink": -1}),
+        ("wood pickaxe +1, wood -1", {"wood_pickaxe": 1, "wood": -1}),
+        ("unlock collect_wood, wood +1", {"wood": 1, "collect_wood": 1}),
+        ("health \u22122", {"health": -2}),
+        ("no change", {}),
+        ("Nothing changes.", {}),
+        ("I step closer to the tree; no change in inventory.", {}),
+        ("wood +1, wood -1", {}),
+        ("Much the same view.", None),
+        ("tree +1", None),  # not a quantity: free text
+        ("unlock wood", None),  # `unlock` names achievements only
+        ("", None),
+    ],
+)
 def test_changes_read_off_a_crafter_prediction(crafter, text, expected):
     assert parse_changes(text, crafter.prediction_quantity, crafter.achievements) == expected
 
 
 def test_f1_of_predicted_vs_actual_changes():
-    assert prediction_f1({}, {}) == 1.0                                  # no change, rightly
+    assert prediction_f1({}, {}) == 1.0  # no change, rightly
     assert prediction_f1({"wood": 1}, {"wood": 1}) == 1.0
-    assert prediction_f1({"wood": 2}, {"wood": 1}) == 0.0                # the amount counts
-    assert prediction_f1({"wood": -1}, {"wood": 1}) == 0.0               # so does the sign
+    assert prediction_f1({"wood": 2}, {"wood": 1}) == 0.0  # the amount counts
+    assert prediction_f1({"wood": -1}, {"wood": 1}) == 0.0  # so does the sign
     assert prediction_f1({"wood": 1}, {}) == 0.0
     assert prediction_f1({}, {"food": -1}) == 0.0
     # 1 right of 2 predicted, 1 of 1 actual: 2 * 1 / (2 + 1)
@@ -173,6 +177,7 @@ def responder(kind: str):
         if kind == "lazy":
             prediction = "no change"  # right while walking, wrong at every chop
         return Reply(content=f"<think>go</think>\n<prediction>{prediction}</prediction>\n<action>{action}</action>")
+
     return respond
 
 
@@ -180,10 +185,23 @@ RUNS = ("sighted", "lazy", *FIXED)
 
 
 def _cfg(home: Path, srv: FakeOpenAIServer, *extra: str):
-    return compose_config(project_overrides(home) + [
-        "model=openai", f"model.base_url={srv.base_url}", "model.model=fake-model", f"model.api_key_env={KEY_ENV}",
-        "model.max_retries=1", "model.timeout=5", "env.episodes=2", "env.max_steps=8", "tracking.enabled=false",
-        "model.prompt.template=world_model", "name=wm", *extra])
+    return compose_config(
+        project_overrides(home)
+        + [
+            "model=openai",
+            f"model.base_url={srv.base_url}",
+            "model.model=fake-model",
+            f"model.api_key_env={KEY_ENV}",
+            "model.max_retries=1",
+            "model.timeout=5",
+            "env.episodes=2",
+            "env.max_steps=8",
+            "tracking.enabled=false",
+            "model.prompt.template=world_model",
+            "name=wm",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -215,8 +233,9 @@ def test_rollout_stores_and_scores_predictions(played):
     for s in by_run.values():
         # actual_changes is the difference of the inventories the env showed before and after the turn
         infos = [json.loads(i)["inventory"] for i in s["info"]]
-        for (seed, turn, actual), after, before in zip(s[["seed", "turn", "actual_changes"]].values, infos,
-                                                       [None] + infos[:-1]):
+        for (_seed, turn, actual), after, before in zip(
+            s[["seed", "turn", "actual_changes"]].values, infos, [None] + infos[:-1]
+        ):
             if turn > 0:
                 diff = {k: v - before[k] for k, v in after.items() if v != before[k]}
                 assert {k: v for k, v in json.loads(actual).items() if not k.startswith("collect_")} == diff
@@ -240,13 +259,17 @@ def test_rollout_stores_and_scores_predictions(played):
     assert (~unparsed.parse_ok).all() and unparsed.prediction_f1.isna().all()
     assert set(unparsed.prediction) == {"no change"}
 
-    eps = store.query("SELECT run_id, predictions, predictions_scored, predictions_exact, prediction_f1, "
-                      "prediction_f1_changed FROM episodes ORDER BY run_id, seed").set_index("run_id")
+    eps = store.query(
+        "SELECT run_id, predictions, predictions_scored, predictions_exact, prediction_f1, "
+        "prediction_f1_changed FROM episodes ORDER BY run_id, seed"
+    ).set_index("run_id")
     assert eps.loc["sighted"].values.tolist() == [[8, 8, 8, 1.0, 1.0]] * 2
     lazy_eps = eps.loc["lazy"]
     assert lazy_eps.prediction_f1_changed.tolist() == [0.0, 0.0]
-    assert (lazy_eps.predictions_exact.sum(), lazy_eps.prediction_f1.sum() * 8) == (16 - len(chops),
-                                                                                    pytest.approx(16 - len(chops)))
+    assert (lazy_eps.predictions_exact.sum(), lazy_eps.prediction_f1.sum() * 8) == (
+        16 - len(chops),
+        pytest.approx(16 - len(chops)),
+    )
     assert eps.loc["wrong"].values[:, :4].tolist() == [[8, 8, 0, 0.0]] * 2
     assert eps.loc["wrong"].prediction_f1_changed.isna().all()  # nothing ever changed
     assert eps.loc["vague", "predictions_scored"].tolist() == [0, 0]
@@ -257,8 +280,10 @@ def test_rollout_stores_and_scores_predictions(played):
 def test_compare_reports_prediction_accuracy_per_run(played, capsys):
     from crafter_exp.stages.compare import compare
 
-    cfg = compose_config(project_overrides(played) + ["tracking.enabled=false", "compare.bootstrap=200",
-                                                      "compare.permutations=199", "compare.figures=false"])
+    cfg = compose_config(
+        project_overrides(played)
+        + ["tracking.enabled=false", "compare.bootstrap=200", "compare.permutations=199", "compare.figures=false"]
+    )
     result = compare(cfg, ["sighted", "lazy", "wrong", "vague"])
     assert result.value("sighted", "prediction_f1") == 100.0 and result.value("wrong", "prediction_f1") == 0.0
     assert result.value("sighted", "prediction_f1_changed") == 100.0
@@ -285,8 +310,9 @@ def test_filter_selects_on_prediction_f1(played):
     runs = "filter.runs=[sighted,lazy,wrong,vague]"
     st = F.stats(_filter_cfg(played, runs, "filter.min_prediction_f1=0.95"))
     assert st.passing_all == 2 and st.criteria["min_prediction_f1"] == 2
-    result = F.filter_and_export(_filter_cfg(played, runs, "filter.min_prediction_f1=0.95",
-                                             f"filter.output={played / 'sel'}"), progress=False)
+    result = F.filter_and_export(
+        _filter_cfg(played, runs, "filter.min_prediction_f1=0.95", f"filter.output={played / 'sel'}"), progress=False
+    )
     assert result.episodes == 2 and result.examples == 16
     rows = [json.loads(x) for x in (result.path / "train.jsonl").read_text().splitlines()]
     assert sum("<prediction>wood +1" in r["messages"][-1]["content"] for r in rows) >= 2  # the sighted run's chops
@@ -301,8 +327,12 @@ def test_step_level_filter_keeps_the_turns_predicted_right(played):
     store = TraceStore(played / "data" / "traces.duckdb")
     chops = int(store.query("SELECT count(*) AS n FROM steps WHERE run_id = 'lazy' AND prediction_f1 = 0").n[0])
     assert chops >= 2
-    result = F.filter_and_export(_filter_cfg(played, "filter.runs=[lazy]", "filter.step_min_prediction_f1=1",
-                                             f"filter.output={played / 'right_turns'}"), progress=False)
+    result = F.filter_and_export(
+        _filter_cfg(
+            played, "filter.runs=[lazy]", "filter.step_min_prediction_f1=1", f"filter.output={played / 'right_turns'}"
+        ),
+        progress=False,
+    )
     rows = [json.loads(x)["messages"] for x in (result.path / "train.jsonl").read_text().splitlines()]
     assert len(rows) == 16 - chops and result.episodes == 2
     assert all("<action>do</action>" not in m[-1]["content"] for m in rows)  # every chop was predicted wrong
@@ -315,8 +345,15 @@ def test_export_keeps_or_drops_predictions(played):
     from crafter_exp.stages import filter as F
 
     def export(keep: bool):
-        result = F.filter_and_export(_filter_cfg(played, "filter.runs=[wrong]", f"filter.keep_predictions={keep}",
-                                                 f"filter.output={played / f'keep_{keep}'}"), progress=False)
+        result = F.filter_and_export(
+            _filter_cfg(
+                played,
+                "filter.runs=[wrong]",
+                f"filter.keep_predictions={keep}",
+                f"filter.output={played / f'keep_{keep}'}",
+            ),
+            progress=False,
+        )
         return result, [json.loads(x)["messages"] for x in (result.path / "train.jsonl").read_text().splitlines()]
 
     kept, kept_rows = export(True)
@@ -351,8 +388,16 @@ def test_alfworld_predictions_are_stored_not_scored(tmp_path):
     try:
         with FakeOpenAIServer(responder=lambda body: Reply(content=reply)) as srv:
             # seed 72 of valid_seen: a small game (fast reset)
-            cfg = _cfg(tmp_path, srv, "env=alfworld", "env.split=eval_in_distribution", "env.seed=72",
-                       "env.episodes=1", "env.max_steps=2", "rollout.run_id=alf")
+            cfg = _cfg(
+                tmp_path,
+                srv,
+                "env=alfworld",
+                "env.split=eval_in_distribution",
+                "env.seed=72",
+                "env.episodes=1",
+                "env.max_steps=2",
+                "rollout.run_id=alf",
+            )
             assert rollout(cfg).new_episodes == 1
     finally:
         os.environ.pop(KEY_ENV, None)
@@ -361,8 +406,9 @@ def test_alfworld_predictions_are_stored_not_scored(tmp_path):
     assert set(steps.prediction) == {"I see the room again."} and steps.parse_ok.all()
     assert steps.predicted_changes.isna().all() and steps.actual_changes.isna().all()
     assert steps.prediction_f1.isna().all()
-    ep = store.query("SELECT predictions, predictions_scored IS NULL AS unscored, prediction_f1 IS NULL AS no_f1 "
-                     "FROM episodes").iloc[0]
+    ep = store.query(
+        "SELECT predictions, predictions_scored IS NULL AS unscored, prediction_f1 IS NULL AS no_f1 FROM episodes"
+    ).iloc[0]
     assert ep.predictions == 2 and ep.unscored and ep.no_f1
 
 
@@ -371,10 +417,25 @@ def test_cli_bad_min_prediction_f1_exits_2_with_one_line(played):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "crafter_exp", "stage=filter", "filter.runs=[wrong]", "name=wm",
-                          "filter.min_prediction_f1=80", "tracking.enabled=false", *project_overrides(played)],
-                         capture_output=True, text=True, cwd=played, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crafter_exp",
+            "stage=filter",
+            "filter.runs=[wrong]",
+            "name=wm",
+            "filter.min_prediction_f1=80",
+            "tracking.enabled=false",
+            *project_overrides(played),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=played,
+        timeout=120,
+    )
     assert out.returncode == 2, out.stderr[-2000:]
-    assert out.stderr.strip().splitlines()[-1] == ("crafter-exp: error: filter.min_prediction_f1 must be in [0, 1], "
-                                                   "got 80.0")
+    assert out.stderr.strip().splitlines()[-1] == (
+        "crafter-exp: error: filter.min_prediction_f1 must be in [0, 1], got 80.0"
+    )
     assert "Traceback" not in out.stderr and not (played / "data" / "datasets" / "wm").exists()

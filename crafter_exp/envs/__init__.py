@@ -13,9 +13,22 @@ from crafter_exp.envs.base import Observation, StepResult, TextEnv, prediction_f
 from crafter_exp.errors import UserError
 
 __all__ = [
-    "Observation", "StepResult", "TextEnv", "ENVIRONMENTS", "env_class", "make_env", "check_env_config",
-    "env_achievements", "env_instructions", "env_primary_metric", "held_out_env_config", "prediction_f1",
-    "env_actions_admissible", "env_metrics", "env_slow_steps", "also_held_out_env_configs",
+    "Observation",
+    "StepResult",
+    "TextEnv",
+    "ENVIRONMENTS",
+    "env_class",
+    "make_env",
+    "check_env_config",
+    "env_achievements",
+    "env_instructions",
+    "env_primary_metric",
+    "held_out_env_config",
+    "prediction_f1",
+    "env_actions_admissible",
+    "env_metrics",
+    "env_slow_steps",
+    "also_held_out_env_configs",
 ]
 
 # env name -> (module, TextEnv subclass); modules import lazily (ALFWorld is an optional extra)

@@ -38,8 +38,14 @@ class StepResult:
     """When done: why (`done` = the game ended it, `success`, `death`, `max_steps`, `length`, ...)."""
 
 
-RUN_METRICS: tuple[str, ...] = ("invalid_action_rate", "parse_failure_rate", "repeated_action_rate", "episode_length",
-                                 "tokens_per_episode", "cost_per_episode")
+RUN_METRICS: tuple[str, ...] = (
+    "invalid_action_rate",
+    "parse_failure_rate",
+    "repeated_action_rate",
+    "episode_length",
+    "tokens_per_episode",
+    "cost_per_episode",
+)
 """Metrics of how a policy ran rather than what it achieved (valid replies, length, tokens, cost): every env has them."""
 
 

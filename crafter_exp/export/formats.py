@@ -32,8 +32,9 @@ has no per-turn weight).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from crafter_exp import prompts
 from crafter_exp.errors import UserError
@@ -77,11 +78,14 @@ CHAT = Rendering(
     # a reply of the history window is context, not a target: weight 0 (else each reply is learned K+1 times)
     reply=f"""concat('{{"role":"assistant","content":', {J("reply_out")}, ',"weight":0}}')""",
     target=f"""concat('{{"role":"assistant","content":', {J("reply_out")}, '}}')""",
-    turn=(f"""concat('{{"role":"assistant","content":', {J("reply_out")}, ',"weight":', """
-          """CASE WHEN keep THEN '1' ELSE '0' END, '}')"""),
+    turn=(
+        f"""concat('{{"role":"assistant","content":', {J("reply_out")}, ',"weight":', """
+        """CASE WHEN keep THEN '1' ELSE '0' END, '}')"""
+    ),
     const=lambda m: _json({"role": m.get("role"), "content": m.get("content")}),
     sep="','",
 )
+
 
 def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
@@ -100,7 +104,7 @@ def _compile(text: str, slots: dict[str, str]) -> str:
         if at:
             pieces.append(_lit(rest[:at]))
         pieces.append(slots[key])
-        rest = rest[at + len(key):]
+        rest = rest[at + len(key) :]
     return f"concat({', '.join(pieces)})" if len(pieces) > 1 else pieces[0]
 
 
@@ -112,8 +116,9 @@ def call_id_sql(index: str) -> str:
 def tool_result_sql(invalid_feedback: bool) -> str:
     """SQL: prompts.tool_result(actions, the turn's reply_problem if `invalid_feedback`) of the row."""
     joined = f"array_to_string(coalesce(actions, [])::VARCHAR[], {_lit(prompts.ACTION_SEP)})"
-    played = _compile(prompts.PLAYED.format("\x00a"),
-                      {"\x00a": f"coalesce(nullif({joined}, ''), {_lit(prompts.NOTHING)})"})
+    played = _compile(
+        prompts.PLAYED.format("\x00a"), {"\x00a": f"coalesce(nullif({joined}, ''), {_lit(prompts.NOTHING)})"}
+    )
     if not invalid_feedback:
         return played
     invalid = _compile(prompts.INVALID.format("\x00p"), {"\x00p": "reply_problem"})
@@ -122,8 +127,10 @@ def tool_result_sql(invalid_feedback: bool) -> str:
 
 def _arguments_sql(arg: str) -> str:
     """SQL: prompts._arguments_text of a stored call's arguments (JSON): JSON text kept, other text as {}."""
-    return (f"CASE WHEN {arg} IS NULL OR json_type({arg}) = 'NULL' THEN '{{}}' WHEN json_type({arg}) = 'VARCHAR' "
-            f"THEN CASE WHEN json_valid({arg}->>'$') THEN {arg}->>'$' ELSE '{{}}' END ELSE {arg}::VARCHAR END")
+    return (
+        f"CASE WHEN {arg} IS NULL OR json_type({arg}) = 'NULL' THEN '{{}}' WHEN json_type({arg}) = 'VARCHAR' "
+        f"THEN CASE WHEN json_valid({arg}->>'$') THEN {arg}->>'$' ELSE '{{}}' END ELSE {arg}::VARCHAR END"
+    )
 
 
 def _tool_turn_sql(invalid_feedback: bool) -> str:
@@ -131,15 +138,23 @@ def _tool_turn_sql(invalid_feedback: bool) -> str:
     the assistant message with the reply's tool calls, then one `tool` message per call; a turn without calls is
     its text reply. Context, so weight 0."""
     calls = "range(json_array_length(tool_calls)::BIGINT)"
-    call = (f"{{'id': {call_id_sql('i')}, 'type': 'function', 'function': {{'name': "
-            f"coalesce(nullif(tool_calls->i->>'name', ''), 'interact'), "
-            f"'arguments': {_arguments_sql('(tool_calls->i->' + _lit('arguments') + ')')}}}}}")
-    assistant = (f"to_json({{'role': 'assistant', 'content': nullif(reply_out, ''), "
-                 f"'tool_calls': list_transform({calls}, lambda i: {call}), 'weight': 0}})::VARCHAR")
-    answers = (f"array_to_string(list_transform({calls}, lambda i: to_json({{'role': 'tool', 'tool_call_id': "
-               f"{call_id_sql('i')}, 'content': {tool_result_sql(invalid_feedback)}}})::VARCHAR), ',')")
-    return (f"CASE WHEN coalesce(json_array_length(tool_calls), 0) > 0 THEN concat({assistant}, ',', {answers}) "
-            f"ELSE {CHAT.reply} END")
+    call = (
+        f"{{'id': {call_id_sql('i')}, 'type': 'function', 'function': {{'name': "
+        f"coalesce(nullif(tool_calls->i->>'name', ''), 'interact'), "
+        f"'arguments': {_arguments_sql('(tool_calls->i->' + _lit('arguments') + ')')}}}}}"
+    )
+    assistant = (
+        f"to_json({{'role': 'assistant', 'content': nullif(reply_out, ''), "
+        f"'tool_calls': list_transform({calls}, lambda i: {call}), 'weight': 0}})::VARCHAR"
+    )
+    answers = (
+        f"array_to_string(list_transform({calls}, lambda i: to_json({{'role': 'tool', 'tool_call_id': "
+        f"{call_id_sql('i')}, 'content': {tool_result_sql(invalid_feedback)}}})::VARCHAR), ',')"
+    )
+    return (
+        f"CASE WHEN coalesce(json_array_length(tool_calls), 0) > 0 THEN concat({assistant}, ',', {answers}) "
+        f"ELSE {CHAT.reply} END"
+    )
 
 
 TOOLS_COLUMNS = ("tool_calls", "reply_problem")
@@ -178,8 +193,9 @@ VERTEX = Rendering(
     reply=f"""concat('{{"role":"model","parts":[{{"text":', {J("reply_out")}, '}}]}}')""",
     target=f"""concat('{{"role":"model","parts":[{{"text":', {J("reply_out")}, '}}]}}')""",
     turn=f"""concat('{{"role":"model","parts":[{{"text":', {J("reply_out")}, '}}]}}')""",
-    const=lambda m: _json({"role": "model" if m.get("role") == "assistant" else "user",
-                           "parts": [{"text": m.get("content") or ""}]}),
+    const=lambda m: _json(
+        {"role": "model" if m.get("role") == "assistant" else "user", "parts": [{"text": m.get("content") or ""}]}
+    ),
     sep="','",
 )
 
@@ -222,8 +238,10 @@ class Statement:
         for r in self.renderings.values():
             for lag in range(1, self.layout.history + 1):
                 for kind in ("u", "a"):
-                    cols.append(f"lag({kind}_{r.name}, {lag}) OVER (PARTITION BY run_id, seed ORDER BY turn)"
-                                f" AS {kind}_{r.name}_{lag}")
+                    cols.append(
+                        f"lag({kind}_{r.name}, {lag}) OVER (PARTITION BY run_id, seed ORDER BY turn)"
+                        f" AS {kind}_{r.name}_{lag}"
+                    )
         return "".join(", " + c for c in cols)
 
     def _item(self, r: Rendering, item: Item) -> str:
@@ -244,8 +262,9 @@ class Statement:
 
         return self._by_history(parts)
 
-    def joined(self, r: Rendering, head: list[str], tail: list[str],
-               with_system: Optional[Callable[[str], str]] = None) -> str:
+    def joined(
+        self, r: Rendering, head: list[str], tail: list[str], with_system: Optional[Callable[[str], str]] = None
+    ) -> str:
         """SQL: concat(*head, the prompt's fragments and tail[0] separated by the rendering's separator, *tail[1:])
         — a whole example in one allocation (a nested concat would copy every example once more)."""
 
@@ -283,15 +302,16 @@ def per_turn_line(fmt: str, st: Statement, tools_json: Optional[str] = None, end
         r = tools_rendering(st.layout.prompt)
         st.use(r)
         tools = st.const(tools_json or "[]")
-        return st.joined(r, ["""'{"messages":['"""], [r.target, """'],"tools":'""", tools, "'}'", end],
-                         system_chat)
+        return st.joined(r, ["""'{"messages":['"""], [r.target, """'],"tools":'""", tools, "'}'", end], system_chat)
     if fmt == "vertex_gemini":
         st.use(VERTEX)
         return st.joined(VERTEX, ["'{'", _vertex_system(st), """'"contents":['"""], [VERTEX.target, "']}'", end])
     if fmt == "single_turn":
         st.use(TEXT)
-        return (f"""concat('{{"prompt_data":{{"content":', {J(st.prompt_parts(TEXT, system_text))}, """
-                f"""'}},"response_data":{{"content":', {J(TEXT.target)}, '}}}}', {end})""")
+        return (
+            f"""concat('{{"prompt_data":{{"content":', {J(st.prompt_parts(TEXT, system_text))}, """
+            f"""'}},"response_data":{{"content":', {J(TEXT.target)}, '}}}}', {end})"""
+        )
     raise UserError(f"format {fmt!r} is not a JSONL format")
 
 
@@ -299,7 +319,7 @@ def _vertex_system(st: Statement) -> str:
     if st.layout.system is None:
         return "''"
     sys = _json({"role": "system", "parts": [{"text": st.layout.system}]})
-    return st.const(f"\"systemInstruction\":{sys},")
+    return st.const(f'"systemInstruction":{sys},')
 
 
 def multi_turn_line(fmt: str, st: Statement, end: str = "''", tools_json: Optional[str] = None) -> str:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from crafter_exp.errors import UserError
 
@@ -67,17 +68,23 @@ class ValidationReport:
             self.errors.append(LineError(line, message))
 
     def summary(self) -> str:
-        out = [f"{self.path} ({self.format}): {self.lines} line(s), {self.examples} valid example(s), "
-               f"{self.error_count} broken"]
+        out = [
+            f"{self.path} ({self.format}): {self.lines} line(s), {self.examples} valid example(s), "
+            f"{self.error_count} broken"
+        ]
         out += [f"  {e}" for e in self.errors]
         if self.error_count > len(self.errors):
             out.append(f"  ... and {self.error_count - len(self.errors)} more")
         mean = self.tokens / self.examples if self.examples else 0
-        out.append(f"tokens ({self.token_counter}): {self.tokens} total = {self.prompt_tokens} prompt + "
-                   f"{self.trained_tokens} trained; {mean:.0f} per example, longest {self.max_example_tokens}")
+        out.append(
+            f"tokens ({self.token_counter}): {self.tokens} total = {self.prompt_tokens} prompt + "
+            f"{self.trained_tokens} trained; {mean:.0f} per example, longest {self.max_example_tokens}"
+        )
         if self.cost is not None:
-            out.append(f"estimated training cost: ${self.cost:.2f} ({self.price_model}, {self.epochs} epoch(s), "
-                       f"${self.price_per_million}/1M tokens)")
+            out.append(
+                f"estimated training cost: ${self.cost:.2f} ({self.price_model}, {self.epochs} epoch(s), "
+                f"${self.price_per_million}/1M tokens)"
+            )
         elif self.price_model:
             out.append(f"no price for {self.price_model!r} in filter.training_prices: cost not estimated")
         out += self.notes
@@ -160,8 +167,10 @@ def check_chat(obj: dict[str, Any], tools_format: bool, count: Callable[[str], i
         tool_names = set()
         for j, tool in enumerate(tools):
             fn = tool.get("function") if isinstance(tool, dict) else None
-            _need(isinstance(fn, dict) and isinstance(fn.get("name"), str),
-                  f"tools[{j}] must be {{'type': 'function', 'function': {{'name': ...}}}}")
+            _need(
+                isinstance(fn, dict) and isinstance(fn.get("name"), str),
+                f"tools[{j}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
+            )
             tool_names.add(fn["name"])
         prompt += count(json.dumps(tools))
     elif tools_format:
@@ -208,8 +217,10 @@ def check_vertex(obj: dict[str, Any], count: Callable[[str], int]) -> tuple[int,
     prompt = trained = 0
     system = obj.get("systemInstruction", obj.get("system_instruction"))
     if system is not None:
-        _need(isinstance(system, dict) and isinstance(system.get("parts"), list) and system["parts"],
-              "systemInstruction must be {'parts': [{'text': ...}]}")
+        _need(
+            isinstance(system, dict) and isinstance(system.get("parts"), list) and system["parts"],
+            "systemInstruction must be {'parts': [{'text': ...}]}",
+        )
         for j, part in enumerate(system["parts"]):
             _need(isinstance(part, dict), f"systemInstruction.parts[{j}] must be an object")
             prompt += count(_text(part.get("text"), f"systemInstruction.parts[{j}].text")) + 4
@@ -279,8 +290,9 @@ def _detect_file_format(path: Path) -> str:
                     continue
                 if fmt:
                     return fmt
-    raise UserError(f"cannot tell the format of {path} (no line with messages/contents/prompt_data); "
-                     "set filter.validate_format")
+    raise UserError(
+        f"cannot tell the format of {path} (no line with messages/contents/prompt_data); set filter.validate_format"
+    )
 
 
 def _priced(report: ValidationReport, fcfg: Any) -> ValidationReport:
@@ -290,8 +302,12 @@ def _priced(report: ValidationReport, fcfg: Any) -> ValidationReport:
     return report
 
 
-def validate_jsonl(path: Path, fmt: str, count: Callable[[str], int], report: Optional[ValidationReport] = None,
-                   ) -> ValidationReport:
+def validate_jsonl(
+    path: Path,
+    fmt: str,
+    count: Callable[[str], int],
+    report: Optional[ValidationReport] = None,
+) -> ValidationReport:
     """Check every line of one JSONL file against `fmt`; tokens counted on valid lines."""
     if fmt not in CHECKS:
         raise UserError(f"unknown format {fmt!r} for a JSONL file (known: {', '.join(CHECKS)})")
@@ -345,14 +361,19 @@ def validate_parquet_folder(folder: Path, files: list[str], count: Callable[[str
             continue
         split = name.rsplit(".", 1)[0]
         episodes[split] = set()
-        rows = (row for batch in parquet.iter_batches(batch_size=2048, columns=["messages", "extra_info"])
-                for row in batch.to_pylist())
+        rows = (
+            row
+            for batch in parquet.iter_batches(batch_size=2048, columns=["messages", "extra_info"])
+            for row in batch.to_pylist()
+        )
         for row_number, row in enumerate(rows, start=1):
             report.lines += 1
             try:
                 # a struct column gives every message every field: a null weight is an absent one
-                messages = [{k: v for k, v in m.items() if v is not None or k != "weight"} if isinstance(m, dict)
-                            else m for m in row["messages"] or []]
+                messages = [
+                    {k: v for k, v in m.items() if v is not None or k != "weight"} if isinstance(m, dict) else m
+                    for m in row["messages"] or []
+                ]
                 prompt, trained = check_chat({"messages": messages}, False, count)
             except Broken as exc:
                 report.error(row_number, f"{name}: {exc}")
@@ -365,7 +386,7 @@ def validate_parquet_folder(folder: Path, files: list[str], count: Callable[[str
             episodes[split].add((extra.get("run_id"), extra.get("seed")))
     names = sorted(episodes)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             both = episodes[a] & episodes[b]
             if both:
                 report.error(0, f"{len(both)} episode(s) in both {a} and {b}, e.g. {sorted(both)[0]}")
@@ -378,8 +399,9 @@ def validate_path(path: Path, fcfg: Any) -> ValidationReport:
     if not path.exists():
         raise UserError(f"nothing to validate at {path}")
     if fcfg.validate_format not in ("auto", *CHECKS, "parquet"):
-        raise UserError(f"unknown filter.validate_format {fcfg.validate_format!r} "
-                         f"(known: auto, {', '.join(CHECKS)}, parquet)")
+        raise UserError(
+            f"unknown filter.validate_format {fcfg.validate_format!r} (known: auto, {', '.join(CHECKS)}, parquet)"
+        )
     count, how = token_counter(fcfg.tokenizer)
     fmt = None if fcfg.validate_format == "auto" else fcfg.validate_format
     if path.is_dir():
@@ -404,8 +426,11 @@ def validate_path(path: Path, fcfg: Any) -> ValidationReport:
         else:
             actual = dataset_digest([(f, path / f) for f in files])
             if actual != manifest.get("digest"):
-                report.error(0, f"digest {actual} differs from the manifest's {manifest.get('digest')} "
-                                "(files changed after export)")
+                report.error(
+                    0,
+                    f"digest {actual} differs from the manifest's {manifest.get('digest')} "
+                    "(files changed after export)",
+                )
         if report.examples != manifest.get("examples") and report.error_count == 0:
             report.notes.append(f"note: manifest says {manifest.get('examples')} examples, found {report.examples}")
     else:

@@ -112,8 +112,10 @@ def _tools_json(plan: ExportPlan) -> str:
 def _relations(plan: ExportPlan, st: Statement, chunk_columns: tuple[str, ...] = (), lags: bool = True) -> str:
     columns = STEP_COLUMNS + TOOLS_COLUMNS if plan.fcfg.format == "openai_tools" else STEP_COLUMNS
     base = chunk_sql(plan.fcfg, columns, chunk_columns=chunk_columns)
-    return (base + f", r AS (SELECT *, {st.fragment_columns()} FROM w)"
-            f", h AS (SELECT *{st.lag_columns() if lags else ''} FROM r)\n")
+    return (
+        base + f", r AS (SELECT *, {st.fragment_columns()} FROM w)"
+        f", h AS (SELECT *{st.lag_columns() if lags else ''} FROM r)\n"
+    )
 
 
 CHUNK_BYTES = 32 << 20
@@ -187,7 +189,7 @@ def _line_bytes(col: pa.Array) -> bytes | memoryview:
         if col.null_count == 0 and len(col):
             width = np.int32 if pa.types.is_string(col.type) else np.int64
             offsets = np.frombuffer(col.buffers()[1], dtype=width)
-            return memoryview(col.buffers()[2])[offsets[col.offset]:offsets[col.offset + len(col)]]
+            return memoryview(col.buffers()[2])[offsets[col.offset] : offsets[col.offset + len(col)]]
     return "".join(v for v in col.to_pylist() if v is not None).encode()
 
 
@@ -200,8 +202,10 @@ def write_jsonl(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writte
     # lines end with their newline, so that a batch of them is written as one buffer
     if fcfg.multi_turn:
         line = multi_turn_line(fmt, st, end="chr(10)", tools_json=_tools_json(plan))
-        sql = (_relations(plan, st, ("last_kept",), lags=False)
-               + f"SELECT ep_order, 0 AS turn, {line} AS line FROM h WHERE turn <= last_kept GROUP BY ep_order")
+        sql = (
+            _relations(plan, st, ("last_kept",), lags=False)
+            + f"SELECT ep_order, 0 AS turn, {line} AS line FROM h WHERE turn <= last_kept GROUP BY ep_order"
+        )
     else:
         line = per_turn_line(fmt, st, _tools_json(plan), end="chr(10)")
         sql = _relations(plan, st) + f"SELECT ep_order, turn, {line} AS line FROM h{_semi(plan)} WHERE keep"
@@ -223,8 +227,9 @@ def write_jsonl(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writte
     val_file = open(val_tmp, "wb") if is_val.any() else None
     try:
         with open(tmp, "wb") as f, session(plan.db, fcfg.memory_limit) as rs:
-            for chunk, table in map_chunks(rs, chunks(plan.episodes, _chunk_steps(plan, rs)), work, fcfg.threads,
-                                           chunk_steps):
+            for chunk, table in map_chunks(
+                rs, chunks(plan.episodes, _chunk_steps(plan, rs)), work, fcfg.threads, chunk_steps
+            ):
                 for batch in table.to_batches():
                     eps = batch.column("ep_order").to_numpy()
                     lines = batch.column("line")
@@ -249,13 +254,30 @@ def write_jsonl(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writte
         val_tmp.unlink(missing_ok=True)
         val_file = None
     if val_file is None:
-        return Written([JSONL_FILE], int(per_episode.sum()), int((per_episode > 0).sum()), hasher.hexdigest()[:32],
-                       dedupe.dropped, per_episode=per_episode, tmp_files=[(JSONL_FILE, tmp)])
+        return Written(
+            [JSONL_FILE],
+            int(per_episode.sum()),
+            int((per_episode > 0).sum()),
+            hasher.hexdigest()[:32],
+            dedupe.dropped,
+            per_episode=per_episode,
+            tmp_files=[(JSONL_FILE, tmp)],
+        )
     files = [(JSONL_FILE, tmp), (VAL_JSONL_FILE, val_tmp)]
-    splits = {name: {"examples": int(per_episode[mask].sum()), "episodes": int((per_episode[mask] > 0).sum())}
-              for name, mask in (("train", ~is_val), ("val", is_val))}
-    return Written([JSONL_FILE, VAL_JSONL_FILE], int(per_episode.sum()), int((per_episode > 0).sum()),
-                   dataset_digest(files), dedupe.dropped, splits=splits, per_episode=per_episode, tmp_files=files)
+    splits = {
+        name: {"examples": int(per_episode[mask].sum()), "episodes": int((per_episode[mask] > 0).sum())}
+        for name, mask in (("train", ~is_val), ("val", is_val))
+    }
+    return Written(
+        [JSONL_FILE, VAL_JSONL_FILE],
+        int(per_episode.sum()),
+        int((per_episode > 0).sum()),
+        dataset_digest(files),
+        dedupe.dropped,
+        splits=splits,
+        per_episode=per_episode,
+        tmp_files=files,
+    )
 
 
 # ------------------------------------------------------------------------------------------------- parquet
@@ -275,8 +297,10 @@ def _parquet_sql(plan: ExportPlan, st: Statement) -> str:
             f" {prompt} AS prompt, {response} AS response, array_to_string(actions, chr(10)) AS ground_truth,"
             f" run_id, seed, reward FROM h{_semi(plan)} WHERE keep"
         )
-        return (_relations(plan, st, ("split",)) + f"SELECT *, from_json(messages_json, '{MESSAGES_TYPE}') AS messages"
-                f" FROM ({select}) ORDER BY ep_order, turn")
+        return (
+            _relations(plan, st, ("split",)) + f"SELECT *, from_json(messages_json, '{MESSAGES_TYPE}') AS messages"
+            f" FROM ({select}) ORDER BY ep_order, turn"
+        )
     sys_chat = (st.const(system_chat(st.layout.system)) + " || ','") if st.layout.system is not None else "''"
     sys_text = (st.const(system_text(st.layout.system)) + " || chr(10)") if st.layout.system is not None else "''"
     select = (
@@ -288,12 +312,16 @@ def _parquet_sql(plan: ExportPlan, st: Statement) -> str:
         f" any_value(run_id) AS run_id, any_value(seed) AS seed, sum(reward) AS reward"
         f" FROM h WHERE turn <= last_kept GROUP BY ep_order"
     )
-    return (_relations(plan, st, ("split", "last_kept"), lags=False)
-            + f"SELECT *, from_json(messages_json, '{MESSAGES_TYPE}') AS messages FROM ({select}) ORDER BY ep_order")
+    return (
+        _relations(plan, st, ("split", "last_kept"), lags=False)
+        + f"SELECT *, from_json(messages_json, '{MESSAGES_TYPE}') AS messages FROM ({select}) ORDER BY ep_order"
+    )
 
 
 def _raw_sql(plan: ExportPlan) -> str:
-    return chunk_sql(plan.fcfg, chunk_columns=("split",)) + """
+    return (
+        chunk_sql(plan.fcfg, chunk_columns=("split",))
+        + """
 SELECT string_agg(j, ',' || chr(10) ORDER BY ep_order) FROM (
   SELECT w.ep_order, to_json({
     'run_id': any_value(w.run_id), 'seed': any_value(w.seed), 'split': any_value(w.split),
@@ -306,6 +334,7 @@ SELECT string_agg(j, ',' || chr(10) ORDER BY ep_order) FROM (
   }) AS j
   FROM w JOIN episodes e ON e.run_id = w.run_id AND e.seed = w.seed GROUP BY w.ep_order
 )"""
+    )
 
 
 def _parquet_tables(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
@@ -318,26 +347,41 @@ def _parquet_tables(batch: pa.Table) -> tuple[pa.Table, pa.Table]:
 
     messages = batch.column("messages")
     extra = pa.StructArray.from_arrays(
-        [batch.column("run_id").combine_chunks(), pc.cast(batch.column("seed"), pa.int64()).combine_chunks(),
-         pc.cast(batch.column("turn"), pa.int64()).combine_chunks(), batch.column("split").combine_chunks(),
-         pc.cast(batch.column("reward"), pa.float64()).combine_chunks()],
+        [
+            batch.column("run_id").combine_chunks(),
+            pc.cast(batch.column("seed"), pa.int64()).combine_chunks(),
+            pc.cast(batch.column("turn"), pa.int64()).combine_chunks(),
+            batch.column("split").combine_chunks(),
+            pc.cast(batch.column("reward"), pa.float64()).combine_chunks(),
+        ],
         names=["run_id", "seed", "turn", "split", "reward"],
     )
-    parquet = pa.table({
-        "data_source": batch.column("data_source"),
-        "messages": messages,
-        "prompt_data": pa.StructArray.from_arrays([prompt.combine_chunks()], names=["content"]),
-        "response_data": pa.StructArray.from_arrays([response.combine_chunks()], names=["content"]),
-        "ability": pa.array(["agent"] * n),
-        "reward_model": pa.StructArray.from_arrays(
-            [pa.array(["rule"] * n), batch.column("ground_truth").combine_chunks()], names=["style", "ground_truth"]),
-        "extra_info": extra,
-    })
-    csv = pa.table({
-        "data_source": batch.column("data_source"), "messages": messages_json, "prompt": prompt,
-        "response": response, "ground_truth": batch.column("ground_truth"), "run_id": batch.column("run_id"),
-        "seed": batch.column("seed"), "turn": batch.column("turn"), "split": batch.column("split"),
-    })
+    parquet = pa.table(
+        {
+            "data_source": batch.column("data_source"),
+            "messages": messages,
+            "prompt_data": pa.StructArray.from_arrays([prompt.combine_chunks()], names=["content"]),
+            "response_data": pa.StructArray.from_arrays([response.combine_chunks()], names=["content"]),
+            "ability": pa.array(["agent"] * n),
+            "reward_model": pa.StructArray.from_arrays(
+                [pa.array(["rule"] * n), batch.column("ground_truth").combine_chunks()], names=["style", "ground_truth"]
+            ),
+            "extra_info": extra,
+        }
+    )
+    csv = pa.table(
+        {
+            "data_source": batch.column("data_source"),
+            "messages": messages_json,
+            "prompt": prompt,
+            "response": response,
+            "ground_truth": batch.column("ground_truth"),
+            "run_id": batch.column("run_id"),
+            "seed": batch.column("seed"),
+            "turn": batch.column("turn"),
+            "split": batch.column("split"),
+        }
+    )
     return parquet, csv
 
 
@@ -358,6 +402,7 @@ def write_parquet(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writ
     per_episode = np.zeros(len(plan.episodes), dtype=np.int64)
     raw_tmp = out_dir / "raw_trajectories.json.tmp"
     first_raw = True
+
     def work(con: Any, chunk: pd.DataFrame) -> tuple[pa.Table, Optional[str]]:
         _register(con, plan, chunk, ("split", "last_kept"))
         p = {**params, **chunk_params(chunk)}
@@ -366,8 +411,9 @@ def write_parquet(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writ
     try:
         with open(raw_tmp, "w", encoding="utf-8") as raw, session(plan.db, fcfg.memory_limit) as rs:
             raw.write("[\n")
-            for chunk, (table, text) in map_chunks(rs, chunks(plan.episodes, _chunk_steps(plan, rs)), work, fcfg.threads,
-                                          chunk_steps):
+            for chunk, (table, text) in map_chunks(
+                rs, chunks(plan.episodes, _chunk_steps(plan, rs)), work, fcfg.threads, chunk_steps
+            ):
                 if text:
                     raw.write(("" if first_raw else ",\n") + text)
                     first_raw = False
@@ -407,8 +453,16 @@ def write_parquet(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Writ
     names = [n for n in ("train.parquet", "val.parquet", "train.csv", "val.csv") if n in tmp_paths]
     files = [(n, tmp_paths[n]) for n in names] + [("raw_trajectories.json", raw_tmp)]
     splits = {s: c for s, c in counts.items() if c["examples"]}
-    return Written([n for n, _ in files], int(per_episode.sum()), int((per_episode > 0).sum()), dataset_digest(files),
-                   dedupe.dropped, splits, per_episode, tmp_files=files)
+    return Written(
+        [n for n, _ in files],
+        int(per_episode.sum()),
+        int((per_episode > 0).sum()),
+        dataset_digest(files),
+        dedupe.dropped,
+        splits,
+        per_episode,
+        tmp_files=files,
+    )
 
 
 def write_dataset(plan: ExportPlan, out_dir: Path, progress: Any = None) -> Written:

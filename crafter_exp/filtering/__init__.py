@@ -14,6 +14,18 @@ from crafter_exp.filtering.select import SourceRun, count_steps, resolve_runs, s
 from crafter_exp.filtering.stats import FilterStats, compute_stats, format_stats
 
 __all__ = [
-    "FORMATS", "SORT_KEYS", "STEP_MODES", "Criterion", "check_filter_config", "episode_criteria", "quality_score",
-    "SourceRun", "count_steps", "resolve_runs", "select_episodes", "FilterStats", "compute_stats", "format_stats",
+    "FORMATS",
+    "SORT_KEYS",
+    "STEP_MODES",
+    "Criterion",
+    "check_filter_config",
+    "episode_criteria",
+    "quality_score",
+    "SourceRun",
+    "count_steps",
+    "resolve_runs",
+    "select_episodes",
+    "FilterStats",
+    "compute_stats",
+    "format_stats",
 ]

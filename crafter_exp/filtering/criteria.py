@@ -7,8 +7,9 @@ episodes pass each one alone as well as all together.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from crafter_exp.errors import UserError
 from crafter_exp.filtering.quality import check_weights, counted_achievements_sql, quality_params, quality_sql
@@ -123,12 +124,18 @@ def episode_criteria(fcfg: Any) -> list[Criterion]:
     if fcfg.achievement_types:
         required = sorted(set(fcfg.achievement_types))
         if fcfg.min_achievement_types is None:
-            add("achievement_types", "list_has_all(e.achievements, $achievement_types::VARCHAR[])",
-                achievement_types=required)
+            add(
+                "achievement_types",
+                "list_has_all(e.achievements, $achievement_types::VARCHAR[])",
+                achievement_types=required,
+            )
         else:
-            add("achievement_types",
+            add(
+                "achievement_types",
                 "len(list_intersect(e.achievements, $achievement_types::VARCHAR[])) >= $min_achievement_types",
-                achievement_types=required, min_achievement_types=int(fcfg.min_achievement_types))
+                achievement_types=required,
+                min_achievement_types=int(fcfg.min_achievement_types),
+            )
     if fcfg.success_only:
         add("success_only", "e.success IS TRUE")
     if fcfg.task_types:
@@ -141,16 +148,22 @@ def episode_criteria(fcfg: Any) -> list[Criterion]:
         # an unknown cost (a model without a price) counts as 0: the filter cannot know it
         add("max_cost", "coalesce(e.cost, 0) <= $max_cost", max_cost=float(fcfg.max_cost))
     if fcfg.max_tokens is not None:
-        add("max_tokens", "coalesce(e.prompt_tokens, 0) + coalesce(e.completion_tokens, 0) <= $max_tokens",
-            max_tokens=int(fcfg.max_tokens))
+        add(
+            "max_tokens",
+            "coalesce(e.prompt_tokens, 0) + coalesce(e.completion_tokens, 0) <= $max_tokens",
+            max_tokens=int(fcfg.max_tokens),
+        )
     if not fcfg.include_api_errors:
         add("no_api_errors", "e.termination IS DISTINCT FROM 'api_error'")
     if fcfg.min_quality is not None:
         add("min_quality", f"{QUALITY} >= $min_quality", min_quality=float(fcfg.min_quality))
     if fcfg.min_prediction_f1 is not None:
         # NULL (no scored prediction, or an env that scores none) fails, as a comparison with NULL does
-        add("min_prediction_f1", "e.prediction_f1 >= $min_prediction_f1",
-            min_prediction_f1=float(fcfg.min_prediction_f1))
+        add(
+            "min_prediction_f1",
+            "e.prediction_f1 >= $min_prediction_f1",
+            min_prediction_f1=float(fcfg.min_prediction_f1),
+        )
     return out
 
 

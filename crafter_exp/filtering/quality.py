@@ -22,7 +22,8 @@ achievement; an episode whose every reply failed to parse loses 2; one that alwa
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 from crafter_exp.errors import UserError
 
@@ -59,8 +60,7 @@ def quality_params(weights: Mapping[str, float]) -> dict[str, float]:
     return {f"q_{k}": v for k, v in check_weights(weights).items()}
 
 
-def quality_score(episode: Mapping[str, Any], weights: Mapping[str, float],
-                  exclude: Sequence[str] = ()) -> float:
+def quality_score(episode: Mapping[str, Any], weights: Mapping[str, float], exclude: Sequence[str] = ()) -> float:
     """The formula in Python, for one episode row (a dict of `episodes` columns)."""
     w = check_weights(weights)
     turns = max(int(episode.get("turns") or 0), 1)

@@ -12,10 +12,11 @@ import hashlib
 import json
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
+from typing import Any, Optional, TypeVar, Union
 
 import duckdb
 import numpy as np
@@ -39,9 +40,24 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 EPISODE_COLUMNS = (
-    "run_id", "seed", "env", "model", "provider", "task_type", "steps", "turns", "total_reward", "achievements",
-    "success", "termination", "invalid_actions", "parse_failures", "repeated_actions", "prompt_tokens",
-    "completion_tokens", "cost",
+    "run_id",
+    "seed",
+    "env",
+    "model",
+    "provider",
+    "task_type",
+    "steps",
+    "turns",
+    "total_reward",
+    "achievements",
+    "success",
+    "termination",
+    "invalid_actions",
+    "parse_failures",
+    "repeated_actions",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
 )
 
 
@@ -102,8 +118,14 @@ class ReadSession:
       closes, so renewing it keeps the peak memory of a long export at that of a short one.
     DuckDB's own memory is capped too (`memory_limit`)."""
 
-    def __init__(self, store: TraceStore, memory_limit: str = "256MB", hold_s: float = 5.0, pause_s: float = 0.3,
-                 renew_steps: int = 200_000):
+    def __init__(
+        self,
+        store: TraceStore,
+        memory_limit: str = "256MB",
+        hold_s: float = 5.0,
+        pause_s: float = 0.3,
+        renew_steps: int = 200_000,
+    ):
         self.store = store
         self.memory_limit = memory_limit
         self.hold_s = hold_s
@@ -145,7 +167,7 @@ class ReadSession:
             self._cm.__exit__(None, None, None)
         self._cm, self._con = None, None
 
-    def __enter__(self) -> "ReadSession":
+    def __enter__(self) -> ReadSession:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -169,11 +191,17 @@ def run_params(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any])
     return con.execute(sql, used_params(sql, params))
 
 
-def map_chunks(rs: ReadSession, items: Iterable[T], work: Callable[[duckdb.DuckDBPyConnection, T], R],
-               workers: int = 2, cost: Callable[[T], int] = lambda item: 0) -> Iterator[tuple[T, R]]:
+def map_chunks(
+    rs: ReadSession,
+    items: Iterable[T],
+    work: Callable[[duckdb.DuckDBPyConnection, T], R],
+    workers: int = 2,
+    cost: Callable[[T], int] = lambda item: 0,
+) -> Iterator[tuple[T, R]]:
     """`work(cursor, item)` for each item, `workers` at a time on their own cursors (DuckDB runs them in parallel
     outside the GIL: a chunk touches one or two row groups, which one thread scans), results in item order.
     At most `workers` results are held at once; the connection is renewed only between items with none in flight."""
+
     def call(cur: duckdb.DuckDBPyConnection, item: T) -> R:
         try:
             return work(cur, item)
@@ -228,10 +256,12 @@ def resolve_runs(db: Db, name: str, runs: Sequence[str] = ()) -> list[SourceRun]
         config = json.loads(config) if isinstance(config, str) else (config or {})
         out.append(SourceRun(str(r["run_id"]), str(r["env"]), str(r["stage"]), r.get("model"), config))
     with session(db) as rs:
-        counts = dict(rs.con.execute(
-            "SELECT run_id, count(*) FROM episodes WHERE list_contains($runs::VARCHAR[], run_id) GROUP BY run_id",
-            {"runs": [s.run_id for s in out]},
-        ).fetchall())
+        counts = dict(
+            rs.con.execute(
+                "SELECT run_id, count(*) FROM episodes WHERE list_contains($runs::VARCHAR[], run_id) GROUP BY run_id",
+                {"runs": [s.run_id for s in out]},
+            ).fetchall()
+        )
     for s in out:
         s.episodes = int(counts.get(s.run_id, 0))
     envs = sorted({s.env for s in out})
@@ -246,32 +276,41 @@ def _newest_complete_rollout(db: Db, runs: pd.DataFrame, name: str) -> str:
     from crafter_exp.paths import newest_complete_run
 
     with session(db) as rs:
-        done = dict(rs.con.execute(
-            "SELECT run_id, count(*) FROM episodes WHERE list_contains($runs::VARCHAR[], run_id) GROUP BY run_id",
-            {"runs": runs["run_id"].astype(str).tolist()},
-        ).fetchall())
+        done = dict(
+            rs.con.execute(
+                "SELECT run_id, count(*) FROM episodes WHERE list_contains($runs::VARCHAR[], run_id) GROUP BY run_id",
+                {"runs": runs["run_id"].astype(str).tolist()},
+            ).fetchall()
+        )
     found = newest_complete_run(runs, done, name)
     if found is None:
         partial = ", ".join(f"{r.run_id} ({done.get(r.run_id, 0)}/{r.episodes} episodes)" for r in runs.itertuples())
-        raise UserError(f"no complete rollout run for name {name!r}: {partial}; rerun its stage=rollout to finish it, "
-                        "or name a run in filter.runs=[...]")
+        raise UserError(
+            f"no complete rollout run for name {name!r}: {partial}; rerun its stage=rollout to finish it, "
+            "or name a run in filter.runs=[...]"
+        )
     return found
 
 
-_RUNS_JOIN = ("JOIN (SELECT unnest($runs::VARCHAR[]) AS run_id, generate_subscripts($runs::VARCHAR[], 1) AS run_order)"
-              " r USING (run_id)")
+_RUNS_JOIN = (
+    "JOIN (SELECT unnest($runs::VARCHAR[]) AS run_id, generate_subscripts($runs::VARCHAR[], 1) AS run_order)"
+    " r USING (run_id)"
+)
 
 
-def episode_frame(db: Db, fcfg: Any, run_ids: Sequence[str],
-                  criteria: Optional[list[Criterion]] = None) -> tuple[pd.DataFrame, list[Criterion]]:
+def episode_frame(
+    db: Db, fcfg: Any, run_ids: Sequence[str], criteria: Optional[list[Criterion]] = None
+) -> tuple[pd.DataFrame, list[Criterion]]:
     """Every episode of the runs (light columns) with its quality, counted achievements and one boolean column
     per criterion (`pass_<name>`) plus `pass_all` — the basis of the stats table."""
     criteria = episode_criteria(fcfg) if criteria is None else criteria
     where, params = combined(criteria)
-    flags = "".join(f", ({c.sql}) AS \"pass_{c.name}\"" for c in criteria)
-    sql = (f"SELECT {', '.join('e.' + c for c in EPISODE_COLUMNS)}, r.run_order, {COUNTED} AS counted_achievements,"
-           f" {QUALITY} AS quality{flags}, ({where}) AS pass_all FROM episodes e {_RUNS_JOIN}"
-           " ORDER BY r.run_order, e.seed")
+    flags = "".join(f', ({c.sql}) AS "pass_{c.name}"' for c in criteria)
+    sql = (
+        f"SELECT {', '.join('e.' + c for c in EPISODE_COLUMNS)}, r.run_order, {COUNTED} AS counted_achievements,"
+        f" {QUALITY} AS quality{flags}, ({where}) AS pass_all FROM episodes e {_RUNS_JOIN}"
+        " ORDER BY r.run_order, e.seed"
+    )
     params = {**params, **common_params(fcfg), "runs": list(run_ids)}
     with session(db, fcfg.memory_limit) as rs:
         df = run_params(rs.con, sql, params).df()
@@ -349,10 +388,13 @@ def count_steps(db: Db, fcfg: Any, episodes: pd.DataFrame, subset: Optional[int]
     best_ep = np.empty(0, dtype=np.int64)
     best_turn = np.empty(0, dtype=np.int64)
     base = chunk_sql(fcfg, columns=("run_id", "seed", "turn", "parse_ok", "reward", "unlocked"))
-    count_sql = base + ("\nSELECT ep_order, count(*) FILTER (WHERE keep) AS kept,"
-                        " coalesce(max(turn) FILTER (WHERE keep), -1) AS last FROM w GROUP BY ep_order")
+    count_sql = base + (
+        "\nSELECT ep_order, count(*) FILTER (WHERE keep) AS kept,"
+        " coalesce(max(turn) FILTER (WHERE keep), -1) AS last FROM w GROUP BY ep_order"
+    )
     turns_sql = base + "\nSELECT ep_order, turn FROM w WHERE keep"
     params = step_params(fcfg)
+
     def work(con: duckdb.DuckDBPyConnection, chunk: pd.DataFrame) -> tuple[dict, Optional[dict]]:
         con.register("chunk", as_arrow(chunk[["run_id", "seed", "ep_order"]]))
         p = {**params, **chunk_params(chunk)}

@@ -3,8 +3,9 @@ holds (achievements, reward, efficiency, per-achievement unlock rates, tokens, c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -29,8 +30,11 @@ class FilterStats:
     episodes_with_examples: Optional[int] = None
 
     def metrics(self) -> dict[str, float]:
-        out: dict[str, float] = {"episodes_total": self.total_episodes, "episodes_passing": self.passing_all,
-                                 "episodes_selected": self.selected}
+        out: dict[str, float] = {
+            "episodes_total": self.total_episodes,
+            "episodes_passing": self.passing_all,
+            "episodes_selected": self.selected,
+        }
         out.update({f"pass_{k}": v for k, v in self.criteria.items()})
         for key, value in self.columns.get("selected", {}).items():
             if isinstance(value, (int, float)) and value is not None:
@@ -60,8 +64,13 @@ def _summary(df: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def compute_stats(frame: pd.DataFrame, criteria: Sequence[Criterion], selected: pd.DataFrame,
-                  achievements: Sequence[str], exclude: Sequence[str] = ()) -> FilterStats:
+def compute_stats(
+    frame: pd.DataFrame,
+    criteria: Sequence[Criterion],
+    selected: pd.DataFrame,
+    achievements: Sequence[str],
+    exclude: Sequence[str] = (),
+) -> FilterStats:
     """`frame`: episode_frame() of all source episodes; `selected`: select_episodes()."""
     key = ["run_id", "seed"]
     sel = frame.merge(selected[key], on=key, how="inner")
@@ -74,12 +83,17 @@ def compute_stats(frame: pd.DataFrame, criteria: Sequence[Criterion], selected: 
     )
     top = int(max(frame["counted_achievements"].max() if len(frame) else 0, 0))
     bins = np.arange(top + 1)
-    st.achievement_histogram = pd.DataFrame({
-        "achievements": bins,
-        "all": np.bincount(frame["counted_achievements"].astype(int), minlength=top + 1)[: top + 1] if len(frame) else 0,
-        "selected": np.bincount(sel["counted_achievements"].astype(int), minlength=top + 1)[: top + 1]
-        if len(sel) else 0,
-    })
+    st.achievement_histogram = pd.DataFrame(
+        {
+            "achievements": bins,
+            "all": np.bincount(frame["counted_achievements"].astype(int), minlength=top + 1)[: top + 1]
+            if len(frame)
+            else 0,
+            "selected": np.bincount(sel["counted_achievements"].astype(int), minlength=top + 1)[: top + 1]
+            if len(sel)
+            else 0,
+        }
+    )
     counted = [a for a in achievements if a not in set(exclude)]
 
     def rates(df: pd.DataFrame) -> list[float]:
@@ -103,11 +117,19 @@ def format_stats(st: FilterStats) -> str:
             lines.append(f"  {name:<{width}}  {n:>7}  ({100 * n / max(st.total_episodes, 1):5.1f} %)")
     lines.append(f"passing all criteria: {st.passing_all}; selected (after limit): {st.selected}")
     if st.examples is not None:
-        lines.append(f"turns kept by the step selection: {st.examples} "
-                     f"(from {st.episodes_with_examples} episodes)")
+        lines.append(f"turns kept by the step selection: {st.examples} (from {st.episodes_with_examples} episodes)")
     lines.append("")
-    rows = ["mean_achievements", "mean_reward", "efficiency", "mean_quality", "mean_turns", "success_rate",
-            "tokens", "cost", "cost_unknown_episodes"]
+    rows = [
+        "mean_achievements",
+        "mean_reward",
+        "efficiency",
+        "mean_quality",
+        "mean_turns",
+        "success_rate",
+        "tokens",
+        "cost",
+        "cost_unknown_episodes",
+    ]
     lines.append(f"{'':<22}{'all':>12}{'selected':>12}")
     for r in rows:
         vals = []

@@ -14,7 +14,8 @@ min/max statistics skip every row group outside the chunk and memory stays bound
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -22,16 +23,24 @@ import pyarrow as pa
 from crafter_exp.errors import UserError
 from crafter_exp.parsing import drop_predictions_sql, reasoning_sql, strip_reasoning_sql, strip_sql
 
-ACHIEVEMENT_TURN = (
-    "coalesce(len(unlocked) - len(list_intersect(unlocked, $exclude::VARCHAR[])), 0) > 0"
-)
+ACHIEVEMENT_TURN = "coalesce(len(unlocked) - len(list_intersect(unlocked, $exclude::VARCHAR[])), 0) > 0"
 # keep_reasoning=false / keep_predictions=false strip replies with the policy's own rules (crafter_exp.parsing)
 STRIPPED_REPLY = strip_reasoning_sql("reply")
 REASONING = f"coalesce(nullif({strip_sql('reasoning')}, ''), nullif({reasoning_sql('reply')}, ''))"
 """SQL: a turn's reasoning: the one stored (an API's reasoning field), else the reply's <think> blocks."""
 
-STEP_COLUMNS = ("run_id", "seed", "turn", "observation", "reply", "reasoning", "actions", "parse_ok", "reward",
-                "unlocked")
+STEP_COLUMNS = (
+    "run_id",
+    "seed",
+    "turn",
+    "observation",
+    "reply",
+    "reasoning",
+    "actions",
+    "parse_ok",
+    "reward",
+    "unlocked",
+)
 
 
 def keep_sql(fcfg: Any) -> str:
@@ -42,8 +51,10 @@ def keep_sql(fcfg: Any) -> str:
     elif mode == "achievement":
         base = "ach_turn"
     elif mode == "window":
-        base = ("coalesce(bool_or(ach_turn) OVER (PARTITION BY run_id, seed ORDER BY turn "
-                "ROWS BETWEEN CURRENT ROW AND $window FOLLOWING), FALSE)")
+        base = (
+            "coalesce(bool_or(ach_turn) OVER (PARTITION BY run_id, seed ORDER BY turn "
+            "ROWS BETWEEN CURRENT ROW AND $window FOLLOWING), FALSE)"
+        )
     elif mode == "reward":
         base = "coalesce(reward, 0) >= $min_step_reward"
     else:
@@ -54,8 +65,11 @@ def keep_sql(fcfg: Any) -> str:
 
 
 def step_params(fcfg: Any) -> dict[str, Any]:
-    params = {"window": int(fcfg.window), "min_step_reward": float(fcfg.min_step_reward),
-              "exclude": list(fcfg.exclude_achievements)}
+    params = {
+        "window": int(fcfg.window),
+        "min_step_reward": float(fcfg.min_step_reward),
+        "exclude": list(fcfg.exclude_achievements),
+    }
     if fcfg.step_min_prediction_f1 is not None:
         params["step_min_prediction_f1"] = float(fcfg.step_min_prediction_f1)
     return params
@@ -77,7 +91,7 @@ WITH s AS (
   FROM steps s JOIN chunk k ON s.run_id = k.run_id AND s.seed = k.seed
   WHERE s.run_id = $run_id AND s.seed BETWEEN $seed_lo AND $seed_hi
 ), f AS (
-  SELECT *, {ACHIEVEMENT_TURN} AS ach_turn{', ' + reply_out + ' AS reply_out' if 'reply' in columns else ''}
+  SELECT *, {ACHIEVEMENT_TURN} AS ach_turn{", " + reply_out + " AS reply_out" if "reply" in columns else ""}
   FROM s
 ), w AS (
   SELECT *, (row_number() OVER (PARTITION BY run_id, seed ORDER BY turn) - 1) AS pos, {keep_sql(fcfg)} AS keep
@@ -112,5 +126,8 @@ def chunk_steps(chunk: pd.DataFrame) -> int:
 
 
 def chunk_params(chunk: pd.DataFrame) -> dict[str, Any]:
-    return {"run_id": str(chunk["run_id"].iloc[0]), "seed_lo": int(chunk["seed"].min()),
-            "seed_hi": int(chunk["seed"].max())}
+    return {
+        "run_id": str(chunk["run_id"].iloc[0]),
+        "seed_lo": int(chunk["seed"].min()),
+        "seed_hi": int(chunk["seed"].max()),
+    }

@@ -124,7 +124,9 @@ class HFLocalPolicy(Policy):
         self.cfg = cfg
         self.seed = seed if seed is not None else cfg.seed
         if not cfg.path:
-            raise UserError("model.path is not set: point it at a checkpoint folder (data/checkpoints/<name>) or hub id")
+            raise UserError(
+                "model.path is not set: point it at a checkpoint folder (data/checkpoints/<name>) or hub id"
+            )
         self.path = Path(str(cfg.path)).expanduser()
         self.is_local = self.path.exists()
         if not self.is_local and (str(cfg.path).startswith((".", "/", "~")) or str(cfg.path).count("/") > 1):
@@ -294,14 +296,21 @@ class HFLocalPolicy(Policy):
     def _reply_frame(self, messages: list[dict[str, Any]], prompt_text: str, kwargs: dict[str, Any]) -> tuple[str, str]:
         """(text before, text after) a reply, as the chat template renders an assistant turn after this prompt."""
         full = self.tokenizer.apply_chat_template(
-            [*messages, {"role": "assistant", "content": REPLY_SLOT}], tokenize=False, **kwargs)
-        if full.startswith(prompt_text) and REPLY_SLOT in full[len(prompt_text):]:
-            before, after = full[len(prompt_text):].split(REPLY_SLOT, 1)
+            [*messages, {"role": "assistant", "content": REPLY_SLOT}], tokenize=False, **kwargs
+        )
+        if full.startswith(prompt_text) and REPLY_SLOT in full[len(prompt_text) :]:
+            before, after = full[len(prompt_text) :].split(REPLY_SLOT, 1)
             return before, after
         return "", self.tokenizer.eos_token or ""  # a template that re-renders history differently: reply + eos
 
-    def rank(self, turns: list[Turn], messages: list[list[dict[str, Any]]], texts: list[str],
-             seeds: list[int], kwargs: dict[str, Any]) -> list[Decision]:
+    def rank(
+        self,
+        turns: list[Turn],
+        messages: list[list[dict[str, Any]]],
+        texts: list[str],
+        seeds: list[int],
+        kwargs: dict[str, Any],
+    ) -> list[Decision]:
         """decoding=rank: every turn's valid actions scored as replies; the best (or a sampled) one is played."""
         import torch
 
@@ -313,11 +322,17 @@ class HFLocalPolicy(Policy):
             before, after = self._reply_frame(msgs, text, kwargs)
             candidates.append([before + prompts.format_reply(template, [a]) + after for a in turn.actions])
         t0 = time.perf_counter()
-        scored = score_candidates(self.model, self.tokenizer, texts, candidates, max_rows=max(1, self.cfg.batch_size) * 8,
-                                  autocast=self._autocast())
+        scored = score_candidates(
+            self.model,
+            self.tokenizer,
+            texts,
+            candidates,
+            max_rows=max(1, self.cfg.batch_size) * 8,
+            autocast=self._autocast(),
+        )
         dt = (time.perf_counter() - t0) / max(len(turns), 1)
         decisions = []
-        for turn, msgs, text, result, seed in zip(turns, messages, texts, scored, seeds):
+        for turn, msgs, _text, result, seed in zip(turns, messages, texts, scored, seeds):
             values = result.values(self.score_mode)
             generator = torch.Generator().manual_seed(seed) if self.do_sample else None
             best = choose(values, self.do_sample, self.temperature, generator)
@@ -326,9 +341,15 @@ class HFLocalPolicy(Policy):
             top = sorted(range(len(values)), key=lambda i: -values[i])[:TOP_RECORDED]
             call = LLMCall(
                 messages=msgs,
-                response={"text": reply, "decoding": "rank", "score": self.score_mode, "sampled": self.do_sample,
-                          "temperature": self.temperature, "candidates": len(values),
-                          "top": [[turn.actions[i], round(values[i], 4), round(probs[i], 4)] for i in top]},
+                response={
+                    "text": reply,
+                    "decoding": "rank",
+                    "score": self.score_mode,
+                    "sampled": self.do_sample,
+                    "temperature": self.temperature,
+                    "candidates": len(values),
+                    "top": [[turn.actions[i], round(values[i], 4), round(probs[i], 4)] for i in top],
+                },
                 prompt_tokens=result.prompt_tokens,
                 completion_tokens=int(result.tokens[best]),
                 latency_s=dt,
@@ -342,19 +363,33 @@ class HFLocalPolicy(Policy):
         messages = [self.messages(t) for t in turns]
         kwargs = dict(self.cfg.chat_template_kwargs or {})
         texts = [
-            self.tokenizer.apply_chat_template(m, tools=self._tools(t), tokenize=False, add_generation_prompt=True, **kwargs)
+            self.tokenizer.apply_chat_template(
+                m, tools=self._tools(t), tokenize=False, add_generation_prompt=True, **kwargs
+            )
             for m, t in zip(messages, turns)
         ]
         seeds = [row_seed(self.seed, t.episode, len(t.history)) for t in turns]
         if self.decoding == "rank":
             ranked = [i for i, t in enumerate(turns) if t.actions]
             out: list[Optional[Decision]] = [None] * len(turns)
-            for i, d in zip(ranked, self.rank([turns[i] for i in ranked], [messages[i] for i in ranked],
-                                              [texts[i] for i in ranked], [seeds[i] for i in ranked], kwargs)):
+            for i, d in zip(
+                ranked,
+                self.rank(
+                    [turns[i] for i in ranked],
+                    [messages[i] for i in ranked],
+                    [texts[i] for i in ranked],
+                    [seeds[i] for i in ranked],
+                    kwargs,
+                ),
+            ):
                 out[i] = d
             rest = [i for i in range(len(turns)) if out[i] is None]  # no valid action listed: free text
-            for i, d in zip(rest, self._generated([messages[i] for i in rest], [texts[i] for i in rest],
-                                                  [seeds[i] for i in rest]) if rest else []):
+            for i, d in zip(
+                rest,
+                self._generated([messages[i] for i in rest], [texts[i] for i in rest], [seeds[i] for i in rest])
+                if rest
+                else [],
+            ):
                 out[i] = d
             return [d for d in out if d is not None]
         return self._generated(messages, texts, seeds)

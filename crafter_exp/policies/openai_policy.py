@@ -88,8 +88,12 @@ def malformed_reason(content: bytes) -> Optional[str]:
     if not isinstance(data, dict):
         return f"response is not a JSON object: {_one_line(text, ERROR_BODY_CHARS)!r}"
     choices = data.get("choices")
-    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict) \
-            or not isinstance(choices[0].get("message"), dict):
+    if (
+        not choices
+        or not isinstance(choices, list)
+        or not isinstance(choices[0], dict)
+        or not isinstance(choices[0].get("message"), dict)
+    ):
         return "response has no choices"
     return None
 
@@ -107,15 +111,22 @@ class _MalformedAsRetryable(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await self.inner.handle_async_request(request)
-        if response.status_code != 200 or request.method != "POST" \
-                or not request.url.path.endswith("/chat/completions") \
-                or response.headers.get("content-type", "").startswith("text/event-stream"):
+        if (
+            response.status_code != 200
+            or request.method != "POST"
+            or not request.url.path.endswith("/chat/completions")
+            or response.headers.get("content-type", "").startswith("text/event-stream")
+        ):
             return response  # a stream (`stream: true`) is read by its consumer, chunk by chunk
         reason = malformed_reason(await response.aread())  # read once: the client reuses the cached content
         if reason is None:
             return response
-        return httpx2.Response(502, headers={MALFORMED_HEADER: "1", "content-type": "application/json"},
-                               json={"error": {"message": f"malformed 200 response: {reason}"}}, request=request)
+        return httpx2.Response(
+            502,
+            headers={MALFORMED_HEADER: "1", "content-type": "application/json"},
+            json={"error": {"message": f"malformed 200 response: {reason}"}},
+            request=request,
+        )
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -192,8 +203,10 @@ class OpenAIPolicy(Policy):
         if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
             raise UserError(f"model.top_p must be in (0, 1] (or null: not sent), got {cfg.top_p}")
         if not cfg.model:
-            raise UserError("model.model is not set: give the model name the endpoint serves (for "
-                            "model=transformers_serve: the checkpoint folder given to `transformers serve`)")
+            raise UserError(
+                "model.model is not set: give the model name the endpoint serves (for "
+                "model=transformers_serve: the checkpoint folder given to `transformers serve`)"
+            )
         check_prices(cfg.prices)
         self.cfg = cfg
         self.seed = seed
@@ -316,8 +329,12 @@ class OpenAIPolicy(Policy):
     def _request_body(self, messages: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
         cfg = self.cfg
         body: dict[str, Any] = {"model": cfg.model, "messages": messages, cfg.max_tokens_param: max_tokens}
-        optional = {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed,
-                    "reasoning_effort": cfg.reasoning_effort}
+        optional = {
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "seed": cfg.seed,
+            "reasoning_effort": cfg.reasoning_effort,
+        }
         body.update({k: v for k, v in optional.items() if v is not None})
         body.update(cfg.extra_body or {})
         return body
@@ -341,8 +358,13 @@ class OpenAIPolicy(Policy):
             return Decision(reply="", calls=calls, error=call.error)
         reply = _text_content(message.get("content"))
         finish = ((call.response or {}).get("choices") or [{}])[0].get("finish_reason")
-        return Decision(reply=reply, tool_calls=call.tool_calls, reasoning=call.reasoning, calls=calls,
-                        finish_reason=finish if isinstance(finish, str) else None)
+        return Decision(
+            reply=reply,
+            tool_calls=call.tool_calls,
+            reasoning=call.reasoning,
+            calls=calls,
+            finish_reason=finish if isinstance(finish, str) else None,
+        )
 
     # ------------------------------------------------------------------------------------------------- calls
 
@@ -361,9 +383,7 @@ class OpenAIPolicy(Policy):
             detail = str(body or exc.message)
         return self._scrub(_one_line(f"HTTP {exc.status_code}: {detail}"))
 
-    async def _call(
-        self, client: Any, body: dict[str, Any]
-    ) -> tuple[LLMCall, Optional[dict[str, Any]], Optional[int]]:
+    async def _call(self, client: Any, body: dict[str, Any]) -> tuple[LLMCall, Optional[dict[str, Any]], Optional[int]]:
         """One chat-completions request (the client's retries included) -> (record, message, HTTP status)."""
         call = LLMCall(messages=body["messages"], model=self.cfg.model)
         counter = [0]
@@ -389,8 +409,9 @@ class OpenAIPolicy(Policy):
             call.response = data
             prompt_t, completion_t, reasoning_t, cached_t = _usage(data)
             call.prompt_tokens, call.completion_tokens, call.reasoning_tokens = prompt_t, completion_t, reasoning_t
-            call.cost = call_cost(self.cfg.prices, (self.cfg.model, data.get("model")), prompt_t, completion_t,
-                                  cached_t)
+            call.cost = call_cost(
+                self.cfg.prices, (self.cfg.model, data.get("model")), prompt_t, completion_t, cached_t
+            )
             choices = data.get("choices")
             if not choices or not isinstance(choices[0], dict) or not isinstance(choices[0].get("message"), dict):
                 raise _BadResponse("response has no choices")
@@ -423,9 +444,13 @@ class OpenAIPolicy(Policy):
         The client's retries and status errors apply to opening the stream; a stream that breaks or sends a chunk
         that is not JSON afterwards is one failed attempt (_BadResponse), which the policy asks again.
         """
-        stream = await client.post("/chat/completions", cast_to=object, stream=True,
-                                   stream_cls=openai.AsyncStream[object],
-                                   body={**body, "stream": True, "stream_options": {"include_usage": True}})
+        stream = await client.post(
+            "/chat/completions",
+            cast_to=object,
+            stream=True,
+            stream_cls=openai.AsyncStream[object],
+            body={**body, "stream": True, "stream_options": {"include_usage": True}},
+        )
         content: list[str] = []
         reasoning: dict[str, list[str]] = {}
         tools: dict[int, dict[str, Any]] = {}
@@ -433,7 +458,9 @@ class OpenAIPolicy(Policy):
         try:
             async for chunk in stream:
                 if not isinstance(chunk, dict):
-                    raise _BadResponse(f"stream chunk is not a JSON object: {_one_line(str(chunk), ERROR_BODY_CHARS)!r}")
+                    raise _BadResponse(
+                        f"stream chunk is not a JSON object: {_one_line(str(chunk), ERROR_BODY_CHARS)!r}"
+                    )
                 model, usage = chunk.get("model") or model, chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
                     if not isinstance(choice, dict) or choice.get("index", 0) != 0:
@@ -445,8 +472,9 @@ class OpenAIPolicy(Policy):
                         if isinstance(delta.get(name), str):
                             reasoning.setdefault(name, []).append(delta[name])
                     for tc in delta.get("tool_calls") or []:  # a call arrives in pieces, keyed by its index
-                        slot = tools.setdefault(tc.get("index", len(tools)),
-                                                {"type": "function", "function": {"name": "", "arguments": ""}})
+                        slot = tools.setdefault(
+                            tc.get("index", len(tools)), {"type": "function", "function": {"name": "", "arguments": ""}}
+                        )
                         slot["id"] = tc.get("id") or slot.get("id")
                         fn = tc.get("function") or {}
                         slot["function"]["name"] += fn.get("name") or ""
@@ -460,12 +488,20 @@ class OpenAIPolicy(Policy):
             await stream.close()
         if not seen:
             raise _BadResponse("stream held no choices")
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(content),
-                                   **{name: "".join(parts) for name, parts in reasoning.items()}}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": "".join(content),
+            **{name: "".join(parts) for name, parts in reasoning.items()},
+        }
         if tools:
             message["tool_calls"] = [tools[i] for i in sorted(tools)]
-        data = {"model": model, "object": "chat.completion", "streamed": True, "usage": usage,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+        data = {
+            "model": model,
+            "object": "chat.completion",
+            "streamed": True,
+            "usage": usage,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        }
         return json.loads(self._scrub(json.dumps(data))) if self._key else data
 
     async def _probe(self) -> None:

@@ -8,7 +8,8 @@ unknown cost: None, never 0 — a NULL in the store, so sums over runs with unpr
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 from crafter_exp.errors import UserError
 

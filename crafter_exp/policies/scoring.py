@@ -16,8 +16,9 @@ their mean (`mean`: length-normalised, a common choice for pretrained LMs rankin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from crafter_exp.errors import UserError
 
@@ -99,8 +100,9 @@ def score_candidates(
             rows = len(cands)
     with torch.inference_mode(), context:
         for chunk in chunks:
-            for i, scores in zip(chunk, _score_chunk(model, [prompt_ids[i] for i in chunk],
-                                                     [cand_ids[i] for i in chunk], pad, device)):
+            for i, scores in zip(
+                chunk, _score_chunk(model, [prompt_ids[i] for i in chunk], [cand_ids[i] for i in chunk], pad, device)
+            ):
                 results[i] = scores
     for r, ids in zip(results, prompt_ids):
         if r is not None:
@@ -115,8 +117,9 @@ def _cache_kwarg(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _score_chunk(model: Any, prompts: list[list[int]], cands: list[list[list[int]]], pad: int,
-                 device: Any) -> list[CandidateScores]:
+def _score_chunk(
+    model: Any, prompts: list[list[int]], cands: list[list[list[int]]], pad: int, device: Any
+) -> list[CandidateScores]:
     import torch
 
     b = len(prompts)
@@ -124,8 +127,8 @@ def _score_chunk(model: Any, prompts: list[list[int]], cands: list[list[list[int
     prompt_ids = torch.full((b, width), pad, dtype=torch.long)
     prompt_mask = torch.zeros((b, width), dtype=torch.long)
     for i, p in enumerate(prompts):  # left padding: every prompt ends at the last column
-        prompt_ids[i, width - len(p):] = torch.tensor(p)
-        prompt_mask[i, width - len(p):] = 1
+        prompt_ids[i, width - len(p) :] = torch.tensor(p)
+        prompt_mask[i, width - len(p) :] = 1
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True)
@@ -148,8 +151,13 @@ def _score_chunk(model: Any, prompts: list[list[int]], cands: list[list[list[int
     mask = torch.cat([prompt_mask[index], cand_mask], dim=1)
     total = first[index].gather(1, cand_ids[:, :1]).squeeze(1)
     if clen > 1:
-        out2 = model(input_ids=cand_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=cand_positions[:, :-1],
-                     use_cache=True, **{_cache_kwarg(model): cache})
+        out2 = model(
+            input_ids=cand_ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=cand_positions[:, :-1],
+            use_cache=True,
+            **{_cache_kwarg(model): cache},
+        )
         logp = torch.log_softmax(out2.logits.float(), dim=-1)  # position k predicts candidate token k + 1
         picked = logp.gather(2, cand_ids[:, 1:, None]).squeeze(2)
         total = total + (picked * cand_mask[:, 1:]).sum(dim=1)

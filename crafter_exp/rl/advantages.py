@@ -17,8 +17,8 @@ Standard deviations are the unbiased ones (ddof 1) and eps is 1e-4, as TRL's `na
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -114,8 +114,13 @@ def turn_step_advantages(episodes: Sequence[EpisodeTurns], gamma: float, scale: 
     return out
 
 
-def advantages(episodes: Sequence[EpisodeTurns], mode: str = "gigpo", gamma: float = 0.95, step_weight: float = 1.0,
-               scale: str = "group") -> list[np.ndarray]:
+def advantages(
+    episodes: Sequence[EpisodeTurns],
+    mode: str = "gigpo",
+    gamma: float = 0.95,
+    step_weight: float = 1.0,
+    scale: str = "group",
+) -> list[np.ndarray]:
     """Per-turn advantages of every episode: the episode term, plus `step_weight` x the step term of `mode`."""
     if mode not in ADVANTAGES:
         raise UserError(f"unknown advantage {mode!r} (known: {', '.join(ADVANTAGES)})")

@@ -44,13 +44,19 @@ def run_rft(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder:
     achievements = env_achievements(cfg.env.name)
     folder.mkdir(parents=True, exist_ok=True)
     state["config_hash"] = chash
-    run_config = {"name": cfg.name, "rl": dataclasses.asdict(r), "env": dataclasses.asdict(cfg.env),
-                  "start": str(start), "folder": str(folder)}
+    run_config = {
+        "name": cfg.name,
+        "rl": dataclasses.asdict(r),
+        "env": dataclasses.asdict(cfg.env),
+        "start": str(start),
+        "folder": str(folder),
+    }
     tags = {"name": cfg.name, "env": cfg.env.name, "algorithm": r.name, "start": str(start)}
     session_start = time.perf_counter()
     seconds_before = float(state.get("seconds", 0.0))
-    with tracking.stage_run(cfg.tracking, "rl", f"rl-{r.name}-{cfg.name}", run_config, tags,
-                            resume_run_id=state.get("mlflow_run_id")) as mlrun:
+    with tracking.stage_run(
+        cfg.tracking, "rl", f"rl-{r.name}-{cfg.name}", run_config, tags, resume_run_id=state.get("mlflow_run_id")
+    ) as mlrun:
         mlflow_run_id = mlrun.info.run_id if mlrun else None
         state["mlflow_run_id"] = mlflow_run_id
         while state["iterations"] < r.iterations and not _budget_spent(cfg, state):
@@ -63,10 +69,17 @@ def run_rft(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder:
                     _probe_format(policy, rollout_env(cfg), r.seed)
                 rollouts = Rollouts(cfg, chash, policy, label)
                 run_ids = rollouts.register(it, current)
-                bar = progress_bar(total=rollout_env(cfg).max_steps, desc=f"rft {it}/{r.iterations} rollout",
-                                   unit="turn", disable=not r.progress, dynamic_ncols=True)
+                bar = progress_bar(
+                    total=rollout_env(cfg).max_steps,
+                    desc=f"rft {it}/{r.iterations} rollout",
+                    unit="turn",
+                    disable=not r.progress,
+                    dynamic_ncols=True,
+                )
                 try:
-                    played = rollouts.play(it, run_ids, on_turn=lambda live: (bar.update(1), bar.set_postfix(live=live)))
+                    played = rollouts.play(
+                        it, run_ids, on_turn=lambda live: (bar.update(1), bar.set_postfix(live=live))
+                    )
                 finally:
                     bar.close()
             finally:
@@ -77,27 +90,51 @@ def run_rft(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder:
             rollout_s = time.perf_counter() - t_it
 
             t_up = time.perf_counter()
-            fcfg = dataclasses.replace(cfg.filter, runs=[], limit=r.keep, sort_by=r.sort_by,
-                                       min_achievements=r.min_achievements, stats_only=False, output=None)
-            data = filter_and_export(dataclasses.replace(cfg, filter=fcfg), runs=run_ids,
-                                     output=folder / f"data-{it:03d}", progress=False)
-            tcfg = dataclasses.replace(
-                cfg.trainer, model=str(current), method="full", max_steps=int(r.sft_steps), max_time_s=r.sft_time_s,
-                learning_rate=float(r.learning_rate), warmup_ratio=0.0, eval_fraction=0.0, save_best=False,
-                play_temperature=temperature, progress=bool(r.progress), dataset=None, output_dir=None,
+            fcfg = dataclasses.replace(
+                cfg.filter,
+                runs=[],
+                limit=r.keep,
+                sort_by=r.sort_by,
+                min_achievements=r.min_achievements,
+                stats_only=False,
+                output=None,
             )
-            trained = train(dataclasses.replace(cfg, trainer=tcfg), dataset_path=data.path,
-                            output_dir=folder / f"iter-{it:03d}")
+            data = filter_and_export(
+                dataclasses.replace(cfg, filter=fcfg), runs=run_ids, output=folder / f"data-{it:03d}", progress=False
+            )
+            tcfg = dataclasses.replace(
+                cfg.trainer,
+                model=str(current),
+                method="full",
+                max_steps=int(r.sft_steps),
+                max_time_s=r.sft_time_s,
+                learning_rate=float(r.learning_rate),
+                warmup_ratio=0.0,
+                eval_fraction=0.0,
+                save_best=False,
+                play_temperature=temperature,
+                progress=bool(r.progress),
+                dataset=None,
+                output_dir=None,
+            )
+            trained = train(
+                dataclasses.replace(cfg, trainer=tcfg), dataset_path=data.path, output_dir=folder / f"iter-{it:03d}"
+            )
             update_s = time.perf_counter() - t_up
             m = trained.metrics
             metrics = {
                 **iteration_metrics(eps, achievements),
-                "kept_episodes": data.episodes, "kept_examples": data.examples,
-                "loss": m.get("train_loss_mean", float("nan")), "loss_first": m.get("train_loss_first", float("nan")),
-                "loss_last": m.get("train_loss", float("nan")), "optimizer_steps": m.get("steps", 0),
+                "kept_episodes": data.episodes,
+                "kept_examples": data.examples,
+                "loss": m.get("train_loss_mean", float("nan")),
+                "loss_first": m.get("train_loss_first", float("nan")),
+                "loss_last": m.get("train_loss", float("nan")),
+                "optimizer_steps": m.get("steps", 0),
                 "update_tokens_per_s": m.get("tokens_per_s", 0.0),
                 "rollout_steps_per_s": played["steps"] / played["seconds"] if played["seconds"] > 0 else 0.0,
-                "rollout_s": rollout_s, "update_s": update_s, "replayed_episodes": played["episodes"],
+                "rollout_s": rollout_s,
+                "update_s": update_s,
+                "replayed_episodes": played["episodes"],
                 "iteration_s": time.perf_counter() - t_it,
             }
             state["iterations"] = it
@@ -113,9 +150,11 @@ def run_rft(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder:
                     import mlflow
 
                     mlflow.log_artifacts(str(trained.checkpoint), f"checkpoints/iter-{it:03d}")
-            log.info(f"[rft] round {it}: achievements {metrics['achievements_mean']:.2f} +- "
-                     f"{metrics['achievements_std']:.2f}, kept {data.episodes} episodes ({data.examples} turns), "
-                     f"rollout {rollout_s:.0f} s, sft {update_s:.0f} s")
+            log.info(
+                f"[rft] round {it}: achievements {metrics['achievements_mean']:.2f} +- "
+                f"{metrics['achievements_std']:.2f}, kept {data.episodes} episodes ({data.examples} turns), "
+                f"rollout {rollout_s:.0f} s, sft {update_s:.0f} s"
+            )
         if mlrun:
             import mlflow
 

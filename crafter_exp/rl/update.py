@@ -18,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -78,8 +79,9 @@ def encode(tokenizer: Any, prompt_texts: Sequence[str], replies: Sequence[str], 
     return prompts, outs
 
 
-def merge(prompt_texts: Sequence[str], replies: Sequence[str], advantages: np.ndarray
-          ) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+def merge(
+    prompt_texts: Sequence[str], replies: Sequence[str], advantages: np.ndarray
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """Turns with the same prompt, the same reply and advantages of the same sign become one sample whose advantage is
     their sum and whose weight is their number. Exact for the clipped loss: for a fixed sign of A,
     min(ratio * A, clip(ratio) * A) is linear in A, and the ratio of identical (prompt, reply) pairs is identical.
@@ -120,8 +122,15 @@ def _collate(prompts: Sequence[list[int]], replies: Sequence[list[int]], pad_id:
     return ids.to(device), mask.to(device), position_ids.to(device), reply_mask.to(device), width_r
 
 
-def reply_logps(model: Any, prompts: Sequence[list[int]], replies: Sequence[list[int]], temperature: float,
-                pad_id: int, device: Any, entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+def reply_logps(
+    model: Any,
+    prompts: Sequence[list[int]],
+    replies: Sequence[list[int]],
+    temperature: float,
+    pad_id: int,
+    device: Any,
+    entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """(log-probabilities [n, R], reply mask [n, R], entropies [n, R] or None) of one micro-batch."""
     from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
@@ -140,16 +149,31 @@ def micro_batches(indices: Sequence[int], lengths: Sequence[int], size: int) -> 
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
-def forward_all(model: Any, samples: Samples, temperature: float, pad_id: int, device: Any, micro: int,
-                autocast: Callable[[], Any], entropy: bool = False) -> tuple[list[torch.Tensor], float]:
+def forward_all(
+    model: Any,
+    samples: Samples,
+    temperature: float,
+    pad_id: int,
+    device: Any,
+    micro: int,
+    autocast: Callable[[], Any],
+    entropy: bool = False,
+) -> tuple[list[torch.Tensor], float]:
     """No-grad log-probabilities of every sample's reply tokens (and the mean entropy when asked)."""
     lengths = [len(p) + len(r) for p, r in zip(samples.prompt_ids, samples.reply_ids)]
     out: list[Optional[torch.Tensor]] = [None] * len(samples)
     ent_sum, ent_n = 0.0, 0.0
     with torch.no_grad(), autocast():
         for chunk in micro_batches(range(len(samples)), lengths, micro):
-            logps, rmask, ent = reply_logps(model, [samples.prompt_ids[i] for i in chunk],
-                                            [samples.reply_ids[i] for i in chunk], temperature, pad_id, device, entropy)
+            logps, rmask, ent = reply_logps(
+                model,
+                [samples.prompt_ids[i] for i in chunk],
+                [samples.reply_ids[i] for i in chunk],
+                temperature,
+                pad_id,
+                device,
+                entropy,
+            )
             for row, i in enumerate(chunk):
                 out[i] = logps[row, : len(samples.reply_ids[i])].cpu()
             if ent is not None:
@@ -195,9 +219,16 @@ class UpdateStats:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def update(model: Any, optimizer: Any, samples: Samples, s: UpdateSettings, pad_id: int, device: Any,
-           autocast: Callable[[], Any] = contextlib.nullcontext,
-           on_step: Optional[Callable[[int, float], None]] = None) -> UpdateStats:
+def update(
+    model: Any,
+    optimizer: Any,
+    samples: Samples,
+    s: UpdateSettings,
+    pad_id: int,
+    device: Any,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
+    on_step: Optional[Callable[[int, float], None]] = None,
+) -> UpdateStats:
     """`s.epochs` passes of clipped policy-gradient steps over `samples` (old / ref log-probs already filled)."""
     if samples.old_logps is None:
         raise UserError("samples.old_logps is not computed")
@@ -219,8 +250,14 @@ def update(model: Any, optimizer: Any, samples: Samples, s: UpdateSettings, pad_
             step_loss = 0.0
             for chunk in micro_batches(batch, lengths, s.micro_batch):
                 with autocast():
-                    logps, rmask, _ = reply_logps(model, [samples.prompt_ids[i] for i in chunk],
-                                                  [samples.reply_ids[i] for i in chunk], s.temperature, pad_id, device)
+                    logps, rmask, _ = reply_logps(
+                        model,
+                        [samples.prompt_ids[i] for i in chunk],
+                        [samples.reply_ids[i] for i in chunk],
+                        s.temperature,
+                        pad_id,
+                        device,
+                    )
                 width = logps.shape[1]
                 old = torch.stack([_pad(samples.old_logps[i], width) for i in chunk]).to(logps.device)
                 a = adv[chunk].to(logps.device)[:, None]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from crafter_exp.envs import Observation, TextEnv, make_env, prediction_f1
 from crafter_exp.parsing import parse_changes, parse_prediction, parse_reply_why
@@ -103,14 +104,18 @@ def _prediction_totals(ep: _Episode) -> dict[str, Any]:
     }
 
 
-def _score_prediction(ep: _Episode, row: dict[str, Any], before: Observation, unlocked: list[str],
-                      parse_ok: bool) -> None:
+def _score_prediction(
+    ep: _Episode, row: dict[str, Any], before: Observation, unlocked: list[str], parse_ok: bool
+) -> None:
     """The turn's <prediction> and how well it foresaw the change the environment then showed (columns of row)."""
     prediction = parse_prediction(row["reply"])
     actual = ep.env.state_change(before, ep.obs, unlocked)
     # a reply whose action did not parse played the fallback, not the action its prediction was about: not scored
-    predicted = parse_changes(prediction, ep.env.prediction_quantity, ep.env.achievements) \
-        if actual is not None and parse_ok else None
+    predicted = (
+        parse_changes(prediction, ep.env.prediction_quantity, ep.env.achievements)
+        if actual is not None and parse_ok
+        else None
+    )
     f1 = prediction_f1(predicted, actual) if predicted is not None and actual is not None else None
     ep.predictions += prediction is not None
     if f1 is not None:
@@ -120,8 +125,9 @@ def _score_prediction(ep: _Episode, row: dict[str, Any], before: Observation, un
     row.update(prediction=prediction, predicted_changes=predicted, actual_changes=actual, prediction_f1=f1)
 
 
-def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: int, run_id: str,
-               invalid_feedback: bool = False) -> None:
+def _play_turn(
+    ep: _Episode, decision: Decision, max_actions: int, max_steps: int, run_id: str, invalid_feedback: bool = False
+) -> None:
     env = ep.env
     turn = len(ep.rows)
     ep.calls.extend(_call_rows(run_id, ep.seed, turn, decision))
@@ -138,12 +144,28 @@ def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: in
     if decision.error is not None:
         # the policy already retried; the episode ends here and the filter excludes it by default
         ep.termination = "api_error"
-        ep.rows.append({**row, "actions": [], "parse_ok": False, "valid": True, "reward": 0.0,
-                        "unlocked": [], "info": {"error": decision.error}, "done": True,
-                        "reply_problem": f"no reply: {decision.error}"})
+        ep.rows.append(
+            {
+                **row,
+                "actions": [],
+                "parse_ok": False,
+                "valid": True,
+                "reward": 0.0,
+                "unlocked": [],
+                "info": {"error": decision.error},
+                "done": True,
+                "reply_problem": f"no reply: {decision.error}",
+            }
+        )
         return
-    actions, ok, problem = parse_reply_why(decision.reply, decision.tool_calls, env.canonical_action, max_actions,
-                                           reasoning=decision.reasoning, truncated=decision.finish_reason == "length")
+    actions, ok, problem = parse_reply_why(
+        decision.reply,
+        decision.tool_calls,
+        env.canonical_action,
+        max_actions,
+        reasoning=decision.reasoning,
+        truncated=decision.finish_reason == "length",
+    )
     if not actions:
         actions = [env.fallback_action or (ep.obs.actions[0] if ep.obs.actions else "")]
     if not ok:
@@ -180,8 +202,19 @@ def _play_turn(ep: _Episode, decision: Decision, max_actions: int, max_steps: in
     ep.history.append((row["observation"], decision.reply, decision.tool_calls, tool_result(played, told)))
     ep.shown = with_note(ep.obs.text, invalid_note(told, played) if told else None)
     _score_prediction(ep, row, before, unlocked, ok)
-    ep.rows.append({**row, "actions": played, "parse_ok": ok, "valid": valid, "reward": reward,
-                    "unlocked": unlocked, "info": ep.obs.info, "done": done, "reply_problem": problem})
+    ep.rows.append(
+        {
+            **row,
+            "actions": played,
+            "parse_ok": ok,
+            "valid": valid,
+            "reward": reward,
+            "unlocked": unlocked,
+            "info": ep.obs.info,
+            "done": done,
+            "reply_problem": problem,
+        }
+    )
 
 
 def _turn(ep: _Episode, policy: Policy) -> Turn:
@@ -219,15 +252,21 @@ def play_batch(
         env = make_env(env_cfg)  # a fresh env per seed: the seed alone names the world
         live.append(_Episode(seed=seed, env=env, obs=env.reset(world), start=time.perf_counter()))
         policy.reset(seed)
-    play_turn = partial(_play_turn, max_actions=max_actions, max_steps=env_cfg.max_steps, run_id=run_meta["run_id"],
-                        invalid_feedback=invalid_feedback)
+    play_turn = partial(
+        _play_turn,
+        max_actions=max_actions,
+        max_steps=env_cfg.max_steps,
+        run_id=run_meta["run_id"],
+        invalid_feedback=invalid_feedback,
+    )
     play = _each_at_its_pace if policy.decides_per_turn else _lockstep
     finished = play(live, policy, play_turn, run_meta)
     return [finished[s] for s in seeds]
 
 
-def _lockstep(live: list[_Episode], policy: Policy, play_turn: Callable[..., None],
-              run_meta: dict[str, Any]) -> dict[int, EpisodeRecord]:
+def _lockstep(
+    live: list[_Episode], policy: Policy, play_turn: Callable[..., None], run_meta: dict[str, Any]
+) -> dict[int, EpisodeRecord]:
     finished: dict[int, EpisodeRecord] = {}
     while live:
         turns = [_turn(ep, policy) for ep in live]
@@ -245,8 +284,9 @@ def _lockstep(live: list[_Episode], policy: Policy, play_turn: Callable[..., Non
     return finished
 
 
-def _each_at_its_pace(live: list[_Episode], policy: Policy, play_turn: Callable[..., None],
-                      run_meta: dict[str, Any]) -> dict[int, EpisodeRecord]:
+def _each_at_its_pace(
+    live: list[_Episode], policy: Policy, play_turn: Callable[..., None], run_meta: dict[str, Any]
+) -> dict[int, EpisodeRecord]:
     finished: dict[int, EpisodeRecord] = {}
     pending: dict[Future, _Episode] = {}
     try:

@@ -11,7 +11,8 @@ import logging
 import math
 import os
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from crafter_exp.policies import make_policy
 from crafter_exp.runner.play import play_batch
@@ -23,8 +24,15 @@ OnBatch = Callable[[list[EpisodeRecord]], None]
 class RolloutWorker:
     """Plays batches of seeds with one policy instance (wrapped by `ray.remote` in `run_episodes`)."""
 
-    def __init__(self, env_cfg: Any, model_cfg: Any, seed: int, run_meta: dict[str, Any], max_actions: int,
-                 invalid_feedback: bool = False):
+    def __init__(
+        self,
+        env_cfg: Any,
+        model_cfg: Any,
+        seed: int,
+        run_meta: dict[str, Any],
+        max_actions: int,
+        invalid_feedback: bool = False,
+    ):
         self.env_cfg, self.run_meta, self.max_actions = env_cfg, run_meta, max_actions
         self.invalid_feedback = invalid_feedback
         self.policy = make_policy(model_cfg, seed)
@@ -38,8 +46,9 @@ class RolloutWorker:
         return os.getpid()
 
     def play(self, seeds: list[int]) -> list[EpisodeRecord]:
-        records = play_batch(self.env_cfg, self.policy, seeds, self.run_meta, self.max_actions,
-                             invalid_feedback=self.invalid_feedback)
+        records = play_batch(
+            self.env_cfg, self.policy, seeds, self.run_meta, self.max_actions, invalid_feedback=self.invalid_feedback
+        )
         for record in records:
             record.episode["node"] = self.node
         return records

@@ -19,9 +19,10 @@ import logging
 import math
 import shutil
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -84,8 +85,11 @@ class CompareResult:
 
     def test(self, baseline: str, other: str, metric: str) -> Optional[dict[str, Any]]:
         """The test of `other` against `baseline` on `metric` (None when it was not made)."""
-        rows = self.tests[(self.tests["baseline"] == baseline) & (self.tests["experiment"] == other)
-                          & (self.tests["metric"] == metric)]
+        rows = self.tests[
+            (self.tests["baseline"] == baseline)
+            & (self.tests["experiment"] == other)
+            & (self.tests["metric"] == metric)
+        ]
         return rows.iloc[0].to_dict() if len(rows) else None
 
 
@@ -108,7 +112,7 @@ def _mlflow_names_to_ids(tracking_cfg: Any, names: list[str]) -> dict[str, list[
     if not names or not tracking_cfg.enabled:
         return {}
     uri = str(tracking_cfg.uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         return {}  # no store yet: don't create one just to look a name up
     import mlflow
 
@@ -120,8 +124,12 @@ def _mlflow_names_to_ids(tracking_cfg: Any, names: list[str]) -> dict[str, list[
     out: dict[str, list[str]] = {}
     for name in names:
         quoted = name.replace("'", "\\'")
-        found = client.search_runs([exp.experiment_id], filter_string=f"attributes.run_name = '{quoted}'",
-                                   order_by=["attributes.start_time DESC"], max_results=50)
+        found = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"attributes.run_name = '{quoted}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=50,
+        )
         out[name] = [r.info.run_id for r in found]
     return out
 
@@ -138,8 +146,9 @@ def resolve_runs(cfg: Any, store: TraceStore, names: Sequence[str]) -> list[str]
     missing = [n for n, r in resolved.items() if r is None]
     if missing:
         hint = ", ".join(list(runs["run_id"])[-5:]) or "none"
-        raise UserError(f"unknown run(s): {', '.join(missing)} (not a trace run id or MLflow run; latest trace runs: "
-                         f"{hint})")
+        raise UserError(
+            f"unknown run(s): {', '.join(missing)} (not a trace run id or MLflow run; latest trace runs: {hint})"
+        )
     ids = [resolved[n] for n in names]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -150,8 +159,9 @@ def resolve_runs(cfg: Any, store: TraceStore, names: Sequence[str]) -> list[str]
 def default_labels(store: TraceStore, run_ids: list[str]) -> list[str]:
     """The runs' model labels when they are distinct, else the run ids without their common prefix."""
     runs = store.runs().set_index("run_id")
-    models = [str(runs.loc[r, "model"]) if r in runs.index and isinstance(runs.loc[r, "model"], str) else ""
-              for r in run_ids]
+    models = [
+        str(runs.loc[r, "model"]) if r in runs.index and isinstance(runs.loc[r, "model"], str) else "" for r in run_ids
+    ]
     if all(models) and len(set(models)) == len(models):
         return models
     if len(run_ids) < 2:
@@ -225,8 +235,10 @@ def significance_lines(tests: pd.DataFrame) -> list[str]:
     lines = []
     for r in tests[tests["significant"]].itertuples():
         sign = "+" if r.diff > 0 else ""
-        lines.append(f"{r.experiment} vs {r.baseline}: {r.metric} {sign}{fmt(r.diff)} "
-                     f"({fmt(r.baseline_value)} -> {fmt(r.value)}), p = {fmt_p(r.p)} (adjusted {fmt_p(r.p_adj)})")
+        lines.append(
+            f"{r.experiment} vs {r.baseline}: {r.metric} {sign}{fmt(r.diff)} "
+            f"({fmt(r.baseline_value)} -> {fmt(r.value)}), p = {fmt_p(r.p)} (adjusted {fmt_p(r.p_adj)})"
+        )
     return lines
 
 
@@ -268,8 +280,12 @@ def run_protocols(store: TraceStore, run_ids: Sequence[str]) -> dict[str, dict[s
         if isinstance(protocol, dict) and protocol.get("name"):
             entry = dict(protocol)
         else:
-            entry = {"name": "none (rollout)" if "protocol" in config else "unrecorded", "description": "",
-                     "source": "", "metrics": []}
+            entry = {
+                "name": "none (rollout)" if "protocol" in config else "unrecorded",
+                "description": "",
+                "source": "",
+                "metrics": [],
+            }
         entry["max_steps"] = env.get("max_steps")
         entry["length"] = env.get("length")
         out[run] = entry
@@ -282,19 +298,27 @@ def protocol_name(protocols: dict[str, dict[str, Any]]) -> str:
     return names.pop() if len(names) == 1 else "mixed"
 
 
-def protocol_lines(protocols: dict[str, dict[str, Any]], labels: Sequence[str], run_ids: Sequence[str],
-                   episodes: dict[str, pd.DataFrame]) -> list[str]:
+def protocol_lines(
+    protocols: dict[str, dict[str, Any]],
+    labels: Sequence[str],
+    run_ids: Sequence[str],
+    episodes: dict[str, pd.DataFrame],
+) -> list[str]:
     """The report's statement of the evaluation protocol: what it is and what was actually played."""
     by_label = {label: protocols[run] for label, run in zip(labels, run_ids)}
     played = "; ".join(
         f"{label}: {len(episodes[label])} episodes, cap {p.get('max_steps') or '-'} steps"
         + (f" (env length {p['length']})" if p.get("length") else "")
-        for label, p in by_label.items())
+        for label, p in by_label.items()
+    )
     name = protocol_name(protocols)
     if name == "mixed":
         names = ", ".join(f"{label}: {p['name']}" for label, p in by_label.items())
-        return [f"**Protocols differ between runs** ({names}): their numbers are not comparable with each other "
-                "or with one published table.", f"Played: {played}."]
+        return [
+            f"**Protocols differ between runs** ({names}): their numbers are not comparable with each other "
+            "or with one published table.",
+            f"Played: {played}.",
+        ]
     first = next(iter(by_label.values()))
     lines = [f"**Protocol: {name}**" + (f" — {first['description']}." if first.get("description") else ".")]
     if first.get("source"):
@@ -305,27 +329,54 @@ def protocol_lines(protocols: dict[str, dict[str, Any]], labels: Sequence[str], 
     return lines
 
 
-def _report_markdown(cfg: Any, labels: list[str], run_ids: list[str], episodes: dict[str, pd.DataFrame],
-                     table: pd.DataFrame, tests: pd.DataFrame, scalar: list[str], families: dict[str, list[str]],
-                     figures: dict[str, Path], report_dir: Path,
-                     protocols: Optional[dict[str, dict[str, Any]]] = None) -> str:
+def _report_markdown(
+    cfg: Any,
+    labels: list[str],
+    run_ids: list[str],
+    episodes: dict[str, pd.DataFrame],
+    table: pd.DataFrame,
+    tests: pd.DataFrame,
+    scalar: list[str],
+    families: dict[str, list[str]],
+    figures: dict[str, Path],
+    report_dir: Path,
+    protocols: Optional[dict[str, dict[str, Any]]] = None,
+) -> str:
     c = cfg.compare
     kinds = sorted(set(tests["test"])) if len(tests) else []
     parts = [f"# Compare: {cfg.name}", ""]
-    parts.append(markdown_table(
-        ["experiment", "trace run", "episodes", "seeds", "model", "policy"],
-        [[label, run, str(len(episodes[label])), _seed_summary(sorted(episodes[label]["seed"].astype(int))),
-          str(episodes[label]["model"].iloc[0]), str(episodes[label]["policy"].iloc[0])]
-         for label, run in zip(labels, run_ids)]))
+    parts.append(
+        markdown_table(
+            ["experiment", "trace run", "episodes", "seeds", "model", "policy"],
+            [
+                [
+                    label,
+                    run,
+                    str(len(episodes[label])),
+                    _seed_summary(sorted(episodes[label]["seed"].astype(int))),
+                    str(episodes[label]["model"].iloc[0]),
+                    str(episodes[label]["policy"].iloc[0]),
+                ]
+                for label, run in zip(labels, run_ids)
+            ],
+        )
+    )
     if protocols:
         parts += ["", " ".join(protocol_lines(protocols, labels, run_ids, episodes))]
-    parts += ["", f"Baseline: **{labels[0]}**. Intervals: 95 % percentile bootstrap over episodes ({c.bootstrap} "
-              f"resamples, seed {cfg.seed}). Tests: {'; '.join(kinds) or 'none'}, two-sided, {c.permutations} "
-              f"permutations, on the difference of each metric; p adjusted with "
-              f"{ {'bh': 'Benjamini-Hochberg', 'holm': 'Holm', 'none': 'no correction'}[c.correction]} over all "
-              f"{len(tests)} tests. `*` = differs from the baseline at adjusted p < {c.alpha}. "
-              f"Achievement rate: % of episodes with >= {c.k} achievements.", "",
-              "## Metrics", "", markdown_table(["metric", *labels], wide_rows(table, labels, scalar)), ""]
+    parts += [
+        "",
+        f"Baseline: **{labels[0]}**. Intervals: 95 % percentile bootstrap over episodes ({c.bootstrap} "
+        f"resamples, seed {cfg.seed}). Tests: {'; '.join(kinds) or 'none'}, two-sided, {c.permutations} "
+        f"permutations, on the difference of each metric; p adjusted with "
+        f"{ {'bh': 'Benjamini-Hochberg', 'holm': 'Holm', 'none': 'no correction'}[c.correction] } over all "
+        f"{len(tests)} tests. `*` = differs from the baseline at adjusted p < {c.alpha}. "
+        f"Achievement rate: % of episodes with >= {c.k} achievements.",
+        "",
+        "## Metrics",
+        "",
+        markdown_table(["metric", *labels], wide_rows(table, labels, scalar)),
+        "",
+    ]
     parts += ["## Significant differences", ""]
     lines = significance_lines(tests)
     parts += [f"- {line}" for line in lines] if lines else ["None at this level."]
@@ -334,7 +385,7 @@ def _report_markdown(cfg: Any, labels: list[str], run_ids: list[str], episodes: 
         if names:
             rows = wide_rows(table, labels, names, intervals=False)
             for row in rows:
-                row[0] = row[0][len(prefix):]
+                row[0] = row[0][len(prefix) :]
             parts += [f"## {FAMILY_TITLES[prefix]}", "", markdown_table([prefix.rstrip("/"), *labels], rows), ""]
     if figures:
         parts += ["## Figures", ""]
@@ -376,10 +427,12 @@ class Comparison:
     def console_lines(self, report_md: Path) -> list[str]:
         """What `stage=compare` prints: the setting, the protocol, the table and the significant differences."""
         labels, tests = self.labels, self.tests
-        lines = [f"compare ({self.env}, baseline {labels[0]}; {len(self.seeds[labels[0]])} episodes each; "
-                 f"* = significant vs baseline)",
-                 " ".join(protocol_lines(self.protocols, labels, self.runs, self.episodes)).replace("**", ""),
-                 terminal_table(self.table, labels, self.scalar)]
+        lines = [
+            f"compare ({self.env}, baseline {labels[0]}; {len(self.seeds[labels[0]])} episodes each; "
+            f"* = significant vs baseline)",
+            " ".join(protocol_lines(self.protocols, labels, self.runs, self.episodes)).replace("**", ""),
+            terminal_table(self.table, labels, self.scalar),
+        ]
         scalar_tests = tests[~tests["metric"].str.startswith(M.FAMILIES)]
         diffs = significance_lines(scalar_tests)
         per_item = int(tests["significant"].sum()) - len(diffs) if len(tests) else 0
@@ -414,8 +467,9 @@ def compute(
     check_compare_config(c)
     names = list(runs if runs is not None else c.runs)
     if not names:
-        raise UserError("nothing to compare: give trace run ids, e.g. compare.runs=[run_a,run_b] (the first is the "
-                         "baseline)")
+        raise UserError(
+            "nothing to compare: give trace run ids, e.g. compare.runs=[run_a,run_b] (the first is the baseline)"
+        )
     store = TraceStore(cfg.paths.db)
     if not store.path.exists():
         raise UserError(f"trace database not found: {store.path} (set paths.home or paths.db)")
@@ -425,8 +479,9 @@ def compute(
         raise UserError(f"need one distinct label per run: got {labels} for {len(run_ids)} runs")
 
     all_episodes = store.episodes(run_ids)
-    episodes = {label: all_episodes[all_episodes["run_id"] == run].reset_index(drop=True)
-                for label, run in zip(labels, run_ids)}
+    episodes = {
+        label: all_episodes[all_episodes["run_id"] == run].reset_index(drop=True) for label, run in zip(labels, run_ids)
+    }
     empty = [run for label, run in zip(labels, run_ids) if episodes[label].empty]
     if empty:
         raise UserError(f"run(s) with no episodes: {', '.join(empty)}")
@@ -440,12 +495,14 @@ def compute(
     seeds = {label: sorted(int(s) for s in df["seed"]) for label, df in episodes.items()}
     if len({tuple(s) for s in seeds.values()}) > 1 and not c.force:
         detail = "; ".join(f"{label}: {_seed_summary(s)}" for label, s in seeds.items())
-        raise UserError(f"runs played different seed sets ({detail}); evaluate them on the same seeds, or set "
-                         "compare.force=true to compare them unpaired")
+        raise UserError(
+            f"runs played different seed sets ({detail}); evaluate them on the same seeds, or set "
+            "compare.force=true to compare them unpaired"
+        )
 
     pair_list: list[tuple[str, str]] = [(labels[0], other) for other in labels[1:]]
     if c.pairwise:
-        pair_list = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+        pair_list = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1 :]]
     for a, b in pairs or []:
         if a not in labels or b not in labels:
             raise UserError(f"pair ({a}, {b}) names an unknown label (labels: {', '.join(labels)})")
@@ -462,9 +519,15 @@ def compute(
         except Exception as exc:
             raise UserError(f"custom metric {target!r} failed on run {run_ids[0]}: {exc}") from None
     actions = M.top_actions(all_episodes)  # one action list for every run, so their distributions line up
-    known = list(dict.fromkeys([*M.METRICS, *(n for df in episodes.values()
-                                                for n in M.metric_names(df, achievements, c.k, actions)),
-                                *custom_names]))
+    known = list(
+        dict.fromkeys(
+            [
+                *M.METRICS,
+                *(n for df in episodes.values() for n in M.metric_names(df, achievements, c.k, actions)),
+                *custom_names,
+            ]
+        )
+    )
     known = [m for m in known if m in custom_names or not declaration or M.declared(m, declaration)]
     selected = _select(c.metrics, known)
     if selected is None:
@@ -473,41 +536,90 @@ def compute(
     # --- the numbers
     tables = []
     for label, run in zip(labels, run_ids):
-        t = M.bootstrap(episodes[label], achievements, k=c.k, resamples=c.bootstrap, seed=cfg.seed, custom=custom,
-                        custom_resamples=c.custom_resamples, actions=actions)
+        t = M.bootstrap(
+            episodes[label],
+            achievements,
+            k=c.k,
+            resamples=c.bootstrap,
+            seed=cfg.seed,
+            custom=custom,
+            custom_resamples=c.custom_resamples,
+            actions=actions,
+        )
         tables.append(t.assign(experiment=label, run_id=run))
     table = pd.concat(tables, ignore_index=True)
     test_frames = []
     for a, b in pair_list:
-        t = M.significance(episodes[a], episodes[b], achievements, k=c.k, permutations=c.permutations,
-                           seed=cfg.seed, custom=custom, custom_resamples=c.custom_resamples, actions=actions)
+        t = M.significance(
+            episodes[a],
+            episodes[b],
+            achievements,
+            k=c.k,
+            permutations=c.permutations,
+            seed=cfg.seed,
+            custom=custom,
+            custom_resamples=c.custom_resamples,
+            actions=actions,
+        )
         test_frames.append(t.assign(baseline=a, experiment=b))
-    tests = (pd.concat(test_frames, ignore_index=True) if test_frames else
-             pd.DataFrame(columns=["metric", "baseline_value", "value", "diff", "p", "test", "baseline", "experiment"]))
+    tests = (
+        pd.concat(test_frames, ignore_index=True)
+        if test_frames
+        else pd.DataFrame(columns=["metric", "baseline_value", "value", "diff", "p", "test", "baseline", "experiment"])
+    )
     if selected is not None:
         table = table[table["metric"].isin(selected)]
         tests = tests[tests["metric"].isin(selected)]
     tests = tests.reset_index(drop=True)
     tests["p_adj"] = M.adjust_pvalues(tests["p"].to_numpy(dtype=float), c.correction) if len(tests) else []
     tests["significant"] = (tests["p_adj"] < c.alpha) if len(tests) else []
-    tests = tests[["baseline", "experiment", "metric", "baseline_value", "value", "diff", "p", "p_adj",
-                   "significant", "test"]]
-    vs_first = tests[tests["baseline"] == labels[0]][["experiment", "metric", "diff", "p", "p_adj", "significant",
-                                                       "test"]]
+    tests = tests[
+        ["baseline", "experiment", "metric", "baseline_value", "value", "diff", "p", "p_adj", "significant", "test"]
+    ]
+    vs_first = tests[tests["baseline"] == labels[0]][
+        ["experiment", "metric", "diff", "p", "p_adj", "significant", "test"]
+    ]
     table = table.merge(vs_first, on=["experiment", "metric"], how="left").assign(baseline=labels[0])
     table["significant"] = table["significant"].astype("boolean").fillna(False).astype(bool)
     order = {m: i for i, m in enumerate(known)}
     table["_order"] = table["metric"].map(lambda m: order.get(m, len(order)))
-    table["_label"] = table["experiment"].map({l: i for i, l in enumerate(labels)})
+    table["_label"] = table["experiment"].map({label: i for i, label in enumerate(labels)})
     table = table.sort_values(["_label", "_order"]).drop(columns=["_order", "_label"]).reset_index(drop=True)
-    table = table[["experiment", "run_id", "metric", "value", "ci_low", "ci_high", "n", "baseline", "diff", "p",
-                   "p_adj", "significant", "test"]]
+    table = table[
+        [
+            "experiment",
+            "run_id",
+            "metric",
+            "value",
+            "ci_low",
+            "ci_high",
+            "n",
+            "baseline",
+            "diff",
+            "p",
+            "p_adj",
+            "significant",
+            "test",
+        ]
+    ]
 
     present = list(dict.fromkeys(m for m in known if (table["metric"] == m).any()))
     scalar = [m for m in present if not m.startswith(M.FAMILIES)]
     families = {p: [m for m in present if m.startswith(p)] for p in M.FAMILIES}
-    return Comparison(table, tests, labels, run_ids, episodes, seeds, envs[0], list(achievements), scalar, families,
-                      run_protocols(store, run_ids), store.path)
+    return Comparison(
+        table,
+        tests,
+        labels,
+        run_ids,
+        episodes,
+        seeds,
+        envs[0],
+        list(achievements),
+        scalar,
+        families,
+        run_protocols(store, run_ids),
+        store.path,
+    )
 
 
 def report(cfg: Any, comp: Comparison) -> CompareResult:
@@ -525,9 +637,12 @@ def report(cfg: Any, comp: Comparison) -> CompareResult:
     result = CompareResult(table, tests, labels, run_ids, report_dir, seeds=seeds)
     tags = {"name": cfg.name, "env": comp.env, "runs": ",".join(run_ids)[:5000], "protocol": protocol_name(protocols)}
     # the runs' protocols (what was played), not cfg.protocol (what a new eval would play)
-    params = _config_tree(cfg) | {"protocol": {"name": protocol_name(protocols),
-                                               "runs": {label: protocols[run]["name"]
-                                                        for label, run in zip(labels, run_ids)}}}
+    params = _config_tree(cfg) | {
+        "protocol": {
+            "name": protocol_name(protocols),
+            "runs": {label: protocols[run]["name"] for label, run in zip(labels, run_ids)},
+        }
+    }
     with tracking.stage_run(cfg.tracking, "compare", f"compare-{cfg.name}", params, tags) as mlrun:
         result.mlflow_run_id = mlrun.info.run_id if mlrun else None
         figures: dict[str, Path] = {}
@@ -536,8 +651,12 @@ def report(cfg: Any, comp: Comparison) -> CompareResult:
         files = {
             "metrics_csv": _write_csv(report_dir / "metrics.csv", table),
             "tests_csv": _write_csv(report_dir / "significance.csv", tests),
-            "markdown": write_text_atomic(report_dir / "report.md", _report_markdown(
-                cfg, labels, run_ids, episodes, table, tests, scalar, families, figures, report_dir, protocols)),
+            "markdown": write_text_atomic(
+                report_dir / "report.md",
+                _report_markdown(
+                    cfg, labels, run_ids, episodes, table, tests, scalar, families, figures, report_dir, protocols
+                ),
+            ),
             **{f"figure:{name}": path for name, path in figures.items()},
         }
         for line in comp.console_lines(report_dir / "report.md"):
@@ -554,8 +673,9 @@ def report(cfg: Any, comp: Comparison) -> CompareResult:
             tracking.log_metrics(values)
             with warnings.catch_warnings():  # MLflow's schema-inference hints about int columns: noise here
                 warnings.simplefilter("ignore", UserWarning)
-                tracking.log_dataframe_input(_mlflow_episodes(episodes[label]), name=run, source=str(comp.store_path),
-                                             context=f"compare:{label}")
+                tracking.log_dataframe_input(
+                    _mlflow_episodes(episodes[label]), name=run, source=str(comp.store_path), context=f"compare:{label}"
+                )
         for role, path in files.items() if result.mlflow_run_id else []:
             tracking.log_file(path, "compare/figures" if role.startswith("figure:") else "compare")
         manifest = {
@@ -588,8 +708,14 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _figures(table: pd.DataFrame, episodes: dict[str, pd.DataFrame], labels: list[str],
-             achievements: Sequence[str], scalar: list[str], out: Path) -> dict[str, Path]:
+def _figures(
+    table: pd.DataFrame,
+    episodes: dict[str, pd.DataFrame],
+    labels: list[str],
+    achievements: Sequence[str],
+    scalar: list[str],
+    out: Path,
+) -> dict[str, Path]:
     from crafter_exp import figures as F
 
     made = {
@@ -597,11 +723,16 @@ def _figures(table: pd.DataFrame, episodes: dict[str, pd.DataFrame], labels: lis
         # episode reward and achievement counts: only where the env reports them (ALFWorld's restate success)
         "reward_distribution": F.reward_distribution(
             pd.concat([df.assign(experiment=label) for label, df in episodes.items()], ignore_index=True),
-            out / "reward_distribution.png", labels) if {"mean_reward", "mean_achievements"} & set(scalar) else None,
+            out / "reward_distribution.png",
+            labels,
+        )
+        if {"mean_reward", "mean_achievements"} & set(scalar)
+        else None,
         "action_distribution": F.action_distribution(table, out / "action_distribution.png"),
         "task_success": F.task_success(table, out / "task_success.png"),
         "metric_intervals": F.metric_intervals(
-            table, [m for m in M.HEADLINE if m in scalar] or scalar[:8], out / "metric_intervals.png"),
+            table, [m for m in M.HEADLINE if m in scalar] or scalar[:8], out / "metric_intervals.png"
+        ),
     }
     return {name: path for name, path in made.items() if path is not None}
 
@@ -612,6 +743,17 @@ def run(cfg: Any) -> CompareResult:
     return compare(cfg)
 
 
-__all__ = ["CompareResult", "Comparison", "compare", "compute", "report", "run", "resolve_runs", "default_labels",
-           "check_compare_config", "run_protocols",
-           "protocol_name", "protocol_lines"]
+__all__ = [
+    "CompareResult",
+    "Comparison",
+    "compare",
+    "compute",
+    "report",
+    "run",
+    "resolve_runs",
+    "default_labels",
+    "check_compare_config",
+    "run_protocols",
+    "protocol_name",
+    "protocol_lines",
+]

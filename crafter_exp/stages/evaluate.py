@@ -41,16 +41,20 @@ def check_protocol(cfg: Any) -> None:
     """The protocol fits the env: defined for it, and every setting it fixes is a field of the env config."""
     protocol = protocol_of(cfg)
     if protocol.envs and cfg.env.name not in protocol.envs:
-        raise UserError(f"protocol {protocol.name!r} is defined for env {', '.join(protocol.envs)}, not "
-                        f"{cfg.env.name!r} (use protocol=ours)")
+        raise UserError(
+            f"protocol {protocol.name!r} is defined for env {', '.join(protocol.envs)}, not "
+            f"{cfg.env.name!r} (use protocol=ours)"
+        )
     if protocol.episodes is not None and protocol.episodes <= 0:
         raise UserError(f"protocol.episodes must be > 0, got {protocol.episodes}")
     # which seeds and how many are the eval section's and the protocol's own `episodes`, not env settings
     allowed = {f.name for f in dataclasses.fields(cfg.env)} - {"name", "episodes", "seed"}
     unknown = sorted(set(protocol.env) - allowed)
     if unknown:
-        raise UserError(f"protocol {protocol.name!r} sets unknown env field(s) {', '.join(unknown)} "
-                        f"(settable: {', '.join(sorted(allowed))})")
+        raise UserError(
+            f"protocol {protocol.name!r} sets unknown env field(s) {', '.join(unknown)} "
+            f"(settable: {', '.join(sorted(allowed))})"
+        )
 
 
 def protocol_env_config(cfg: Any) -> Any:
@@ -84,8 +88,9 @@ def _checkpoint_manifest(cfg: Any, model_cfg: Any) -> Optional[dict[str, Any]]:
     if model_cfg.name == "hf_local":
         return paths.read_manifest(Path(str(model_cfg.path)))
     if model_cfg.name == "openai":
-        found = paths.newest_complete(paths.checkpoint_root(cfg),
-                                      lambda m: m.get("fine_tuned_model") == model_cfg.model)
+        found = paths.newest_complete(
+            paths.checkpoint_root(cfg), lambda m: m.get("fine_tuned_model") == model_cfg.model
+        )
         return paths.read_manifest(found) if found else None
     return None
 
@@ -111,9 +116,11 @@ def check_trained_seeds(cfg: Any, model_cfg: Any) -> None:
     for run, seeds in trained_seeds(cfg, model_cfg).items():
         shared = sorted(held_out & seeds)
         if shared:
-            raise UserError(f"eval seeds [{cfg.eval.seed}, {cfg.eval.seed + eval_episodes(cfg)}) overlap the seeds "
-                            f"{model_label(model_cfg)} was trained on ({len(shared)} shared with trace run {run}, "
-                            f"first {shared[0]}); move eval.seed")
+            raise UserError(
+                f"eval seeds [{cfg.eval.seed}, {cfg.eval.seed + eval_episodes(cfg)}) overlap the seeds "
+                f"{model_label(model_cfg)} was trained on ({len(shared)} shared with trace run {run}, "
+                f"first {shared[0]}); move eval.seed"
+            )
 
 
 def evaluate(cfg: Any, model_cfg: Any = None, run_id: Optional[str] = None) -> RolloutResult:
@@ -121,14 +128,24 @@ def evaluate(cfg: Any, model_cfg: Any = None, run_id: Optional[str] = None) -> R
     check_eval_config(cfg)
     model_cfg = resolve_model(cfg, model_cfg or cfg.model)
     check_trained_seeds(cfg, model_cfg)
-    return rollout(cfg, stage="eval", run_id=run_id, seed_start=cfg.eval.seed, episodes=eval_episodes(cfg),
-                   model_cfg=model_cfg, env_cfg=protocol_env_config(cfg), protocol=protocol_of(cfg))
+    return rollout(
+        cfg,
+        stage="eval",
+        run_id=run_id,
+        seed_start=cfg.eval.seed,
+        episodes=eval_episodes(cfg),
+        model_cfg=model_cfg,
+        env_cfg=protocol_env_config(cfg),
+        protocol=protocol_of(cfg),
+    )
 
 
 def run(cfg: Any) -> RolloutResult:
     """stage=eval: evaluate cfg.model."""
     result = evaluate(cfg)
-    log.info(f"eval {model_label(cfg.model)} on {len(result.seeds)} held-out seeds (protocol {protocol_of(cfg).name}) "
-             f"-> trace run {result.run_id}")
+    log.info(
+        f"eval {model_label(cfg.model)} on {len(result.seeds)} held-out seeds (protocol {protocol_of(cfg).name}) "
+        f"-> trace run {result.run_id}"
+    )
     log.info("  " + ", ".join(f"{k}={result.metrics[k]:.3g}" for k in HEADLINE if k in result.metrics))
     return result

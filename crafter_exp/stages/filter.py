@@ -20,9 +20,10 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -105,7 +106,8 @@ def _prompt_of(sources: Sequence[SourceRun]) -> PromptConfig:
     if len(known) > 1:
         raise UserError(
             "source runs were played with different model.prompt settings; filter them separately ("
-            + "; ".join(f"{r}: {_as_dict(p)}" for r, p in prompts_seen.items()) + ")"
+            + "; ".join(f"{r}: {_as_dict(p)}" for r, p in prompts_seen.items())
+            + ")"
         )
     if not known:
         log.warning("the source runs recorded no model.prompt; exporting with the default prompt")
@@ -147,8 +149,13 @@ def prepare(cfg: Any, runs: Optional[Sequence[str]] = None, db: Optional[ReadSes
 # ----------------------------------------------------------------------------------------------------- stats
 
 
-def stats(cfg: Any, runs: Optional[Sequence[str]] = None, ctx: Optional[_Context] = None,
-          with_steps: bool = True, selected: Optional[pd.DataFrame] = None) -> FilterStats:
+def stats(
+    cfg: Any,
+    runs: Optional[Sequence[str]] = None,
+    ctx: Optional[_Context] = None,
+    with_steps: bool = True,
+    selected: Optional[pd.DataFrame] = None,
+) -> FilterStats:
     """The stats table's figures (reads only). `selected`: select_episodes' result when already at hand."""
     if ctx is None:
         with ReadSession(TraceStore(cfg.paths.db), cfg.filter.memory_limit) as db:
@@ -172,8 +179,10 @@ def _empty_message(cfg: Any, ctx: _Context, st: Optional[FilterStats] = None) ->
     st = st or stats(cfg, ctx=ctx, with_steps=False)
     runs = ", ".join(s.run_id for s in ctx.sources)
     alone = "; ".join(f"{k} {v}" for k, v in st.criteria.items()) or "no criteria"
-    return (f"no example passes the filter: {st.total_episodes} episode(s) in {runs}; passing each criterion "
-            f"alone: {alone}; all together: {st.passing_all}; nothing written")
+    return (
+        f"no example passes the filter: {st.total_episodes} episode(s) in {runs}; passing each criterion "
+        f"alone: {alone}; all together: {st.passing_all}; nothing written"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- export
@@ -269,19 +278,23 @@ def val_fraction(fcfg: Any) -> float:
 
 
 def _no_turn_message(fcfg: Any, selected: int) -> str:
-    return (f"no turn left: the {selected} selected episode(s) keep no turn with step_mode={fcfg.step_mode}"
-            f"{' and drop_unparsed' if fcfg.drop_unparsed else ''}; nothing written")
+    return (
+        f"no turn left: the {selected} selected episode(s) keep no turn with step_mode={fcfg.step_mode}"
+        f"{' and drop_unparsed' if fcfg.drop_unparsed else ''}; nothing written"
+    )
 
 
-def filter_and_export(cfg: Any, runs: Optional[Sequence[str]] = None, output: Optional[str | Path] = None,
-                      progress: bool = True) -> FilterResult:
+def filter_and_export(
+    cfg: Any, runs: Optional[Sequence[str]] = None, output: Optional[str | Path] = None, progress: bool = True
+) -> FilterResult:
     """Select, export, write the manifest last, track in MLflow. Returns where the dataset is and its digest."""
     with large_frees_to_os(), ReadSession(TraceStore(cfg.paths.db), cfg.filter.memory_limit) as db:
         return _filter_and_export(cfg, db, runs, output, progress)
 
 
-def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]], output: Optional[str | Path],
-                       progress: bool) -> FilterResult:
+def _filter_and_export(
+    cfg: Any, db: ReadSession, runs: Optional[Sequence[str]], output: Optional[str | Path], progress: bool
+) -> FilterResult:
     from crafter_exp.progress import progress_bar
 
     start = time.perf_counter()
@@ -293,13 +306,23 @@ def _filter_and_export(cfg: Any, db: ReadSession, runs: Optional[Sequence[str]],
     done = folder.existing()
     if done:
         log.info("dataset %s is up to date (identity %s); nothing to do", out, ctx.filter_hash)
-        return FilterResult(out, done["digest"], done["format"], done["examples"], done["episodes"], done["files"],
-                            done, mlflow_run_id=done.get("mlflow_run_id"), skipped=True)
+        return FilterResult(
+            out,
+            done["digest"],
+            done["format"],
+            done["examples"],
+            done["episodes"],
+            done["files"],
+            done,
+            mlflow_run_id=done.get("mlflow_run_id"),
+            skipped=True,
+        )
 
     chosen = select(cfg, ctx)
     created = not out.exists()
-    with progress_bar(total=chosen.total_steps, desc=f"filter {cfg.name}", unit="step", disable=not progress,
-              dynamic_ncols=True) as bar:
+    with progress_bar(
+        total=chosen.total_steps, desc=f"filter {cfg.name}", unit="step", disable=not progress, dynamic_ncols=True
+    ) as bar:
         written = write_dataset(chosen.plan, out, bar)  # under temporary names: an earlier dataset stays intact
     if written.examples == 0:
         written.discard()
@@ -320,8 +343,9 @@ def turns_kept(chosen: Selection, written: Any) -> int:
     return int(kept.sum()) if (kept >= 0).all() else written.examples + written.dedupe_dropped
 
 
-def dataset_manifest(fcfg: Any, ctx: _Context, written: Any, prompt: dict[str, Any], kept: int,
-                     seconds: float) -> dict[str, Any]:
+def dataset_manifest(
+    fcfg: Any, ctx: _Context, written: Any, prompt: dict[str, Any], kept: int, seconds: float
+) -> dict[str, Any]:
     """The dataset folder's manifest.json (without its identity and MLflow run id, added when it is written)."""
     return {
         "format": fcfg.format,
@@ -343,8 +367,9 @@ def dataset_manifest(fcfg: Any, ctx: _Context, written: Any, prompt: dict[str, A
     }
 
 
-def _report(cfg: Any, ctx: _Context, chosen: Selection, written: Any, folder: paths.OutputFolder,
-            seconds: float) -> FilterResult:
+def _report(
+    cfg: Any, ctx: _Context, chosen: Selection, written: Any, folder: paths.OutputFolder, seconds: float
+) -> FilterResult:
     """The written dataset's report: the system prompt file, the MLflow run and the manifest, written last."""
     fcfg = cfg.filter
     out = folder.path
@@ -359,23 +384,52 @@ def _report(cfg: Any, ctx: _Context, chosen: Selection, written: Any, folder: pa
     # the MLflow run records a finished export (an empty selection leaves no failed run behind)
     source_ids = manifest["source_runs"]
     params = {"filter": _as_dict(fcfg), "source_runs": source_ids, "name": cfg.name}
-    tags = {"name": cfg.name, "env": ctx.env, "format": fcfg.format, "source_runs": ",".join(source_ids),
-            "dataset_digest": written.digest}
+    tags = {
+        "name": cfg.name,
+        "env": ctx.env,
+        "format": fcfg.format,
+        "source_runs": ",".join(source_ids),
+        "dataset_digest": written.digest,
+    }
     with tracking.stage_run(cfg.tracking, "filter", f"filter-{cfg.name}", params, tags) as mlrun:
         if mlrun:
             manifest["mlflow_run_id"] = mlrun.info.run_id
-            index = chosen.plan.episodes[["run_id", "seed", "split", "counted_achievements", "total_reward", "turns",
-                                          "quality"]].assign(examples=written.per_episode)
-            tracking.log_dataframe_input(index, name=f"{cfg.name}-{fcfg.format}", source=str(out.resolve()),
-                                         context="output", digest=written.digest)
-            tracking.log_metrics({**st.metrics(), "episodes_exported": written.episodes, "examples": written.examples,
-                                  "turns_kept": kept, "dedupe_dropped": written.dedupe_dropped,
-                                  "seconds": seconds, "steps_per_s": chosen.total_steps / max(seconds, 1e-9)})
+            index = chosen.plan.episodes[
+                ["run_id", "seed", "split", "counted_achievements", "total_reward", "turns", "quality"]
+            ].assign(examples=written.per_episode)
+            tracking.log_dataframe_input(
+                index,
+                name=f"{cfg.name}-{fcfg.format}",
+                source=str(out.resolve()),
+                context="output",
+                digest=written.digest,
+            )
+            tracking.log_metrics(
+                {
+                    **st.metrics(),
+                    "episodes_exported": written.episodes,
+                    "examples": written.examples,
+                    "turns_kept": kept,
+                    "dedupe_dropped": written.dedupe_dropped,
+                    "seconds": seconds,
+                    "steps_per_s": chosen.total_steps / max(seconds, 1e-9),
+                }
+            )
         manifest = folder.finish(manifest)
         if mlrun:
             tracking.log_file(out / MANIFEST)
-    return FilterResult(out, written.digest, fcfg.format, written.examples, written.episodes, written.files,
-                        manifest, st, manifest["mlflow_run_id"], seconds=seconds)
+    return FilterResult(
+        out,
+        written.digest,
+        fcfg.format,
+        written.examples,
+        written.episodes,
+        written.files,
+        manifest,
+        st,
+        manifest["mlflow_run_id"],
+        seconds=seconds,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
@@ -389,8 +443,15 @@ def run(cfg: Any) -> Any:
         return st
     result = filter_and_export(cfg)
     if not result.skipped:
-        log.info("wrote %d %s examples from %d episodes to %s (digest %s, %.1f s)", result.examples, result.format,
-                 result.episodes, result.path, result.digest, result.seconds)
+        log.info(
+            "wrote %d %s examples from %d episodes to %s (digest %s, %.1f s)",
+            result.examples,
+            result.format,
+            result.episodes,
+            result.path,
+            result.digest,
+            result.seconds,
+        )
     return result
 
 
@@ -408,5 +469,19 @@ def validate_run(cfg: Any) -> Any:
     return report
 
 
-__all__ = ["FilterResult", "EmptySelectionError", "Selection", "filter_and_export", "select", "select_episodes",
-           "stats", "prepare", "dataset_manifest", "run", "validate_run", "output_dir", "read_manifest", "episode_criteria"]
+__all__ = [
+    "FilterResult",
+    "EmptySelectionError",
+    "Selection",
+    "filter_and_export",
+    "select",
+    "select_episodes",
+    "stats",
+    "prepare",
+    "dataset_manifest",
+    "run",
+    "validate_run",
+    "output_dir",
+    "read_manifest",
+    "episode_criteria",
+]

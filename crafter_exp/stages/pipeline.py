@@ -45,8 +45,11 @@ class PipelineResult:
 
     def job_result(self) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
         """What a sweep job records (crafter_exp/sweep.py `report_job`): the compare table's metrics per policy."""
-        return self.compare.metrics_by_label, {"eval_runs": self.eval_runs, "verdict": self.verdict,
-                                               "seconds": self.seconds}
+        return self.compare.metrics_by_label, {
+            "eval_runs": self.eval_runs,
+            "verdict": self.verdict,
+            "seconds": self.seconds,
+        }
 
 
 def check_pipeline_config(cfg: Any) -> None:
@@ -98,17 +101,21 @@ def pipeline(cfg: Any) -> PipelineResult:
             eval_runs[name] = evaluate(cfg, candidates[name]()).run_id
         order = [p for p in ("student_before", "random", "student_after", "student_rl", "teacher") if p in eval_runs]
         pairs = [(p, "student_after") for p in ("random", "teacher") if p in eval_runs and "student_after" in eval_runs]
-        pairs += [(p, "student_rl") for p in ("student_after", "teacher") if p in eval_runs and "student_rl" in eval_runs]
+        pairs += [
+            (p, "student_rl") for p in ("student_after", "teacher") if p in eval_runs and "student_rl" in eval_runs
+        ]
         result = compare(cfg, runs=[eval_runs[p] for p in order], labels=order, pairs=pairs)
         metric = env_primary_metric(cfg.env.name)
         also_runs = _also_held_out(cfg, candidates)
         verdict = _verdict(result, metric) + "".join(
             f"; on {where}: " + ", ".join(f"{p} {r['metrics'].get(metric, float('nan')):.3g}" for p, r in runs.items())
-            for where, runs in also_runs.items())
+            for where, runs in also_runs.items()
+        )
         tracking.log_json({"eval_runs": eval_runs, "also_held_out": also_runs, "verdict": verdict}, "pipeline.json")
     seconds = time.perf_counter() - start
-    out = PipelineResult(teacher.run_id, Path(data.path), Path(trained.checkpoint), eval_runs, also_runs, result,
-                         seconds, verdict)
+    out = PipelineResult(
+        teacher.run_id, Path(data.path), Path(trained.checkpoint), eval_runs, also_runs, result, seconds, verdict
+    )
     return out
 
 
@@ -121,11 +128,18 @@ def _also_held_out(cfg: Any, candidates: dict[str, Any]) -> dict[str, dict[str, 
         for name in cfg.eval.also_policies:
             model_cfg = candidates[name]()
             model_cfg = dataclasses.replace(model_cfg, label=f"{model_cfg.label or name}-{where}")
-            played = rollout(cfg, stage="eval", seed_start=cfg.eval.seed, episodes=cfg.eval.episodes,
-                             model_cfg=model_cfg, env_cfg=env_cfg)
+            played = rollout(
+                cfg,
+                stage="eval",
+                seed_start=cfg.eval.seed,
+                episodes=cfg.eval.episodes,
+                model_cfg=model_cfg,
+                env_cfg=env_cfg,
+            )
             out.setdefault(where, {})[name] = {"run_id": played.run_id, "metrics": played.metrics}
-            tracking.log_metrics({f"{where}/{name}/{k}": v for k, v in played.metrics.items()
-                                  if isinstance(v, (int, float))})
+            tracking.log_metrics(
+                {f"{where}/{name}/{k}": v for k, v in played.metrics.items() if isinstance(v, (int, float))}
+            )
     return out
 
 

@@ -72,7 +72,9 @@ def default_start_checkpoint(cfg: Any) -> Path:
     # RL's own iterations (rl-<hash>/iter-NNN) carry an `rl` record: a start is an SFT checkpoint
     found = paths.newest_complete(folder, lambda m: paths.is_local_checkpoint(m) and not m.get("rl"))
     if found is None:
-        raise UserError(f"no SFT checkpoint in {folder}: run stage=train name={cfg.name} first, or set rl.start=<folder>")
+        raise UserError(
+            f"no SFT checkpoint in {folder}: run stage=train name={cfg.name} first, or set rl.start=<folder>"
+        )
     return found
 
 
@@ -92,7 +94,9 @@ def check_rl_config(cfg: Any) -> None:
     if r.name not in ("grpo", "rft"):
         raise UserError(f"rl must be grpo or rft, got {r.name!r}")
     if r.group_size < 2:
-        raise UserError(f"rl.group_size must be >= 2 (a group needs two episodes of a world to compare), got {r.group_size}")
+        raise UserError(
+            f"rl.group_size must be >= 2 (a group needs two episodes of a world to compare), got {r.group_size}"
+        )
     if r.group_size >= KEY_STRIDE:
         raise UserError(f"rl.group_size must be < {KEY_STRIDE}, got {r.group_size}")
     for name in ("iterations", "seeds", "rollout_batch"):
@@ -162,8 +166,10 @@ def check_start(cfg: Any, start: Path) -> dict[str, Any]:
     manifest = read_manifest(start)
     env = manifest.get("env")
     if env is not None and env != cfg.env.name:
-        raise UserError(f"rl start checkpoint {start} was trained on {env} data, not {cfg.env.name}: its prompt format "
-                        "does not match this env")
+        raise UserError(
+            f"rl start checkpoint {start} was trained on {env} data, not {cfg.env.name}: its prompt format "
+            "does not match this env"
+        )
     prompt = manifest.get("prompt") or {}
     if prompt.get("action_mode", "text") != "text":
         raise UserError(f"rl start checkpoint {start} replies with tool calls; stage=rl trains text replies only")
@@ -178,14 +184,18 @@ def _probe_format(policy: Any, env_cfg: Any, world: int) -> None:
 
     env = make_env(env_cfg)
     obs = env.reset(world)
-    turns = [Turn(episode=i, observation=obs.text, actions=obs.actions, instructions=env.instructions) for i in range(8)]
+    turns = [
+        Turn(episode=i, observation=obs.text, actions=obs.actions, instructions=env.instructions) for i in range(8)
+    ]
     decisions = policy.act(turns)
     ok = [parse_reply(d.reply, d.tool_calls, env.canonical_action, 1)[1] for d in decisions]
     env.close()
     if sum(ok) < len(ok) / 2:
         sample = ", ".join(repr(d.reply[:40]) for d in decisions[:3])
-        raise UserError(f"the rl start checkpoint does not reply in this env's prompt format ({sum(ok)} of {len(ok)} "
-                        f"replies parse as actions, e.g. {sample}); start from an SFT checkpoint of this env")
+        raise UserError(
+            f"the rl start checkpoint does not reply in this env's prompt format ({sum(ok)} of {len(ok)} "
+            f"replies parse as actions, e.g. {sample}); start from an SFT checkpoint of this env"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ the stage
@@ -195,12 +205,19 @@ def stage_hash(cfg: Any, start: Path, manifest: dict[str, Any]) -> str:
     """The RL run's identity (fields marked NOT_IDENTITY in the schema left out, as everywhere: crafter_exp.paths).
     env.episodes / env.seed are left out too: they name the rollout stage's seeds, RL plays its own worlds."""
     env = {k: v for k, v in paths.identity_tree(cfg.env).items() if k not in ("episodes", "seed")}
-    return paths.identity({"rl": paths.identity_tree(cfg.rl), "env": env, "seed": cfg.seed,
-                           "start": str(start.resolve()), "start_identity": manifest.get("identity")})
+    return paths.identity(
+        {
+            "rl": paths.identity_tree(cfg.rl),
+            "env": env,
+            "seed": cfg.seed,
+            "start": str(start.resolve()),
+            "start_identity": manifest.get("identity"),
+        }
+    )
 
 
 def output_folder(cfg: Any, chash: str) -> Path:
-    return Path(cfg.rl.output_dir) if cfg.rl.output_dir else paths.checkpoint_root(cfg) / f"rl-{chash[:paths.SHORT]}"
+    return Path(cfg.rl.output_dir) if cfg.rl.output_dir else paths.checkpoint_root(cfg) / f"rl-{chash[: paths.SHORT]}"
 
 
 def read_state(folder: Path) -> dict[str, Any]:
@@ -236,8 +253,15 @@ def _budget_spent(cfg: Any, state: dict[str, Any]) -> bool:
 
 def _result(folder: Path, state: dict[str, Any], start: Path) -> RLResult:
     ckpt = Path(state["checkpoint"]) if state.get("checkpoint") else start
-    return RLResult(ckpt, folder, int(state["iterations"]), list(state.get("history", [])), state.get("mlflow_run_id"),
-                    float(state.get("seconds", 0.0)), list(state.get("run_ids", [])))
+    return RLResult(
+        ckpt,
+        folder,
+        int(state["iterations"]),
+        list(state.get("history", [])),
+        state.get("mlflow_run_id"),
+        float(state.get("seconds", 0.0)),
+        list(state.get("run_ids", [])),
+    )
 
 
 def temperature_of(cfg: Any, manifest: dict[str, Any]) -> float:
@@ -256,8 +280,15 @@ def make_rollout_policy(cfg: Any, path: Path, temperature: float, label: str) ->
     from crafter_exp.config import HFLocalModelConfig
     from crafter_exp.policies import make_policy
 
-    mcfg = HFLocalModelConfig(label=label, path=str(path), do_sample=True, temperature=temperature,
-                              batch_size=cfg.rl.rollout_batch, device=cfg.rl.device, seed=cfg.seed)
+    mcfg = HFLocalModelConfig(
+        label=label,
+        path=str(path),
+        do_sample=True,
+        temperature=temperature,
+        batch_size=cfg.rl.rollout_batch,
+        device=cfg.rl.device,
+        seed=cfg.seed,
+    )
     policy = make_policy(mcfg, cfg.seed)
     policy.start()
     return policy
@@ -282,19 +313,41 @@ class Rollouts:
         cfg, r = self.cfg, self.cfg.rl
         worlds = training_worlds(r, iteration)
         ids = []
-        model = {"name": "hf_local", "label": self.label, "path": str(checkpoint), "prompt": as_dict(self.policy.prompt),
-                 "do_sample": True, "temperature": self.policy.temperature}
+        model = {
+            "name": "hf_local",
+            "label": self.label,
+            "path": str(checkpoint),
+            "prompt": as_dict(self.policy.prompt),
+            "do_sample": True,
+            "temperature": self.policy.temperature,
+        }
         for member in range(r.group_size):
             run_id = self.run_id(iteration, member)
-            self.store.register_run({
-                "run_id": run_id, "name": cfg.name, "stage": "rl", "env": cfg.env.name, "policy": "hf_local",
-                "model": f"{self.label}-i{iteration:03d}", "provider": "local", "seed_start": worlds[0],
-                "episodes": len(worlds),
-                "config": tracking.redact({"env": as_dict(self.env_cfg), "model": model, "rl": as_dict(r),
-                                           "iteration": iteration, "member": member, "seed": cfg.seed}),
-                "config_hash": tracking.config_hash([self.chash, iteration, member]),
-                "code_version": code_version(),
-            })
+            self.store.register_run(
+                {
+                    "run_id": run_id,
+                    "name": cfg.name,
+                    "stage": "rl",
+                    "env": cfg.env.name,
+                    "policy": "hf_local",
+                    "model": f"{self.label}-i{iteration:03d}",
+                    "provider": "local",
+                    "seed_start": worlds[0],
+                    "episodes": len(worlds),
+                    "config": tracking.redact(
+                        {
+                            "env": as_dict(self.env_cfg),
+                            "model": model,
+                            "rl": as_dict(r),
+                            "iteration": iteration,
+                            "member": member,
+                            "seed": cfg.seed,
+                        }
+                    ),
+                    "config_hash": tracking.config_hash([self.chash, iteration, member]),
+                    "code_version": code_version(),
+                }
+            )
             ids.append(run_id)
         return ids
 
@@ -309,8 +362,13 @@ class Rollouts:
             todo.extend((member, w) for w in worlds if w not in done)
         # the sampling seeds of an iteration: its number and the episode key (world, member), nothing else
         self.policy.seed = self.cfg.seed * 1_000_003 + iteration
-        meta = {"run_id": "pending", "env": self.cfg.env.name, "policy": "hf_local",
-                "model": f"{self.label}-i{iteration:03d}", "provider": "local"}
+        meta = {
+            "run_id": "pending",
+            "env": self.cfg.env.name,
+            "policy": "hf_local",
+            "model": f"{self.label}-i{iteration:03d}",
+            "provider": "local",
+        }
         steps, t0 = 0, time.perf_counter()
         chunk = self.cfg.rl.rollout_batch
         counting = _CountingPolicy(self.policy, on_turn)
@@ -356,10 +414,14 @@ def read_iteration(store: Any, run_ids: list[str]) -> tuple[Any, Any]:
     """(episodes, steps) of an iteration's runs, from the store (the same data whatever process played them)."""
     eps = store.query(
         "SELECT run_id, seed, steps, turns, total_reward, num_achievements, achievements, termination FROM episodes "
-        "WHERE list_contains($1::VARCHAR[], run_id) ORDER BY run_id, seed", [run_ids])
+        "WHERE list_contains($1::VARCHAR[], run_id) ORDER BY run_id, seed",
+        [run_ids],
+    )
     steps = store.query(
         "SELECT run_id, seed, turn, observation, reply, reward, len(unlocked) AS unlocked, done FROM steps "
-        "WHERE list_contains($1::VARCHAR[], run_id) ORDER BY run_id, seed, turn", [run_ids])
+        "WHERE list_contains($1::VARCHAR[], run_id) ORDER BY run_id, seed, turn",
+        [run_ids],
+    )
     return eps, steps
 
 
@@ -386,8 +448,9 @@ def build_samples(cfg: Any, policy: Any, eps: Any, steps: Any, instructions: str
             key = (o, tuple(window))
             if key not in rendered:
                 msgs = prompts_mod.build_messages(policy.prompt, instructions, o, window)
-                rendered[key] = policy.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
-                                                                     **kwargs)
+                rendered[key] = policy.tokenizer.apply_chat_template(
+                    msgs, tokenize=False, add_generation_prompt=True, **kwargs
+                )
             states.append(rendered[key])
         episodes.append(EpisodeTurns(group=int(seed), rewards=rewards, states=states))
         texts.extend(states)
@@ -397,10 +460,13 @@ def build_samples(cfg: Any, policy: Any, eps: Any, steps: Any, instructions: str
     m_texts, m_replies, m_adv, m_weight = merge(texts, replies, flat)
     prompt_ids, reply_ids = encode(policy.tokenizer, m_texts, m_replies, max_length)
     returns = np.array([float(np.sum(e.rewards)) for e in episodes])
-    info = {"advantage_abs_mean": float(np.abs(flat).mean()) if flat.size else 0.0,
-            "advantage_nonzero": float((np.abs(flat) > 1e-9).mean()) if flat.size else 0.0,
-            "shaped_return_mean": float(returns.mean()) if returns.size else 0.0,
-            "distinct_states": len(rendered), "samples": len(m_texts)}
+    info = {
+        "advantage_abs_mean": float(np.abs(flat).mean()) if flat.size else 0.0,
+        "advantage_nonzero": float((np.abs(flat) > 1e-9).mean()) if flat.size else 0.0,
+        "shaped_return_mean": float(returns.mean()) if returns.size else 0.0,
+        "distinct_states": len(rendered),
+        "samples": len(m_texts),
+    }
     return Samples(prompt_ids, reply_ids, m_adv, m_weight), info
 
 
@@ -436,8 +502,16 @@ def _load_trainable(cfg: Any, policy: Any, start: Path, state: dict[str, Any]) -
         if resumed:
             model = PeftModel.from_pretrained(model, resumed, is_trainable=True)
         else:
-            model = get_peft_model(model, LoraConfig(r=r.lora_r, lora_alpha=r.lora_alpha, lora_dropout=0.0,
-                                                     target_modules="all-linear", task_type="CAUSAL_LM"))
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=r.lora_r,
+                    lora_alpha=r.lora_alpha,
+                    lora_dropout=0.0,
+                    target_modules="all-linear",
+                    task_type="CAUSAL_LM",
+                ),
+            )
         policy.model = model
     elif r.beta:
         import copy
@@ -460,9 +534,19 @@ def _load_trainable(cfg: Any, policy: Any, start: Path, state: dict[str, Any]) -
     return model, ref, optimizer
 
 
-def _save_iteration(cfg: Any, model: Any, tokenizer: Any, optimizer: Any, folder: Path, iteration: int,
-                    start: Path, start_manifest: dict[str, Any], temperature: float, metrics: dict[str, Any],
-                    mlflow_run_id: Optional[str]) -> Path:
+def _save_iteration(
+    cfg: Any,
+    model: Any,
+    tokenizer: Any,
+    optimizer: Any,
+    folder: Path,
+    iteration: int,
+    start: Path,
+    start_manifest: dict[str, Any],
+    temperature: float,
+    metrics: dict[str, Any],
+    mlflow_run_id: Optional[str],
+) -> Path:
     """iter-NNN/: weights (or adapter) + tokenizer + optimizer state, manifest last (staged, then renamed)."""
     import torch
 
@@ -482,8 +566,12 @@ def _save_iteration(cfg: Any, model: Any, tokenizer: Any, optimizer: Any, folder
         "play": play,
         "prompt": start_manifest.get("prompt"),
         "env": cfg.env.name,
-        "rl": {"algorithm": cfg.rl.name, "iteration": iteration, "start": str(start.resolve()),
-               "settings": dataclasses.asdict(cfg.rl)},
+        "rl": {
+            "algorithm": cfg.rl.name,
+            "iteration": iteration,
+            "start": str(start.resolve()),
+            "settings": dataclasses.asdict(cfg.rl),
+        },
         "metrics": metrics,
         "mlflow_run_id": mlflow_run_id,
         "created_at": time.time(),
@@ -494,8 +582,9 @@ def _save_iteration(cfg: Any, model: Any, tokenizer: Any, optimizer: Any, folder
     return out
 
 
-def _run_grpo(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder: Path,
-              state: dict[str, Any]) -> RLResult:
+def _run_grpo(
+    cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder: Path, state: dict[str, Any]
+) -> RLResult:
     from crafter_exp.envs import env_achievements, env_instructions
     from crafter_exp.progress import progress_bar
     from crafter_exp.rl.update import UpdateSettings, forward_all, steps_per_iteration, update
@@ -503,8 +592,10 @@ def _run_grpo(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folde
     r = cfg.rl
     temperature = temperature_of(cfg, manifest)
     if r.method == "lora" and (start / "adapter_config.json").is_file():
-        raise UserError("rl.method=lora needs a start checkpoint with full weights (this one is an adapter); "
-                        "use rl.method=full or merge the adapter (trainer.merge_adapter=true)")
+        raise UserError(
+            "rl.method=lora needs a start checkpoint with full weights (this one is an adapter); "
+            "use rl.method=full or merge the adapter (trainer.merge_adapter=true)"
+        )
     # full weights resume from the last finished iteration's; adapters load on top of the start checkpoint
     load_from = Path(state["checkpoint"]) if state.get("checkpoint") and r.method == "full" else start
     label = f"rl-{chash[:6]}"
@@ -518,18 +609,25 @@ def _run_grpo(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folde
     rollouts = Rollouts(cfg, chash, policy, label)
     achievements = env_achievements(cfg.env.name)
     instructions = env_instructions(cfg.env.name)
-    settings = UpdateSettings(r.epochs, r.minibatch, r.micro_batch, r.clip_low, r.clip_high, r.beta, r.max_grad_norm,
-                              temperature)
+    settings = UpdateSettings(
+        r.epochs, r.minibatch, r.micro_batch, r.clip_low, r.clip_high, r.beta, r.max_grad_norm, temperature
+    )
     folder.mkdir(parents=True, exist_ok=True)
     state.setdefault("config_hash", chash)
     state["config_hash"] = chash
-    run_config = {"name": cfg.name, "rl": dataclasses.asdict(r), "env": dataclasses.asdict(cfg.env),
-                  "start": str(start), "folder": str(folder)}
+    run_config = {
+        "name": cfg.name,
+        "rl": dataclasses.asdict(r),
+        "env": dataclasses.asdict(cfg.env),
+        "start": str(start),
+        "folder": str(folder),
+    }
     tags = {"name": cfg.name, "env": cfg.env.name, "algorithm": r.name, "start": str(start)}
     session_start = time.perf_counter()
     seconds_before = float(state.get("seconds", 0.0))
-    with tracking.stage_run(cfg.tracking, "rl", f"rl-{r.name}-{cfg.name}", run_config, tags,
-                            resume_run_id=state.get("mlflow_run_id")) as mlrun:
+    with tracking.stage_run(
+        cfg.tracking, "rl", f"rl-{r.name}-{cfg.name}", run_config, tags, resume_run_id=state.get("mlflow_run_id")
+    ) as mlrun:
         mlflow_run_id = mlrun.info.run_id if mlrun else None
         state["mlflow_run_id"] = mlflow_run_id
         while state["iterations"] < r.iterations and not _budget_spent(cfg, state):
@@ -537,8 +635,13 @@ def _run_grpo(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folde
             t_it = time.perf_counter()
             run_ids = rollouts.register(it, Path(state.get("checkpoint") or start))
             n_eps = r.group_size * r.seeds
-            bar = progress_bar(total=rollout_env(cfg).max_steps, desc=f"rl {it}/{r.iterations} rollout", unit="turn",
-                               disable=not r.progress, dynamic_ncols=True)
+            bar = progress_bar(
+                total=rollout_env(cfg).max_steps,
+                desc=f"rl {it}/{r.iterations} rollout",
+                unit="turn",
+                disable=not r.progress,
+                dynamic_ncols=True,
+            )
             try:
                 played = rollouts.play(it, run_ids, on_turn=lambda live: (bar.update(1), bar.set_postfix(live=live)))
             finally:
@@ -550,38 +653,64 @@ def _run_grpo(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folde
 
             t_up = time.perf_counter()
             samples, adv_info = build_samples(cfg, policy, eps, steps, instructions, max_length)
-            samples.old_logps, samples.entropy = forward_all(model, samples, temperature, pad_id, policy.device,
-                                                             r.micro_batch, policy._autocast, entropy=True)
+            samples.old_logps, samples.entropy = forward_all(
+                model, samples, temperature, pad_id, policy.device, r.micro_batch, policy._autocast, entropy=True
+            )
             if r.beta:
                 if ref is None:  # LoRA: the reference is the start checkpoint, i.e. the adapter switched off
                     with model.disable_adapter():
-                        samples.ref_logps, _ = forward_all(model, samples, temperature, pad_id, policy.device,
-                                                           r.micro_batch, policy._autocast)
+                        samples.ref_logps, _ = forward_all(
+                            model, samples, temperature, pad_id, policy.device, r.micro_batch, policy._autocast
+                        )
                 else:
-                    samples.ref_logps, _ = forward_all(ref, samples, temperature, pad_id, policy.device, r.micro_batch,
-                                                       policy._autocast)
+                    samples.ref_logps, _ = forward_all(
+                        ref, samples, temperature, pad_id, policy.device, r.micro_batch, policy._autocast
+                    )
             prep_s = time.perf_counter() - t_up
             settings.seed = cfg.seed * 7919 + it
-            ubar = progress_bar(total=steps_per_iteration(len(samples), settings), desc=f"rl {it}/{r.iterations} update",
-                                unit="step", disable=not r.progress, dynamic_ncols=True)
+            ubar = progress_bar(
+                total=steps_per_iteration(len(samples), settings),
+                desc=f"rl {it}/{r.iterations} update",
+                unit="step",
+                disable=not r.progress,
+                dynamic_ncols=True,
+            )
             try:
-                stats = update(model, optimizer, samples, settings, pad_id, policy.device, policy._autocast,
-                               on_step=lambda n, loss: (ubar.update(1), ubar.set_postfix(loss=f"{loss:.4f}")))
+                stats = update(
+                    model,
+                    optimizer,
+                    samples,
+                    settings,
+                    pad_id,
+                    policy.device,
+                    policy._autocast,
+                    on_step=lambda n, loss: (ubar.update(1), ubar.set_postfix(loss=f"{loss:.4f}")),
+                )
             finally:
                 ubar.close()
             update_s = time.perf_counter() - t_up
             metrics = {
-                **iteration_metrics(eps, achievements), **adv_info,
-                "loss": stats.loss_mean, "loss_first": stats.loss_first, "loss_last": stats.loss_last,
-                "kl_ref": stats.kl_ref, "approx_kl": stats.approx_kl, "clip_fraction": stats.clip_fraction,
-                "entropy": stats.entropy, "optimizer_steps": stats.optimizer_steps, "turns": len(steps),
+                **iteration_metrics(eps, achievements),
+                **adv_info,
+                "loss": stats.loss_mean,
+                "loss_first": stats.loss_first,
+                "loss_last": stats.loss_last,
+                "kl_ref": stats.kl_ref,
+                "approx_kl": stats.approx_kl,
+                "clip_fraction": stats.clip_fraction,
+                "entropy": stats.entropy,
+                "optimizer_steps": stats.optimizer_steps,
+                "turns": len(steps),
                 "update_tokens_per_s": stats.tokens_per_s,
                 "rollout_steps_per_s": played["steps"] / played["seconds"] if played["seconds"] > 0 else 0.0,
-                "rollout_s": rollout_s, "update_s": update_s, "logprob_pass_s": prep_s,
+                "rollout_s": rollout_s,
+                "update_s": update_s,
+                "logprob_pass_s": prep_s,
                 "replayed_episodes": played["episodes"],
             }
-            ckpt = _save_iteration(cfg, model, tokenizer, optimizer, folder, it, start, manifest, temperature, metrics,
-                                   mlflow_run_id)
+            ckpt = _save_iteration(
+                cfg, model, tokenizer, optimizer, folder, it, start, manifest, temperature, metrics, mlflow_run_id
+            )
             metrics["iteration_s"] = time.perf_counter() - t_it
             state["iterations"] = it
             state["checkpoint"] = str(ckpt)
@@ -595,10 +724,12 @@ def _run_grpo(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folde
                     import mlflow
 
                     mlflow.log_artifacts(str(ckpt), f"checkpoints/iter-{it:03d}")
-            log.info(f"[rl] iteration {it}: achievements {metrics['achievements_mean']:.2f} +- "
-                     f"{metrics['achievements_std']:.2f}, return {metrics['return_mean']:.2f}, "
-                     f"loss {stats.loss_mean:.4f}, clip {stats.clip_fraction:.3f}, entropy {stats.entropy:.3f}, rollout {rollout_s:.0f} s, "
-                     f"update {update_s:.0f} s")
+            log.info(
+                f"[rl] iteration {it}: achievements {metrics['achievements_mean']:.2f} +- "
+                f"{metrics['achievements_std']:.2f}, return {metrics['return_mean']:.2f}, "
+                f"loss {stats.loss_mean:.4f}, clip {stats.clip_fraction:.3f}, entropy {stats.entropy:.3f}, rollout {rollout_s:.0f} s, "
+                f"update {update_s:.0f} s"
+            )
         if mlrun:
             import mlflow
 
@@ -611,11 +742,14 @@ def _run_grpo(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folde
 def run(cfg: Any) -> RLResult:
     """stage=rl."""
     result = rl(cfg)
-    log.info(f"rl ({cfg.rl.name}): {result.iterations} iterations finished in {result.seconds:.0f} s; "
-             f"checkpoint {result.checkpoint}")
+    log.info(
+        f"rl ({cfg.rl.name}): {result.iterations} iterations finished in {result.seconds:.0f} s; "
+        f"checkpoint {result.checkpoint}"
+    )
     for h in result.history[-3:]:
-        log.info(f"  iteration {h['iteration']}: achievements {h['achievements_mean']:.2f}, "
-                 f"return {h['return_mean']:.2f}")
+        log.info(
+            f"  iteration {h['iteration']}: achievements {h['achievements_mean']:.2f}, return {h['return_mean']:.2f}"
+        )
     return result
 
 

@@ -25,8 +25,17 @@ from crafter_exp.store.traces import EpisodeRecord, TraceStore
 log = logging.getLogger(__name__)
 
 
-HEADLINE = ("mean_achievements", "progression", "success_rate", "mean_reward", "episode_length",
-            "parse_failure_rate", "steps_per_s", "tokens_per_episode", "cost_per_episode")
+HEADLINE = (
+    "mean_achievements",
+    "progression",
+    "success_rate",
+    "mean_reward",
+    "episode_length",
+    "parse_failure_rate",
+    "steps_per_s",
+    "tokens_per_episode",
+    "cost_per_episode",
+)
 
 
 @dataclass
@@ -46,7 +55,10 @@ class RolloutResult:
 def code_version() -> str:
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -115,12 +127,21 @@ def rollout(
     # what decides the episodes (the schema marks what does not: which seeds, since more episodes extend a run;
     # how fast or robustly they are played, so a resume may change those)
     played_hash = paths.identity({"env": paths.identity_tree(env_cfg), "model": paths.identity_tree(model_cfg)})
-    run_id = run_id or (cfg.rollout.run_id if stage == "rollout" else None) or default_run_id(
-        cfg, stage, env_cfg.name, model_cfg, played_hash
+    run_id = (
+        run_id
+        or (cfg.rollout.run_id if stage == "rollout" else None)
+        or default_run_id(cfg, stage, env_cfg.name, model_cfg, played_hash)
     )
     run_row = {
-        "run_id": run_id, "name": cfg.name, "stage": stage, "env": env_cfg.name, "policy": model_cfg.name,
-        "model": label, "provider": model_provider(model_cfg), "seed_start": seed_start, "episodes": episodes,
+        "run_id": run_id,
+        "name": cfg.name,
+        "stage": stage,
+        "env": env_cfg.name,
+        "policy": model_cfg.name,
+        "model": label,
+        "provider": model_provider(model_cfg),
+        "seed_start": seed_start,
+        "episodes": episodes,
         "config": tracking.redact(as_dict(cfg) | played_config | {"protocol": as_dict(protocol)}),
         "config_hash": played_hash,
         "code_version": code_version(),
@@ -136,11 +157,11 @@ def rollout(
         if episodes > int(stored_run.get("episodes") or 0):  # extended: complete only once every seed is in
             store.set_run_field(run_id, "episodes", episodes)
         if not missing and stored_run.get("mlflow_run_id"):
-            return RolloutResult(run_id, stored_run["mlflow_run_id"], summarize(store, run_id, seeds, env_cfg.name), 0,
-                                 seeds)
+            return RolloutResult(
+                run_id, stored_run["mlflow_run_id"], summarize(store, run_id, seeds, env_cfg.name), 0, seeds
+            )
         run_meta = {k: run_row[k] for k in ("run_id", "env", "policy", "model", "provider")}
-        tags = {"env": env_cfg.name, "model": label, "policy": model_cfg.name, "trace_run_id": run_id,
-                "name": cfg.name}
+        tags = {"env": env_cfg.name, "model": label, "policy": model_cfg.name, "trace_run_id": run_id, "name": cfg.name}
         if protocol is not None:
             tags["protocol"] = protocol.name
         with tracking.stage_run(cfg.tracking, stage, f"{stage}-{label}", run_row["config"], tags) as mlrun:
@@ -158,10 +179,13 @@ def rollout(
             tracking.log_metrics(metrics)
             if mlrun:
                 episodes_df = store.episodes([run_id])
-                tracking.log_dataframe_input(episodes_df.drop(columns=["created_at"]), name=run_id,
-                                             source=str(cfg.paths.db), context="traces")
-                tracking.log_json({"run_id": run_id, "seeds": [seeds[0], seeds[-1]] if seeds else [],
-                                   "metrics": metrics}, "summary.json")
+                tracking.log_dataframe_input(
+                    episodes_df.drop(columns=["created_at"]), name=run_id, source=str(cfg.paths.db), context="traces"
+                )
+                tracking.log_json(
+                    {"run_id": run_id, "seeds": [seeds[0], seeds[-1]] if seeds else [], "metrics": metrics},
+                    "summary.json",
+                )
     finally:
         if policy is not None:
             policy.close()
@@ -178,9 +202,17 @@ def check_ray_config(ray_cfg: Any) -> None:
         raise UserError(f"ray.max_task_retries must be >= 0, got {ray_cfg.max_task_retries}")
 
 
-def _play(cfg: Any, env_cfg: Any, model_cfg: Any, policy: Any, seeds: list[int], run_meta: dict[str, Any],
-          max_actions: int, trace_mode: Optional[str] = None,
-          invalid_feedback: bool = False) -> dict[str, float]:
+def _play(
+    cfg: Any,
+    env_cfg: Any,
+    model_cfg: Any,
+    policy: Any,
+    seeds: list[int],
+    run_meta: dict[str, Any],
+    max_actions: int,
+    trace_mode: Optional[str] = None,
+    invalid_feedback: bool = False,
+) -> dict[str, float]:
     """Play `seeds`, storing each batch as it finishes; with `trace_mode`, each stored episode that mode selects
     also becomes an MLflow trace of the active run (built here from the records: actors never touch MLflow)."""
     store = TraceStore(cfg.paths.db)
@@ -189,14 +221,16 @@ def _play(cfg: Any, env_cfg: Any, model_cfg: Any, policy: Any, seeds: list[int],
     done = {"episodes": 0, "steps": 0, "achievements": 0, "traced": 0}
     traced: set[int] = set()  # a batch replayed after an actor died must not trace its episodes twice
     start = time.perf_counter()
-    bar = progress_bar(total=len(seeds), desc=f"{run_meta['run_id']}", unit="ep", disable=not cfg.rollout.progress,
-               dynamic_ncols=True)
+    bar = progress_bar(
+        total=len(seeds), desc=f"{run_meta['run_id']}", unit="ep", disable=not cfg.rollout.progress, dynamic_ncols=True
+    )
 
     def on_batch(records: list[EpisodeRecord]) -> None:
         store.append(records)
         if trace_mode:
-            chosen = [r for r in records if int(r.episode["seed"]) not in traced
-                      and tracking.wants_trace(trace_mode, r.calls)]
+            chosen = [
+                r for r in records if int(r.episode["seed"]) not in traced and tracking.wants_trace(trace_mode, r.calls)
+            ]
             if cfg.tracking.trace_episodes is not None:
                 chosen = chosen[: max(0, cfg.tracking.trace_episodes - done["traced"])]
             tracking.log_episode_traces([(r.episode, r.steps, r.calls) for r in chosen])
@@ -207,13 +241,27 @@ def _play(cfg: Any, env_cfg: Any, model_cfg: Any, policy: Any, seeds: list[int],
         done["achievements"] += sum(r.episode["num_achievements"] for r in records)
         elapsed = time.perf_counter() - start
         bar.update(len(records))
-        bar.set_postfix(steps_s=f"{done['steps'] / max(elapsed, 1e-9):.0f}",
-                        ach=f"{done['achievements'] / max(done['episodes'], 1):.2f}")
+        bar.set_postfix(
+            steps_s=f"{done['steps'] / max(elapsed, 1e-9):.0f}",
+            ach=f"{done['achievements'] / max(done['episodes'], 1):.2f}",
+        )
 
     try:
-        run_episodes(env_cfg, model_cfg, seeds, run_meta, on_batch, policy=policy, per_task=per_task, seed=cfg.seed,
-                     num_workers=cfg.ray.num_workers, address=cfg.ray.address, max_actions=max_actions,
-                     max_task_retries=cfg.ray.max_task_retries, invalid_feedback=invalid_feedback)
+        run_episodes(
+            env_cfg,
+            model_cfg,
+            seeds,
+            run_meta,
+            on_batch,
+            policy=policy,
+            per_task=per_task,
+            seed=cfg.seed,
+            num_workers=cfg.ray.num_workers,
+            address=cfg.ray.address,
+            max_actions=max_actions,
+            max_task_retries=cfg.ray.max_task_retries,
+            invalid_feedback=invalid_feedback,
+        )
         if done["traced"]:
             tracking.flush_traces()  # written before the run ends, and counted in the rollout's time
     finally:

@@ -35,8 +35,17 @@ MANIFEST = paths.MANIFEST
 log = logging.getLogger(__name__)
 
 # the metrics `stage=train` prints (when present and numeric)
-SUMMARY_METRICS = ("train_loss", "eval_loss", "eval_reply_accuracy", "trained_tokens", "tokens_per_s", "train_time_s",
-                   "steps", "epochs", "peak_memory_mb")
+SUMMARY_METRICS = (
+    "train_loss",
+    "eval_loss",
+    "eval_reply_accuracy",
+    "trained_tokens",
+    "tokens_per_s",
+    "train_time_s",
+    "steps",
+    "epochs",
+    "peak_memory_mb",
+)
 
 
 @dataclass
@@ -164,8 +173,16 @@ def fit(tcfg: Any, data: Any, workdir: Path, log_fn: Any = None) -> Any:
     return sft.train_sft(tcfg, data, workdir, log_fn=log_fn, progress=bool(tcfg.progress))
 
 
-def checkpoint_manifest(tcfg: Any, p: TrainPlan, outcome: Any, saved: dict[str, Any], untrained: Optional[str],
-                        play: dict[str, Any], mlflow_run_id: Optional[str], started: float) -> dict[str, Any]:
+def checkpoint_manifest(
+    tcfg: Any,
+    p: TrainPlan,
+    outcome: Any,
+    saved: dict[str, Any],
+    untrained: Optional[str],
+    play: dict[str, Any],
+    mlflow_run_id: Optional[str],
+    started: float,
+) -> dict[str, Any]:
     """The checkpoint folder's manifest.json (its identity is added when it is written)."""
     return {
         **saved,
@@ -197,8 +214,11 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
 
     manifest = folder.existing(bool(tcfg.retrain))
     if manifest:
-        log.info("[train] %s already holds this checkpoint (identity %s); skipping (trainer.retrain=true to redo)",
-                 out, p.identity)
+        log.info(
+            "[train] %s already holds this checkpoint (identity %s); skipping (trainer.retrain=true to redo)",
+            out,
+            p.identity,
+        )
         return TrainResult(out, manifest.get("metrics", {}), manifest.get("mlflow_run_id"), manifest, skipped=True)
 
     # intermediate checkpoints, named by the training's identity and kept when interrupted: a rerun resumes from them
@@ -206,8 +226,12 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
     if tcfg.retrain:
         shutil.rmtree(workdir, ignore_errors=True)
     label = "tiny" if sft.is_tiny(tcfg) else Path(str(tcfg.model)).name
-    run_config = {"name": cfg.name, "dataset": str(p.dataset), "dataset_digest": p.data.digest,
-                  "trainer": dataclasses.asdict(tcfg)}
+    run_config = {
+        "name": cfg.name,
+        "dataset": str(p.dataset),
+        "dataset_digest": p.data.digest,
+        "trainer": dataclasses.asdict(tcfg),
+    }
     tags = {"name": cfg.name, "trainer": tcfg.name, "model": str(tcfg.model), "method": tcfg.method}
     with folder.staging() as staged:
         with tracking.stage_run(cfg.tracking, "train", f"train-{label}-{tcfg.method}", run_config, tags) as mlrun:
@@ -215,15 +239,17 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
             if mlrun:
                 _log_dataset(p.data, p.dataset)
             started = time.time()
-            outcome = fit(tcfg, p.data, workdir,
-                          log_fn=(lambda m, step: tracking.log_metrics(m, step=step)) if mlrun else None)
+            outcome = fit(
+                tcfg, p.data, workdir, log_fn=(lambda m, step: tracking.log_metrics(m, step=step)) if mlrun else None
+            )
             manifest = _report(tcfg, p, outcome, staged, mlflow_run_id, started)
             shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint is complete: nothing left to resume
     return TrainResult(out, outcome.metrics, mlflow_run_id, manifest)
 
 
-def _report(tcfg: Any, p: TrainPlan, outcome: Any, staged: Path, mlflow_run_id: Optional[str],
-            started: float) -> dict[str, Any]:
+def _report(
+    tcfg: Any, p: TrainPlan, outcome: Any, staged: Path, mlflow_run_id: Optional[str], started: float
+) -> dict[str, Any]:
     """Save the trained model into the staging folder, publish it, write the manifest last, log to MLflow (inside
     the stage's run when `mlflow_run_id`)."""
     from crafter_exp.training import sft
@@ -244,8 +270,9 @@ def _report(tcfg: Any, p: TrainPlan, outcome: Any, staged: Path, mlflow_run_id: 
     return manifest
 
 
-def _save_untrained(outcome: Any, staged: Path, prompt: Optional[dict[str, Any]], saved: dict[str, Any],
-                    play: dict[str, Any]) -> Optional[str]:
+def _save_untrained(
+    outcome: Any, staged: Path, prompt: Optional[dict[str, Any]], saved: dict[str, Any], play: dict[str, Any]
+) -> Optional[str]:
     """What `policy_before` plays: the tiny student's initial weights, or the pretrained base model."""
     if outcome.kind == "adapter":
         return saved["base_model"]  # a tiny base was saved as base_model/; a hub base is its id or path
@@ -254,8 +281,9 @@ def _save_untrained(outcome: Any, staged: Path, prompt: Optional[dict[str, Any]]
     untrained = staged / "untrained"
     outcome.untrained_model.save_pretrained(str(untrained))
     outcome.tokenizer.save_pretrained(str(untrained))
-    write_json_atomic(untrained / MANIFEST, {"kind": "full", "base_model": "tiny", "untrained": True, "prompt": prompt,
-                                              "play": play})
+    write_json_atomic(
+        untrained / MANIFEST, {"kind": "full", "base_model": "tiny", "untrained": True, "prompt": prompt, "play": play}
+    )
     return "untrained"
 
 
@@ -264,8 +292,13 @@ def _log_dataset(data: Any, dataset: Path) -> None:
     import pandas as pd
 
     rows = [{"messages": json.dumps(ex.messages)} for ex in data.train[:1000]]
-    tracking.log_dataframe_input(pd.DataFrame(rows), name=f"sft-{data.digest[:12]}",
-                                 source=str(Path(dataset).resolve()), context="training", digest=data.digest[:36])
+    tracking.log_dataframe_input(
+        pd.DataFrame(rows),
+        name=f"sft-{data.digest[:12]}",
+        source=str(Path(dataset).resolve()),
+        context="training",
+        digest=data.digest[:36],
+    )
     tracking.log_metrics({"dataset_examples": len(data.train) + len(data.eval)})
 
 
@@ -286,5 +319,14 @@ def summary_lines(result: TrainResult) -> list[str]:
     return lines
 
 
-__all__ = ["TrainResult", "TrainPlan", "train", "plan", "fit", "checkpoint_manifest", "summary_lines", "run",
-           "check_trainer_config"]
+__all__ = [
+    "TrainResult",
+    "TrainPlan",
+    "train",
+    "plan",
+    "fit",
+    "checkpoint_manifest",
+    "summary_lines",
+    "run",
+    "check_trainer_config",
+]

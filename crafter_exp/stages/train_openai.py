@@ -54,9 +54,13 @@ class OpenAITrainResult:
 
     def _model(self, model: str, label: str) -> OpenAIModelConfig:
         prompt = self.manifest.get("prompt")
-        return OpenAIModelConfig(model=model, label=label, base_url=self.manifest.get("base_url"),
-                                 api_key_env=self.manifest.get("api_key_env", "OPENAI_API_KEY"),
-                                 prompt=PromptConfig(**prompt) if prompt else PromptConfig())
+        return OpenAIModelConfig(
+            model=model,
+            label=label,
+            base_url=self.manifest.get("base_url"),
+            api_key_env=self.manifest.get("api_key_env", "OPENAI_API_KEY"),
+            prompt=PromptConfig(**prompt) if prompt else PromptConfig(),
+        )
 
     def policy_before(self) -> OpenAIModelConfig:
         """The base model, with the data's prompt (student_before in the pipeline)."""
@@ -103,13 +107,21 @@ def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Opti
         return OpenAITrainResult(output_dir, None, done, done.get("mlflow_run_id"), skipped=True)
 
     tags = {"name": cfg.name, "trainer": "openai", "base_model": tcfg.base_model}
-    run_config = {"trainer": dataclasses.asdict(tcfg), "dataset": str(dataset_file), "dataset_digest": digest,
-                  "validation_dataset": str(validation_file) if validation_file else None}
+    run_config = {
+        "trainer": dataclasses.asdict(tcfg),
+        "dataset": str(dataset_file),
+        "dataset_digest": digest,
+        "validation_dataset": str(validation_file) if validation_file else None,
+    }
     with tracking.stage_run(cfg.tracking, "train", f"train-{cfg.name}-openai", run_config, tags) as mlrun:
         try:
-            job = run_openai_job(tcfg, dataset_file, output_dir,
-                                 dataset_format=dataset_manifest.get("format", "openai_chat"),
-                                 validation_file=validation_file)
+            job = run_openai_job(
+                tcfg,
+                dataset_file,
+                output_dir,
+                dataset_format=dataset_manifest.get("format", "openai_chat"),
+                validation_file=validation_file,
+            )
         except FineTuneJobError as exc:
             if exc.result is not None:
                 _log_job(exc.result)
@@ -132,15 +144,21 @@ def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Opti
             "prompt": dataset_manifest.get("prompt"),
             "trainer": tracking.redact(dataclasses.asdict(tcfg)),
             "hyperparameters": job.hyperparameters,
-            "metrics": {"trained_tokens": job.trained_tokens, "wall_s": job.wall_s,
-                        "final_train_loss": next((m.get("train_loss") for m in reversed(job.metrics)
-                                                  if "train_loss" in m), None)},
+            "metrics": {
+                "trained_tokens": job.trained_tokens,
+                "wall_s": job.wall_s,
+                "final_train_loss": next(
+                    (m.get("train_loss") for m in reversed(job.metrics) if "train_loss" in m), None
+                ),
+            },
             "mlflow_run_id": mlrun.info.run_id if mlrun else None,
         }
         manifest = folder.finish(manifest)  # last: marks the checkpoint complete
         tracking.log_json(manifest, "checkpoint_manifest.json")
-        log.info(f"train: play it with model=openai model.model={job.fine_tuned_model}"
-                 + (f" model.base_url={tcfg.base_url}" if tcfg.base_url else ""))
+        log.info(
+            f"train: play it with model=openai model.model={job.fine_tuned_model}"
+            + (f" model.base_url={tcfg.base_url}" if tcfg.base_url else "")
+        )
         return OpenAITrainResult(output_dir, job, manifest, mlrun.info.run_id if mlrun else None)
 
 
@@ -157,12 +175,19 @@ def _log_job(job: JobResult) -> None:
         return
     import mlflow
 
-    mlflow.set_tags({k: str(v) for k, v in (("job_id", job.job_id), ("job_status", job.status),
-                                             ("fine_tuned_model", job.fine_tuned_model)) if v})
+    mlflow.set_tags(
+        {
+            k: str(v)
+            for k, v in (("job_id", job.job_id), ("job_status", job.status), ("fine_tuned_model", job.fine_tuned_model))
+            if v
+        }
+    )
     tracking.log_metrics({"trained_tokens": job.trained_tokens, "job_wall_s": job.wall_s})
     for point in job.metrics:
         step = point.get("step")
-        tracking.log_metrics({k: v for k, v in point.items() if k not in ("step", "total_steps")},
-                             step=step if isinstance(step, int) else None)
+        tracking.log_metrics(
+            {k: v for k, v in point.items() if k not in ("step", "total_steps")},
+            step=step if isinstance(step, int) else None,
+        )
     if job.error:
         mlflow.set_tag("job_error", job.error[:5000])

@@ -42,9 +42,13 @@ EPISODES: list[Column] = [
     ("success", "BOOLEAN", "Task solved (ALFWorld: won); NULL where the env has no success"),
     ("termination", "VARCHAR", "Why it ended: done, death, success, max_steps, length, api_error"),
     ("invalid_actions", "INTEGER", "Steps whose action was not admissible"),
-    ("parse_failures", "INTEGER", "Turns whose reply was not 1..max_actions_per_turn valid actions (empty, "
-     "reasoning only, cut, unknown action, too many, bad tool arguments); its valid actions, else the fallback, "
-     "were played"),
+    (
+        "parse_failures",
+        "INTEGER",
+        "Turns whose reply was not 1..max_actions_per_turn valid actions (empty, "
+        "reasoning only, cut, unknown action, too many, bad tool arguments); its valid actions, else the fallback, "
+        "were played",
+    ),
     ("repeated_actions", "INTEGER", "Turns repeating the previous turn's actions"),
     ("action_counts", "JSON", "{action: times played}"),
     ("prompt_tokens", "BIGINT", "Sum over LLM calls"),
@@ -56,12 +60,18 @@ EPISODES: list[Column] = [
     ("node", "VARCHAR", "Cluster node that played it (Ray node id); NULL when played in the driver's process"),
     ("created_at", "TIMESTAMP", "When it was stored"),
     ("predictions", "INTEGER", "Turns whose reply held a `<prediction>` (world_model template)"),
-    ("predictions_scored", "INTEGER", "Of those, turns scored against the env's state change; NULL where the env "
-     "scores none (ALFWorld)"),
+    (
+        "predictions_scored",
+        "INTEGER",
+        "Of those, turns scored against the env's state change; NULL where the env scores none (ALFWorld)",
+    ),
     ("predictions_exact", "INTEGER", "Scored turns whose predicted changes were exactly the actual ones"),
     ("prediction_f1", "DOUBLE", "Mean per-turn prediction F1 (0-1) over the scored turns; NULL when none"),
-    ("prediction_f1_changed", "DOUBLE", "The same over the scored turns where something changed (a `no change` "
-     "guess scores 0 here); NULL when none"),
+    (
+        "prediction_f1_changed",
+        "DOUBLE",
+        "The same over the scored turns where something changed (a `no change` guess scores 0 here); NULL when none",
+    ),
 ]
 
 STEPS: list[Column] = [
@@ -81,10 +91,17 @@ STEPS: list[Column] = [
     ("info", "JSON", "Environment facts after the turn (inventory, vitals, position, ...)"),
     ("done", "BOOLEAN", "The episode ended at this turn"),
     ("prediction", "VARCHAR", "Text of the reply's `<prediction>`, if any"),
-    ("predicted_changes", "JSON", "The prediction read as {quantity: signed amount} ({} = no change); NULL when "
-     "not scored (no scorable form, unparsed action, or an env that scores none)"),
-    ("actual_changes", "JSON", "What the env showed change over the turn, {quantity: signed amount}; NULL where "
-     "the env scores no predictions"),
+    (
+        "predicted_changes",
+        "JSON",
+        "The prediction read as {quantity: signed amount} ({} = no change); NULL when "
+        "not scored (no scorable form, unparsed action, or an env that scores none)",
+    ),
+    (
+        "actual_changes",
+        "JSON",
+        "What the env showed change over the turn, {quantity: signed amount}; NULL where the env scores no predictions",
+    ),
     ("prediction_f1", "DOUBLE", "F1 of predicted_changes vs actual_changes (0-1; 1 = exactly right)"),
     ("reply_problem", "VARCHAR", "Why the reply was not played as written (one line; NULL when it was)"),
 ]
@@ -135,8 +152,11 @@ def ddl() -> list[str]:
         body = ",\n  ".join(f"{name} {typ}" for name, typ, _ in cols)
         out.append(f"CREATE TABLE IF NOT EXISTS {table} (\n  {body}{TABLE_CONSTRAINTS.get(table, '')}\n)")
     for table, cols in TABLES.items():
-        out.extend(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {typ}"
-                   for name, typ, _ in cols if "NOT NULL" not in typ and "PRIMARY KEY" not in typ)
+        out.extend(
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {typ}"
+            for name, typ, _ in cols
+            if "NOT NULL" not in typ and "PRIMARY KEY" not in typ
+        )
     return out
 
 

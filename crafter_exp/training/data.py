@@ -253,7 +253,9 @@ def load_sft_data(path: str | Path) -> SFTData:
     return SFTData(train=train, eval=evals, path=path, digest=digest, manifest=manifest)
 
 
-def split_eval(data: SFTData, fraction: float, max_examples: Optional[int], seed: int) -> tuple[list[Example], list[Example]]:
+def split_eval(
+    data: SFTData, fraction: float, max_examples: Optional[int], seed: int
+) -> tuple[list[Example], list[Example]]:
     """(train, eval): the dataset's own eval split when it has one, else a seeded random `fraction` held out."""
     train, evals = list(data.train), list(data.eval)
     if not evals and fraction > 0 and len(train) > 1:
@@ -338,8 +340,9 @@ class _Prefixes:
         key = (n, generation_prompt, then_user)
         if key not in self.cache:
             msgs = self.msgs[:n] + ([{"role": "user", "content": ""}] if then_user else [])
-            self.cache[key] = _render_ids(self.tokenizer, msgs, self.tools, self.template,
-                                          add_generation_prompt=generation_prompt)
+            self.cache[key] = _render_ids(
+                self.tokenizer, msgs, self.tools, self.template, add_generation_prompt=generation_prompt
+            )
         return self.cache[key]
 
     def turn_span(self, i: int) -> tuple[list[int], int]:
@@ -466,8 +469,7 @@ def tokenize_examples(tokenizer: Any, examples: list[Example], max_length: int, 
     else:
         per_example = (_prefix_roles(tokenizer, ex, template) for ex in examples)
     out = Tokenized([], [])
-    for pairs in progress_bar(per_example, total=len(examples), desc="tokenize", disable=not progress,
-                              mininterval=1.0):
+    for pairs in progress_bar(per_example, total=len(examples), desc="tokenize", disable=not progress, mininterval=1.0):
         if len(pairs) > 1:
             out.split += 1
         for ids, roles in pairs:

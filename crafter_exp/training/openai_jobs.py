@@ -19,9 +19,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 from crafter_exp.config import OpenAITrainerConfig
 from crafter_exp.errors import StageFailed, UserError
@@ -38,7 +39,7 @@ CHAT_FORMATS = ("openai_chat", "openai_tools")  # filter.format values whose lin
 class FineTuneJobError(StageFailed):
     """The service refused a request or the job ended failed/cancelled (message = the service's, key scrubbed)."""
 
-    def __init__(self, message: str, result: Optional["JobResult"] = None) -> None:
+    def __init__(self, message: str, result: Optional[JobResult] = None) -> None:
         super().__init__(message)
         self.result = result
         """The job as last seen, when there was one (so a stage can record its id and status)."""
@@ -74,7 +75,8 @@ def api_key(tcfg: OpenAITrainerConfig) -> str:
     key = os.environ.get(tcfg.api_key_env)
     if not key:
         raise UserError(
-            f"trainer.api_key_env: environment variable {tcfg.api_key_env} is not set (export your key there)")
+            f"trainer.api_key_env: environment variable {tcfg.api_key_env} is not set (export your key there)"
+        )
     return key
 
 
@@ -149,12 +151,17 @@ def find_training_file(dataset_dir: Path) -> Path:
     manifest = json.loads(manifest_path.read_text())
     fmt = manifest.get("format", "openai_chat")
     if fmt not in CHAT_FORMATS:
-        raise UserError(f"trainer=openai needs a chat JSONL dataset; {dataset_dir} has format {fmt!r} "
-                         f"(rerun the filter with filter.format=openai_chat)")
+        raise UserError(
+            f"trainer=openai needs a chat JSONL dataset; {dataset_dir} has format {fmt!r} "
+            f"(rerun the filter with filter.format=openai_chat)"
+        )
     files = manifest.get("files") or []
     # (split key, path): dict {split: path}, or a list of paths / {path, split} objects
-    named = list(files.items()) if isinstance(files, dict) else [
-        (f.get("split") or f.get("path"), f.get("path")) if isinstance(f, dict) else (f, f) for f in files]
+    named = (
+        list(files.items())
+        if isinstance(files, dict)
+        else [(f.get("split") or f.get("path"), f.get("path")) if isinstance(f, dict) else (f, f) for f in files]
+    )
     named = [(str(k), str(v.get("path") if isinstance(v, dict) else v)) for k, v in named]
     train = [p for k, p in named if p.endswith(".jsonl") and not _is_eval_split(k) and not _is_eval_split(p)]
     if not train:
@@ -173,8 +180,11 @@ def find_validation_file(dataset_dir: Path) -> Optional[Path]:
     if dataset_dir.is_file() or not manifest_path.is_file():
         return None
     files = json.loads(manifest_path.read_text()).get("files") or []
-    named = list(files.items()) if isinstance(files, dict) else [
-        (f.get("split") or f.get("path"), f.get("path")) if isinstance(f, dict) else (f, f) for f in files]
+    named = (
+        list(files.items())
+        if isinstance(files, dict)
+        else [(f.get("split") or f.get("path"), f.get("path")) if isinstance(f, dict) else (f, f) for f in files]
+    )
     named = [(str(k), str(v.get("path") if isinstance(v, dict) else v)) for k, v in named]
     val = [p for k, p in named if p.endswith(".jsonl") and (_is_eval_split(k) or _is_eval_split(p))]
     if len(val) > 1:
@@ -194,8 +204,15 @@ def _is_eval_split(name: str) -> bool:
 
 
 def hyperparameters(tcfg: OpenAITrainerConfig) -> dict[str, Any]:
-    hp = {k: v for k, v in (("n_epochs", tcfg.epochs), ("batch_size", tcfg.batch_size),
-                            ("learning_rate_multiplier", tcfg.learning_rate_multiplier)) if v is not None}
+    hp = {
+        k: v
+        for k, v in (
+            ("n_epochs", tcfg.epochs),
+            ("batch_size", tcfg.batch_size),
+            ("learning_rate_multiplier", tcfg.learning_rate_multiplier),
+        )
+        if v is not None
+    }
     hp.update(tcfg.extra_hyperparameters)
     return hp
 
@@ -204,7 +221,8 @@ def job_request(tcfg: OpenAITrainerConfig, training_file: str, validation_file: 
     """Keyword arguments of `client.fine_tuning.jobs.create` (hyperparameters where the chosen API style wants them)."""
     if tcfg.hyperparameters_style not in ("method", "legacy"):
         raise UserError(
-            f"trainer.hyperparameters_style must be `method` or `legacy`, not {tcfg.hyperparameters_style!r}")
+            f"trainer.hyperparameters_style must be `method` or `legacy`, not {tcfg.hyperparameters_style!r}"
+        )
     hp = hyperparameters(tcfg)
     request: dict[str, Any] = {"model": tcfg.base_model, "training_file": training_file, "seed": tcfg.seed}
     if validation_file:
@@ -296,8 +314,15 @@ def run_openai_job(
             if not read_state(output_dir).get("job_id"):  # never overwrite the record of another job
                 write_state(output_dir, {"job_id": job_id, "base_url": tcfg.base_url, "status": None})
         else:
-            job_id, resumed = _resume_or_create(client, tcfg, Path(dataset_file), dataset_sha, output_dir, log,
-                                                validation_file=Path(validation_file) if validation_file else None)
+            job_id, resumed = _resume_or_create(
+                client,
+                tcfg,
+                Path(dataset_file),
+                dataset_sha,
+                output_dir,
+                log,
+                validation_file=Path(validation_file) if validation_file else None,
+            )
         if not tcfg.wait:
             job = client.fine_tuning.jobs.retrieve(job_id)
             log(f"job {job_id}: {job.status} (trainer.wait=false: not polling; rerun to resume)")
@@ -305,21 +330,26 @@ def run_openai_job(
         try:
             job, metrics = _poll(client, job_id, tcfg, log)
         except KeyboardInterrupt:
-            log(f"interrupted: job {job_id} keeps running on the service; rerun the same command to resume polling, "
-                f"or cancel it with trainer.job_id={job_id} trainer.cancel=true")
+            log(
+                f"interrupted: job {job_id} keeps running on the service; rerun the same command to resume polling, "
+                f"or cancel it with trainer.job_id={job_id} trainer.cancel=true"
+            )
             raise
     _record_status(output_dir, job_id, job.status)
     result = _result(job, tcfg, resumed, started, metrics)
     if job.status != "succeeded":
         message = f"fine-tuning job {job_id} {job.status}: {result.error or 'no error message'}"
         raise FineTuneJobError(_scrub(message, key), result)
-    log(f"job {job_id} succeeded: fine-tuned model {result.fine_tuned_model}"
-        + (f" ({result.trained_tokens} trained tokens)" if result.trained_tokens else ""))
+    log(
+        f"job {job_id} succeeded: fine-tuned model {result.fine_tuned_model}"
+        + (f" ({result.trained_tokens} trained tokens)" if result.trained_tokens else "")
+    )
     return result
 
 
-def cancel_openai_job(tcfg: OpenAITrainerConfig, output_dir: Optional[Path] = None, *,
-                      log: Callable[[str], None] = print) -> JobResult:
+def cancel_openai_job(
+    tcfg: OpenAITrainerConfig, output_dir: Optional[Path] = None, *, log: Callable[[str], None] = print
+) -> JobResult:
     """Cancel `tcfg.job_id` (or the job in the state file); a job already ended is reported, not an error."""
     key = api_key(tcfg)
     job_id = tcfg.job_id or (read_state(output_dir).get("job_id") if output_dir else None)
@@ -342,8 +372,9 @@ def cancel_openai_job(tcfg: OpenAITrainerConfig, output_dir: Optional[Path] = No
 # ------------------------------------------------------------------------------------------------ internals
 
 
-def _upload(client: Any, path: Path, sha: str, state: dict[str, Any], key: str, sha_key: str,
-            log: Callable[[str], None]) -> str:
+def _upload(
+    client: Any, path: Path, sha: str, state: dict[str, Any], key: str, sha_key: str, log: Callable[[str], None]
+) -> str:
     """The file id of `path` on the service: the one recorded in `state[key]` when it was uploaded from the same
     content (`state[sha_key]`) and the service still has it, else a new upload."""
     file_id = state.get(key) if state.get(sha_key) == sha else None
@@ -358,9 +389,15 @@ def _upload(client: Any, path: Path, sha: str, state: dict[str, Any], key: str, 
     return file_id
 
 
-def _resume_or_create(client: Any, tcfg: OpenAITrainerConfig, dataset_file: Path, dataset_sha: str,
-                      output_dir: Path, log: Callable[[str], None],
-                      validation_file: Optional[Path] = None) -> tuple[str, bool]:
+def _resume_or_create(
+    client: Any,
+    tcfg: OpenAITrainerConfig,
+    dataset_file: Path,
+    dataset_sha: str,
+    output_dir: Path,
+    log: Callable[[str], None],
+    validation_file: Optional[Path] = None,
+) -> tuple[str, bool]:
     val_sha = file_sha256(validation_file) if validation_file is not None else None
     # the validation file is part of what makes the job (a run without one keeps its earlier fingerprint)
     fingerprint = request_fingerprint(tcfg, dataset_sha if val_sha is None else f"{dataset_sha}+{val_sha}")
@@ -371,11 +408,15 @@ def _resume_or_create(client: Any, tcfg: OpenAITrainerConfig, dataset_file: Path
         if state.get("status") not in ended:
             log(f"resuming job {state['job_id']} recorded in {output_dir / STATE_FILE}")
             return state["job_id"], True
-        log(f"previous job {state['job_id']} ended {state['status']}; creating a new one"
-            + (" (trainer.retrain=true)" if state["status"] == "succeeded" else ""))
+        log(
+            f"previous job {state['job_id']} ended {state['status']}; creating a new one"
+            + (" (trainer.retrain=true)" if state["status"] == "succeeded" else "")
+        )
     elif state.get("job_id") and state.get("status") not in TERMINAL:
-        log(f"note: {output_dir / STATE_FILE} names job {state['job_id']} made from a different dataset or config; "
-            f"it is left as is (cancel with trainer.job_id={state['job_id']} trainer.cancel=true)")
+        log(
+            f"note: {output_dir / STATE_FILE} names job {state['job_id']} made from a different dataset or config; "
+            f"it is left as is (cancel with trainer.job_id={state['job_id']} trainer.cancel=true)"
+        )
 
     file_id = _upload(client, dataset_file, dataset_sha, state, "training_file", "dataset_sha256", log)
     uploads = {"training_file": file_id, "dataset_sha256": dataset_sha, "base_url": tcfg.base_url}
@@ -390,8 +431,17 @@ def _resume_or_create(client: Any, tcfg: OpenAITrainerConfig, dataset_file: Path
 
     job = client.fine_tuning.jobs.create(**job_request(tcfg, file_id, val_id))
     # the job costs money from here on: record it before anything else can fail
-    write_state(output_dir, {"job_id": job.id, "status": job.status, "fingerprint": fingerprint, **uploads,
-                             "base_model": tcfg.base_model, "created_at": job.created_at})
+    write_state(
+        output_dir,
+        {
+            "job_id": job.id,
+            "status": job.status,
+            "fingerprint": fingerprint,
+            **uploads,
+            "base_model": tcfg.base_model,
+            "created_at": job.created_at,
+        },
+    )
     log(f"created job {job.id} ({tcfg.base_model}, hyperparameters {hyperparameters(tcfg) or 'service defaults'})")
     return job.id, False
 
@@ -435,8 +485,10 @@ def _poll(client: Any, job_id: str, tcfg: OpenAITrainerConfig, log: Callable[[st
             if status in TERMINAL:
                 return job, metrics
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} still {status} after {tcfg.timeout_s:.0f} s; it keeps running — "
-                                   f"rerun to resume polling")
+                raise TimeoutError(
+                    f"job {job_id} still {status} after {tcfg.timeout_s:.0f} s; it keeps running — "
+                    f"rerun to resume polling"
+                )
             interval = tcfg.poll_interval_s if changed else min(interval * tcfg.poll_backoff, tcfg.poll_max_interval_s)
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
     finally:
@@ -481,8 +533,9 @@ def _record_status(output_dir: Path, job_id: str, status: str) -> None:
         write_state(output_dir, {**state, "status": status})
 
 
-def _result(job: Any, tcfg: OpenAITrainerConfig, resumed: bool, started: float,
-            metrics: Optional[list] = None) -> JobResult:
+def _result(
+    job: Any, tcfg: OpenAITrainerConfig, resumed: bool, started: float, metrics: Optional[list] = None
+) -> JobResult:
     error = None
     if getattr(job, "error", None) is not None:
         err = job.error
@@ -490,11 +543,21 @@ def _result(job: Any, tcfg: OpenAITrainerConfig, resumed: bool, started: float,
         code = getattr(err, "code", None)
         error = f"{error} ({code})" if code else error
     hp = job.hyperparameters.model_dump(exclude_none=True) if getattr(job, "hyperparameters", None) else {}
-    return JobResult(job_id=job.id, status=job.status, fine_tuned_model=job.fine_tuned_model, base_model=job.model,
-                     base_url=tcfg.base_url, training_file=job.training_file,
-                     validation_file=getattr(job, "validation_file", None), trained_tokens=job.trained_tokens,
-                     error=error, hyperparameters=hp, metrics=list(metrics or []), resumed=resumed,
-                     wall_s=time.monotonic() - started)
+    return JobResult(
+        job_id=job.id,
+        status=job.status,
+        fine_tuned_model=job.fine_tuned_model,
+        base_model=job.model,
+        base_url=tcfg.base_url,
+        training_file=job.training_file,
+        validation_file=getattr(job, "validation_file", None),
+        trained_tokens=job.trained_tokens,
+        error=error,
+        hyperparameters=hp,
+        metrics=list(metrics or []),
+        resumed=resumed,
+        wall_s=time.monotonic() - started,
+    )
 
 
 def _scrub(text: str, key: str) -> str:

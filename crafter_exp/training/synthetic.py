@@ -17,7 +17,13 @@ from crafter_exp.files import write_json_atomic
 OBJECTS = ("tree", "stone", "water", "grass", "cow", "sand", "coal")
 DIRECTIONS = {"north": "move_up", "south": "move_down", "east": "move_right", "west": "move_left"}
 SYSTEM = "Reply with one action name only."
-BARE_PROMPT = {"template": "bare", "history": 0, "system_prompt_file": None, "action_mode": "text", "max_actions_per_turn": 1}
+BARE_PROMPT = {
+    "template": "bare",
+    "history": 0,
+    "system_prompt_file": None,
+    "action_mode": "text",
+    "max_actions_per_turn": 1,
+}
 
 
 def synthetic_observation(rng: random.Random) -> tuple[str, str]:

@@ -12,7 +12,8 @@ The chat template wraps each message in role markers and an end marker; the assi
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 

@@ -3,5 +3,12 @@
 from crafter_exp.envs.alfworld.env import AlfworldTextEnv, also_held_out_configs, check_config, held_out_config
 from crafter_exp.envs.alfworld.text import ACHIEVEMENTS, INSTRUCTIONS, TASK_TYPES
 
-__all__ = ["AlfworldTextEnv", "ACHIEVEMENTS", "INSTRUCTIONS", "TASK_TYPES", "check_config", "held_out_config",
-           "also_held_out_configs"]
+__all__ = [
+    "AlfworldTextEnv",
+    "ACHIEVEMENTS",
+    "INSTRUCTIONS",
+    "TASK_TYPES",
+    "check_config",
+    "held_out_config",
+    "also_held_out_configs",
+]

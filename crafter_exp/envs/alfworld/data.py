@@ -80,12 +80,19 @@ def alfworld_config(root: Path, task_types: list[str]) -> dict:
     """The slice of ALFWorld's base_config.yaml that `AlfredTWEnv` reads (the rest of it is for its agents)."""
     ids = [i + 1 for i, name in enumerate(TASK_TYPES) if not task_types or name in task_types]
     return {
-        "env": {"goal_desc_human_anns_prob": 0, "task_types": ids, "domain_randomization": False,
-                "expert_type": "handcoded"},
-        "dataset": {"data_path": str(root / "json_2.1.1" / SPLITS["train"]),
-                    "eval_id_data_path": str(root / "json_2.1.1" / SPLITS["eval_in_distribution"]),
-                    "eval_ood_data_path": str(root / "json_2.1.1" / SPLITS["eval_out_of_distribution"]),
-                    "num_train_games": -1, "num_eval_games": -1},
+        "env": {
+            "goal_desc_human_anns_prob": 0,
+            "task_types": ids,
+            "domain_randomization": False,
+            "expert_type": "handcoded",
+        },
+        "dataset": {
+            "data_path": str(root / "json_2.1.1" / SPLITS["train"]),
+            "eval_id_data_path": str(root / "json_2.1.1" / SPLITS["eval_in_distribution"]),
+            "eval_ood_data_path": str(root / "json_2.1.1" / SPLITS["eval_out_of_distribution"]),
+            "num_train_games": -1,
+            "num_eval_games": -1,
+        },
         "logic": {"domain": str(root / "logic" / "alfred.pddl"), "grammar": str(root / "logic" / "alfred.twl2")},
         "general": {"training_method": "dagger"},
     }

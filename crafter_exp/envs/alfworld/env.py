@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Optional
 
 from crafter_exp.envs.alfworld import data, speedups, text
 from crafter_exp.envs.base import RUN_METRICS, Observation, StepResult, TextEnv

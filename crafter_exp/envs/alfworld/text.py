@@ -5,7 +5,8 @@ normalised. No `alfworld` import here, so prompts and exports work without the o
 from __future__ import annotations
 
 import re
-from typing import Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 ACHIEVEMENTS: tuple[str, ...] = ("won",)
 """ALFWorld reports one achievement, `won` (the task is solved); per-task-type rates come from `task_type`."""
@@ -87,9 +88,7 @@ def looks_like_command(command: str) -> bool:
     return command.split(" ", 1)[0] in COMMAND_VERBS
 
 
-def format_observation(
-    task: str, observation: str, admissible: Optional[list[str]]
-) -> str:
+def format_observation(task: str, observation: str, admissible: Optional[list[str]]) -> str:
     """One turn's observation text: the task (every turn), what the agent observes, optionally the commands."""
     parts = [f"Your task is to: {task}", f"Observation: {observation.strip()}"]
     if admissible is not None:

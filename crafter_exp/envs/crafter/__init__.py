@@ -6,4 +6,12 @@ from crafter_exp.envs.crafter.env import CrafterTextEnv, check_config
 from crafter_exp.envs.crafter.text import INSTRUCTIONS
 from crafter_exp.envs.crafter.view import local_view
 
-__all__ = ["ACHIEVEMENTS", "ACTIONS", "INSTRUCTIONS", "CrafterTextEnv", "canonical_action", "check_config", "local_view"]
+__all__ = [
+    "ACHIEVEMENTS",
+    "ACTIONS",
+    "INSTRUCTIONS",
+    "CrafterTextEnv",
+    "canonical_action",
+    "check_config",
+    "local_view",
+]

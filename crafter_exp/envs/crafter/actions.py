@@ -13,16 +13,42 @@ ACHIEVEMENTS: tuple[str, ...] = tuple(constants.achievements)
 """The 22 achievements, crafter's (alphabetical) order."""
 ACTION_INDEX = {name: i for i, name in enumerate(ACTIONS)}
 
-_DIRECTIONS = {"left": "left", "west": "left", "right": "right", "east": "right",
-               "up": "up", "north": "up", "down": "down", "south": "down"}
+_DIRECTIONS = {
+    "left": "left",
+    "west": "left",
+    "right": "right",
+    "east": "right",
+    "up": "up",
+    "north": "up",
+    "down": "down",
+    "south": "down",
+}
 
 ALIASES: dict[str, str] = {
     # moves: "left", "west", "go_left", "move_west", "walk_north", ...
     **{word: f"move_{d}" for word, d in _DIRECTIONS.items()},
     **{f"{verb}_{word}": f"move_{d}" for word, d in _DIRECTIONS.items() for verb in ("move", "go", "walk", "step")},
     # the interaction key
-    **{word: "do" for word in ("use", "interact", "attack", "collect", "hit", "mine", "chop", "gather", "eat",
-                                "drink", "fight", "act", "do_action", "harvest", "take")},
+    **{
+        word: "do"
+        for word in (
+            "use",
+            "interact",
+            "attack",
+            "collect",
+            "hit",
+            "mine",
+            "chop",
+            "gather",
+            "eat",
+            "drink",
+            "fight",
+            "act",
+            "do_action",
+            "harvest",
+            "take",
+        )
+    },
     # doing nothing
     **{word: "noop" for word in ("wait", "no_op", "noop", "none", "nothing", "idle", "stay", "pass", "no_action")},
     "rest": "sleep",
@@ -37,8 +63,10 @@ ALIASES: dict[str, str] = {
     "make_furnace": "place_furnace",
     "craft_furnace": "place_furnace",
     "build_furnace": "place_furnace",
-    **{f"craft_{tool}": f"make_{tool}" for tool in (
-        "wood_pickaxe", "stone_pickaxe", "iron_pickaxe", "wood_sword", "stone_sword", "iron_sword")},
+    **{
+        f"craft_{tool}": f"make_{tool}"
+        for tool in ("wood_pickaxe", "stone_pickaxe", "iron_pickaxe", "wood_sword", "stone_sword", "iron_sword")
+    },
     **{f"make_wooden_{tool}": f"make_wood_{tool}" for tool in ("pickaxe", "sword")},
     **{f"craft_wooden_{tool}": f"make_wood_{tool}" for tool in ("pickaxe", "sword")},
 }

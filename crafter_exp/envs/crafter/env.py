@@ -15,9 +15,18 @@ from crafter_exp.errors import UserError
 
 PREDICTION_QUANTITIES: frozenset[str] = frozenset({*VITALS, *ITEMS, *ACHIEVEMENTS})
 """The names a Crafter prediction is scored on: vitals, inventory items, achievements."""
-PREDICTION_ALIASES = {"hp": "health", "water": "drink", "thirst": "drink", "hunger": "food", "fatigue": "energy",
-                      "saplings": "sapling", "woods": "wood", "stones": "stone",
-                      "table": "place_table", "furnace": "place_furnace"}
+PREDICTION_ALIASES = {
+    "hp": "health",
+    "water": "drink",
+    "thirst": "drink",
+    "hunger": "food",
+    "fatigue": "energy",
+    "saplings": "sapling",
+    "woods": "wood",
+    "stones": "stone",
+    "table": "place_table",
+    "furnace": "place_furnace",
+}
 """Words models use for those quantities (`water -1` for drink; a placed table is the place_table achievement)."""
 
 
@@ -44,9 +53,22 @@ class CrafterTextEnv(TextEnv):
     achievements = ACHIEVEMENTS
     instructions = INSTRUCTIONS
     fallback_action = "noop"
-    metrics = ("mean_achievements", "achievement_rate", "crafter_score", "progression", "distinct_achievements",
-               "mean_reward", "efficiency", *RUN_METRICS, "achievement/*", "action/*",
-               "prediction_f1", "prediction_f1_changed", "prediction_exact_rate", "prediction_scored_rate")
+    metrics = (
+        "mean_achievements",
+        "achievement_rate",
+        "crafter_score",
+        "progression",
+        "distinct_achievements",
+        "mean_reward",
+        "efficiency",
+        *RUN_METRICS,
+        "achievement/*",
+        "action/*",
+        "prediction_f1",
+        "prediction_f1_changed",
+        "prediction_exact_rate",
+        "prediction_scored_rate",
+    )
     """Achievements (count, rate, Crafter score, progression, per achievement), reward and the action mix."""
 
     def __init__(self, cfg: Any):
@@ -105,8 +127,11 @@ class CrafterTextEnv(TextEnv):
         count changed, by how much, and every achievement first unlocked in the turn (+1). Position, facing,
         daylight and what is in view are not counted (the text shows them, but they are not quantities)."""
         inv_before, inv_after = before.info.get("inventory", {}), after.info.get("inventory", {})
-        changes = {name: int(inv_after.get(name, 0)) - int(inv_before.get(name, 0))
-                   for name in PREDICTION_QUANTITIES if name not in ACHIEVEMENTS}
+        changes = {
+            name: int(inv_after.get(name, 0)) - int(inv_before.get(name, 0))
+            for name in PREDICTION_QUANTITIES
+            if name not in ACHIEVEMENTS
+        }
         out = {name: delta for name, delta in changes.items() if delta}
         out.update({name: 1 for name in unlocked})
         return out

@@ -211,21 +211,52 @@ class CrafterGame(crafter.Env):
         low, high = (0 if grass < 50 else target), target
         if not int(low) <= zombies <= int(high):
             self._balance_object(
-                chunk, objs, objects.Zombie, "grass", 6, 0, b.zombie_spawn_prob, 0.4,
-                lambda pos: kinds.zombie(world, pos, self._player), low, high)
+                chunk,
+                objs,
+                objects.Zombie,
+                "grass",
+                6,
+                0,
+                b.zombie_spawn_prob,
+                0.4,
+                lambda pos: kinds.zombie(world, pos, self._player),
+                low,
+                high,
+            )
         path = self._space["path"][chunk[0] // cx][chunk[2] // cy]
         low, high = (0 if path < 6 else 1 * b.skeleton_density), 2 * b.skeleton_density
         if not int(low) <= skeletons <= int(high):
             self._balance_object(
-                chunk, objs, objects.Skeleton, "path", 7, 7, 0.1, 0.1,
-                lambda pos: kinds.skeleton(world, pos, self._player), low, high)
+                chunk,
+                objs,
+                objects.Skeleton,
+                "path",
+                7,
+                7,
+                0.1,
+                0.1,
+                lambda pos: kinds.skeleton(world, pos, self._player),
+                low,
+                high,
+            )
         low, high = (0 if grass < 30 else 1), 1.5 + light
         if not int(low) <= cows <= int(high):
             self._balance_object(
-                chunk, objs, objects.Cow, "grass", 5, 5, 0.01, 0.1, lambda pos: kinds.cow(world, pos), low, high)
+                chunk, objs, objects.Cow, "grass", 5, 5, 0.01, 0.1, lambda pos: kinds.cow(world, pos), low, high
+            )
 
     def _balance_object(
-        self, chunk, objs, cls, material, span_dist, despan_dist, spawn_prob, despawn_prob, ctor, target_min,
+        self,
+        chunk,
+        objs,
+        cls,
+        material,
+        span_dist,
+        despan_dist,
+        spawn_prob,
+        despawn_prob,
+        ctor,
+        target_min,
         target_max,
     ):
         # Stock's code with the targets passed in, and the sort before the despawn choice.

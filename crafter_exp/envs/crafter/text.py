@@ -30,9 +30,26 @@ WORDS = {"ripe_plant": "ripe plant", "void": "edge"}
 """How view names read in text (others as they are)."""
 
 SYMBOLS = {
-    "grass": ".", "sand": ":", "path": "_", "water": "~", "stone": "#", "tree": "T", "lava": "%", "coal": "c",
-    "iron": "i", "diamond": "d", "table": "t", "furnace": "f", "zombie": "Z", "skeleton": "S", "cow": "C",
-    "plant": "p", "ripe_plant": "P", "arrow": "*", "player": "@", "void": "X",
+    "grass": ".",
+    "sand": ":",
+    "path": "_",
+    "water": "~",
+    "stone": "#",
+    "tree": "T",
+    "lava": "%",
+    "coal": "c",
+    "iron": "i",
+    "diamond": "d",
+    "table": "t",
+    "furnace": "f",
+    "zombie": "Z",
+    "skeleton": "S",
+    "cow": "C",
+    "plant": "p",
+    "ripe_plant": "P",
+    "arrow": "*",
+    "player": "@",
+    "void": "X",
 }
 """One character per view name, for the full format's map."""
 
@@ -51,8 +68,11 @@ def _offset_text(dx: int, dy: int) -> str:
     return " ".join(parts) or "here"
 
 
-_OFFSETS = {(dx, dy): _offset_text(dx, dy) for dx in range(-CENTER_COL, CENTER_COL + 1)
-            for dy in range(-CENTER_ROW, CENTER_ROW + 1)}
+_OFFSETS = {
+    (dx, dy): _offset_text(dx, dy)
+    for dx in range(-CENTER_COL, CENTER_COL + 1)
+    for dy in range(-CENTER_ROW, CENTER_ROW + 1)
+}
 
 
 def compact_lines(view: dict[str, Any]) -> list[str]:
@@ -74,7 +94,9 @@ def compact_lines(view: dict[str, Any]) -> list[str]:
 
 def full_lines(view: dict[str, Any]) -> list[str]:
     grid = view["grid"]
-    present = sorted({name for row in grid for name in row}, key=lambda n: list(SYMBOLS).index(n) if n in SYMBOLS else 99)
+    present = sorted(
+        {name for row in grid for name in row}, key=lambda n: list(SYMBOLS).index(n) if n in SYMBOLS else 99
+    )
     legend = ", ".join(f"{SYMBOLS.get(n, '?')} {word(n)}" for n in present)
     unlocked = [name for name in ACHIEVEMENTS if name in view["achievements"]]
     return [
@@ -112,39 +134,42 @@ def _instructions() -> str:
         collect.append(f"{material}{need} -> {gets}{chance}")
     place = [
         f"place_{name}: uses {_needs(info['uses'])}, onto {'/'.join(info['where'])} in front of you"
-        for name, info in constants.place.items() if f"place_{name}" in ACTIONS
+        for name, info in constants.place.items()
+        if f"place_{name}" in ACTIONS
     ]
     make = [
         f"make_{name}: uses {_needs(info['uses'])}, next to a {' and a '.join(info['nearby'])}"
         for name, info in constants.make.items()
     ]
-    return "\n".join([
-        "You play Crafter, a 2D survival game on a grid. You see the 9 x 7 cells around you; north is up.",
-        "Score: unlock as many of the 22 achievements as you can (+1 reward the first time each one happens; "
-        "health lost or gained gives -0.1/+0.1 per point).",
-        "Achievements: " + ", ".join(ACHIEVEMENTS) + ".",
-        "",
-        "Actions (reply with one name):",
-        "- noop: do nothing.",
-        "- move_left / move_right / move_up / move_down: turn west / east / north / south and step there if the "
-        "cell is grass, sand or path (anything else blocks you; walking into lava kills you).",
-        "- do: act on the cell you face. Collect: " + "; ".join(collect) + ". Attack a zombie, skeleton or cow "
-        "(a defeated cow is eaten: food +6); eat a ripe plant (food +4).",
-        "- sleep: sleep until energy is full (wake_up achievement); zombies hit sleepers much harder, so wall "
-        "yourself in with stone first.",
-        *(f"- {line}." for line in place),
-        *(f"- {line}." for line in make),
-        "'Next to' means within the 3 x 3 cells around you. Better tools: wood pickaxe mines stone and coal, "
-        "stone pickaxe mines iron, iron pickaxe mines diamond. Swords make you hit harder.",
-        "",
-        "Survival: health, food, drink and energy go from 0 to 9. Food, drink and energy fall over time: eat "
-        "(cows, ripe plants), drink (do facing water) and sleep (best at night). While all three are above 0 "
-        "health slowly recovers; at 0 health you die. Zombies roam grassland, more at night; skeletons shoot "
-        "arrows in dark tunnels. A sapling placed on grass grows into a plant, ripe after a while.",
-        "",
-        "Observation: 'Nearby' gives the nearest cell of each kind as steps from you (e.g. 'tree 1 north 2 west'); "
-        "cells not listed are grass. 'Facing' is the cell your action 'do' and 'place_*' act on.",
-    ])
+    return "\n".join(
+        [
+            "You play Crafter, a 2D survival game on a grid. You see the 9 x 7 cells around you; north is up.",
+            "Score: unlock as many of the 22 achievements as you can (+1 reward the first time each one happens; "
+            "health lost or gained gives -0.1/+0.1 per point).",
+            "Achievements: " + ", ".join(ACHIEVEMENTS) + ".",
+            "",
+            "Actions (reply with one name):",
+            "- noop: do nothing.",
+            "- move_left / move_right / move_up / move_down: turn west / east / north / south and step there if the "
+            "cell is grass, sand or path (anything else blocks you; walking into lava kills you).",
+            "- do: act on the cell you face. Collect: " + "; ".join(collect) + ". Attack a zombie, skeleton or cow "
+            "(a defeated cow is eaten: food +6); eat a ripe plant (food +4).",
+            "- sleep: sleep until energy is full (wake_up achievement); zombies hit sleepers much harder, so wall "
+            "yourself in with stone first.",
+            *(f"- {line}." for line in place),
+            *(f"- {line}." for line in make),
+            "'Next to' means within the 3 x 3 cells around you. Better tools: wood pickaxe mines stone and coal, "
+            "stone pickaxe mines iron, iron pickaxe mines diamond. Swords make you hit harder.",
+            "",
+            "Survival: health, food, drink and energy go from 0 to 9. Food, drink and energy fall over time: eat "
+            "(cows, ripe plants), drink (do facing water) and sleep (best at night). While all three are above 0 "
+            "health slowly recovers; at 0 health you die. Zombies roam grassland, more at night; skeletons shoot "
+            "arrows in dark tunnels. A sapling placed on grass grows into a plant, ripe after a while.",
+            "",
+            "Observation: 'Nearby' gives the nearest cell of each kind as steps from you (e.g. 'tree 1 north 2 west'); "
+            "cells not listed are grass. 'Facing' is the cell your action 'do' and 'place_*' act on.",
+        ]
+    )
 
 
 INSTRUCTIONS = _instructions()

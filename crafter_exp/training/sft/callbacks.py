@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 from crafter_exp.training.sft.schedule import ProgressClock
 
 LogFn = Callable[[dict[str, float], int], None]
 
 
-def build_callbacks(clock: ProgressClock, max_time_s: Optional[float], has_eval: bool, log_fn: Optional[LogFn],
-               progress: bool, curve: list[dict[str, float]]) -> list[Any]:
+def build_callbacks(
+    clock: ProgressClock,
+    max_time_s: Optional[float],
+    has_eval: bool,
+    log_fn: Optional[LogFn],
+    progress: bool,
+    curve: list[dict[str, float]],
+) -> list[Any]:
     from transformers import TrainerCallback
 
     from crafter_exp.progress import progress_bar
@@ -45,7 +52,9 @@ def build_callbacks(clock: ProgressClock, max_time_s: Optional[float], has_eval:
                 self.bar.update(state.global_step - self.bar.n)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Optional[dict[str, Any]] = None, **kw: Any) -> None:
-            logs = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            logs = {
+                k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
             if not logs:
                 return
             logs["elapsed_s"] = clock.elapsed()

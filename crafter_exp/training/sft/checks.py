@@ -69,5 +69,7 @@ def resolve_model_source(name: str) -> str:
         AutoConfig.from_pretrained(name)
     except Exception as e:  # offline, unknown repo, gated: one line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"trainer.model {name!r} is not a local folder and could not be loaded from the hub: {first}")
+        raise UserError(
+            f"trainer.model {name!r} is not a local folder and could not be loaded from the hub: {first}"
+        ) from None
     return name

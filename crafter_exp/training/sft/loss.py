@@ -20,8 +20,14 @@ class LossParts:
     replies: int
 
 
-def role_loss(logits: torch.Tensor, input_ids: torch.Tensor, roles: torch.Tensor, loss_on: str, prompt_weight: float,
-              weights: Optional[torch.Tensor] = None) -> LossParts:
+def role_loss(
+    logits: torch.Tensor,
+    input_ids: torch.Tensor,
+    roles: torch.Tensor,
+    loss_on: str,
+    prompt_weight: float,
+    weights: Optional[torch.Tensor] = None,
+) -> LossParts:
     """Next-token loss split by the role of the predicted token, combined as `loss_on` says; `weights` (one per
     example) scale the reply part."""
     target = input_ids[:, 1:]

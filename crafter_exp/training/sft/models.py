@@ -58,7 +58,9 @@ def load_base(tcfg: Any, train_examples: list[data_mod.Example], seed: int) -> B
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # bf16 weights on a GPU; on a CPU fp32 weights under bf16 autocast (the Trainer's bf16 flag)
-    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if use_bf16(tcfg) and torch.cuda.is_available() else torch.float32}
+    kwargs: dict[str, Any] = {
+        "dtype": torch.bfloat16 if use_bf16(tcfg) and torch.cuda.is_available() else torch.float32
+    }
     if tcfg.method == "qlora":
         from transformers import BitsAndBytesConfig
 

@@ -66,11 +66,15 @@ def train_sft(
     if not train_tok.input_ids:
         raise UserError(f"no training example kept a reply token within max_length={tcfg.max_length}")
     if train_tok.truncated:
-        print(f"[train] {train_tok.truncated} of {len(train_ex)} examples longer than max_length="
-              f"{tcfg.max_length} were truncated ({train_tok.dropped} dropped: no reply token left)")
+        print(
+            f"[train] {train_tok.truncated} of {len(train_ex)} examples longer than max_length="
+            f"{tcfg.max_length} were truncated ({train_tok.dropped} dropped: no reply token left)"
+        )
     if train_tok.split:
-        print(f"[train] {train_tok.split} examples became one sequence per learned reply (the chat template renders "
-              f"earlier replies differently from the last one)")
+        print(
+            f"[train] {train_tok.split} examples became one sequence per learned reply (the chat template renders "
+            f"earlier replies differently from the last one)"
+        )
     if tcfg.packing:
         train_tok = data_mod.pack(train_tok, tcfg.max_length, seed)
     tokenize_s = time.monotonic() - t_tok
@@ -127,7 +131,9 @@ def train_sft(
         model=base.model,
         args=args,
         data_collator=batches.RoleCollator(tokenizer.pad_token_id),
-        train_dataset=batches.to_dataset(train_tok, batches.reply_weights(train_tok, float(tcfg.reply_balance)) if not tcfg.packing else None),
+        train_dataset=batches.to_dataset(
+            train_tok, batches.reply_weights(train_tok, float(tcfg.reply_balance)) if not tcfg.packing else None
+        ),
         eval_dataset=batches.to_dataset(eval_tok) if has_eval else None,
         processing_class=tokenizer,
         peft_config=peft_config,

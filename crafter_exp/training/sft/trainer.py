@@ -35,8 +35,18 @@ def trainer_class() -> type:
     class RoleSFTTrainer(SFTTrainer):
         """TRL's SFTTrainer with role-weighted loss, a time-aware schedule and cheap reply metrics."""
 
-        def __init__(self, *args: Any, loss_on: str, prompt_weight: float, clock: ProgressClock,
-                     schedule: str, warmup_ratio: float, min_lr_ratio: float, group_by_length: bool, **kwargs: Any):
+        def __init__(
+            self,
+            *args: Any,
+            loss_on: str,
+            prompt_weight: float,
+            clock: ProgressClock,
+            schedule: str,
+            warmup_ratio: float,
+            min_lr_ratio: float,
+            group_by_length: bool,
+            **kwargs: Any,
+        ):
             self.loss_on = loss_on
             self.group_by_length = group_by_length
             self.prompt_weight = prompt_weight
@@ -82,7 +92,9 @@ def trainer_class() -> type:
                 )
             return self.lr_scheduler
 
-        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
             mode = "train" if model.training else "eval"
             roles = inputs["roles"]
             outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)

@@ -218,7 +218,6 @@ class MapMemory:
         x, y = p or self.pos
         return any(self.mem.get((x + dx, y + dy)) == material for dx in (-1, 0, 1) for dy in (-1, 0, 1))
 
-
     def _cells(self, material: str) -> np.ndarray:
         """Flat indices of the known cells of a material, in the order they were first seen (cached per turn)."""
         found = self._cells_cache.get(material)
@@ -234,7 +233,6 @@ class MapMemory:
 
     def _objects(self, *names: str) -> list[Pos]:
         return sorted(p for p, n in self.objs.items() if n in names)
-
 
     def _codes_of(self, *names: str) -> list[int]:
         return [self.codes[n] for n in names if n in self.codes]

@@ -99,7 +99,6 @@ def _dijkstra(cells, step_cost, blocked, danger, height, start, limit, dist, par
     return count
 
 
-
 class PathPlanner(MapMemory):
     """Plans paths from the player over the remembered map and turns them into actions."""
 
@@ -132,8 +131,17 @@ class PathPlanner(MapMemory):
         danger = np.array([index(p) for p in near_zombie], dtype=np.int64)
         start = index(self.pos)
         count = _dijkstra(
-            self.mat.ravel(), table, blocked, danger, self.height, start, PLAN_LIMIT,
-            self._dist, self._parent, self._order_buf, self._work,
+            self.mat.ravel(),
+            table,
+            blocked,
+            danger,
+            self.height,
+            start,
+            PLAN_LIMIT,
+            self._dist,
+            self._parent,
+            self._order_buf,
+            self._work,
         )
         self._start = start
         self._order = self._order_buf[:count]
@@ -227,4 +235,3 @@ class PathPlanner(MapMemory):
             if self._free(q) and self.mem.get(r) in where and r not in self.objs:
                 return MOVE[d]
         return None
-

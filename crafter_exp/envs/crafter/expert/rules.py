@@ -54,8 +54,6 @@ from crafter_exp.envs.crafter.expert.planner import PathPlanner
 class CrafterExpert(PathPlanner):
     """Priority-based Crafter agent with a remembered map (see the module docstring)."""
 
-
-
     def act(self, view: dict[str, Any], rng: random.Random) -> str:
         """The expert's next action name for this view."""
         self.rng = rng
@@ -186,8 +184,11 @@ class CrafterExpert(PathPlanner):
     def _zombie_blocks(self, p: Pos) -> bool:
         """A known cell no creature can stand on (lava counts as open: we never want to stand next to it)."""
         m = self.mem.get(p)
-        return m is not None and m not in WALKABLE and m not in ("lava", "void") or (
-            self.objs.get(p) in ("plant", "ripe_plant")
+        return (
+            m is not None
+            and m not in WALKABLE
+            and m not in ("lava", "void")
+            or (self.objs.get(p) in ("plant", "ripe_plant"))
         )
 
     def _site_cells(self, o: Pos, d: Pos) -> tuple[Pos, Pos, list[Pos]]:
@@ -410,8 +411,10 @@ class CrafterExpert(PathPlanner):
         # a furnace: for the achievement as soon as affordable, else next to a table when iron tools are due
         reserve = sum(constants.make[t]["uses"].get("stone", 0) for t in missing)
         if inv["stone"] >= FURNACE_STONE + reserve and not self._near("furnace"):
-            due = next_tool in ("iron_pickaxe", "iron_sword") and self._near("table") and all(
-                inv.get(k, 0) >= v for k, v in constants.make[next_tool]["uses"].items()
+            due = (
+                next_tool in ("iron_pickaxe", "iron_sword")
+                and self._near("table")
+                and all(inv.get(k, 0) >= v for k, v in constants.make[next_tool]["uses"].items())
             )
             if "place_furnace" not in ach or due:
                 a = self._place("place_furnace", tuple(constants.place["furnace"]["where"]))
@@ -543,4 +546,3 @@ class CrafterExpert(PathPlanner):
         elif prefer == "grass":
             score[mat == self.codes.get("grass", -1)] -= 10
         return self._pos(cand[int(score.argmin())])
-
