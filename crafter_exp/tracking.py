@@ -99,24 +99,44 @@ def stage_run(
     experiment_id = setup(tracking_cfg)
     active = mlflow.active_run()
     if resume_run_id:
-        with mlflow.start_run(run_id=resume_run_id, nested=active is not None) as run:
+        with _ended_by_outcome(mlflow.start_run(run_id=resume_run_id, nested=active is not None)) as run:
             yield run
         return
     # a sweep under a launcher whose jobs run in other processes (Ray) passes its parent run by environment
     parent = parent_run_id or (active.info.run_id if active else None) or os.environ.get(PARENT_RUN_ENV)
     all_tags = {"stage": stage, **(tags or {})}
-    with mlflow.start_run(
+    started = mlflow.start_run(
         run_name=run_name,
         experiment_id=experiment_id,
         parent_run_id=parent,
         nested=active is not None,
         tags=all_tags,
-    ) as run:
+    )
+    with _ended_by_outcome(started) as run:
         params = {k: (str(v)[:MAX_PARAM_LEN] if v is not None else "None") for k, v in flatten(redact(config)).items()}
         items = list(params.items())
         for i in range(0, len(items), 100):
             mlflow.log_params(dict(items[i : i + 100]))
         yield run
+
+
+@contextmanager
+def _ended_by_outcome(run: Any) -> Iterator[Any]:
+    """End `run` as FINISHED, KILLED (Ctrl-C / SIGTERM: the user stopped it, the same command resumes) or FAILED.
+
+    mlflow's own `with start_run()` marks every exception FAILED, which in the UI reads as a crash.
+    """
+    import mlflow
+
+    try:
+        yield run
+    except (KeyboardInterrupt, SystemExit):
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
 
 
 def log_metrics(metrics: dict[str, Any], step: Optional[int] = None) -> None:

@@ -501,6 +501,21 @@ def test_cli_probe_fails_fast_with_one_line(project, key):
     assert not (project / "data/traces.duckdb").exists()  # the probe runs before anything is written
 
 
+def test_pipeline_with_an_unreachable_teacher_fails_before_its_mlflow_run(project, key):
+    """The pipeline's parent run opens after the probe: one line, exit 2, and no FAILED run left in MLflow."""
+    import mlflow
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = cli(project, "model=openai", f"model.base_url=http://127.0.0.1:{port}/v1", *project_overrides(project))
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("crafter-exp: error: cannot reach model endpoint")
+    mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert runs.empty, runs[["status", "tags.mlflow.runName"]]
+
+
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_episodes_resume_plays_the_rest_and_no_file_holds_the_key(project, key):
     """One CLI run (MLflow on) interrupted with SIGINT, resumed in-process; then a canary key grep over all files."""
@@ -533,6 +548,11 @@ def test_ctrl_c_keeps_finished_episodes_resume_plays_the_rest_and_no_file_holds_
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err
+        import mlflow
+
+        mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
+        statuses = mlflow.search_runs(search_all_experiments=True).status
+        assert list(statuses) == ["KILLED"]  # stopped by the user, not a crash (resumable)
         store = TraceStore(project / "data/traces.duckdb")
         kept = store.query("SELECT seed, steps FROM episodes WHERE run_id = 'ctrlc' ORDER BY seed")
         assert 1 <= len(kept) < 4 and set(kept.steps) == {8}

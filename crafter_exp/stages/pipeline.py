@@ -76,6 +76,7 @@ def pipeline(cfg: Any) -> PipelineResult:
     from crafter_exp.stages.train import train
 
     check_pipeline_config(cfg)
+    _probe_teacher_endpoint(cfg)
     start = time.perf_counter()
     tags = {"name": cfg.name, "env": cfg.env.name, "trainer": cfg.trainer.name}
     with tracking.stage_run(cfg.tracking, "pipeline", f"pipeline-{cfg.name}", as_dict(cfg), tags):
@@ -117,6 +118,21 @@ def pipeline(cfg: Any) -> PipelineResult:
         teacher.run_id, Path(data.path), Path(trained.checkpoint), eval_runs, also_runs, result, seconds, verdict
     )
     return out
+
+
+def _probe_teacher_endpoint(cfg: Any) -> None:
+    """An API teacher is probed before the pipeline's parent run opens: an unreachable endpoint, a refused key or an
+    unknown model is one line with no MLflow run left behind (the rollout probes again, after this one, only when it
+    has episodes to play)."""
+    if not getattr(cfg.model, "probe", False):
+        return
+    from crafter_exp.policies import make_policy
+
+    policy = make_policy(cfg.model, cfg.seed)
+    try:
+        policy.start()
+    finally:
+        policy.close()
 
 
 def _also_held_out(cfg: Any, candidates: dict[str, Any]) -> dict[str, dict[str, Any]]:
