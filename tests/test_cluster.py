@@ -17,9 +17,11 @@ from conftest import ROOT, project_overrides
 
 from crafter_exp.store.traces import TraceStore
 
-EPISODES = (
-    48  # enough batches that work is left for the removed node when its first episodes land (idle machines are fast)
-)
+# The scripted teacher lives for most of `max_steps` (~0.5 s an episode), one seed a task: each actor plays a dozen
+# batches back to back, so when the test sees a worker node's first episode stored (a poll, maybe a wait for the
+# store's lock) that node's actor is busy with its next batch, and there is queue left to replay it on. (With the
+# random agent's 0.1 s episodes the queue could drain before the poll saw anything, and the node left idle.)
+EPISODES = 32
 
 
 @pytest.fixture
@@ -60,10 +62,10 @@ def test_rollout_spreads_over_nodes_and_survives_a_removed_node(project, cluster
             "-m",
             "crafter_exp",
             "stage=rollout",
-            "model=random",
+            "model=scripted",
             f"env.episodes={EPISODES}",
-            "env.max_steps=300",
-            "ray.episodes_per_task=2",
+            "env.max_steps=400",
+            "ray.episodes_per_task=1",
             "rollout.run_id=cluster",
             f"ray.address={cluster.address}",
             *project_overrides(project, workers=2),
@@ -89,7 +91,8 @@ def test_rollout_spreads_over_nodes_and_survives_a_removed_node(project, cluster
             proc.kill()
     assert proc.returncode == 0, output[-3000:]
     assert removed is not None, "no episode from a worker node was seen before the run ended"
-    assert "replaying seeds" in output  # the pool saw the actor die with its node and replayed its batch
+    # the pool saw the actor die with its node and replayed its batch
+    assert "replaying seeds" in output, output[-3000:]
 
     episodes = store.query("SELECT seed, node, turns FROM episodes WHERE run_id = 'cluster' ORDER BY seed")
     assert episodes.seed.tolist() == list(range(EPISODES))  # all there; the key makes each (run, seed) unique
