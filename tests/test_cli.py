@@ -61,6 +61,55 @@ def test_help_and_cfg_job_work():
     assert out.returncode == 0 and "episodes: 7" in out.stdout
 
 
+def _schema_classes() -> list[type]:
+    import dataclasses
+
+    import crafter_exp.config as config
+
+    return [v for v in vars(config).values() if isinstance(v, type) and dataclasses.is_dataclass(v)]
+
+
+@pytest.mark.parametrize("cls", _schema_classes(), ids=lambda c: c.__name__)
+def test_every_schema_field_says_what_it_does(cls):
+    import dataclasses
+
+    from crafter_exp.options import field_help
+
+    undocumented = [f.name for f in dataclasses.fields(cls) if not field_help(cls, f.name)]
+    assert undocumented == []  # metadata={"help": ...}, declared here or in a base the field only re-defaults
+
+
+def test_options_lists_a_sections_settings_with_composed_values_and_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "crafter_exp.options", "trainer", "trainer=local_lora", "trainer.lora_r=4"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "trainer: LocalTrainerConfig"
+    i = lines.index("trainer.lora_r = 4")
+    assert lines[i + 1].strip()  # its help on the next line
+    assert "trainer.dataset = None  [not part of the output's identity]" in lines
+    from crafter_exp.options import listing
+
+    assert "env.difficulty = 'normal'" in listing("env", [])  # a subclass's own field
+    assert "env.data_path = " in listing("env", ["env=alfworld"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["nosuch"], "unknown config section 'nosuch'"), (["model", "model=nosuch"], "model/nosuch")],
+)
+def test_options_bad_input_is_one_line(args, message):
+    out = subprocess.run(
+        [sys.executable, "-m", "crafter_exp.options", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -202,7 +202,7 @@ def _probe_format(policy: Any, env_cfg: Any, world: int) -> None:
 
 
 def stage_hash(cfg: Any, start: Path, manifest: dict[str, Any]) -> str:
-    """The RL run's identity (fields marked NOT_IDENTITY in the schema left out, as everywhere: crafter_exp.paths).
+    """The RL run's identity (fields marked `"identity": False` in the schema left out, as everywhere: crafter_exp.paths).
     env.episodes / env.seed are left out too: they name the rollout stage's seeds, RL plays its own worlds."""
     env = {k: v for k, v in paths.identity_tree(cfg.env).items() if k not in ("episodes", "seed")}
     return paths.identity(
