@@ -27,10 +27,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp.errors import UserError
 from crafter_exp.files import write_text_atomic
+
+if TYPE_CHECKING:
+    from crafter_exp.config import Config
 
 MANIFEST = "manifest.json"
 SHORT = 8
@@ -76,32 +79,32 @@ def identity(basis: Any) -> str:
 # ------------------------------------------------------------------------------------------------------ places
 
 
-def dataset_root(cfg: Any) -> Path:
+def dataset_root(cfg: Config) -> Path:
     """Every dataset of experiment `cfg.name`."""
     return Path(cfg.paths.datasets) / cfg.name
 
 
-def dataset_dir(cfg: Any, ident: str) -> Path:
+def dataset_dir(cfg: Config, ident: str) -> Path:
     """The dataset of this identity (`filter.output` when set)."""
     return Path(cfg.filter.output) if cfg.filter.output else dataset_root(cfg) / ident[:SHORT]
 
 
-def checkpoint_root(cfg: Any) -> Path:
+def checkpoint_root(cfg: Config) -> Path:
     """Every checkpoint of experiment `cfg.name`."""
     return Path(cfg.paths.checkpoints) / cfg.name
 
 
-def checkpoint_dir(cfg: Any, ident: str) -> Path:
+def checkpoint_dir(cfg: Config, ident: str) -> Path:
     """The checkpoint of this identity (`trainer.output_dir` when set)."""
     return Path(cfg.trainer.output_dir) if cfg.trainer.output_dir else checkpoint_root(cfg) / ident[:SHORT]
 
 
-def compare_dir(cfg: Any) -> Path:
+def compare_dir(cfg: Config) -> Path:
     """The compare report of experiment `cfg.name` (rewritten by each compare)."""
     return Path(cfg.paths.reports) / cfg.name / "compare"
 
 
-def export_path(cfg: Any, run_id: str) -> Path:
+def export_path(cfg: Config, run_id: str) -> Path:
     """stage=export's JSON of one trace run."""
     return Path(cfg.paths.reports) / cfg.name / f"{run_id}.json"
 
@@ -150,7 +153,7 @@ def newest_complete(root: Path, accept: Callable[[dict[str, Any]], bool] = lambd
     return max(found)[1] if found else None
 
 
-def find_dataset(cfg: Any) -> Path:
+def find_dataset(cfg: Config) -> Path:
     """The dataset the train stage reads: `trainer.dataset`, else the newest complete dataset of `name`."""
     if cfg.trainer.dataset:
         return Path(cfg.trainer.dataset)
@@ -168,7 +171,7 @@ def is_local_checkpoint(manifest: dict[str, Any]) -> bool:
     return manifest.get("kind") != "openai"
 
 
-def find_checkpoint(cfg: Any) -> Path:
+def find_checkpoint(cfg: Config) -> Path:
     """The checkpoint `model=hf_local` plays when `model.path` is not set: the newest complete local checkpoint of
     `name`."""
     root = checkpoint_root(cfg)

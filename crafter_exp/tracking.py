@@ -15,7 +15,10 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from crafter_exp.config import TrackingConfig
 
 PARENT_RUN_ENV = "CRAFTER_EXP_PARENT_RUN_ID"
 SECRET_KEY_RE = re.compile(r"(api[_-]?key|secret|token|password)$", re.I)
@@ -46,7 +49,7 @@ def config_hash(tree: Any) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def setup(tracking_cfg: Any) -> Optional[str]:
+def setup(tracking_cfg: TrackingConfig) -> Optional[str]:
     """Point MLflow at the project's store and return the experiment id (created once, here)."""
     if not tracking_cfg.enabled:
         return None
@@ -77,7 +80,7 @@ def _artifact_location(uri: str) -> Optional[str]:
 
 @contextmanager
 def stage_run(
-    tracking_cfg: Any,
+    tracking_cfg: TrackingConfig,
     stage: str,
     run_name: str,
     config: dict[str, Any],

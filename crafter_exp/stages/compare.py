@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,9 @@ from crafter_exp.errors import UserError
 from crafter_exp.files import write_text_atomic
 from crafter_exp.store.traces import TraceStore
 from crafter_exp.tables import fmt, fmt_p, markdown_table  # noqa: F401 - also importable from here, as before
+
+if TYPE_CHECKING:
+    from crafter_exp.config import Config, TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,7 @@ def check_compare_config(c: Any) -> None:
         raise UserError(f"unknown compare.correction {c.correction!r} (bh, holm, none)")
 
 
-def _mlflow_names_to_ids(tracking_cfg: Any, names: list[str]) -> dict[str, list[str]]:
+def _mlflow_names_to_ids(tracking_cfg: TrackingConfig, names: list[str]) -> dict[str, list[str]]:
     """MLflow run name -> MLflow run ids (newest first) in the project's experiment; {} when unavailable."""
     if not names or not tracking_cfg.enabled:
         return {}
@@ -134,7 +137,7 @@ def _mlflow_names_to_ids(tracking_cfg: Any, names: list[str]) -> dict[str, list[
     return out
 
 
-def resolve_runs(cfg: Any, store: TraceStore, names: Sequence[str]) -> list[str]:
+def resolve_runs(cfg: Config, store: TraceStore, names: Sequence[str]) -> list[str]:
     """Trace run ids for names that are trace run ids, MLflow run ids or MLflow run names."""
     runs = store.runs()
     known = set(runs["run_id"])
@@ -259,7 +262,7 @@ def _mlflow_episodes(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _config_tree(cfg: Any) -> dict[str, Any]:
+def _config_tree(cfg: Config) -> dict[str, Any]:
     as_dict = lambda x: dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x  # noqa: E731
     return {"name": cfg.name, "seed": cfg.seed, "compare": as_dict(cfg.compare), "paths": as_dict(cfg.paths)}
 
@@ -330,7 +333,7 @@ def protocol_lines(
 
 
 def _report_markdown(
-    cfg: Any,
+    cfg: Config,
     labels: list[str],
     run_ids: list[str],
     episodes: dict[str, pd.DataFrame],
@@ -443,7 +446,7 @@ class Comparison:
 
 
 def compare(
-    cfg: Any,
+    cfg: Config,
     runs: Optional[Sequence[str]] = None,
     labels: Optional[Sequence[str]] = None,
     pairs: Optional[Sequence[tuple[str, str]]] = None,
@@ -457,7 +460,7 @@ def compare(
 
 
 def compute(
-    cfg: Any,
+    cfg: Config,
     runs: Optional[Sequence[str]] = None,
     labels: Optional[Sequence[str]] = None,
     pairs: Optional[Sequence[tuple[str, str]]] = None,
@@ -622,7 +625,7 @@ def compute(
     )
 
 
-def report(cfg: Any, comp: Comparison) -> CompareResult:
+def report(cfg: Config, comp: Comparison) -> CompareResult:
     """Write the comparison's report folder (CSV, Markdown, figures; manifest last), log it to MLflow, print it."""
     c = cfg.compare
     table, tests, labels, run_ids, seeds = comp.table, comp.tests, comp.labels, comp.runs, comp.seeds
@@ -737,7 +740,7 @@ def _figures(
     return {name: path for name, path in made.items() if path is not None}
 
 
-def run(cfg: Any) -> CompareResult:
+def run(cfg: Config) -> CompareResult:
     """stage=compare: compare cfg.compare.runs (under a sweep, the entrypoint writes `job_result()` to the job's
     result.json)."""
     return compare(cfg)

@@ -12,32 +12,36 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp import paths
+from crafter_exp.config import HFLocalModelConfig, OpenAIModelConfig
 from crafter_exp.envs import held_out_env_config
 from crafter_exp.errors import UserError
 from crafter_exp.policies import model_label
 from crafter_exp.stages.rollout import HEADLINE, RolloutResult, resolve_model, rollout
 from crafter_exp.store.traces import TraceStore
 
+if TYPE_CHECKING:
+    from crafter_exp.config import Config, ModelConfig
+
 log = logging.getLogger(__name__)
 
 
-def protocol_of(cfg: Any) -> Any:
+def protocol_of(cfg: Config) -> Any:
     """cfg.protocol, or the default protocol (`ours`) for configs built without one."""
     from crafter_exp.config import ProtocolConfig
 
     return getattr(cfg, "protocol", None) or ProtocolConfig()
 
 
-def eval_episodes(cfg: Any) -> int:
+def eval_episodes(cfg: Config) -> int:
     """Held-out episodes per policy: the protocol's count, else eval.episodes."""
     episodes = protocol_of(cfg).episodes
     return cfg.eval.episodes if episodes is None else episodes
 
 
-def check_protocol(cfg: Any) -> None:
+def check_protocol(cfg: Config) -> None:
     """The protocol fits the env: defined for it, and every setting it fixes is a field of the env config."""
     protocol = protocol_of(cfg)
     if protocol.envs and cfg.env.name not in protocol.envs:
@@ -57,18 +61,18 @@ def check_protocol(cfg: Any) -> None:
         )
 
 
-def protocol_env_config(cfg: Any) -> Any:
+def protocol_env_config(cfg: Config) -> Any:
     """The env config of held-out play under the protocol: the env's held-out config with the protocol's settings."""
     env_cfg = held_out_env_config(cfg.env)
     settings = protocol_of(cfg).env
     return dataclasses.replace(env_cfg, **settings) if settings else env_cfg
 
 
-def eval_seeds(cfg: Any) -> list[int]:
+def eval_seeds(cfg: Config) -> list[int]:
     return list(range(cfg.eval.seed, cfg.eval.seed + eval_episodes(cfg)))
 
 
-def check_eval_config(cfg: Any) -> None:
+def check_eval_config(cfg: Config) -> None:
     """Eval seeds exist and are disjoint from the training range (one clear line otherwise)."""
     if cfg.eval.episodes <= 0:
         raise UserError(f"eval.episodes must be > 0, got {cfg.eval.episodes}")
@@ -82,12 +86,12 @@ def check_eval_config(cfg: Any) -> None:
         )
 
 
-def _checkpoint_manifest(cfg: Any, model_cfg: Any) -> Optional[dict[str, Any]]:
+def _checkpoint_manifest(cfg: Config, model_cfg: ModelConfig) -> Optional[dict[str, Any]]:
     """The train stage's manifest of the model to evaluate: an hf_local folder's, or the one recording an openai
     fine-tune's model id among this experiment's checkpoints; None for anything else (a base model, a hub id)."""
-    if model_cfg.name == "hf_local":
+    if isinstance(model_cfg, HFLocalModelConfig):
         return paths.read_manifest(Path(str(model_cfg.path)))
-    if model_cfg.name == "openai":
+    if isinstance(model_cfg, OpenAIModelConfig):
         found = paths.newest_complete(
             paths.checkpoint_root(cfg), lambda m: m.get("fine_tuned_model") == model_cfg.model
         )
@@ -95,7 +99,7 @@ def _checkpoint_manifest(cfg: Any, model_cfg: Any) -> Optional[dict[str, Any]]:
     return None
 
 
-def trained_seeds(cfg: Any, model_cfg: Any) -> dict[str, set[int]]:
+def trained_seeds(cfg: Config, model_cfg: ModelConfig) -> dict[str, set[int]]:
     """Seeds of the episodes the model learned from, per source trace run (checkpoint manifest -> dataset manifest
     -> trace store); {} when the model carries no such record."""
     checkpoint = _checkpoint_manifest(cfg, model_cfg) or {}
@@ -108,7 +112,7 @@ def trained_seeds(cfg: Any, model_cfg: Any) -> dict[str, set[int]]:
     return {run: store.done_seeds(run) for run in runs}
 
 
-def check_trained_seeds(cfg: Any, model_cfg: Any) -> None:
+def check_trained_seeds(cfg: Config, model_cfg: ModelConfig) -> None:
     """The eval seeds are none the model was trained on (checked where new seeds are new worlds)."""
     if held_out_env_config(cfg.env) is not cfg.env:
         return  # held-out worlds come from another set (ALFWorld's eval games): seed numbers may repeat
@@ -123,7 +127,7 @@ def check_trained_seeds(cfg: Any, model_cfg: Any) -> None:
             )
 
 
-def evaluate(cfg: Any, model_cfg: Any = None, run_id: Optional[str] = None) -> RolloutResult:
+def evaluate(cfg: Config, model_cfg: Optional[ModelConfig] = None, run_id: Optional[str] = None) -> RolloutResult:
     """Play `model_cfg` (default cfg.model) on the eval seeds; returns the eval trace run."""
     check_eval_config(cfg)
     model_cfg = resolve_model(cfg, model_cfg or cfg.model)
@@ -140,7 +144,7 @@ def evaluate(cfg: Any, model_cfg: Any = None, run_id: Optional[str] = None) -> R
     )
 
 
-def run(cfg: Any) -> RolloutResult:
+def run(cfg: Config) -> RolloutResult:
     """stage=eval: evaluate cfg.model."""
     result = evaluate(cfg)
     log.info(

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -53,6 +53,9 @@ from crafter_exp.filtering.select import (
     split_episodes,
 )
 from crafter_exp.store.traces import TraceStore
+
+if TYPE_CHECKING:
+    from crafter_exp.config import Config, FilterConfig
 
 MANIFEST = paths.MANIFEST
 log = logging.getLogger(__name__)
@@ -115,7 +118,7 @@ def _prompt_of(sources: Sequence[SourceRun]) -> PromptConfig:
     return next(p for p in prompts_seen.values() if p is not None)
 
 
-def _filter_hash(fcfg: Any, sources: Sequence[SourceRun], prompt: PromptConfig) -> str:
+def _filter_hash(fcfg: FilterConfig, sources: Sequence[SourceRun], prompt: PromptConfig) -> str:
     basis = {
         "filter": paths.identity_tree(fcfg),
         "sources": [[s.run_id, s.episodes] for s in sources],
@@ -124,7 +127,7 @@ def _filter_hash(fcfg: Any, sources: Sequence[SourceRun], prompt: PromptConfig) 
     return paths.identity(basis)
 
 
-def prepare(cfg: Any, runs: Optional[Sequence[str]] = None, db: Optional[ReadSession] = None) -> _Context:
+def prepare(cfg: Config, runs: Optional[Sequence[str]] = None, db: Optional[ReadSession] = None) -> _Context:
     """Resolve source runs, check the filter against their env, read the prompt layout. Raises ValueError /
     FileNotFoundError with one line before any work. `db`: a read session to reuse (else the store is opened per
     query)."""
@@ -150,7 +153,7 @@ def prepare(cfg: Any, runs: Optional[Sequence[str]] = None, db: Optional[ReadSes
 
 
 def stats(
-    cfg: Any,
+    cfg: Config,
     runs: Optional[Sequence[str]] = None,
     ctx: Optional[_Context] = None,
     with_steps: bool = True,
@@ -175,7 +178,7 @@ def stats(
     return st
 
 
-def _empty_message(cfg: Any, ctx: _Context, st: Optional[FilterStats] = None) -> str:
+def _empty_message(cfg: Config, ctx: _Context, st: Optional[FilterStats] = None) -> str:
     st = st or stats(cfg, ctx=ctx, with_steps=False)
     runs = ", ".join(s.run_id for s in ctx.sources)
     alone = "; ".join(f"{k} {v}" for k, v in st.criteria.items()) or "no criteria"
@@ -188,7 +191,7 @@ def _empty_message(cfg: Any, ctx: _Context, st: Optional[FilterStats] = None) ->
 # ---------------------------------------------------------------------------------------------------- export
 
 
-def output_dir(cfg: Any, output: Optional[str | Path] = None, ctx: Optional[_Context] = None) -> Path:
+def output_dir(cfg: Config, output: Optional[str | Path] = None, ctx: Optional[_Context] = None) -> Path:
     """Where this filter writes (`ctx` given), or the dataset `stage=validate` checks: the newest complete one."""
     if output:
         return Path(output)
@@ -202,7 +205,7 @@ def output_dir(cfg: Any, output: Optional[str | Path] = None, ctx: Optional[_Con
 read_manifest = paths.read_manifest
 
 
-def _plan(cfg: Any, ctx: _Context) -> tuple[ExportPlan, pd.DataFrame]:
+def _plan(cfg: Config, ctx: _Context) -> tuple[ExportPlan, pd.DataFrame]:
     """Selected episodes -> the episodes and turns to write (raises EmptySelectionError when none)."""
     fcfg = cfg.filter
     run_ids = [s.run_id for s in ctx.sources]
@@ -262,14 +265,14 @@ class Selection:
         return int(self.plan.episodes["turns"].sum())
 
 
-def select(cfg: Any, ctx: _Context) -> Selection:
+def select(cfg: Config, ctx: _Context) -> Selection:
     """Select episodes and turns and compute their stats: reads the store, writes nothing. Raises
     EmptySelectionError when nothing passes."""
     plan, selected = _plan(cfg, ctx)
     return Selection(plan, selected, stats(cfg, ctx=ctx, with_steps=False, selected=selected))
 
 
-def val_fraction(fcfg: Any) -> float:
+def val_fraction(fcfg: FilterConfig) -> float:
     """The validation split's share of episodes: filter.val_fraction, by default 0.1 for parquet (the AlfWorld
     workflow's 90/10) and none for JSONL (one train.jsonl, as before validation files existed)."""
     if fcfg.val_fraction is not None:
@@ -277,7 +280,7 @@ def val_fraction(fcfg: Any) -> float:
     return 0.1 if fcfg.format == "parquet" else 0.0
 
 
-def _no_turn_message(fcfg: Any, selected: int) -> str:
+def _no_turn_message(fcfg: FilterConfig, selected: int) -> str:
     return (
         f"no turn left: the {selected} selected episode(s) keep no turn with step_mode={fcfg.step_mode}"
         f"{' and drop_unparsed' if fcfg.drop_unparsed else ''}; nothing written"
@@ -285,7 +288,7 @@ def _no_turn_message(fcfg: Any, selected: int) -> str:
 
 
 def filter_and_export(
-    cfg: Any, runs: Optional[Sequence[str]] = None, output: Optional[str | Path] = None, progress: bool = True
+    cfg: Config, runs: Optional[Sequence[str]] = None, output: Optional[str | Path] = None, progress: bool = True
 ) -> FilterResult:
     """Select, export, write the manifest last, track in MLflow. Returns where the dataset is and its digest."""
     with large_frees_to_os(), ReadSession(TraceStore(cfg.paths.db), cfg.filter.memory_limit) as db:
@@ -293,7 +296,7 @@ def filter_and_export(
 
 
 def _filter_and_export(
-    cfg: Any, db: ReadSession, runs: Optional[Sequence[str]], output: Optional[str | Path], progress: bool
+    cfg: Config, db: ReadSession, runs: Optional[Sequence[str]], output: Optional[str | Path], progress: bool
 ) -> FilterResult:
     from crafter_exp.progress import progress_bar
 
@@ -344,7 +347,7 @@ def turns_kept(chosen: Selection, written: Any) -> int:
 
 
 def dataset_manifest(
-    fcfg: Any, ctx: _Context, written: Any, prompt: dict[str, Any], kept: int, seconds: float
+    fcfg: FilterConfig, ctx: _Context, written: Any, prompt: dict[str, Any], kept: int, seconds: float
 ) -> dict[str, Any]:
     """The dataset folder's manifest.json (without its identity and MLflow run id, added when it is written)."""
     return {
@@ -368,7 +371,7 @@ def dataset_manifest(
 
 
 def _report(
-    cfg: Any, ctx: _Context, chosen: Selection, written: Any, folder: paths.OutputFolder, seconds: float
+    cfg: Config, ctx: _Context, chosen: Selection, written: Any, folder: paths.OutputFolder, seconds: float
 ) -> FilterResult:
     """The written dataset's report: the system prompt file, the MLflow run and the manifest, written last."""
     fcfg = cfg.filter
@@ -435,7 +438,7 @@ def _report(
 # ----------------------------------------------------------------------------------------------------- CLI
 
 
-def run(cfg: Any) -> Any:
+def run(cfg: Config) -> Any:
     """stage=filter."""
     if cfg.filter.stats_only:
         st = stats(cfg)
@@ -455,7 +458,7 @@ def run(cfg: Any) -> Any:
     return result
 
 
-def validate_run(cfg: Any) -> Any:
+def validate_run(cfg: Config) -> Any:
     """stage=validate: check a JSONL file or a dataset folder; a broken line is an error (exit 2)."""
     from crafter_exp.export.validate import validate_path
 

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crafter_exp import tracking
 from crafter_exp.config import RandomModelConfig
@@ -22,6 +22,9 @@ from crafter_exp.envs import also_held_out_env_configs, check_env_config, env_pr
 from crafter_exp.errors import UserError
 from crafter_exp.stages.evaluate import check_eval_config, evaluate
 from crafter_exp.stages.rollout import as_dict, rollout
+
+if TYPE_CHECKING:
+    from crafter_exp.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ class PipelineResult:
         }
 
 
-def check_pipeline_config(cfg: Any) -> None:
+def check_pipeline_config(cfg: Config) -> None:
     """Everything that can be checked before any episode is played."""
     check_env_config(cfg.env)
     check_eval_config(cfg)
@@ -70,7 +73,7 @@ def check_pipeline_config(cfg: Any) -> None:
     check_trainer_config(cfg)
 
 
-def pipeline(cfg: Any) -> PipelineResult:
+def pipeline(cfg: Config) -> PipelineResult:
     from crafter_exp.stages.compare import compare
     from crafter_exp.stages.filter import filter_and_export
     from crafter_exp.stages.train import train
@@ -101,7 +104,9 @@ def pipeline(cfg: Any) -> PipelineResult:
         for name in policies:
             eval_runs[name] = evaluate(cfg, candidates[name]()).run_id
         order = [p for p in ("student_before", "random", "student_after", "student_rl", "teacher") if p in eval_runs]
-        pairs = [(p, "student_after") for p in ("random", "teacher") if p in eval_runs and "student_after" in eval_runs]
+        pairs: list[tuple[str, str]] = [
+            (p, "student_after") for p in ("random", "teacher") if p in eval_runs and "student_after" in eval_runs
+        ]
         pairs += [
             (p, "student_rl") for p in ("student_after", "teacher") if p in eval_runs and "student_rl" in eval_runs
         ]
@@ -120,7 +125,7 @@ def pipeline(cfg: Any) -> PipelineResult:
     return out
 
 
-def _probe_teacher_endpoint(cfg: Any) -> None:
+def _probe_teacher_endpoint(cfg: Config) -> None:
     """An API teacher is probed before the pipeline's parent run opens: an unreachable endpoint, a refused key or an
     unknown model is one line with no MLflow run left behind (the rollout probes again, after this one, only when it
     has episodes to play)."""
@@ -135,7 +140,7 @@ def _probe_teacher_endpoint(cfg: Any) -> None:
         policy.close()
 
 
-def _also_held_out(cfg: Any, candidates: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _also_held_out(cfg: Config, candidates: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """eval.also_policies on the env's further held-out sets (same eval seeds), beside the main comparison: their
     games differ from the main set's, so they get no paired tests against it. Metrics also go to MLflow as
     `<set>/<policy>/<metric>` (the env's declared metrics: the rollout summary is already restricted to them)."""
@@ -181,7 +186,7 @@ def _verdict(result: Any, metric: str) -> str:
     return "; ".join(parts)
 
 
-def run(cfg: Any) -> PipelineResult:
+def run(cfg: Config) -> PipelineResult:
     """stage=pipeline (the default)."""
     out = pipeline(cfg)
     log.info(out.verdict)

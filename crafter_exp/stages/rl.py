@@ -23,13 +23,16 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from crafter_exp import paths, tracking
 from crafter_exp.errors import UserError
 from crafter_exp.files import write_json_atomic
+
+if TYPE_CHECKING:
+    from crafter_exp.config import Config, EnvConfig, RLConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,7 @@ class RLResult:
 # ------------------------------------------------------------------------------------------------ checks
 
 
-def default_start_checkpoint(cfg: Any) -> Path:
+def default_start_checkpoint(cfg: Config) -> Path:
     """The checkpoint stage=rl starts from when `rl.start` is unset: the experiment's newest complete SFT checkpoint
     (the lookup model=hf_local uses: crafter_exp.paths)."""
     folder = paths.checkpoint_root(cfg)
@@ -78,13 +81,13 @@ def default_start_checkpoint(cfg: Any) -> Path:
     return found
 
 
-def training_worlds(rl_cfg: Any, iteration: int) -> list[int]:
+def training_worlds(rl_cfg: RLConfig, iteration: int) -> list[int]:
     """The B worlds of iteration `iteration` (1-based): fresh worlds every iteration."""
     first = rl_cfg.seed + (iteration - 1) * rl_cfg.seeds
     return list(range(first, first + rl_cfg.seeds))
 
 
-def check_rl_config(cfg: Any) -> None:
+def check_rl_config(cfg: Config) -> None:
     """Everything that can be checked without loading a model (one UserError line)."""
     from crafter_exp.envs import check_env_config
     from crafter_exp.rl.advantages import ADVANTAGES, SCALES
@@ -146,7 +149,7 @@ def check_rl_config(cfg: Any) -> None:
             raise UserError("rl=rft continues SFT locally; trainer=openai cannot train a local checkpoint")
 
 
-def check_pipeline_rl(cfg: Any) -> None:
+def check_pipeline_rl(cfg: Config) -> None:
     """pipeline.rl names the algorithm of the `rl` group; everything checkable before the pipeline starts."""
     if cfg.pipeline.rl not in ("grpo", "rft"):
         raise UserError(f"pipeline.rl must be grpo, rft or null, got {cfg.pipeline.rl!r}")
@@ -155,7 +158,7 @@ def check_pipeline_rl(cfg: Any) -> None:
     check_rl_config(cfg)
 
 
-def check_start(cfg: Any, start: Path) -> dict[str, Any]:
+def check_start(cfg: Config, start: Path) -> dict[str, Any]:
     """The start checkpoint exists and was made for this env's prompt format; returns its manifest."""
     from crafter_exp.policies.hf_local import read_manifest
 
@@ -176,7 +179,7 @@ def check_start(cfg: Any, start: Path) -> dict[str, Any]:
     return manifest
 
 
-def _probe_format(policy: Any, env_cfg: Any, world: int) -> None:
+def _probe_format(policy: Any, env_cfg: EnvConfig, world: int) -> None:
     """A few sampled replies of the start policy on a training world must parse as the env's actions."""
     from crafter_exp.envs import make_env
     from crafter_exp.parsing import parse_reply
@@ -201,7 +204,7 @@ def _probe_format(policy: Any, env_cfg: Any, world: int) -> None:
 # ------------------------------------------------------------------------------------------------ the stage
 
 
-def stage_hash(cfg: Any, start: Path, manifest: dict[str, Any]) -> str:
+def stage_hash(cfg: Config, start: Path, manifest: dict[str, Any]) -> str:
     """The RL run's identity (fields marked `"identity": False` in the schema left out, as everywhere: crafter_exp.paths).
     env.episodes / env.seed are left out too: they name the rollout stage's seeds, RL plays its own worlds."""
     env = {k: v for k, v in paths.identity_tree(cfg.env).items() if k not in ("episodes", "seed")}
@@ -216,7 +219,7 @@ def stage_hash(cfg: Any, start: Path, manifest: dict[str, Any]) -> str:
     )
 
 
-def output_folder(cfg: Any, chash: str) -> Path:
+def output_folder(cfg: Config, chash: str) -> Path:
     return Path(cfg.rl.output_dir) if cfg.rl.output_dir else paths.checkpoint_root(cfg) / f"rl-{chash[: paths.SHORT]}"
 
 
@@ -227,7 +230,7 @@ def read_state(folder: Path) -> dict[str, Any]:
     return json.loads(f.read_text())
 
 
-def rl(cfg: Any, start: Optional[str | Path] = None) -> RLResult:
+def rl(cfg: Config, start: Optional[str | Path] = None) -> RLResult:
     """Run stage=rl as `cfg.rl` says; returns the last finished iteration's checkpoint and the curve."""
     check_rl_config(cfg)
     start_dir = Path(start or cfg.rl.start or default_start_checkpoint(cfg))
@@ -247,7 +250,7 @@ def rl(cfg: Any, start: Optional[str | Path] = None) -> RLResult:
     return _run_grpo(cfg, start_dir, manifest, chash, folder, state)
 
 
-def _budget_spent(cfg: Any, state: dict[str, Any]) -> bool:
+def _budget_spent(cfg: Config, state: dict[str, Any]) -> bool:
     return cfg.rl.max_time_s is not None and state.get("seconds", 0.0) >= cfg.rl.max_time_s
 
 
@@ -264,18 +267,18 @@ def _result(folder: Path, state: dict[str, Any], start: Path) -> RLResult:
     )
 
 
-def temperature_of(cfg: Any, manifest: dict[str, Any]) -> float:
+def temperature_of(cfg: Config, manifest: dict[str, Any]) -> float:
     if cfg.rl.temperature is not None:
         return float(cfg.rl.temperature)
     recorded = (manifest.get("play") or {}).get("temperature")
     return float(recorded) if recorded is not None else 1.0
 
 
-def rollout_env(cfg: Any) -> Any:
+def rollout_env(cfg: Config) -> Any:
     return dataclasses.replace(cfg.env, max_steps=cfg.rl.max_steps) if cfg.rl.max_steps else cfg.env
 
 
-def make_rollout_policy(cfg: Any, path: Path, temperature: float, label: str) -> Any:
+def make_rollout_policy(cfg: Config, path: Path, temperature: float, label: str) -> Any:
     """The hf_local policy that plays the iterations (its model is the one trained, in place)."""
     from crafter_exp.config import HFLocalModelConfig
     from crafter_exp.policies import make_policy
@@ -297,7 +300,7 @@ def make_rollout_policy(cfg: Any, path: Path, temperature: float, label: str) ->
 class Rollouts:
     """Plays and stores one iteration's G x B episodes; resumable (the store keeps whole episodes only)."""
 
-    def __init__(self, cfg: Any, chash: str, policy: Any, label: str):
+    def __init__(self, cfg: Config, chash: str, policy: Any, label: str):
         from crafter_exp.store.traces import TraceStore
 
         self.cfg, self.chash, self.policy, self.label = cfg, chash, policy, label
@@ -425,7 +428,9 @@ def read_iteration(store: Any, run_ids: list[str]) -> tuple[Any, Any]:
     return eps, steps
 
 
-def build_samples(cfg: Any, policy: Any, eps: Any, steps: Any, instructions: str, max_length: int) -> tuple[Any, dict]:
+def build_samples(
+    cfg: Config, policy: Any, eps: Any, steps: Any, instructions: str, max_length: int
+) -> tuple[Any, dict]:
     """The iteration's turns as token ids with advantages (+ the advantage statistics)."""
     from crafter_exp import prompts as prompts_mod
     from crafter_exp.rl.advantages import EpisodeTurns, advantages
@@ -488,7 +493,7 @@ def iteration_metrics(eps: Any, achievements: tuple[str, ...]) -> dict[str, floa
     return out
 
 
-def _load_trainable(cfg: Any, policy: Any, start: Path, state: dict[str, Any]) -> tuple[Any, Any, Any]:
+def _load_trainable(cfg: Config, policy: Any, start: Path, state: dict[str, Any]) -> tuple[Any, Any, Any]:
     """(trainable model, reference model or None, optimizer) — the policy's own model trained in place."""
     import torch
 
@@ -535,7 +540,7 @@ def _load_trainable(cfg: Any, policy: Any, start: Path, state: dict[str, Any]) -
 
 
 def _save_iteration(
-    cfg: Any,
+    cfg: Config,
     model: Any,
     tokenizer: Any,
     optimizer: Any,
@@ -583,7 +588,7 @@ def _save_iteration(
 
 
 def _run_grpo(
-    cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder: Path, state: dict[str, Any]
+    cfg: Config, start: Path, manifest: dict[str, Any], chash: str, folder: Path, state: dict[str, Any]
 ) -> RLResult:
     from crafter_exp.envs import env_achievements, env_instructions
     from crafter_exp.progress import progress_bar
@@ -739,7 +744,7 @@ def _run_grpo(
     return _result(folder, state, start)
 
 
-def run(cfg: Any) -> RLResult:
+def run(cfg: Config) -> RLResult:
     """stage=rl."""
     result = rl(cfg)
     log.info(

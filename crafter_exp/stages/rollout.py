@@ -12,7 +12,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp import __version__, paths, tracking
 from crafter_exp.envs import check_env_config, env_achievements, env_actions_admissible, env_metrics, env_slow_steps
@@ -21,6 +21,9 @@ from crafter_exp.policies import make_policy, model_label, model_provider
 from crafter_exp.progress import progress_bar
 from crafter_exp.runner.pool import run_episodes
 from crafter_exp.store.traces import EpisodeRecord, TraceStore
+
+if TYPE_CHECKING:
+    from crafter_exp.config import Config, EnvConfig, ModelConfig, RayConfig
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ def as_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else obj
 
 
-def resolve_model(cfg: Any, model_cfg: Any) -> Any:
+def resolve_model(cfg: Config, model_cfg: ModelConfig) -> Any:
     """`model_cfg` with what it leaves to the project filled in: hf_local without a path plays the experiment's
     newest complete checkpoint (stage=eval model=hf_local after stage=train)."""
     if model_cfg.name == "hf_local" and not model_cfg.path:
@@ -79,7 +82,7 @@ def resolve_model(cfg: Any, model_cfg: Any) -> Any:
     return model_cfg
 
 
-def for_env(model_cfg: Any, env_name: str) -> Any:
+def for_env(model_cfg: ModelConfig, env_name: str) -> Any:
     """The model config with its environment-dependent defaults settled, so the run's config records what played:
     `decoding: auto` becomes `rank` where the env lists its admissible commands, else `generate`."""
     if getattr(model_cfg, "decoding", None) == "auto":
@@ -90,20 +93,20 @@ def for_env(model_cfg: Any, env_name: str) -> Any:
     return model_cfg
 
 
-def default_run_id(cfg: Any, stage: str, env_name: str, model_cfg: Any, config_hash: str) -> str:
+def default_run_id(cfg: Config, stage: str, env_name: str, model_cfg: ModelConfig, config_hash: str) -> str:
     # the hash makes a changed env/model config a new run (sweeps), the same config the same run (resume)
     return f"{cfg.name}-{stage}-{env_name}-{model_label(model_cfg)}-{config_hash[:6]}"
 
 
 def rollout(
-    cfg: Any,
+    cfg: Config,
     *,
     stage: str = "rollout",
     run_id: Optional[str] = None,
     seed_start: Optional[int] = None,
     episodes: Optional[int] = None,
-    model_cfg: Any = None,
-    env_cfg: Any = None,
+    model_cfg: Optional[ModelConfig] = None,
+    env_cfg: Optional[EnvConfig] = None,
     protocol: Any = None,
 ) -> RolloutResult:
     """Play `episodes` seeds from `seed_start` (defaults: cfg.env) with `model_cfg` (default cfg.model) in
@@ -192,7 +195,7 @@ def rollout(
     return RolloutResult(run_id, mlflow_run_id, metrics, new["episodes"], seeds)
 
 
-def check_ray_config(ray_cfg: Any) -> None:
+def check_ray_config(ray_cfg: RayConfig) -> None:
     """Negative actors or retries, or batches of no episode, are typos: refuse them before any work."""
     if ray_cfg.num_workers < 0:
         raise UserError(f"ray.num_workers must be >= 0 (0 = play in this process), got {ray_cfg.num_workers}")
@@ -203,9 +206,9 @@ def check_ray_config(ray_cfg: Any) -> None:
 
 
 def _play(
-    cfg: Any,
-    env_cfg: Any,
-    model_cfg: Any,
+    cfg: Config,
+    env_cfg: EnvConfig,
+    model_cfg: ModelConfig,
     policy: Any,
     seeds: list[int],
     run_meta: dict[str, Any],
@@ -288,7 +291,7 @@ def latest_run(store: TraceStore, name: str, stage: str = "rollout") -> str:
     return found
 
 
-def run(cfg: Any) -> RolloutResult:
+def run(cfg: Config) -> RolloutResult:
     """stage=rollout."""
     result = rollout(cfg)
     log.info(f"rollout {result.run_id}: {result.new_episodes} new episodes, {len(result.seeds)} in the run")
@@ -296,7 +299,7 @@ def run(cfg: Any) -> RolloutResult:
     return result
 
 
-def export_run(cfg: Any) -> Path:
+def export_run(cfg: Config) -> Path:
     """stage=export: write a trace run as the reference workflows' JSON."""
     store = TraceStore(cfg.paths.db)
     run_id = cfg.rollout.run_id or latest_run(store, cfg.name)

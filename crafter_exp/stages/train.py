@@ -25,11 +25,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from crafter_exp import paths, tracking
 from crafter_exp.errors import UserError
 from crafter_exp.files import write_json_atomic
+
+if TYPE_CHECKING:
+    from crafter_exp.config import Config, LocalTrainerConfig, OpenAITrainerConfig, TrainerConfig
 
 MANIFEST = paths.MANIFEST
 log = logging.getLogger(__name__)
@@ -92,31 +95,31 @@ class TrainResult:
 # ------------------------------------------------------------------------------------------------ paths
 
 
-def resolve_dataset(cfg: Any, dataset_path: Optional[str | Path]) -> Path:
+def resolve_dataset(cfg: Config, dataset_path: Optional[str | Path]) -> Path:
     return Path(dataset_path) if dataset_path is not None else paths.find_dataset(cfg)
 
 
-def resolve_output(cfg: Any, output_dir: Optional[str | Path], ident: str) -> Path:
+def resolve_output(cfg: Config, output_dir: Optional[str | Path], ident: str) -> Path:
     return Path(output_dir) if output_dir is not None else paths.checkpoint_dir(cfg, ident)
 
 
 # ------------------------------------------------------------------------------------------------ checks
 
 
-def check_trainer_config(cfg: Any) -> None:
+def check_trainer_config(cfg: Config) -> None:
     """Trainer settings that can be checked before any work (the pipeline calls this before its rollout)."""
     tcfg = cfg.trainer
     if tcfg.name == "openai":
         from crafter_exp.stages.train_openai import check_openai_trainer_config
 
-        check_openai_trainer_config(tcfg)
+        check_openai_trainer_config(cast("OpenAITrainerConfig", tcfg))
         return
     from crafter_exp.training.sft import check_local_trainer
 
     check_local_trainer(tcfg)
 
 
-def train_config_hash(tcfg: Any, dataset_digest: str) -> str:
+def train_config_hash(tcfg: TrainerConfig, dataset_digest: str) -> str:
     """The checkpoint's identity: the trainer's result-changing settings and the data."""
     return paths.identity({"trainer": paths.identity_tree(tcfg), "dataset": dataset_digest})
 
@@ -124,14 +127,16 @@ def train_config_hash(tcfg: Any, dataset_digest: str) -> str:
 # ------------------------------------------------------------------------------------------------ entry points
 
 
-def train(cfg: Any, dataset_path: Optional[str | Path] = None, output_dir: Optional[str | Path] = None) -> TrainResult:
+def train(
+    cfg: Config, dataset_path: Optional[str | Path] = None, output_dir: Optional[str | Path] = None
+) -> TrainResult:
     """Fine-tune per `cfg.trainer` on the dataset; returns the checkpoint folder, metrics and MLflow run id."""
     if cfg.trainer.name == "openai":
         return _train_openai(cfg, dataset_path, output_dir)
     return _train_local(cfg, dataset_path, output_dir)
 
 
-def _train_openai(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optional[str | Path]) -> Any:
+def _train_openai(cfg: Config, dataset_path: Optional[str | Path], output_dir: Optional[str | Path]) -> Any:
     """trainer=openai: a hosted fine-tuning job (crafter_exp/stages/train_openai.py; same result interface)."""
     from crafter_exp.stages.train_openai import train_openai
 
@@ -152,7 +157,7 @@ class TrainPlan:
     """The checkpoint folder (and its resumable work folder)."""
 
 
-def plan(cfg: Any, dataset_path: Optional[str | Path] = None, output_dir: Optional[str | Path] = None) -> TrainPlan:
+def plan(cfg: Config, dataset_path: Optional[str | Path] = None, output_dir: Optional[str | Path] = None) -> TrainPlan:
     """Every check that needs no model, the data, the identity and the output folder: writes nothing."""
     from crafter_exp.training import data as data_mod
 
@@ -165,7 +170,7 @@ def plan(cfg: Any, dataset_path: Optional[str | Path] = None, output_dir: Option
     return TrainPlan(dataset, data, chash, paths.OutputFolder(out, chash))
 
 
-def fit(tcfg: Any, data: Any, workdir: Path, log_fn: Any = None) -> Any:
+def fit(tcfg: LocalTrainerConfig, data: Any, workdir: Path, log_fn: Any = None) -> Any:
     """Train per `tcfg` on `data` (crafter_exp.training.sft.SFTOutcome: the model in memory, metrics, loss curve).
     Writes only intermediate checkpoints to `workdir`, from which a rerun resumes."""
     from crafter_exp.training import sft
@@ -174,7 +179,7 @@ def fit(tcfg: Any, data: Any, workdir: Path, log_fn: Any = None) -> Any:
 
 
 def checkpoint_manifest(
-    tcfg: Any,
+    tcfg: TrainerConfig,
     p: TrainPlan,
     outcome: Any,
     saved: dict[str, Any],
@@ -199,16 +204,16 @@ def checkpoint_manifest(
     }
 
 
-def play_settings(tcfg: Any, outcome: Any) -> dict[str, Any]:
+def play_settings(tcfg: LocalTrainerConfig, outcome: Any) -> dict[str, Any]:
     """How hf_local decodes this checkpoint unless told otherwise: temperature (None = greedy), and no reply longer
     than the longest the model was trained on (an untrained model rambles to the limit)."""
     return {"temperature": tcfg.play_temperature, "max_new_tokens": outcome.metrics["max_reply_tokens"]}
 
 
-def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optional[str | Path]) -> TrainResult:
+def _train_local(cfg: Config, dataset_path: Optional[str | Path], output_dir: Optional[str | Path]) -> TrainResult:
     from crafter_exp.training import sft
 
-    tcfg = cfg.trainer
+    tcfg = cast("LocalTrainerConfig", cfg.trainer)  # every trainer but `openai` is a local one (train())
     p = plan(cfg, dataset_path, output_dir)
     folder, out = p.folder, p.folder.path
 
@@ -248,7 +253,7 @@ def _train_local(cfg: Any, dataset_path: Optional[str | Path], output_dir: Optio
 
 
 def _report(
-    tcfg: Any, p: TrainPlan, outcome: Any, staged: Path, mlflow_run_id: Optional[str], started: float
+    tcfg: LocalTrainerConfig, p: TrainPlan, outcome: Any, staged: Path, mlflow_run_id: Optional[str], started: float
 ) -> dict[str, Any]:
     """Save the trained model into the staging folder, publish it, write the manifest last, log to MLflow (inside
     the stage's run when `mlflow_run_id`)."""
@@ -302,7 +307,7 @@ def _log_dataset(data: Any, dataset: Path) -> None:
     tracking.log_metrics({"dataset_examples": len(data.train) + len(data.eval)})
 
 
-def run(cfg: Any) -> Any:
+def run(cfg: Config) -> Any:
     """stage=train."""
     result = train(cfg)
     if isinstance(result, TrainResult):

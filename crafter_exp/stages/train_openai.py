@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from crafter_exp import paths, tracking
 from crafter_exp.config import OpenAIModelConfig, OpenAITrainerConfig, PromptConfig
@@ -29,6 +29,9 @@ from crafter_exp.training.openai_jobs import (
     job_request,
     run_openai_job,
 )
+
+if TYPE_CHECKING:
+    from crafter_exp.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +85,10 @@ def trainer_hash(tcfg: OpenAITrainerConfig, dataset_digest: str) -> str:
     return paths.identity([paths.identity_tree(tcfg), dataset_digest])
 
 
-def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Optional[Path] = None) -> OpenAITrainResult:
-    tcfg: OpenAITrainerConfig = cfg.trainer
+def train_openai(
+    cfg: Config, dataset_path: Optional[Path] = None, output_dir: Optional[Path] = None
+) -> OpenAITrainResult:
+    tcfg = cast("OpenAITrainerConfig", cfg.trainer)  # train() sends only trainer=openai here
     check_openai_trainer_config(tcfg)
     dataset_file, validation_file, dataset_manifest = None, None, {}
     if not tcfg.cancel and tcfg.job_id is None:
@@ -162,7 +167,7 @@ def train_openai(cfg: Any, dataset_path: Optional[Path] = None, output_dir: Opti
         return OpenAITrainResult(output_dir, job, manifest, mlrun.info.run_id if mlrun else None)
 
 
-def _dataset_if_any(cfg: Any, dataset_path: Optional[Path]) -> Optional[Path]:
+def _dataset_if_any(cfg: Config, dataset_path: Optional[Path]) -> Optional[Path]:
     try:
         return Path(dataset_path) if dataset_path else paths.find_dataset(cfg)
     except UserError:
