@@ -93,6 +93,13 @@ class AlfworldEnvConfig(EnvConfig):
     show_admissible: bool = field(
         default=True, metadata={"help": "Append the admissible commands to each observation."}
     )
+    memory: int = field(
+        default=0,
+        metadata={
+            "help": "List the episode's last N commands in each observation (`Your last commands: ...`, oldest "
+            "first); 0 = none. One observation does not show where the agent has already looked."
+        },
+    )
     eval_split: Optional[str] = field(
         default="eval_in_distribution",
         metadata={

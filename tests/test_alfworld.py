@@ -183,6 +183,30 @@ def test_observation_has_task_and_admissible_commands(env):
 
 
 @needs_data
+def test_memory_lists_the_episodes_last_commands_as_played():
+    from crafter_exp.envs.alfworld import AlfworldTextEnv
+
+    e = AlfworldTextEnv(replace(SEEN, memory=3))
+    try:
+        obs = e.reset(59)
+        assert "Your last commands" not in obs.text  # nothing played yet
+        played = []
+        for command in ["look", "Fly Away.", "inventory", "look"]:
+            played.append(e.canonical_action(command) or command)
+            obs = e.step(played[-1]).observation
+        # oldest first, the last three; an inadmissible command is listed as sent (normalised): it was a step
+        assert obs.text.splitlines()[1] == "Your last commands: fly away, inventory, look"
+        assert obs.text.splitlines()[2].startswith("Observation: ")
+        assert "Your last commands" not in e.reset(59).text  # a new episode starts with none
+    finally:
+        e.close()
+    with pytest.raises(ValueError, match="env.memory must be >= 0"):
+        from crafter_exp.envs.alfworld import check_config
+
+        check_config(replace(SEEN, memory=-1))
+
+
+@needs_data
 def test_commands_admissible_invalid_or_not_commands(env):
     obs = env.reset(59)
     goto = next(a for a in obs.actions if a.startswith("go to"))

@@ -63,6 +63,7 @@ class AlfworldTextEnv(TextEnv):
         self._done = True
         self._expert_next: Optional[str] = None
         self._admissible: dict[str, str] = {}
+        self._commands: list[str] = []  # this episode's, as played (env.memory shows the last of them)
 
     # ---------------------------------------------------------------------------------------------- episode
 
@@ -82,6 +83,7 @@ class AlfworldTextEnv(TextEnv):
             self._expert_reset(game)
         room, self._task = text.split_intro(self._state["feedback"])
         self._game, self._steps, self._won, self._done = game, 0, False, False
+        self._commands = []
         self._update_admissible()
         return self._observation(room)
 
@@ -90,6 +92,7 @@ class AlfworldTextEnv(TextEnv):
             raise RuntimeError("step() after the episode ended; call reset(seed)")
         self._steps += 1
         command = self._admissible.get(text.normalise(action))
+        self._commands.append(command or text.normalise(action))
         if command is None:
             feedback, valid = text.NOTHING_HAPPENS, False
         else:
@@ -201,7 +204,9 @@ class AlfworldTextEnv(TextEnv):
         actions = [c for c in self._admissible.values() if c not in HIDDEN_COMMANDS]
         shown = actions if self.cfg.show_admissible else None
         return Observation(
-            text=text.format_observation(self._task, feedback, shown),
+            text=text.format_observation(
+                self._task, feedback, shown, self._commands[-self.cfg.memory :] if self.cfg.memory > 0 else None
+            ),
             actions=actions,
             info={
                 "task": self._task,
@@ -256,6 +261,8 @@ def check_config(cfg: Any) -> None:
     for split in cfg.also_eval_splits:
         data.check_split(split, "also_eval_splits")
     data.check_task_types(list(cfg.task_types))
+    if cfg.memory < 0:
+        raise UserError(f"env.memory must be >= 0, got {cfg.memory}")
     data.resolve_data_path(cfg.data_path)
     try:
         import alfworld  # noqa: F401

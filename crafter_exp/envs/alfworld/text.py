@@ -88,9 +88,15 @@ def looks_like_command(command: str) -> bool:
     return command.split(" ", 1)[0] in COMMAND_VERBS
 
 
-def format_observation(task: str, observation: str, admissible: Optional[list[str]]) -> str:
-    """One turn's observation text: the task (every turn), what the agent observes, optionally the commands."""
-    parts = [f"Your task is to: {task}", f"Observation: {observation.strip()}"]
+def format_observation(
+    task: str, observation: str, admissible: Optional[list[str]], recent: Optional[list[str]] = None
+) -> str:
+    """One turn's observation text: the task (every turn), optionally the last commands, what the agent observes,
+    optionally the admissible commands."""
+    parts = [f"Your task is to: {task}"]
+    if recent:
+        parts.append("Your last commands: " + ", ".join(recent))
+    parts.append(f"Observation: {observation.strip()}")
     if admissible is not None:
         parts.append("Admissible commands: " + ", ".join(admissible))
     return "\n".join(parts)
