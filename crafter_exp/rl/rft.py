@@ -12,15 +12,21 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crafter_exp import tracking
 from crafter_exp.files import write_json_atomic
 
+if TYPE_CHECKING:
+    from crafter_exp.config import Config
+    from crafter_exp.stages.rl import RLResult
+
 log = logging.getLogger(__name__)
 
 
-def run_rft(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder: Path, state: dict[str, Any]) -> Any:
+def run_rft(
+    cfg: Config, start: Path, manifest: dict[str, Any], chash: str, folder: Path, state: dict[str, Any]
+) -> RLResult:
     from crafter_exp.envs import env_achievements
     from crafter_exp.progress import progress_bar
     from crafter_exp.stages.filter import filter_and_export
