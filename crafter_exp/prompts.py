@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp.errors import UserError
+
+if TYPE_CHECKING:
+    from crafter_exp.config import PromptConfig
 
 TEMPLATES = ("standard", "world_model", "bare")
 
@@ -33,7 +36,7 @@ def check_template(template: str) -> None:
         raise UserError(f"unknown prompt template {template!r} (known: {', '.join(TEMPLATES)})")
 
 
-def system_prompt(prompt_cfg: Any, instructions: str, override: Optional[str] = None) -> str:
+def system_prompt(prompt_cfg: PromptConfig, instructions: str, override: Optional[str] = None) -> str:
     """The system message: the game's rules plus the reply format (or a user-supplied file/override)."""
     if override is not None:
         return override
@@ -51,7 +54,7 @@ def system_prompt(prompt_cfg: Any, instructions: str, override: Optional[str] = 
 
 
 def build_messages(
-    prompt_cfg: Any,
+    prompt_cfg: PromptConfig,
     instructions: str,
     observation: str,
     history: Sequence[tuple[Any, ...]] = (),

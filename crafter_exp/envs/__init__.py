@@ -6,11 +6,15 @@ rules text, the metric that says how well a policy plays it.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from crafter_exp.envs.base import Observation, StepResult, TextEnv, prediction_f1
 from crafter_exp.errors import UserError
+from crafter_exp.registry import Registry
+
+if TYPE_CHECKING:
+    from crafter_exp.config import EnvConfig
 
 __all__ = [
     "Observation",
@@ -31,30 +35,32 @@ __all__ = [
     "also_held_out_env_configs",
 ]
 
-# env name -> (module, TextEnv subclass); modules import lazily (ALFWorld is an optional extra)
-ENVIRONMENTS = {
-    "crafter": ("crafter_exp.envs.crafter", "CrafterTextEnv"),
-    "alfworld": ("crafter_exp.envs.alfworld", "AlfworldTextEnv"),
-}
+# env name -> "package:TextEnv subclass"; the package also exposes `check_config(cfg)` and, optionally,
+# `held_out_config(cfg)` / `also_held_out_configs(cfg)`. Imported lazily (ALFWorld is an optional extra).
+ENVIRONMENTS: Registry[type[TextEnv]] = Registry(
+    "env",
+    {
+        "crafter": "crafter_exp.envs.crafter:CrafterTextEnv",
+        "alfworld": "crafter_exp.envs.alfworld:AlfworldTextEnv",
+    },
+)
 
 
-def _module(name: str) -> Any:
-    if name not in ENVIRONMENTS:
-        raise UserError(f"unknown env {name!r} (known: {', '.join(ENVIRONMENTS)})")
-    return importlib.import_module(ENVIRONMENTS[name][0])
+def _module(name: str) -> ModuleType:
+    return ENVIRONMENTS.module(name)
 
 
 def env_class(name: str) -> type[TextEnv]:
     """The TextEnv subclass registered as `name`."""
-    return getattr(_module(name), ENVIRONMENTS[name][1])
+    return ENVIRONMENTS.get(name)
 
 
-def make_env(cfg: Any) -> TextEnv:
+def make_env(cfg: EnvConfig) -> TextEnv:
     """Build the environment for an `env` config (a dataclass from `crafter_exp.config`)."""
     return env_class(cfg.name)(cfg)
 
 
-def check_env_config(cfg: Any) -> None:
+def check_env_config(cfg: EnvConfig) -> None:
     """Validate an env config before any work starts (raises ValueError with one clear line)."""
     if cfg.episodes < 0:
         raise UserError(f"env.episodes must be >= 0, got {cfg.episodes}")
@@ -90,7 +96,7 @@ def env_slow_steps(name: str) -> bool:
     return bool(env_class(name).slow_steps)
 
 
-def also_held_out_env_configs(cfg: Any) -> dict[str, Any]:
+def also_held_out_env_configs(cfg: EnvConfig) -> dict[str, EnvConfig]:
     """Further held-out sets an env offers besides `held_out_env_config` (ALFWorld: valid_unseen), by name."""
     more = getattr(_module(cfg.name), "also_held_out_configs", None)
     return more(cfg) if more else {}
@@ -101,7 +107,7 @@ def env_actions_admissible(name: str) -> bool:
     return bool(env_class(name).actions_admissible)
 
 
-def held_out_env_config(cfg: Any) -> Any:
+def held_out_env_config(cfg: EnvConfig) -> EnvConfig:
     """The env config for held-out evaluation: `cfg` itself where new seeds are new worlds (Crafter); an env whose
     worlds are a finite set (ALFWorld's games) swaps in its evaluation set via its module's `held_out_config`."""
     held_out = getattr(_module(cfg.name), "held_out_config", None)

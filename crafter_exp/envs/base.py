@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from crafter_exp.config import EnvConfig
 
 
 @dataclass
@@ -70,6 +73,9 @@ class TextEnv(ABC):
     actions_admissible: bool = False
     """True when `Observation.actions` is the game's own list of commands admissible this turn (ALFWorld) rather
     than a fixed action vocabulary (Crafter): a policy able to score candidates then chooses among them by default."""
+
+    def __init__(self, cfg: EnvConfig) -> None:
+        """Built from its `env` config section: `cls(cfg)` (crafter_exp.envs.make_env)."""
 
     @abstractmethod
     def reset(self, seed: int) -> Observation:

@@ -34,12 +34,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp import prompts
 from crafter_exp.errors import UserError
 from crafter_exp.export.layout import Item, Layout
 from crafter_exp.filtering.steps import REASONING
+
+if TYPE_CHECKING:
+    from crafter_exp.config import PromptConfig
 
 JSONL_FORMATS = ("openai_chat", "openai_tools", "vertex_gemini", "single_turn")
 
@@ -161,7 +164,7 @@ TOOLS_COLUMNS = ("tool_calls", "reply_problem")
 """Step columns the openai_tools format reads besides filtering.steps.STEP_COLUMNS."""
 
 
-def tools_rendering(prompt: Any) -> Rendering:
+def tools_rendering(prompt: PromptConfig) -> Rendering:
     """openai_tools: the target is an `interact` call of the executed actions (reasoning as content); history turns
     are what the policy was sent (tool-call messages in `action_mode=tools`, text replies otherwise)."""
     feedback = bool(getattr(prompt, "invalid_feedback", False))

@@ -17,9 +17,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp.errors import UserError
+
+if TYPE_CHECKING:
+    from crafter_exp.config import FilterConfig
 
 MAX_ERRORS = 50
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -295,7 +298,7 @@ def _detect_file_format(path: Path) -> str:
     )
 
 
-def _priced(report: ValidationReport, fcfg: Any) -> ValidationReport:
+def _priced(report: ValidationReport, fcfg: FilterConfig) -> ValidationReport:
     report.price_model = fcfg.price_model
     report.epochs = int(fcfg.cost_epochs)
     report.price_per_million = (fcfg.training_prices or {}).get(fcfg.price_model)
@@ -393,7 +396,7 @@ def validate_parquet_folder(folder: Path, files: list[str], count: Callable[[str
     return report
 
 
-def validate_path(path: Path, fcfg: Any) -> ValidationReport:
+def validate_path(path: Path, fcfg: FilterConfig) -> ValidationReport:
     """A JSONL file, or a dataset folder (its manifest names the format and files; the digest is rechecked)."""
     path = Path(path)
     if not path.exists():

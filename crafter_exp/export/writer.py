@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,9 @@ from crafter_exp.filtering.steps import (
     step_params,
 )
 
+if TYPE_CHECKING:
+    from crafter_exp.config import FilterConfig
+
 JSONL_FILE = "train.jsonl"
 VAL_JSONL_FILE = "val.jsonl"
 # `weight` is OpenAI's per-message training weight: 0 on context replies, 1 on learned ones, null on the others
@@ -56,7 +59,7 @@ class ExportPlan:
 
     db: Db
     """The trace store, or an open read session on it."""
-    fcfg: Any
+    fcfg: FilterConfig
     episodes: pd.DataFrame
     layout: Layout
     subset: Optional[pd.DataFrame] = None

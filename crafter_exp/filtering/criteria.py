@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp.errors import UserError
 from crafter_exp.filtering.quality import check_weights, counted_achievements_sql, quality_params, quality_sql
+
+if TYPE_CHECKING:
+    from crafter_exp.config import FilterConfig
 
 STEP_MODES = ("all", "achievement", "window", "reward")
 SORT_KEYS = ("quality", "reward", "achievements", "efficiency", "seed")
@@ -46,7 +49,7 @@ def _one_of(value: str, allowed: Sequence[str], key: str) -> None:
         raise UserError(f"unknown filter.{key} {value!r} (known: {', '.join(allowed)})")
 
 
-def check_filter_config(fcfg: Any, achievements: Optional[Sequence[str]] = None) -> None:
+def check_filter_config(fcfg: FilterConfig, achievements: Optional[Sequence[str]] = None) -> None:
     """Reject bad or contradictory settings with one clear line (ValueError) before any work starts.
 
     `achievements`: the names the source runs' environment reports; None skips the name check.
@@ -104,7 +107,7 @@ def check_filter_config(fcfg: Any, achievements: Optional[Sequence[str]] = None)
             )
 
 
-def episode_criteria(fcfg: Any) -> list[Criterion]:
+def episode_criteria(fcfg: FilterConfig) -> list[Criterion]:
     """The configured episode-level criteria (source runs and `limit` are applied by the selection itself)."""
     out: list[Criterion] = []
 
@@ -167,7 +170,7 @@ def episode_criteria(fcfg: Any) -> list[Criterion]:
     return out
 
 
-def common_params(fcfg: Any) -> dict[str, Any]:
+def common_params(fcfg: FilterConfig) -> dict[str, Any]:
     """Parameters every query may use: the excluded achievements and the quality weights."""
     return {"exclude": list(fcfg.exclude_achievements), **quality_params(fcfg.quality_weights)}
 

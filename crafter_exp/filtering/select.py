@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 
 import duckdb
 import numpy as np
@@ -35,6 +35,9 @@ from crafter_exp.filtering.criteria import (
 )
 from crafter_exp.filtering.steps import as_arrow, chunk_params, chunk_sql, chunk_steps, chunks, step_params
 from crafter_exp.store.traces import TraceStore
+
+if TYPE_CHECKING:
+    from crafter_exp.config import FilterConfig
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -299,7 +302,7 @@ _RUNS_JOIN = (
 
 
 def episode_frame(
-    db: Db, fcfg: Any, run_ids: Sequence[str], criteria: Optional[list[Criterion]] = None
+    db: Db, fcfg: FilterConfig, run_ids: Sequence[str], criteria: Optional[list[Criterion]] = None
 ) -> tuple[pd.DataFrame, list[Criterion]]:
     """Every episode of the runs (light columns) with its quality, counted achievements and one boolean column
     per criterion (`pass_<name>`) plus `pass_all` — the basis of the stats table."""
@@ -317,7 +320,7 @@ def episode_frame(
     return df, criteria
 
 
-def select_episodes(db: Db, fcfg: Any, run_ids: Sequence[str]) -> pd.DataFrame:
+def select_episodes(db: Db, fcfg: FilterConfig, run_ids: Sequence[str]) -> pd.DataFrame:
     """Episodes passing every criterion, the best `limit` of them by `sort_by`, in export order (run, seed).
 
     Columns: EPISODE_COLUMNS + run_order, counted_achievements, quality, ep_order (0..n-1, the export order).
@@ -377,7 +380,7 @@ class StepCounts:
         return int(self.kept.sum())
 
 
-def count_steps(db: Db, fcfg: Any, episodes: pd.DataFrame, subset: Optional[int] = None) -> StepCounts:
+def count_steps(db: Db, fcfg: FilterConfig, episodes: pd.DataFrame, subset: Optional[int] = None) -> StepCounts:
     """Kept turns per episode, chunk by chunk; with `subset`, also a seeded choice of that many kept turns
     (the `subset` smallest hashes of (seed, run, episode seed, turn): memory O(subset), not O(dataset))."""
     n = len(episodes)

@@ -15,13 +15,16 @@ min/max statistics skip every row group outside the chunk and memory stays bound
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
 
 from crafter_exp.errors import UserError
 from crafter_exp.parsing import drop_predictions_sql, reasoning_sql, strip_reasoning_sql, strip_sql
+
+if TYPE_CHECKING:
+    from crafter_exp.config import FilterConfig
 
 ACHIEVEMENT_TURN = "coalesce(len(unlocked) - len(list_intersect(unlocked, $exclude::VARCHAR[])), 0) > 0"
 # keep_reasoning=false / keep_predictions=false strip replies with the policy's own rules (crafter_exp.parsing)
@@ -43,7 +46,7 @@ STEP_COLUMNS = (
 )
 
 
-def keep_sql(fcfg: Any) -> str:
+def keep_sql(fcfg: FilterConfig) -> str:
     """The per-turn keep predicate (may use the window `ep` = the episode's turns in order)."""
     mode = fcfg.step_mode
     if mode == "all":
@@ -64,7 +67,7 @@ def keep_sql(fcfg: Any) -> str:
     return f"({base}) AND (parse_ok IS NOT FALSE)" if fcfg.drop_unparsed else base
 
 
-def step_params(fcfg: Any) -> dict[str, Any]:
+def step_params(fcfg: FilterConfig) -> dict[str, Any]:
     params = {
         "window": int(fcfg.window),
         "min_step_reward": float(fcfg.min_step_reward),
@@ -75,7 +78,7 @@ def step_params(fcfg: Any) -> dict[str, Any]:
     return params
 
 
-def chunk_sql(fcfg: Any, columns: Sequence[str] = STEP_COLUMNS, chunk_columns: Sequence[str] = ()) -> str:
+def chunk_sql(fcfg: FilterConfig, columns: Sequence[str] = STEP_COLUMNS, chunk_columns: Sequence[str] = ()) -> str:
     """CTEs `s` (the chunk's steps), `w` (+ ach_turn, reply_out, pos, keep) for the registered table `chunk`
     (run_id, seed, ep_order, *chunk_columns), bound by $run_id, $seed_lo, $seed_hi."""
     if fcfg.step_min_prediction_f1 is not None and "prediction_f1" not in columns:

@@ -19,12 +19,15 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp import prompts
 from crafter_exp.errors import UserError
 from crafter_exp.parsing import split_reasoning
 from crafter_exp.policies.base import Decision, LLMCall, Policy, Turn
+
+if TYPE_CHECKING:
+    from crafter_exp.config import HFLocalModelConfig, PromptConfig
 
 DECODINGS = ("auto", "rank", "generate")
 REPLY_SLOT = "\x00reply\x00"
@@ -46,7 +49,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise UserError(f"{f}: not valid JSON ({e})") from None
 
 
-def resolve_prompt(cfg_prompt: Any, manifest: dict[str, Any]) -> Any:
+def resolve_prompt(cfg_prompt: Optional[PromptConfig], manifest: dict[str, Any]) -> PromptConfig:
     """The user's prompt config, else the checkpoint's (the data's), else the standard template."""
     from crafter_exp.config import PromptConfig
 
@@ -59,7 +62,7 @@ def resolve_prompt(cfg_prompt: Any, manifest: dict[str, Any]) -> Any:
     return PromptConfig()
 
 
-def resolve_decoding(cfg: Any, manifest: dict[str, Any]) -> tuple[bool, float]:
+def resolve_decoding(cfg: HFLocalModelConfig, manifest: dict[str, Any]) -> tuple[bool, float]:
     """(sample?, temperature): the user's settings, else the checkpoint's recommendation, else greedy.
 
     A small student imitating a teacher that has memory is uncertain exactly where the teacher acted on what the
@@ -120,7 +123,7 @@ class HFLocalPolicy(Policy):
     provider = "local"
     in_process = True  # batched generation over all episodes is the parallelism; workers would split the cores
 
-    def __init__(self, cfg: Any, seed: int = 0):
+    def __init__(self, cfg: HFLocalModelConfig, seed: int = 0):
         self.cfg = cfg
         self.seed = seed if seed is not None else cfg.seed
         if not cfg.path:

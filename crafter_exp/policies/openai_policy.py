@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from contextvars import ContextVar
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlparse
 
 import openai
@@ -44,6 +44,9 @@ from crafter_exp.parsing import split_reasoning
 from crafter_exp.policies.base import Decision, LLMCall, Policy, Turn
 from crafter_exp.policies.pricing import call_cost, check_prices
 from crafter_exp.prompts import build_messages, check_template, interact_tool
+
+if TYPE_CHECKING:
+    from crafter_exp.config import OpenAIModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +188,7 @@ class OpenAIPolicy(Policy):
 
     decides_per_turn = True
 
-    def __init__(self, cfg: Any, seed: int = 0):
+    def __init__(self, cfg: OpenAIModelConfig, seed: int = 0):
         prompt = cfg.prompt
         check_template(prompt.template)
         if prompt.action_mode not in ACTION_MODES:

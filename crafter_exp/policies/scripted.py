@@ -10,11 +10,14 @@ Replies are written in the prompt template's format, so teacher traces train LLM
 from __future__ import annotations
 
 import random
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp import prompts
 from crafter_exp.errors import UserError
 from crafter_exp.policies.base import Decision, Policy, Turn
+
+if TYPE_CHECKING:
+    from crafter_exp.config import ModelConfig, ScriptedModelConfig
 
 
 class _PerEpisodeRng(Policy):
@@ -22,7 +25,7 @@ class _PerEpisodeRng(Policy):
 
     streams: tuple[str, ...] = ("pick",)
 
-    def __init__(self, cfg: Any, seed: int = 0):
+    def __init__(self, cfg: ModelConfig, seed: int = 0):
         prompts.check_template(cfg.prompt.template)
         self.cfg = cfg
         self.seed = int(seed)
@@ -62,7 +65,9 @@ class ScriptedPolicy(_PerEpisodeRng):
     provider = "local"
     streams = ("pick", "explore")
 
-    def __init__(self, cfg: Any, seed: int = 0):
+    cfg: ScriptedModelConfig
+
+    def __init__(self, cfg: ScriptedModelConfig, seed: int = 0):
         if not 0.0 <= cfg.epsilon <= 1.0:
             raise UserError(f"model.epsilon must be in [0, 1], got {cfg.epsilon}")
         super().__init__(cfg, seed)

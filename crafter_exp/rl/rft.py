@@ -12,15 +12,21 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from crafter_exp import tracking
 from crafter_exp.files import write_json_atomic
 
+if TYPE_CHECKING:
+    from crafter_exp.config import Config, LocalTrainerConfig, RFTConfig
+    from crafter_exp.stages.rl import RLResult
+
 log = logging.getLogger(__name__)
 
 
-def run_rft(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder: Path, state: dict[str, Any]) -> Any:
+def run_rft(
+    cfg: Config, start: Path, manifest: dict[str, Any], chash: str, folder: Path, state: dict[str, Any]
+) -> RLResult:
     from crafter_exp.envs import env_achievements
     from crafter_exp.progress import progress_bar
     from crafter_exp.stages.filter import filter_and_export
@@ -38,7 +44,7 @@ def run_rft(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder:
     )
     from crafter_exp.stages.train import train
 
-    r = cfg.rl
+    r = cast("RFTConfig", cfg.rl)  # stage=rl sends rl=rft here
     temperature = temperature_of(cfg, manifest)
     label = f"rft-{chash[:6]}"
     achievements = env_achievements(cfg.env.name)
@@ -103,7 +109,7 @@ def run_rft(cfg: Any, start: Path, manifest: dict[str, Any], chash: str, folder:
                 dataclasses.replace(cfg, filter=fcfg), runs=run_ids, output=folder / f"data-{it:03d}", progress=False
             )
             tcfg = dataclasses.replace(
-                cfg.trainer,
+                cast("LocalTrainerConfig", cfg.trainer),  # rft rounds continue SFT locally (checked at start)
                 model=str(current),
                 method="full",
                 max_steps=int(r.sft_steps),

@@ -14,13 +14,16 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp.envs import Observation, TextEnv, make_env, prediction_f1
 from crafter_exp.parsing import parse_changes, parse_prediction, parse_reply_why
 from crafter_exp.policies import Decision, Policy, Turn
 from crafter_exp.prompts import invalid_note, tool_result, with_note
 from crafter_exp.store.traces import EpisodeRecord
+
+if TYPE_CHECKING:
+    from crafter_exp.config import EnvConfig
 
 
 @dataclass
@@ -229,7 +232,7 @@ def _turn(ep: _Episode, policy: Policy) -> Turn:
 
 
 def play_batch(
-    env_cfg: Any,
+    env_cfg: EnvConfig,
     policy: Policy,
     seeds: list[int],
     run_meta: dict[str, Any],

@@ -12,11 +12,14 @@ import math
 import os
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crafter_exp.policies import make_policy
+from crafter_exp.policies import Policy, make_policy
 from crafter_exp.runner.play import play_batch
 from crafter_exp.store.traces import EpisodeRecord
+
+if TYPE_CHECKING:
+    from crafter_exp.config import EnvConfig, ModelConfig
 
 OnBatch = Callable[[list[EpisodeRecord]], None]
 
@@ -26,8 +29,8 @@ class RolloutWorker:
 
     def __init__(
         self,
-        env_cfg: Any,
-        model_cfg: Any,
+        env_cfg: EnvConfig,
+        model_cfg: ModelConfig,
         seed: int,
         run_meta: dict[str, Any],
         max_actions: int,
@@ -74,13 +77,13 @@ def split(seeds: list[int], per_task: int, workers: int) -> list[list[int]]:
 
 
 def run_episodes(
-    env_cfg: Any,
-    model_cfg: Any,
+    env_cfg: EnvConfig,
+    model_cfg: ModelConfig,
     seeds: list[int],
     run_meta: dict[str, Any],
     on_batch: OnBatch,
     *,
-    policy: Any,
+    policy: Policy,
     per_task: int = 8,
     seed: int = 0,
     num_workers: int = 2,

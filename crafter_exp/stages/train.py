@@ -23,6 +23,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, cast
@@ -30,9 +31,10 @@ from typing import TYPE_CHECKING, Any, Optional, cast
 from crafter_exp import paths, tracking
 from crafter_exp.errors import UserError
 from crafter_exp.files import write_json_atomic
+from crafter_exp.registry import Registry
 
 if TYPE_CHECKING:
-    from crafter_exp.config import Config, LocalTrainerConfig, OpenAITrainerConfig, TrainerConfig
+    from crafter_exp.config import Config, LocalTrainerConfig, TrainerConfig
 
 MANIFEST = paths.MANIFEST
 log = logging.getLogger(__name__)
@@ -106,17 +108,26 @@ def resolve_output(cfg: Config, output_dir: Optional[str | Path], ident: str) ->
 # ------------------------------------------------------------------------------------------------ checks
 
 
+# trainer name -> its check(tcfg) and its train(cfg, dataset_path, output_dir); every name but `openai` (tiny,
+# local_lora, local_qlora, local_full, or a conf/trainer option of one's own) trains locally
+TRAINER_CHECKS: Registry[Callable[[Any], None]] = Registry(
+    "trainer",
+    {
+        "openai": "crafter_exp.stages.train_openai:check_openai_trainer_config",
+        "local": "crafter_exp.training.sft:check_local_trainer",
+    },
+    default="local",
+)
+TRAINERS: Registry[Callable[[Any, Optional[str | Path], Optional[str | Path]], Any]] = Registry(
+    "trainer",
+    {"openai": "crafter_exp.stages.train:_train_openai", "local": "crafter_exp.stages.train:_train_local"},
+    default="local",
+)
+
+
 def check_trainer_config(cfg: Config) -> None:
     """Trainer settings that can be checked before any work (the pipeline calls this before its rollout)."""
-    tcfg = cfg.trainer
-    if tcfg.name == "openai":
-        from crafter_exp.stages.train_openai import check_openai_trainer_config
-
-        check_openai_trainer_config(cast("OpenAITrainerConfig", tcfg))
-        return
-    from crafter_exp.training.sft import check_local_trainer
-
-    check_local_trainer(tcfg)
+    TRAINER_CHECKS.get(cfg.trainer.name)(cfg.trainer)
 
 
 def train_config_hash(tcfg: TrainerConfig, dataset_digest: str) -> str:
@@ -131,9 +142,7 @@ def train(
     cfg: Config, dataset_path: Optional[str | Path] = None, output_dir: Optional[str | Path] = None
 ) -> TrainResult:
     """Fine-tune per `cfg.trainer` on the dataset; returns the checkpoint folder, metrics and MLflow run id."""
-    if cfg.trainer.name == "openai":
-        return _train_openai(cfg, dataset_path, output_dir)
-    return _train_local(cfg, dataset_path, output_dir)
+    return TRAINERS.get(cfg.trainer.name)(cfg, dataset_path, output_dir)
 
 
 def _train_openai(cfg: Config, dataset_path: Optional[str | Path], output_dir: Optional[str | Path]) -> Any:

@@ -13,11 +13,14 @@ The chat template wraps each message in role markers and an end marker; the assi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from crafter_exp.errors import UserError
+
+if TYPE_CHECKING:
+    from crafter_exp.config import TinyStudentConfig
 
 PAD = "<|pad|>"
 END = "<|end|>"
@@ -84,7 +87,7 @@ def message_texts(examples: Iterable[list[dict[str, Any]]]) -> Iterable[str]:
                 yield str(m["content"])
 
 
-def build_student(student_cfg: Any, tokenizer: Any, max_positions: int, seed: int) -> Any:
+def build_student(student_cfg: TinyStudentConfig, tokenizer: Any, max_positions: int, seed: int) -> Any:
     """A randomly initialised causal LM of a standard transformers architecture, sized by `student_cfg`."""
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
 
@@ -117,7 +120,7 @@ def build_student(student_cfg: Any, tokenizer: Any, max_positions: int, seed: in
     return model
 
 
-def check_student_config(student_cfg: Any) -> None:
+def check_student_config(student_cfg: TinyStudentConfig) -> None:
     """Raise ValueError with one line when the student's shape is impossible."""
     if student_cfg.architecture not in ("llama", "qwen3"):
         raise UserError(f"trainer.student.architecture must be llama or qwen3, got {student_cfg.architecture!r}")

@@ -15,11 +15,14 @@ import contextlib
 import dataclasses
 import random
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp.envs.alfworld import data, speedups, text
 from crafter_exp.envs.base import RUN_METRICS, Observation, StepResult, TextEnv
 from crafter_exp.errors import UserError
+
+if TYPE_CHECKING:
+    from crafter_exp.config import AlfworldEnvConfig
 
 HIDDEN_COMMANDS = frozenset({"help"})
 """Admissible but useless commands left out of `Observation.actions` (random policies would waste steps)."""
@@ -44,7 +47,7 @@ class AlfworldTextEnv(TextEnv):
     actions_admissible = True
     """`Observation.actions` is TextWorld's admissible-command list of the turn (minus `help`)."""
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: AlfworldEnvConfig):
         check_config(cfg)
         self.cfg = cfg
         self.root = data.resolve_data_path(cfg.data_path)
@@ -239,7 +242,7 @@ def _reusing_pddl_state(fresh: Any) -> Iterator[None]:
         pddl_logic.PddlState = real
 
 
-def held_out_config(cfg: Any) -> Any:
+def held_out_config(cfg: AlfworldEnvConfig) -> AlfworldEnvConfig:
     """The config evaluation plays: the same settings on `eval_split`'s games.
 
     Seeds cannot hold games out within a split (a seed names game `seed % len(games)`, so eval seeds 1_000_000+
@@ -248,12 +251,12 @@ def held_out_config(cfg: Any) -> Any:
     return dataclasses.replace(cfg, split=cfg.eval_split) if cfg.eval_split else cfg
 
 
-def also_held_out_configs(cfg: Any) -> dict[str, Any]:
+def also_held_out_configs(cfg: AlfworldEnvConfig) -> dict[str, AlfworldEnvConfig]:
     """The further held-out sets (`also_eval_splits`), by their data folder's name (e.g. valid_unseen)."""
     return {data.SPLITS[s]: dataclasses.replace(cfg, split=s) for s in cfg.also_eval_splits if s != cfg.eval_split}
 
 
-def check_config(cfg: Any) -> None:
+def check_config(cfg: AlfworldEnvConfig) -> None:
     """Everything that can be checked before work starts: split, task types, data present, package installed."""
     data.check_split(cfg.split)
     if cfg.eval_split:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp.envs.base import RUN_METRICS, Observation, StepResult, TextEnv
 from crafter_exp.envs.crafter.actions import ACHIEVEMENTS, ACTION_INDEX, ACTIONS, canonical_action
@@ -12,6 +12,9 @@ from crafter_exp.envs.crafter.game import CrafterGame
 from crafter_exp.envs.crafter.text import INSTRUCTIONS, ITEMS, OBS_FORMATS, VITALS, render
 from crafter_exp.envs.crafter.view import VIEW_COLS, VIEW_ROWS, local_view
 from crafter_exp.errors import UserError
+
+if TYPE_CHECKING:
+    from crafter_exp.config import CrafterEnvConfig
 
 PREDICTION_QUANTITIES: frozenset[str] = frozenset({*VITALS, *ITEMS, *ACHIEVEMENTS})
 """The names a Crafter prediction is scored on: vitals, inventory items, achievements."""
@@ -30,7 +33,7 @@ PREDICTION_ALIASES = {
 """Words models use for those quantities (`water -1` for drink; a placed table is the place_table achievement)."""
 
 
-def check_config(cfg: Any) -> None:
+def check_config(cfg: CrafterEnvConfig) -> None:
     """Raise ValueError (one line) for a Crafter config that cannot work."""
     if cfg.difficulty not in DIFFICULTIES:
         raise UserError(f"env.difficulty must be one of {', '.join(DIFFICULTIES)}, got {cfg.difficulty!r}")
@@ -71,7 +74,7 @@ class CrafterTextEnv(TextEnv):
     )
     """Achievements (count, rate, Crafter score, progression, per achievement), reward and the action mix."""
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: CrafterEnvConfig):
         check_config(cfg)
         self.cfg = cfg
         self.inner = CrafterGame(area=cfg.area, length=cfg.length, difficulty=cfg.difficulty, render=cfg.render)

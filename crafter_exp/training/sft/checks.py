@@ -5,22 +5,25 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from crafter_exp.errors import UserError
 from crafter_exp.training import tiny
 
+if TYPE_CHECKING:
+    from crafter_exp.config import LocalTrainerConfig
+
 METHODS = ("lora", "qlora", "full")
 LOSS_ON = ("assistant", "all", "weighted")
 
 
-def is_tiny(tcfg: Any) -> bool:
+def is_tiny(tcfg: LocalTrainerConfig) -> bool:
     return str(tcfg.model) == "tiny"
 
 
-def check_local_trainer(tcfg: Any) -> None:
+def check_local_trainer(tcfg: LocalTrainerConfig) -> None:
     """Everything that can be checked before loading data or models; raises one clear line."""
     if tcfg.method not in METHODS:
         raise UserError(f"trainer.method must be one of {', '.join(METHODS)}, got {tcfg.method!r}")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from crafter_exp.training import data as data_mod
 from crafter_exp.training import tiny
 from crafter_exp.training.sft.checks import is_tiny, resolve_model_source
+
+if TYPE_CHECKING:
+    from crafter_exp.config import LocalTrainerConfig
 
 
 def cpu_has_bf16() -> bool:
@@ -23,7 +26,7 @@ def cpu_has_bf16() -> bool:
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
-def use_bf16(tcfg: Any) -> bool:
+def use_bf16(tcfg: LocalTrainerConfig) -> bool:
     """bf16 mixed precision (weights stay fp32 on CPU; autocast runs the matmuls in bf16)."""
     setting = str(tcfg.bf16).lower()
     if setting == "true":
@@ -43,7 +46,7 @@ class BaseModel:
     """What the checkpoint manifest records as base_model (hub id, absolute path, or `tiny`)."""
 
 
-def load_base(tcfg: Any, train_examples: list[data_mod.Example], seed: int) -> BaseModel:
+def load_base(tcfg: LocalTrainerConfig, train_examples: list[data_mod.Example], seed: int) -> BaseModel:
     """The model and tokenizer to fine-tune: a fresh tiny student, or a hub / local model."""
     if is_tiny(tcfg):
         tokenizer = tiny.train_tokenizer(
@@ -80,7 +83,7 @@ def load_base(tcfg: Any, train_examples: list[data_mod.Example], seed: int) -> B
     return BaseModel(model, tokenizer, label)
 
 
-def lora_config(tcfg: Any) -> Any:
+def lora_config(tcfg: LocalTrainerConfig) -> Any:
     from peft import LoraConfig
 
     targets = list(tcfg.lora_target_modules)

@@ -7,7 +7,7 @@ import resource
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -21,6 +21,9 @@ from crafter_exp.training.sft.outcome import SFTOutcome
 from crafter_exp.training.sft.resume import last_complete_checkpoint
 from crafter_exp.training.sft.schedule import OWN_SCHEDULES, ProgressClock
 from crafter_exp.training.sft.trainer import trainer_class
+
+if TYPE_CHECKING:
+    from crafter_exp.config import LocalTrainerConfig
 
 
 def peak_memory_mb() -> float:
@@ -38,7 +41,7 @@ def _checkpointing_arg(enabled: bool) -> dict[str, bool]:
 
 
 def train_sft(
-    tcfg: Any,
+    tcfg: LocalTrainerConfig,
     data: data_mod.SFTData,
     workdir: Path,
     log_fn: Optional[LogFn] = None,
