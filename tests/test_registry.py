@@ -57,6 +57,18 @@ def test_trainer_names_other_than_openai_train_locally():
     assert TRAINERS.get("openai") is train._train_openai
 
 
+def test_unknown_rl_algorithm_is_one_line_before_any_work():
+    from crafter_exp.config import compose_config
+    from crafter_exp.stages.rl import ALGORITHMS, check_rl_config
+
+    cfg = compose_config(["stage=rl"])
+    cfg.rl.name = "ppo"  # a conf/rl option of one's own naming an algorithm that does not exist
+    with pytest.raises(UserError) as exc:
+        check_rl_config(cfg)
+    assert _one_line(exc) == "unknown rl algorithm 'ppo' (known: grpo, rft)"
+    assert all(callable(ALGORITHMS.get(name)) for name in ALGORITHMS)
+
+
 def test_names_and_membership():
     assert ENVIRONMENTS.names() == ("crafter", "alfworld")
     assert POLICIES.names() == ("scripted", "random", "openai", "hf_local")

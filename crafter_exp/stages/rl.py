@@ -21,6 +21,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -30,11 +31,17 @@ import numpy as np
 from crafter_exp import paths, tracking
 from crafter_exp.errors import UserError
 from crafter_exp.files import write_json_atomic
+from crafter_exp.registry import Registry
 
 if TYPE_CHECKING:
     from crafter_exp.config import Config, EnvConfig, RLConfig
 
 log = logging.getLogger(__name__)
+
+# rl.name -> the loop that runs it, (cfg, start, manifest, identity, folder, state) -> RLResult
+ALGORITHMS: Registry[Callable[..., RLResult]] = Registry(
+    "rl algorithm", {"grpo": "crafter_exp.stages.rl:_run_grpo", "rft": "crafter_exp.rl.rft:run_rft"}
+)
 
 STATE = "state.json"
 MANIFEST = "manifest.json"
@@ -93,6 +100,7 @@ def check_rl_config(cfg: Config) -> None:
     from crafter_exp.rl.advantages import ADVANTAGES, SCALES
 
     r = cfg.rl
+    ALGORITHMS.target(r.name)  # an unknown algorithm: one line, before anything else
     check_env_config(cfg.env)
     if r.name not in ("grpo", "rft"):
         raise UserError(f"rl must be grpo or rft, got {r.name!r}")
@@ -243,11 +251,7 @@ def rl(cfg: Config, start: Optional[str | Path] = None) -> RLResult:
     if state["iterations"] >= cfg.rl.iterations or _budget_spent(cfg, state):
         log.info(f"[rl] {folder}: {state['iterations']} iterations already finished; nothing to do")
         return _result(folder, state, start_dir)
-    if cfg.rl.name == "rft":
-        from crafter_exp.rl.rft import run_rft
-
-        return run_rft(cfg, start_dir, manifest, chash, folder, state)
-    return _run_grpo(cfg, start_dir, manifest, chash, folder, state)
+    return ALGORITHMS.get(cfg.rl.name)(cfg, start_dir, manifest, chash, folder, state)
 
 
 def _budget_spent(cfg: Config, state: dict[str, Any]) -> bool:
