@@ -381,3 +381,22 @@ def test_default_start_is_the_newest_complete_sft_checkpoint(tmp_path):
     (root / "unfinished").mkdir()  # no manifest yet: never picked
     cfg = compose_config(project_overrides(tmp_path))
     assert default_start_checkpoint(cfg) == root / "new"
+
+
+def test_iteration_score_is_the_success_rate_where_the_env_has_one():
+    import pandas as pd
+
+    from crafter_exp.stages.rl import iteration_metrics, score_text
+
+    base = {
+        "seed": [0, 0, 1, 1],
+        "total_reward": [1.0, 0.0, 0.0, 0.0],
+        "num_achievements": [1, 0, 0, 0],
+        "achievements": [["won"], [], [], []],
+        "steps": [10, 50, 50, 50],
+        "termination": ["success", "max_steps", "max_steps", "max_steps"],
+    }
+    solved = iteration_metrics(pd.DataFrame({**base, "success": [True, False, False, False]}), ("won",))
+    assert solved["success_rate"] == 25.0 and score_text(solved) == "success 25.0 %"
+    crafter = iteration_metrics(pd.DataFrame({**base, "success": [None] * 4}), ("won",))
+    assert "success_rate" not in crafter and score_text(crafter) == "achievements 0.25 +- 0.50"

@@ -40,6 +40,7 @@ def run_rft(
         make_rollout_policy,
         read_iteration,
         rollout_env,
+        score_text,
         temperature_of,
     )
     from crafter_exp.stages.train import train
@@ -157,8 +158,7 @@ def run_rft(
 
                     mlflow.log_artifacts(str(trained.checkpoint), f"checkpoints/iter-{it:03d}")
             log.info(
-                f"[rft] round {it}: achievements {metrics['achievements_mean']:.2f} +- "
-                f"{metrics['achievements_std']:.2f}, kept {data.episodes} episodes ({data.examples} turns), "
+                f"[rft] round {it}: {score_text(metrics)}, kept {data.episodes} episodes ({data.examples} turns), "
                 f"rollout {rollout_s:.0f} s, sft {update_s:.0f} s"
             )
         if mlrun:

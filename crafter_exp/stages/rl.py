@@ -420,7 +420,8 @@ def _rekey(rec: Any, run_id: str, world: int) -> None:
 def read_iteration(store: Any, run_ids: list[str]) -> tuple[Any, Any]:
     """(episodes, steps) of an iteration's runs, from the store (the same data whatever process played them)."""
     eps = store.query(
-        "SELECT run_id, seed, steps, turns, total_reward, num_achievements, achievements, termination FROM episodes "
+        "SELECT run_id, seed, steps, turns, total_reward, num_achievements, achievements, termination, success "
+        "FROM episodes "
         "WHERE list_contains($1::VARCHAR[], run_id) ORDER BY run_id, seed",
         [run_ids],
     )
@@ -494,7 +495,16 @@ def iteration_metrics(eps: Any, achievements: tuple[str, ...]) -> dict[str, floa
     out["group_std_achievements"] = float(eps.groupby("seed")["num_achievements"].std(ddof=1).mean())
     for name in achievements:
         out[f"achievement/{name}"] = float(eps["achievements"].apply(lambda a: name in list(a)).mean() * 100)
+    if "success" in eps and eps["success"].notna().any():  # an env with a task to solve (ALFWorld): its own measure
+        out["success_rate"] = float(eps["success"].fillna(False).astype(bool).mean() * 100)
     return out
+
+
+def score_text(metrics: dict[str, Any]) -> str:
+    """An iteration's score as the console says it: the success rate where the env has one, else achievements."""
+    if "success_rate" in metrics:
+        return f"success {metrics['success_rate']:.1f} %"
+    return f"achievements {metrics['achievements_mean']:.2f} +- {metrics.get('achievements_std', 0.0):.2f}"
 
 
 def _load_trainable(cfg: Config, policy: Any, start: Path, state: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -734,8 +744,7 @@ def _run_grpo(
 
                     mlflow.log_artifacts(str(ckpt), f"checkpoints/iter-{it:03d}")
             log.info(
-                f"[rl] iteration {it}: achievements {metrics['achievements_mean']:.2f} +- "
-                f"{metrics['achievements_std']:.2f}, return {metrics['return_mean']:.2f}, "
+                f"[rl] iteration {it}: {score_text(metrics)}, return {metrics['return_mean']:.2f}, "
                 f"loss {stats.loss_mean:.4f}, clip {stats.clip_fraction:.3f}, entropy {stats.entropy:.3f}, rollout {rollout_s:.0f} s, "
                 f"update {update_s:.0f} s"
             )
@@ -756,9 +765,7 @@ def run(cfg: Config) -> RLResult:
         f"checkpoint {result.checkpoint}"
     )
     for h in result.history[-3:]:
-        log.info(
-            f"  iteration {h['iteration']}: achievements {h['achievements_mean']:.2f}, return {h['return_mean']:.2f}"
-        )
+        log.info(f"  iteration {h['iteration']}: {score_text(h)}, return {h['return_mean']:.2f}")
     return result
 
 
