@@ -35,3 +35,16 @@ def test_compare_and_pipeline_load_without_sweep():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_no_config_parameter_is_untyped():
+    """Stages and backends take typed configs (Config or the section they use), never `cfg: Any` (issue #13 §5)."""
+    untyped = []
+    for path in sorted((ROOT / "crafter_exp").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
+                if arg.arg.endswith("cfg") and (arg.annotation is None or ast.unparse(arg.annotation) == "Any"):
+                    untyped.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}({arg.arg})")
+    assert untyped == []
