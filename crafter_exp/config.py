@@ -863,6 +863,15 @@ class RLConfig:
             "identity": False,
         },
     )
+    rollout_workers: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Ray actors that play an iteration's episodes, each loading the weights the iteration starts "
+            "from (a lost actor's batch is replayed); 0 = in this process, batched; None = ray.num_workers where "
+            "the env's steps cost more than the model's forward (ALFWorld), else 0 (Crafter).",
+            "identity": False,
+        },
+    )
     method: str = field(
         default="full",
         metadata={

@@ -256,6 +256,32 @@ def test_an_interrupted_iteration_is_redone_with_its_stored_episodes(project, ti
 
 
 @pytest.mark.slow
+def test_ray_actors_play_an_iteration_as_this_process_does(tmp_path, tiny_checkpoint, ray_local):
+    """rl.rollout_workers=2: the episodes play in two Ray actors that load the iteration's weights; the same keys and
+    sampling seed give the same episodes as in this process, each stored once under its member's run."""
+    from crafter_exp.stages.rl import rl
+
+    def play(home: Path, workers: int):
+        cfg = rl_cfg(home, tiny_checkpoint.checkpoint, ["rl.iterations=1", f"rl.rollout_workers={workers}"])
+        cfg.tracking.enabled = False
+        out = rl(cfg)
+        store = TraceStore(cfg.paths.db)
+        episodes = store.episodes(out.run_ids)
+        steps = store.query("SELECT run_id, seed, turn, observation, reply FROM steps ORDER BY run_id, seed, turn")
+        return out, episodes, steps
+
+    here, eps_here, steps_here = play(tmp_path / "here", 0)
+    there, eps_there, steps_there = play(tmp_path / "actors", 2)
+    assert eps_here.node.isna().all() and eps_there.node.notna().all()  # the actors stored where they played
+    assert eps_there.seed.tolist() == eps_here.seed.tolist() == [500000, 500001, 500000, 500001]
+    assert steps_there.reply.tolist() == steps_here.reply.tolist()  # same weights, keys and seeds: same episodes
+    assert steps_there.observation.tolist() == steps_here.observation.tolist()
+    assert there.history[0]["episodes"] == 4 and there.history[0]["loss_first"] == pytest.approx(
+        here.history[0]["loss_first"], rel=1e-4
+    )
+
+
+@pytest.mark.slow
 def test_resume_after_sigint(project, tiny_checkpoint):
     """A real Ctrl-C (SIGINT to the CLI) after iteration 1: exit 130, then the same command finishes iteration 2 only."""
     from crafter_exp.stages.rl import rl

@@ -12,7 +12,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp.policies import Policy, make_policy
 from crafter_exp.runner.play import play_batch
@@ -48,9 +48,15 @@ class RolloutWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def play(self, seeds: list[int]) -> list[EpisodeRecord]:
+    def play(self, seeds: list[int], worlds: Optional[list[int]] = None) -> list[EpisodeRecord]:
         records = play_batch(
-            self.env_cfg, self.policy, seeds, self.run_meta, self.max_actions, invalid_feedback=self.invalid_feedback
+            self.env_cfg,
+            self.policy,
+            seeds,
+            self.run_meta,
+            self.max_actions,
+            invalid_feedback=self.invalid_feedback,
+            worlds=worlds,
         )
         for record in records:
             record.episode["node"] = self.node
@@ -91,17 +97,30 @@ def run_episodes(
     max_actions: int = 1,
     max_task_retries: int = 3,
     invalid_feedback: bool = False,
+    worlds: Optional[dict[int, int]] = None,
+    in_process: Optional[bool] = None,
 ) -> None:
     """Play every seed, `per_task` episodes together; `on_batch` receives each batch's finished episodes.
 
+    `worlds`: seed -> the world it plays, where seeds are episode keys (RL groups: several episodes of one world).
+
     `policy` is the caller's started instance of `model_cfg`: it plays here when there are no workers or when it
-    is a batched in-process policy; otherwise each Ray actor builds and starts its own from `model_cfg`.
+    is a batched in-process policy (`in_process`: override that, e.g. False for actors with their own copy of
+    weights the caller also holds); otherwise each Ray actor builds and starts its own from `model_cfg`.
     """
     if not seeds:
         return
-    if num_workers <= 0 or policy.in_process:
+
+    def _of(batch: list[int]) -> Optional[list[int]]:
+        return [worlds[s] for s in batch] if worlds is not None else None
+
+    if num_workers <= 0 or (policy.in_process if in_process is None else in_process):
         for batch in split(seeds, per_task, 1):
-            on_batch(play_batch(env_cfg, policy, batch, run_meta, max_actions, invalid_feedback=invalid_feedback))
+            on_batch(
+                play_batch(
+                    env_cfg, policy, batch, run_meta, max_actions, invalid_feedback=invalid_feedback, worlds=_of(batch)
+                )
+            )
         return
 
     import ray
@@ -124,7 +143,7 @@ def run_episodes(
 
     def submit(i: int) -> None:
         batch = queue.popleft()
-        inflight[actors[i].play.remote(batch)] = (i, batch)
+        inflight[actors[i].play.remote(batch, _of(batch))] = (i, batch)
 
     try:
         for i in range(n):

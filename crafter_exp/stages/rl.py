@@ -310,6 +310,16 @@ class Rollouts:
         self.cfg, self.chash, self.policy, self.label = cfg, chash, policy, label
         self.store = TraceStore(cfg.paths.db)
         self.env_cfg = rollout_env(cfg)
+        self.checkpoint: Optional[Path] = None  # the weights the registered iteration starts from
+
+    def workers(self) -> int:
+        """Ray actors playing the episodes: rl.rollout_workers, by default ray.num_workers where env steps are slow."""
+        from crafter_exp.envs import env_slow_steps
+
+        n = self.cfg.rl.rollout_workers
+        if n is None:
+            n = self.cfg.ray.num_workers if env_slow_steps(self.cfg.env.name) else 0
+        return int(n)
 
     def run_id(self, iteration: int, member: int) -> str:
         return f"{self.cfg.name}-rl-{self.cfg.env.name}-{self.chash[:6]}-i{iteration:03d}-g{member:02d}"
@@ -318,6 +328,7 @@ class Rollouts:
         from crafter_exp.stages.rollout import as_dict, code_version
 
         cfg, r = self.cfg, self.cfg.rl
+        self.checkpoint = checkpoint
         worlds = training_worlds(r, iteration)
         ids = []
         model = {
@@ -378,6 +389,9 @@ class Rollouts:
         }
         steps, t0 = 0, time.perf_counter()
         chunk = self.cfg.rl.rollout_batch
+        if self.workers() > 0 and todo:
+            steps = self._play_in_actors(todo, run_ids, meta)
+            return {"steps": steps, "seconds": time.perf_counter() - t0, "episodes": len(todo)}
         counting = _CountingPolicy(self.policy, on_turn)
         for i in range(0, len(todo), chunk):
             part = todo[i : i + chunk]
@@ -388,6 +402,53 @@ class Rollouts:
             self.store.append(records)
             steps += sum(r.episode["steps"] for r in records)
         return {"steps": steps, "seconds": time.perf_counter() - t0, "episodes": len(todo)}
+
+    def _play_in_actors(self, todo: list[tuple[int, int]], run_ids: list[str], meta: dict[str, Any]) -> int:
+        """The episodes in Ray actors (runner/pool.py), each with its own copy of the weights the iteration starts
+        from, loaded from its checkpoint; the same episode keys and sampling seed as in this process, so a rerun
+        plays the same episodes. A lost actor's batch is replayed by the pool; each batch is stored whole."""
+        from crafter_exp.config import HFLocalModelConfig
+        from crafter_exp.runner.pool import run_episodes
+
+        cfg, policy = self.cfg, self.policy
+        assert self.checkpoint is not None, "register() the iteration first"
+        model_cfg = HFLocalModelConfig(
+            label=self.label,
+            path=str(self.checkpoint),
+            prompt=policy.prompt,
+            do_sample=True,
+            temperature=policy.temperature,
+            batch_size=cfg.rl.rollout_batch,
+            device=cfg.rl.device,
+            seed=policy.seed,
+            in_process=False,
+        )
+        where = {w * KEY_STRIDE + m: (m, w) for m, w in todo}
+        played = [0]
+
+        def store(records: list[Any]) -> None:
+            for rec in records:
+                member, world = where[int(rec.episode["seed"])]
+                _rekey(rec, run_ids[member], world)
+            self.store.append(records)
+            played[0] += sum(r.episode["steps"] for r in records)
+
+        run_episodes(
+            self.env_cfg,
+            model_cfg,
+            list(where),
+            meta,
+            store,
+            policy=policy,
+            per_task=max(1, -(-len(where) // self.workers())),  # one batch per actor: each batches its episodes
+            seed=policy.seed,
+            num_workers=self.workers(),
+            address=cfg.ray.address,
+            max_task_retries=cfg.ray.max_task_retries,
+            worlds={key: w for key, (_, w) in where.items()},
+            in_process=False,
+        )
+        return played[0]
 
 
 class _CountingPolicy:
