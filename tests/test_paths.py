@@ -214,7 +214,7 @@ def test_eval_fine_tuned_openai_model_after_train_openai(request, project, monke
     from crafter_exp.errors import UserError
 
     key_env = "CRAFTER_EXP_TEST_PATHS_KEY"
-    monkeypatch.setenv(key_env, "sk-test-paths-0123456789")
+    monkeypatch.setenv(key_env, "not-a-real-key")
     ft = FakeFineTuningServer(Scenario()).start()
     request.addfinalizer(ft.stop)
     base = [
