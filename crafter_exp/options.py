@@ -13,16 +13,12 @@ from typing import Any
 
 from crafter_exp.config import Config, compose_config
 from crafter_exp.errors import UserError
-from crafter_exp.paths import in_identity
+from crafter_exp.paths import field_metadata, in_identity
 
 
 def field_help(cls: type, name: str) -> str:
     """The help text of field `name`, as declared in `cls` or, for a field a subclass only re-defaults, its bases."""
-    for klass in cls.__mro__:
-        f = vars(klass).get("__dataclass_fields__", {}).get(name)
-        if f is not None and f.metadata.get("help"):
-            return str(f.metadata["help"])
-    return ""
+    return str(field_metadata(cls, name, "help") or "")
 
 
 def describe(obj: Any, prefix: str) -> list[str]:

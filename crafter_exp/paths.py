@@ -43,14 +43,20 @@ SHORT = 8
 # ---------------------------------------------------------------------------------------------------- identity
 
 
-def in_identity(cls: type, name: str) -> bool:
-    """Whether dataclass field `name` of `cls` changes a result: False when the field, as declared in `cls` or any of
-    its bases, carries `metadata={"identity": False}` (a subclass that only changes the default keeps the mark)."""
+def field_metadata(cls: type, name: str, key: str) -> Any:
+    """`metadata[key]` of dataclass field `name` as declared in `cls` or, for a field a subclass only re-defaults
+    (no metadata of its own), the nearest base that declares it; None when none does."""
     for klass in cls.__mro__:
         f = vars(klass).get("__dataclass_fields__", {}).get(name)
-        if f is not None and f.metadata.get("identity", True) is False:
-            return False
-    return True
+        if f is not None and key in f.metadata:
+            return f.metadata[key]
+    return None
+
+
+def in_identity(cls: type, name: str) -> bool:
+    """Whether dataclass field `name` of `cls` changes a result: False when the field carries
+    `metadata={"identity": False}` (see field_metadata: a subclass that only changes the default keeps the mark)."""
+    return field_metadata(cls, name, "identity") is not False
 
 
 def identity_tree(obj: Any) -> Any:

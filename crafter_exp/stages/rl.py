@@ -102,8 +102,6 @@ def check_rl_config(cfg: Config) -> None:
     r = cfg.rl
     ALGORITHMS.target(r.name)  # an unknown algorithm: one line, before anything else
     check_env_config(cfg.env)
-    if r.name not in ("grpo", "rft"):
-        raise UserError(f"rl must be grpo or rft, got {r.name!r}")
     if r.group_size < 2:
         raise UserError(
             f"rl.group_size must be >= 2 (a group needs two episodes of a world to compare), got {r.group_size}"
@@ -159,8 +157,8 @@ def check_rl_config(cfg: Config) -> None:
 
 def check_pipeline_rl(cfg: Config) -> None:
     """pipeline.rl names the algorithm of the `rl` group; everything checkable before the pipeline starts."""
-    if cfg.pipeline.rl not in ("grpo", "rft"):
-        raise UserError(f"pipeline.rl must be grpo, rft or null, got {cfg.pipeline.rl!r}")
+    if cfg.pipeline.rl not in ALGORITHMS:
+        raise UserError(f"pipeline.rl must be {', '.join(ALGORITHMS.names())} or null, got {cfg.pipeline.rl!r}")
     if cfg.rl.name != cfg.pipeline.rl:
         raise UserError(f"pipeline.rl={cfg.pipeline.rl} but the rl group is {cfg.rl.name}: add rl={cfg.pipeline.rl}")
     check_rl_config(cfg)
@@ -301,6 +299,16 @@ def make_rollout_policy(cfg: Config, path: Path, temperature: float, label: str)
     return policy
 
 
+def _rollout_workers(cfg: Config) -> int:
+    """Ray actors playing RL episodes: rl.rollout_workers, by default ray.num_workers where env steps are slow."""
+    from crafter_exp.envs import env_slow_steps
+
+    n = cfg.rl.rollout_workers
+    if n is None:
+        n = cfg.ray.num_workers if env_slow_steps(cfg.env.name) else 0
+    return int(n)
+
+
 class Rollouts:
     """Plays and stores one iteration's G x B episodes; resumable (the store keeps whole episodes only)."""
 
@@ -311,15 +319,7 @@ class Rollouts:
         self.store = TraceStore(cfg.paths.db)
         self.env_cfg = rollout_env(cfg)
         self.checkpoint: Optional[Path] = None  # the weights the registered iteration starts from
-
-    def workers(self) -> int:
-        """Ray actors playing the episodes: rl.rollout_workers, by default ray.num_workers where env steps are slow."""
-        from crafter_exp.envs import env_slow_steps
-
-        n = self.cfg.rl.rollout_workers
-        if n is None:
-            n = self.cfg.ray.num_workers if env_slow_steps(self.cfg.env.name) else 0
-        return int(n)
+        self.workers = _rollout_workers(cfg)
 
     def run_id(self, iteration: int, member: int) -> str:
         return f"{self.cfg.name}-rl-{self.cfg.env.name}-{self.chash[:6]}-i{iteration:03d}-g{member:02d}"
@@ -389,7 +389,7 @@ class Rollouts:
         }
         steps, t0 = 0, time.perf_counter()
         chunk = self.cfg.rl.rollout_batch
-        if self.workers() > 0 and todo:
+        if self.workers > 0 and todo:
             steps = self._play_in_actors(todo, run_ids, meta)
             return {"steps": steps, "seconds": time.perf_counter() - t0, "episodes": len(todo)}
         counting = _CountingPolicy(self.policy, on_turn)
@@ -440,9 +440,9 @@ class Rollouts:
             meta,
             store,
             policy=policy,
-            per_task=max(1, -(-len(where) // self.workers())),  # one batch per actor: each batches its episodes
+            per_task=max(1, -(-len(where) // self.workers)),  # one batch per actor: each batches its episodes
             seed=policy.seed,
-            num_workers=self.workers(),
+            num_workers=self.workers,
             address=cfg.ray.address,
             max_task_retries=cfg.ray.max_task_retries,
             worlds={key: w for key, (_, w) in where.items()},
