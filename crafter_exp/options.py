@@ -45,11 +45,11 @@ def sections(cfg: Config) -> list[str]:
 
 def listing(section: str | None, overrides: list[str]) -> str:
     cfg = compose_config(overrides)
+    names = sections(cfg)
     if section is None:
-        names = sections(cfg)
         return "sections (python -m crafter_exp.options <section> [overrides...]): " + ", ".join(names)
-    if section not in sections(cfg):
-        raise UserError(f"unknown config section {section!r} (known: {', '.join(sections(cfg))})")
+    if section not in names:
+        raise UserError(f"unknown config section {section!r} (known: {', '.join(names)})")
     node = getattr(cfg, section)
     return "\n".join([f"{section}: {type(node).__name__}", *describe(node, section)])
 

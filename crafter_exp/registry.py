@@ -1,4 +1,4 @@
-"""Name -> implementation registries: environments, policies, trainers (one style for all three).
+"""Name -> implementation registries: environments, policies, trainers, RL algorithms (one style for all).
 
 Entries are "module:attribute" strings, imported on first use, not objects: the implementations pull in heavy or
 optional packages (ALFWorld and TextWorld are an optional extra, hf_local needs torch and transformers, the openai
@@ -21,7 +21,7 @@ __all__ = ["Registry"]
 
 
 class Registry(Generic[T]):
-    """A `kind` of implementation ("env", "model", "trainer"), by name.
+    """A `kind` of implementation ("env", "model", "trainer", "rl algorithm"), by name.
 
     `default`: the entry that names not registered resolve to (None: they are an error).
     """
