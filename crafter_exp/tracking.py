@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from crafter_exp.config import TrackingConfig
+
+logger = logging.getLogger(__name__)
 
 PARENT_RUN_ENV = "CRAFTER_EXP_PARENT_RUN_ID"
 SECRET_KEY_RE = re.compile(r"(api[_-]?key|secret|token|password)$", re.I)
@@ -134,12 +137,27 @@ def _ended_by_outcome(run: Any) -> Iterator[Any]:
     try:
         yield run
     except (KeyboardInterrupt, SystemExit):
-        mlflow.end_run("KILLED")
+        _end_quietly("KILLED")
         raise
     except BaseException:
-        mlflow.end_run("FAILED")
+        _end_quietly("FAILED")
         raise
     mlflow.end_run("FINISHED")
+
+
+def _end_quietly(status: str) -> None:
+    """End the active run as `status` while an exception is already on its way out: the store failing must not hide it.
+
+    An interrupt can land in the middle of an MLflow write and leave the sqlite store locked (seen in CI:
+    `database is locked` replaced the Ctrl-C, exit 1 instead of 130). The run then stays RUNNING in the UI; the
+    same command resumes it.
+    """
+    import mlflow
+
+    try:
+        mlflow.end_run(status)
+    except Exception as err:  # noqa: BLE001 - any store failure; the original exception is what the user must see
+        logger.warning("could not mark the MLflow run %s (%s); it stays RUNNING", status, str(err).splitlines()[0])
 
 
 def log_metrics(metrics: dict[str, Any], step: Optional[int] = None) -> None:
