@@ -421,6 +421,12 @@ class FilterConfig:
         default=0.0, metadata={"help": "With step_mode=reward: keep turns with reward >= this."}
     )
     drop_unparsed: bool = field(default=True, metadata={"help": "Drop turns whose reply failed to parse."})
+    target: str = field(
+        default="reply",
+        metadata={
+            "help": "What a kept turn trains on: `reply` (what the policy said) or `expert` (the environment expert's action for the same prompt, `steps.expert_action`, in the prompt template's reply format: DAgger's relabelling; turns without one are dropped; per-turn text formats only)."
+        },
+    )
     format: str = field(
         default="openai_chat",
         metadata={"help": "`openai_chat`, `openai_tools`, `vertex_gemini`, `single_turn`, `parquet`."},
@@ -804,7 +810,7 @@ class RLConfig:
     name: str = field(
         default=MISSING,
         metadata={
-            "help": "Algorithm: `grpo` (group-relative policy gradient on identical worlds) or `rft` (rejection-sampling rounds)."
+            "help": "Algorithm: `grpo` (group-relative policy gradient on identical worlds), `rft` (rejection-sampling rounds) or `dagger` (the expert labels the student's own states)."
         },
     )
     start: Optional[str] = field(
@@ -817,7 +823,7 @@ class RLConfig:
     iterations: int = field(
         default=8,
         metadata={
-            "help": "GRPO iterations (rft: rounds); each plays `seeds` x `group_size` episodes, then updates the policy.",
+            "help": "GRPO iterations (rft, dagger: rounds); each plays `seeds` x `group_size` episodes, then updates the policy.",
             "identity": False,
         },
     )
@@ -879,7 +885,7 @@ class RLConfig:
         },
     )
     learning_rate: float = field(
-        default=1e-4, metadata={"help": "AdamW learning rate (GRPO); the SFT learning rate of rft rounds."}
+        default=1e-4, metadata={"help": "AdamW learning rate (GRPO); the SFT learning rate of rft / dagger rounds."}
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (method=lora)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (method=lora)."})
@@ -963,11 +969,21 @@ class GRPOConfig(RLConfig):
 
 
 @dataclass
-class RFTConfig(RLConfig):
+class RoundsConfig(RLConfig):
+    """Rounds of play, then SFT continued on what the round selected (rl=rft, rl=dagger: crafter_exp/rl/rounds.py)."""
+
+    learning_rate: float = 3e-4
+    sft_steps: int = field(default=200, metadata={"help": "SFT optimiser steps per round."})
+    sft_time_s: Optional[float] = field(
+        default=60.0, metadata={"help": "SFT seconds per round at most (trainer.max_time_s)."}
+    )
+
+
+@dataclass
+class RFTConfig(RoundsConfig):
     """Rejection-sampling rounds: play, keep the best episodes (the filter's SQL), continue SFT on them."""
 
     name: str = "rft"
-    learning_rate: float = 3e-4
     keep: int = field(default=16, metadata={"help": "Episodes kept per round (filter.limit), best first by `sort_by`."})
     sort_by: str = field(
         default="achievements",
@@ -979,9 +995,24 @@ class RFTConfig(RLConfig):
         default=None,
         metadata={"help": "Keep only episodes with at least this many achievements (filter.min_achievements)."},
     )
-    sft_steps: int = field(default=200, metadata={"help": "SFT optimiser steps per round."})
-    sft_time_s: Optional[float] = field(
-        default=60.0, metadata={"help": "SFT seconds per round at most (trainer.max_time_s)."}
+
+
+@dataclass
+class DaggerConfig(RoundsConfig):
+    """DAgger rounds: the student plays, the environment's expert labels every state it reached, SFT continues on
+    those labels (filter.target=expert), aggregated over the rounds."""
+
+    name: str = "dagger"
+    group_size: int = field(
+        default=1, metadata={"help": "Episodes of each world per round (1: DAgger needs states, not groups)."}
+    )
+    seeds: int = field(default=16, metadata={"help": "Training worlds per round (fresh each round)."})
+    iterations: int = field(default=4, metadata={"help": "Rounds.", "identity": False})
+    aggregate: bool = field(
+        default=True,
+        metadata={
+            "help": "Train each round on the labelled turns of every round so far (DAgger's aggregated dataset); false = this round's only."
+        },
     )
 
 
@@ -1165,7 +1196,7 @@ class PipelineConfig:
     rl: Optional[str] = field(
         default=None,
         metadata={
-            "help": "`grpo` or `rft`: after SFT, run stage=rl (with the `rl` group's settings) and evaluate `student_rl`; None = off."
+            "help": "`grpo`, `rft` or `dagger`: after SFT, run stage=rl (with the `rl` group's settings) and evaluate `student_rl`; None = off."
         },
     )
 
@@ -1195,7 +1226,8 @@ class Config:
         model: Any = field(default=MISSING, metadata={"help": "The policy that plays (config group `model`)."})
         trainer: Any = field(default=MISSING, metadata={"help": "Fine-tuning backend (config group `trainer`)."})
         rl: Any = field(
-            default=MISSING, metadata={"help": "stage=rl's algorithm and settings (config group `rl`: grpo | rft)."}
+            default=MISSING,
+            metadata={"help": "stage=rl's algorithm and settings (config group `rl`: grpo | rft | dagger)."},
         )
     filter: FilterConfig = field(
         default_factory=FilterConfig,
@@ -1252,6 +1284,7 @@ def register_configs() -> None:
         ("trainer", "openai_schema", OpenAITrainerConfig),
         ("rl", "grpo_schema", GRPOConfig),
         ("rl", "rft_schema", RFTConfig),
+        ("rl", "dagger_schema", DaggerConfig),
     ]:
         cs.store(group=f"schema/{group}", name=name.removesuffix("_schema"), node=node)
 

@@ -26,6 +26,7 @@ __all__ = [
     "check_env_config",
     "env_achievements",
     "env_instructions",
+    "env_has_expert",
     "env_primary_metric",
     "held_out_env_config",
     "prediction_f1",
@@ -94,6 +95,12 @@ def env_metrics(name: str) -> tuple[str, ...]:
 def env_slow_steps(name: str) -> bool:
     """Whether a step costs more than a small model's forward (in-process policies then play in Ray workers)."""
     return bool(env_class(name).slow_steps)
+
+
+def env_has_expert(name: str) -> bool:
+    """Whether the environment has a hand-coded expert (`TextEnv.expert_action` overridden): scripted teachers and
+    DAgger's labels need one."""
+    return env_class(name).expert_action is not TextEnv.expert_action
 
 
 def also_held_out_env_configs(cfg: EnvConfig) -> dict[str, EnvConfig]:

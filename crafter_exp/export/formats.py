@@ -80,7 +80,7 @@ CHAT = Rendering(
     user=f"""concat('{{"role":"user","content":', {J("observation")}, '}}')""",
     # a reply of the history window is context, not a target: weight 0 (else each reply is learned K+1 times)
     reply=f"""concat('{{"role":"assistant","content":', {J("reply_out")}, ',"weight":0}}')""",
-    target=f"""concat('{{"role":"assistant","content":', {J("reply_out")}, '}}')""",
+    target=f"""concat('{{"role":"assistant","content":', {J("target_out")}, '}}')""",
     turn=(
         f"""concat('{{"role":"assistant","content":', {J("reply_out")}, ',"weight":', """
         """CASE WHEN keep THEN '1' ELSE '0' END, '}')"""
@@ -109,6 +109,14 @@ def _compile(text: str, slots: dict[str, str]) -> str:
         pieces.append(slots[key])
         rest = rest[at + len(key) :]
     return f"concat({', '.join(pieces)})" if len(pieces) > 1 else pieces[0]
+
+
+def target_out_sql(target: str, template: str) -> str:
+    """SQL: the trained reply of a kept turn (`target_out`): the reply as said (`reply_out`), or for `expert` the
+    expert's action as the template's reply (prompts.format_reply: what the scripted teacher would have said)."""
+    if target == "expert":
+        return _compile(prompts.format_reply(template, ["\x00a"]), {"\x00a": "expert_action"})
+    return "reply_out"
 
 
 def call_id_sql(index: str) -> str:
@@ -194,7 +202,7 @@ VERTEX = Rendering(
     name="vertex",
     user=f"""concat('{{"role":"user","parts":[{{"text":', {J("observation")}, '}}]}}')""",
     reply=f"""concat('{{"role":"model","parts":[{{"text":', {J("reply_out")}, '}}]}}')""",
-    target=f"""concat('{{"role":"model","parts":[{{"text":', {J("reply_out")}, '}}]}}')""",
+    target=f"""concat('{{"role":"model","parts":[{{"text":', {J("target_out")}, '}}]}}')""",
     turn=f"""concat('{{"role":"model","parts":[{{"text":', {J("reply_out")}, '}}]}}')""",
     const=lambda m: _json(
         {"role": "model" if m.get("role") == "assistant" else "user", "parts": [{"text": m.get("content") or ""}]}
@@ -206,7 +214,7 @@ TEXT = Rendering(
     name="text",
     user="concat('user: ', observation)",
     reply="concat('assistant: ', reply_out)",
-    target="reply_out",
+    target="target_out",
     turn="concat('assistant: ', reply_out)",
     const=lambda m: f"{m.get('role')}: {m.get('content') or ''}",
     sep="chr(10)",

@@ -29,6 +29,7 @@ from crafter_exp.export.formats import (
     per_turn_line,
     system_chat,
     system_text,
+    target_out_sql,
 )
 from crafter_exp.export.layout import Layout
 from crafter_exp.filtering.select import Db, arrow_table, map_chunks, run_params, session
@@ -115,8 +116,9 @@ def _tools_json(plan: ExportPlan) -> str:
 def _relations(plan: ExportPlan, st: Statement, chunk_columns: tuple[str, ...] = (), lags: bool = True) -> str:
     columns = STEP_COLUMNS + TOOLS_COLUMNS if plan.fcfg.format == "openai_tools" else STEP_COLUMNS
     base = chunk_sql(plan.fcfg, columns, chunk_columns=chunk_columns)
+    target = target_out_sql(plan.fcfg.target, plan.layout.prompt.template)
     return (
-        base + f", r AS (SELECT *, {st.fragment_columns()} FROM w)"
+        base + f", r AS (SELECT *, {target} AS target_out, {st.fragment_columns()} FROM w)"
         f", h AS (SELECT *{st.lag_columns() if lags else ''} FROM r)\n"
     )
 
@@ -295,9 +297,10 @@ def _parquet_sql(plan: ExportPlan, st: Statement) -> str:
         chat = st.joined(CHAT, ["'['"], [CHAT.target, "']'"], system_chat)
         prompt = st.prompt_parts(TEXT, system_text)
         response = TEXT.target
+        truth = "expert_action" if fcfg.target == "expert" else "array_to_string(actions, chr(10))"
         select = (
             f"SELECT ep_order, turn, split, {ds} AS data_source, {chat} AS messages_json,"
-            f" {prompt} AS prompt, {response} AS response, array_to_string(actions, chr(10)) AS ground_truth,"
+            f" {prompt} AS prompt, {response} AS response, {truth} AS ground_truth,"
             f" run_id, seed, reward FROM h{_semi(plan)} WHERE keep"
         )
         return (

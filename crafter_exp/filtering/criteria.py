@@ -21,6 +21,7 @@ STEP_MODES = ("all", "achievement", "window", "reward")
 SORT_KEYS = ("quality", "reward", "achievements", "efficiency", "seed")
 FORMATS = ("openai_chat", "openai_tools", "vertex_gemini", "single_turn", "parquet")
 SYSTEM_PROMPT_MODES = ("replace", "append")
+TARGETS = ("reply", "expert")
 
 COUNTED = counted_achievements_sql("e.achievements")
 QUALITY = quality_sql("e")
@@ -75,6 +76,13 @@ def check_filter_config(fcfg: FilterConfig, achievements: Optional[Sequence[str]
         raise UserError(f"filter.window must be >= 0, got {fcfg.window}")
     if fcfg.val_fraction is not None and not 0.0 <= fcfg.val_fraction < 1.0:
         raise UserError(f"filter.val_fraction must be in [0, 1), got {fcfg.val_fraction}")
+    _one_of(fcfg.target, TARGETS, "target")
+    if fcfg.target == "expert" and (fcfg.multi_turn or fcfg.format == "openai_tools"):
+        # a conversation's replies are context and targets at once; tool calls carry the played actions
+        raise UserError(
+            f"filter.target=expert relabels one turn at a time in a text reply: use filter.multi_turn=false and a "
+            f"format other than openai_tools (got format={fcfg.format}, multi_turn={fcfg.multi_turn})"
+        )
     if fcfg.multi_turn and fcfg.format == "single_turn":
         raise UserError(f"filter.format={fcfg.format} exports one example per turn; set filter.multi_turn=false")
     # contradictory bounds: no episode could ever pass

@@ -64,6 +64,8 @@ def keep_sql(fcfg: FilterConfig) -> str:
         raise UserError(f"unknown filter.step_mode {mode!r}")
     if fcfg.step_min_prediction_f1 is not None:
         base = f"({base}) AND coalesce(prediction_f1 >= $step_min_prediction_f1, FALSE)"  # unscored: dropped
+    if fcfg.target == "expert":
+        base = f"({base}) AND expert_action IS NOT NULL"  # no label, no example
     return f"({base}) AND (parse_ok IS NOT FALSE)" if fcfg.drop_unparsed else base
 
 
@@ -83,6 +85,8 @@ def chunk_sql(fcfg: FilterConfig, columns: Sequence[str] = STEP_COLUMNS, chunk_c
     (run_id, seed, ep_order, *chunk_columns), bound by $run_id, $seed_lo, $seed_hi."""
     if fcfg.step_min_prediction_f1 is not None and "prediction_f1" not in columns:
         columns = (*columns, "prediction_f1")  # read by keep_sql
+    if fcfg.target == "expert" and "expert_action" not in columns:
+        columns = (*columns, "expert_action")  # read by keep_sql and the export's target
     cols = ", ".join(f"s.{c}" for c in columns)
     extra = "".join(f", k.{c}" for c in chunk_columns)
     reply_out = "reply" if fcfg.keep_reasoning else STRIPPED_REPLY

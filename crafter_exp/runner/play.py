@@ -50,6 +50,8 @@ class _Episode:
     predictions: int = 0
     prediction_scores: list[float] = field(default_factory=list)
     prediction_scores_changed: list[float] = field(default_factory=list)  # of turns where something changed
+    expert: Optional[str] = None
+    """The env expert's action for the state of the turn being decided (asked for by the policy or `record_expert`)."""
 
     def __post_init__(self) -> None:
         self.shown = self.shown or self.obs.text
@@ -143,6 +145,7 @@ def _play_turn(
         "reply": decision.reply,
         "reasoning": decision.reasoning,
         "tool_calls": decision.tool_calls,
+        "expert_action": ep.expert,
     }
     if decision.error is not None:
         # the policy already retried; the episode ends here and the filter excludes it by default
@@ -220,14 +223,15 @@ def _play_turn(
     )
 
 
-def _turn(ep: _Episode, policy: Policy) -> Turn:
+def _turn(ep: _Episode, policy: Policy, record_expert: bool = False) -> Turn:
+    ep.expert = ep.env.expert_action() if policy.needs_expert or record_expert else None
     return Turn(
         episode=ep.seed,
         observation=ep.shown,
         actions=ep.obs.actions,
         instructions=ep.env.instructions,
         history=ep.history,
-        expert_action=ep.env.expert_action() if policy.needs_expert else None,
+        expert_action=ep.expert if policy.needs_expert else None,
     )
 
 
@@ -239,6 +243,7 @@ def play_batch(
     max_actions: int = 1,
     invalid_feedback: bool = False,
     worlds: Optional[list[int]] = None,
+    record_expert: bool = False,
 ) -> list[EpisodeRecord]:
     """Play one episode per seed; returns the finished episodes in seed order.
 
@@ -246,6 +251,8 @@ def play_batch(
     (`model.prompt.invalid_feedback`).
     `worlds`: the world each episode plays, when it is not its seed (several episodes of one world — RL groups —
     need distinct keys: `seeds` are then the keys, unique, and the records carry them as their seed).
+    `record_expert`: store the environment expert's action for every turn's state (`steps.expert_action`) whatever
+    the policy plays: the labels of DAgger rounds (`rl=dagger`).
 
     Policies that decide turn by turn (`submit`, e.g. API calls) play every episode at its own pace: an episode takes
     its next turn as soon as its reply arrives. The others play in lockstep: one `act` for all live episodes a turn.
@@ -263,16 +270,20 @@ def play_batch(
         invalid_feedback=invalid_feedback,
     )
     play = _each_at_its_pace if policy.decides_per_turn else _lockstep
-    finished = play(live, policy, play_turn, run_meta)
+    finished = play(live, policy, play_turn, run_meta, partial(_turn, record_expert=record_expert))
     return [finished[s] for s in seeds]
 
 
 def _lockstep(
-    live: list[_Episode], policy: Policy, play_turn: Callable[..., None], run_meta: dict[str, Any]
+    live: list[_Episode],
+    policy: Policy,
+    play_turn: Callable[..., None],
+    run_meta: dict[str, Any],
+    turn_of: Callable[[_Episode, Policy], Turn] = _turn,
 ) -> dict[int, EpisodeRecord]:
     finished: dict[int, EpisodeRecord] = {}
     while live:
-        turns = [_turn(ep, policy) for ep in live]
+        turns = [turn_of(ep, policy) for ep in live]
         decisions = policy.act(turns)
         if len(decisions) != len(turns):
             raise RuntimeError(f"policy returned {len(decisions)} decisions for {len(turns)} turns")
@@ -288,20 +299,24 @@ def _lockstep(
 
 
 def _each_at_its_pace(
-    live: list[_Episode], policy: Policy, play_turn: Callable[..., None], run_meta: dict[str, Any]
+    live: list[_Episode],
+    policy: Policy,
+    play_turn: Callable[..., None],
+    run_meta: dict[str, Any],
+    turn_of: Callable[[_Episode, Policy], Turn] = _turn,
 ) -> dict[int, EpisodeRecord]:
     finished: dict[int, EpisodeRecord] = {}
     pending: dict[Future, _Episode] = {}
     try:
         for ep in live:
-            pending[policy.submit(_turn(ep, policy))] = ep
+            pending[policy.submit(turn_of(ep, policy))] = ep
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 ep = pending.pop(future)
                 play_turn(ep, future.result())
                 if ep.termination is None:
-                    pending[policy.submit(_turn(ep, policy))] = ep
+                    pending[policy.submit(turn_of(ep, policy))] = ep
                 else:
                     finished[ep.seed] = _finish(ep, run_meta)
     except BaseException:  # Ctrl-C or a failing policy: no request outlives the batch

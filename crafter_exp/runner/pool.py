@@ -35,9 +35,10 @@ class RolloutWorker:
         run_meta: dict[str, Any],
         max_actions: int,
         invalid_feedback: bool = False,
+        record_expert: bool = False,
     ):
         self.env_cfg, self.run_meta, self.max_actions = env_cfg, run_meta, max_actions
-        self.invalid_feedback = invalid_feedback
+        self.invalid_feedback, self.record_expert = invalid_feedback, record_expert
         self.policy = make_policy(model_cfg, seed)
         self.policy.start()
         import ray
@@ -57,6 +58,7 @@ class RolloutWorker:
             self.max_actions,
             invalid_feedback=self.invalid_feedback,
             worlds=worlds,
+            record_expert=self.record_expert,
         )
         for record in records:
             record.episode["node"] = self.node
@@ -99,10 +101,12 @@ def run_episodes(
     invalid_feedback: bool = False,
     worlds: Optional[dict[int, int]] = None,
     in_process: Optional[bool] = None,
+    record_expert: bool = False,
 ) -> None:
     """Play every seed, `per_task` episodes together; `on_batch` receives each batch's finished episodes.
 
     `worlds`: seed -> the world it plays, where seeds are episode keys (RL groups: several episodes of one world).
+    `record_expert`: store the env expert's action of every turn (play_batch).
 
     `policy` is the caller's started instance of `model_cfg`: it plays here when there are no workers or when it
     is a batched in-process policy (`in_process`: override that, e.g. False for actors with their own copy of
@@ -118,7 +122,14 @@ def run_episodes(
         for batch in split(seeds, per_task, 1):
             on_batch(
                 play_batch(
-                    env_cfg, policy, batch, run_meta, max_actions, invalid_feedback=invalid_feedback, worlds=_of(batch)
+                    env_cfg,
+                    policy,
+                    batch,
+                    run_meta,
+                    max_actions,
+                    invalid_feedback=invalid_feedback,
+                    worlds=_of(batch),
+                    record_expert=record_expert,
                 )
             )
         return
@@ -134,7 +145,7 @@ def run_episodes(
     n = min(num_workers, len(batches))
 
     def new_actor() -> Any:
-        return remote_worker.remote(env_cfg, model_cfg, seed, run_meta, max_actions, invalid_feedback)
+        return remote_worker.remote(env_cfg, model_cfg, seed, run_meta, max_actions, invalid_feedback, record_expert)
 
     actors = [new_actor() for _ in range(n)]
     queue = deque(batches)

@@ -5,7 +5,9 @@ lockstep batch through the hf_local policy and the runner), stores them like any
 run per iteration and group member: `<name>-rl-<env>-<hash>-i<iteration>-g<member>`, seed = the world), reads them
 back, computes group advantages (crafter_exp/rl/advantages.py) and runs a few epochs of clipped policy-gradient
 steps on the reply tokens (crafter_exp/rl/update.py). `rl=rft`: the student plays the same way, the filter keeps
-its best episodes (the filter stage's SQL), and SFT continues on them (the train stage), for N rounds.
+its best episodes (the filter stage's SQL), and SFT continues on them (the train stage), for N rounds. `rl=dagger`:
+the student plays, the environment's expert labels each state it reached, SFT continues on the labels
+(crafter_exp/rl/rounds.py).
 
 Outputs: `<paths.checkpoints>/<name>/rl-<hash>/iter-NNN/` (a checkpoint hf_local plays, with its manifest) and
 `state.json` (written last, atomically, after each finished iteration). A rerun of the same config resumes after
@@ -40,7 +42,12 @@ log = logging.getLogger(__name__)
 
 # rl.name -> the loop that runs it, (cfg, start, manifest, identity, folder, state) -> RLResult
 ALGORITHMS: Registry[Callable[..., RLResult]] = Registry(
-    "rl algorithm", {"grpo": "crafter_exp.stages.rl:_run_grpo", "rft": "crafter_exp.rl.rft:run_rft"}
+    "rl algorithm",
+    {
+        "grpo": "crafter_exp.stages.rl:_run_grpo",
+        "rft": "crafter_exp.rl.rounds:run_rounds",
+        "dagger": "crafter_exp.rl.rounds:run_rounds",
+    },
 )
 
 STATE = "state.json"
@@ -96,15 +103,17 @@ def training_worlds(rl_cfg: RLConfig, iteration: int) -> list[int]:
 
 def check_rl_config(cfg: Config) -> None:
     """Everything that can be checked without loading a model (one UserError line)."""
-    from crafter_exp.envs import check_env_config
+    from crafter_exp.envs import check_env_config, env_has_expert
     from crafter_exp.rl.advantages import ADVANTAGES, SCALES
 
     r = cfg.rl
     ALGORITHMS.target(r.name)  # an unknown algorithm: one line, before anything else
     check_env_config(cfg.env)
-    if r.group_size < 2:
+    if r.group_size < (1 if r.name == "dagger" else 2):
         raise UserError(
             f"rl.group_size must be >= 2 (a group needs two episodes of a world to compare), got {r.group_size}"
+            if r.name != "dagger"
+            else f"rl.group_size must be >= 1, got {r.group_size}"
         )
     if r.group_size >= KEY_STRIDE:
         raise UserError(f"rl.group_size must be < {KEY_STRIDE}, got {r.group_size}")
@@ -145,14 +154,20 @@ def check_rl_config(cfg: Config) -> None:
         if not 0 <= r.gamma <= 1:
             raise UserError(f"rl.gamma must be in [0, 1], got {r.gamma}")
     else:
-        if r.keep < 1:
-            raise UserError(f"rl.keep must be >= 1, got {r.keep}")
-        if r.sort_by not in ("quality", "reward", "achievements", "efficiency"):
-            raise UserError(f"rl.sort_by must be quality, reward, achievements or efficiency, got {r.sort_by!r}")
+        if r.name == "rft":
+            if r.keep < 1:
+                raise UserError(f"rl.keep must be >= 1, got {r.keep}")
+            if r.sort_by not in ("quality", "reward", "achievements", "efficiency"):
+                raise UserError(f"rl.sort_by must be quality, reward, achievements or efficiency, got {r.sort_by!r}")
+        elif not env_has_expert(cfg.env.name):
+            raise UserError(f"rl=dagger needs an environment with an expert to label states; {cfg.env.name} has none")
+        for name in ("sft_steps",):
+            if getattr(r, name) < 1:
+                raise UserError(f"rl.{name} must be >= 1, got {getattr(r, name)}")
         if r.method != "full":
-            raise UserError("rl=rft continues SFT with the trainer's full weights; use rl.method=full")
+            raise UserError(f"rl={r.name} continues SFT with the trainer's full weights; use rl.method=full")
         if cfg.trainer.name == "openai":
-            raise UserError("rl=rft continues SFT locally; trainer=openai cannot train a local checkpoint")
+            raise UserError(f"rl={r.name} continues SFT locally; trainer=openai cannot train a local checkpoint")
 
 
 def check_pipeline_rl(cfg: Config) -> None:
@@ -312,10 +327,11 @@ def _rollout_workers(cfg: Config) -> int:
 class Rollouts:
     """Plays and stores one iteration's G x B episodes; resumable (the store keeps whole episodes only)."""
 
-    def __init__(self, cfg: Config, chash: str, policy: Any, label: str):
+    def __init__(self, cfg: Config, chash: str, policy: Any, label: str, record_expert: bool = False):
         from crafter_exp.store.traces import TraceStore
 
         self.cfg, self.chash, self.policy, self.label = cfg, chash, policy, label
+        self.record_expert = record_expert  # the env expert's action of every turn goes into the trace (rl=dagger)
         self.store = TraceStore(cfg.paths.db)
         self.env_cfg = rollout_env(cfg)
         self.checkpoint: Optional[Path] = None  # the weights the registered iteration starts from
@@ -396,7 +412,9 @@ class Rollouts:
         for i in range(0, len(todo), chunk):
             part = todo[i : i + chunk]
             keys = [w * KEY_STRIDE + m for m, w in part]
-            records = play_batch(self.env_cfg, counting, keys, meta, 1, worlds=[w for _, w in part])
+            records = play_batch(
+                self.env_cfg, counting, keys, meta, 1, worlds=[w for _, w in part], record_expert=self.record_expert
+            )
             for rec, (member, world) in zip(records, part):
                 _rekey(rec, run_ids[member], world)
             self.store.append(records)
@@ -447,6 +465,7 @@ class Rollouts:
             max_task_retries=cfg.ray.max_task_retries,
             worlds={key: w for key, (_, w) in where.items()},
             in_process=False,
+            record_expert=self.record_expert,
         )
         return played[0]
 

@@ -104,6 +104,12 @@ STEPS: list[Column] = [
     ),
     ("prediction_f1", "DOUBLE", "F1 of predicted_changes vs actual_changes (0-1; 1 = exactly right)"),
     ("reply_problem", "VARCHAR", "Why the reply was not played as written (one line; NULL when it was)"),
+    (
+        "expert_action",
+        "VARCHAR",
+        "The environment expert's action for the state the turn started in, whatever was played (scripted teachers; "
+        "DAgger rounds record it as the label); NULL when not asked for",
+    ),
 ]
 
 LLM_CALLS: list[Column] = [

@@ -1,9 +1,17 @@
-"""`rl=rft`: rejection-sampling rounds, the baseline GRPO has to beat.
+"""Rounds of play, then SFT continued on what the round selected: `rl=rft` and `rl=dagger`.
 
-Each round plays the same G x B episodes GRPO would (stored as stage `rl` trace runs), keeps the best `rl.keep` of
-them with the filter stage (its SQL criteria: `sort_by`, `limit`, `min_achievements`, on top of `cfg.filter`),
-and continues SFT from the current checkpoint on them with the train stage (the trainer's loss and schedule,
-`rl.sft_steps` / `rl.sft_time_s`, `rl.learning_rate`). The round's checkpoint is the next round's start.
+`rl=rft` (rejection sampling, the baseline GRPO has to beat): each round plays the same G x B episodes GRPO would
+(stored as stage `rl` trace runs), keeps the best `rl.keep` of them with the filter stage (its SQL criteria:
+`sort_by`, `limit`, `min_achievements`, on top of `cfg.filter`) and trains on the student's own replies.
+
+`rl=dagger` (DAgger, Ross et al. 2011): each round the student plays B fresh worlds while the environment's expert
+is asked, at every state the student reached, what it would do (`steps.expert_action`); every turn becomes an
+example whose prompt is what the student saw and whose reply is the expert's action (`filter.target=expert`),
+aggregated over the rounds so far. Behaviour cloning trains only on the teacher's states; a student that drifts
+off them meets states it never saw labelled, and DAgger labels exactly those.
+
+Both continue SFT from the current checkpoint with the train stage (the trainer's loss and schedule,
+`rl.sft_steps` / `rl.sft_time_s`, `rl.learning_rate`); the round's checkpoint is the next round's start.
 """
 
 from __future__ import annotations
@@ -18,13 +26,13 @@ from crafter_exp import tracking
 from crafter_exp.files import write_json_atomic
 
 if TYPE_CHECKING:
-    from crafter_exp.config import Config, LocalTrainerConfig, RFTConfig
+    from crafter_exp.config import Config, DaggerConfig, FilterConfig, LocalTrainerConfig, RFTConfig, RoundsConfig
     from crafter_exp.stages.rl import RLResult
 
 log = logging.getLogger(__name__)
 
 
-def run_rft(
+def run_rounds(
     cfg: Config, start: Path, manifest: dict[str, Any], chash: str, folder: Path, state: dict[str, Any]
 ) -> RLResult:
     from crafter_exp.envs import env_achievements
@@ -45,9 +53,10 @@ def run_rft(
     )
     from crafter_exp.stages.train import train
 
-    r = cast("RFTConfig", cfg.rl)  # stage=rl sends rl=rft here
+    r = cast("RoundsConfig", cfg.rl)  # stage=rl sends rl=rft and rl=dagger here
+    relabel = r.name == "dagger"
     temperature = temperature_of(cfg, manifest)
-    label = f"rft-{chash[:6]}"
+    label = f"{r.name}-{chash[:6]}"
     achievements = env_achievements(cfg.env.name)
     folder.mkdir(parents=True, exist_ok=True)
     state["config_hash"] = chash
@@ -74,11 +83,11 @@ def run_rft(
             try:
                 if it == 1 and r.probe:
                     _probe_format(policy, rollout_env(cfg), r.seed)
-                rollouts = Rollouts(cfg, chash, policy, label)
+                rollouts = Rollouts(cfg, chash, policy, label, record_expert=relabel)
                 run_ids = rollouts.register(it, current)
                 bar = progress_bar(
                     total=rollout_env(cfg).max_steps,
-                    desc=f"rft {it}/{r.iterations} rollout",
+                    desc=f"{r.name} {it}/{r.iterations} rollout",
                     unit="turn",
                     disable=not r.progress,
                     dynamic_ncols=True,
@@ -97,17 +106,12 @@ def run_rft(
             rollout_s = time.perf_counter() - t_it
 
             t_up = time.perf_counter()
-            fcfg = dataclasses.replace(
-                cfg.filter,
-                runs=[],
-                limit=r.keep,
-                sort_by=r.sort_by,
-                min_achievements=r.min_achievements,
-                stats_only=False,
-                output=None,
+            sources = (
+                (list(state.get("run_ids", [])) + run_ids) if relabel and cast("DaggerConfig", r).aggregate else run_ids
             )
+            fcfg = round_filter(cfg.filter, r)
             data = filter_and_export(
-                dataclasses.replace(cfg, filter=fcfg), runs=run_ids, output=folder / f"data-{it:03d}", progress=False
+                dataclasses.replace(cfg, filter=fcfg), runs=sources, output=folder / f"data-{it:03d}", progress=False
             )
             tcfg = dataclasses.replace(
                 cast("LocalTrainerConfig", cfg.trainer),  # rft rounds continue SFT locally (checked at start)
@@ -158,7 +162,7 @@ def run_rft(
 
                     mlflow.log_artifacts(str(trained.checkpoint), f"checkpoints/iter-{it:03d}")
             log.info(
-                f"[rft] round {it}: {score_text(metrics)}, kept {data.episodes} episodes ({data.examples} turns), "
+                f"[{r.name}] round {it}: {score_text(metrics)}, kept {data.episodes} episodes ({data.examples} turns), "
                 f"rollout {rollout_s:.0f} s, sft {update_s:.0f} s"
             )
         if mlrun:
@@ -167,3 +171,23 @@ def run_rft(
             mlflow.set_tag("checkpoint", str(state.get("checkpoint") or start))
             tracking.log_json(state, "rl_state.json")
     return _result(folder, state, start)
+
+
+def round_filter(base: FilterConfig, r: RoundsConfig) -> FilterConfig:
+    """The filter a round exports with. rft: the best `rl.keep` episodes and their replies, on top of `base`.
+    dagger: every turn that has an expert label, whatever the episode did (the filter's episode criteria, e.g.
+    ALFWorld's success_only for teacher data, would throw away exactly the states DAgger is for)."""
+    from crafter_exp.config import FilterConfig
+
+    if r.name == "dagger":
+        return FilterConfig(format=base.format, target="expert", drop_unparsed=False, seed=base.seed)
+    rft = cast("RFTConfig", r)
+    return dataclasses.replace(
+        base,
+        runs=[],
+        stats_only=False,
+        output=None,
+        limit=rft.keep,
+        sort_by=rft.sort_by,
+        min_achievements=rft.min_achievements,
+    )
