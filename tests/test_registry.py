@@ -65,7 +65,7 @@ def test_unknown_rl_algorithm_is_one_line_before_any_work():
     cfg.rl.name = "ppo"  # a conf/rl option of one's own naming an algorithm that does not exist
     with pytest.raises(UserError) as exc:
         check_rl_config(cfg)
-    assert _one_line(exc) == "unknown rl algorithm 'ppo' (known: grpo, rft)"
+    assert _one_line(exc) == "unknown rl algorithm 'ppo' (known: grpo, rft, dagger)"
     assert all(callable(ALGORITHMS.get(name)) for name in ALGORITHMS)
 
 
