@@ -417,6 +417,10 @@ def test_dagger_rounds_train_on_the_experts_labels_of_the_students_states(projec
             played_differently += list(row.actions) != [row.expert_action]
             env.step(row.actions[0])
     assert played_differently > 0  # the student's own states, not the expert's
+    history = json.loads((out.folder / "state.json").read_text())["history"]
+    last_round = steps[steps.run_id == out.run_ids[1]]
+    agreed = sum(list(r.actions) == [r.expert_action] for r in last_round.itertuples()) / len(last_round)
+    assert history[1]["expert_agreement"] == pytest.approx(agreed)
     state = json.loads((out.folder / "state.json").read_text())
     last = Path(state["datasets"][1])
     manifest = json.loads((last / "manifest.json").read_text())

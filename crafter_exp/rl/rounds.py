@@ -148,6 +148,8 @@ def run_rounds(
                 "replayed_episodes": played["episodes"],
                 "iteration_s": time.perf_counter() - t_it,
             }
+            if relabel:
+                metrics["expert_agreement"] = expert_agreement(rollouts.store, run_ids)
             state["iterations"] = it
             state["checkpoint"] = str(trained.checkpoint)
             state["seconds"] = seconds_before + (time.perf_counter() - session_start)
@@ -162,7 +164,9 @@ def run_rounds(
 
                     mlflow.log_artifacts(str(trained.checkpoint), f"checkpoints/iter-{it:03d}")
             log.info(
-                f"[{r.name}] round {it}: {score_text(metrics)}, kept {data.episodes} episodes ({data.examples} turns), "
+                f"[{r.name}] round {it}: {score_text(metrics)}"
+                + (f", agrees with the expert on {metrics['expert_agreement']:.0%} of its turns" if relabel else "")
+                + f", kept {data.episodes} episodes ({data.examples} turns), "
                 f"rollout {rollout_s:.0f} s, sft {update_s:.0f} s"
             )
         if mlrun:
@@ -191,3 +195,14 @@ def round_filter(base: FilterConfig, r: RoundsConfig) -> FilterConfig:
         sort_by=rft.sort_by,
         min_achievements=rft.min_achievements,
     )
+
+
+def expert_agreement(store: Any, run_ids: list[str]) -> float:
+    """Share of the round's labelled turns where the student played what the expert would have (DAgger's own
+    measure of how far the student is from the expert on the student's states)."""
+    value = store.query(
+        "SELECT avg((actions[1] = expert_action)::DOUBLE) AS a FROM steps "
+        "WHERE list_contains($1::VARCHAR[], run_id) AND expert_action IS NOT NULL",
+        [run_ids],
+    ).a.iloc[0]
+    return float(value) if value == value else float("nan")
