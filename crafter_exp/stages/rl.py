@@ -109,11 +109,11 @@ def check_rl_config(cfg: Config) -> None:
     r = cfg.rl
     ALGORITHMS.target(r.name)  # an unknown algorithm: one line, before anything else
     check_env_config(cfg.env)
-    if r.group_size < (1 if r.name == "dagger" else 2):
+    if r.name == "dagger" and r.group_size < 1:  # DAgger needs states, not groups
+        raise UserError(f"rl.group_size must be >= 1, got {r.group_size}")
+    if r.name != "dagger" and r.group_size < 2:
         raise UserError(
             f"rl.group_size must be >= 2 (a group needs two episodes of a world to compare), got {r.group_size}"
-            if r.name != "dagger"
-            else f"rl.group_size must be >= 1, got {r.group_size}"
         )
     if r.group_size >= KEY_STRIDE:
         raise UserError(f"rl.group_size must be < {KEY_STRIDE}, got {r.group_size}")
@@ -161,9 +161,8 @@ def check_rl_config(cfg: Config) -> None:
                 raise UserError(f"rl.sort_by must be quality, reward, achievements or efficiency, got {r.sort_by!r}")
         elif not env_has_expert(cfg.env.name):
             raise UserError(f"rl=dagger needs an environment with an expert to label states; {cfg.env.name} has none")
-        for name in ("sft_steps",):
-            if getattr(r, name) < 1:
-                raise UserError(f"rl.{name} must be >= 1, got {getattr(r, name)}")
+        if r.sft_steps < 1:
+            raise UserError(f"rl.sft_steps must be >= 1, got {r.sft_steps}")
         if r.method != "full":
             raise UserError(f"rl={r.name} continues SFT with the trainer's full weights; use rl.method=full")
         if cfg.trainer.name == "openai":
