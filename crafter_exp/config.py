@@ -1084,6 +1084,13 @@ class RolloutConfig:
         },
     )
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    record_expert: Optional[bool] = field(
+        default=None,
+        metadata={
+            "help": "Ask the env's expert at every turn and store its action (steps.expert_action; compare's expert_agreement) whatever the policy plays; None = in evaluation runs, where the env has an expert.",
+            "identity": False,
+        },
+    )
 
 
 @dataclass

@@ -43,6 +43,8 @@ METRICS: dict[str, str] = {
     "invalid_action_rate": "% of an episode's steps whose action was not admissible (mean)",
     "parse_failure_rate": "% of an episode's turns whose reply was not 1..N valid actions (parse_failures, mean)",
     "repeated_action_rate": "% of an episode's turns repeating the previous turn's actions (mean)",
+    "expert_agreement": "% of an episode's turns whose action was the env expert's for that state (mean; where the "
+    "expert was asked: evaluation runs, scripted teachers, DAgger rounds)",
     "episode_length": "Environment steps per episode (mean)",
     "tokens_per_episode": "Prompt + completion tokens per episode (mean)",
     "cost_per_episode": "USD per episode (mean over episodes with a known cost)",
@@ -223,6 +225,8 @@ class EpisodeArrays:
                 "invalid_actions",
                 "parse_failures",
                 "repeated_actions",
+                "expert_turns",
+                "expert_agreed",
                 "prompt_tokens",
                 "completion_tokens",
                 "cost",
@@ -276,6 +280,7 @@ def _stats(arrays: EpisodeArrays, k: int) -> MetricSet:
     m.mean("invalid_action_rate", 100.0 * _divide(c["invalid_actions"], c["steps"]))
     m.mean("parse_failure_rate", 100.0 * _divide(c["parse_failures"], c["turns"]))
     m.mean("repeated_action_rate", 100.0 * _divide(c["repeated_actions"], c["turns"]))
+    m.mean("expert_agreement", 100.0 * _divide(c["expert_agreed"], c["expert_turns"]))
     m.mean("episode_length", c["steps"])
     m.mean("tokens_per_episode", np.nan_to_num(c["prompt_tokens"]) + np.nan_to_num(c["completion_tokens"]))
     m.mean("cost_per_episode", c["cost"])

@@ -91,3 +91,40 @@ def test_killed_actor_is_replaced_and_every_seed_lands_once(project, ray_local):
         [result.run_id, result.run_id],
     )
     assert partial.empty
+
+
+def test_evaluation_records_the_experts_action_and_its_agreement(project):
+    """stage=eval asks the expert every turn (played as before); expert_agreement = turns that played its action."""
+    from crafter_exp import metrics
+    from crafter_exp.envs import env_achievements
+
+    teacher = rollout(
+        config(project, "model=scripted", "model.epsilon=0"), stage="eval", seed_start=1_000_000, episodes=2
+    )
+    rand = rollout(config(project, "model=random"), stage="eval", seed_start=1_000_000, episodes=2)
+    plain = rollout(config(project, "env.episodes=2", "model=random"))  # a rollout asks no expert by default
+    store = TraceStore(project / "data" / "traces.duckdb")
+    eps = store.episodes([teacher.run_id, rand.run_id, plain.run_id]).set_index("run_id")
+    steps = store.query("SELECT run_id, actions, expert_action FROM steps")
+    for run in (teacher.run_id, rand.run_id):
+        mine = steps[steps.run_id == run]
+        assert mine.expert_action.notna().all() and eps.loc[run, "expert_turns"].sum() == len(mine)
+        agreed = sum(list(a)[:1] == [e] for a, e in zip(mine.actions, mine.expert_action))
+        assert eps.loc[run, "expert_agreed"].sum() == agreed
+    assert (
+        steps[steps.run_id == plain.run_id].expert_action.isna().all()
+        and (eps.loc[plain.run_id, "expert_turns"] == 0).all()
+    )
+    achievements = env_achievements("crafter")
+    assert metrics.compute(eps.loc[[teacher.run_id]].reset_index(), achievements)["expert_agreement"] == 100.0
+    assert metrics.compute(eps.loc[[rand.run_id]].reset_index(), achievements)["expert_agreement"] < 30.0
+    assert "expert_agreement" not in metrics.compute(eps.loc[[plain.run_id]].reset_index(), achievements)
+    # the same episodes as without the expert asked: the random policy's eval equals a plain rollout of those seeds
+    again = rollout(
+        config(project, "model=random", "rollout.record_expert=false", "rollout.run_id=noexpert"),
+        seed_start=1_000_000,
+        episodes=2,
+    )
+    a = store.query("SELECT seed, turn, actions FROM steps WHERE run_id = ? ORDER BY seed, turn", [rand.run_id])
+    b = store.query("SELECT seed, turn, actions FROM steps WHERE run_id = ? ORDER BY seed, turn", [again.run_id])
+    assert [list(x) for x in a.actions] == [list(x) for x in b.actions]

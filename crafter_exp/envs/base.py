@@ -45,6 +45,7 @@ RUN_METRICS: tuple[str, ...] = (
     "invalid_action_rate",
     "parse_failure_rate",
     "repeated_action_rate",
+    "expert_agreement",
     "episode_length",
     "tokens_per_episode",
     "cost_per_episode",

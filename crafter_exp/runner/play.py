@@ -82,6 +82,10 @@ def _finish(ep: _Episode, run_meta: dict[str, Any]) -> EpisodeRecord:
         "invalid_actions": ep.invalid,
         "parse_failures": ep.parse_failures,
         "repeated_actions": ep.repeated,
+        "expert_turns": sum(r["expert_action"] is not None for r in ep.rows),
+        "expert_agreed": sum(
+            r["expert_action"] is not None and r["actions"][:1] == [r["expert_action"]] for r in ep.rows
+        ),
         "action_counts": dict(ep.actions),
         "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in calls),
         "completion_tokens": sum(c["completion_tokens"] or 0 for c in calls),

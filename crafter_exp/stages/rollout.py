@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp import __version__, paths, tracking
-from crafter_exp.envs import check_env_config, env_achievements, env_actions_admissible, env_metrics, env_slow_steps
+from crafter_exp.envs import (
+    check_env_config,
+    env_achievements,
+    env_actions_admissible,
+    env_has_expert,
+    env_metrics,
+    env_slow_steps,
+)
 from crafter_exp.errors import UserError
 from crafter_exp.policies import make_policy, model_label, model_provider
 from crafter_exp.progress import progress_bar
@@ -125,6 +132,11 @@ def rollout(
     label = model_label(model_cfg)
     max_actions = model_cfg.prompt.max_actions_per_turn if getattr(model_cfg, "prompt", None) else 1
     invalid_feedback = bool(getattr(getattr(model_cfg, "prompt", None), "invalid_feedback", False))
+    record_expert = cfg.rollout.record_expert
+    if record_expert is None:  # evaluation: how often each policy does what the expert would (cheap beside a model)
+        record_expert = stage == "eval" and env_has_expert(env_cfg.name)
+    elif record_expert and not env_has_expert(env_cfg.name):
+        raise UserError(f"rollout.record_expert=true needs an env with an expert; {env_cfg.name} has none")
 
     played_config = {"env": as_dict(env_cfg), "model": as_dict(model_cfg)}
     # what decides the episodes (the schema marks what does not: which seeds, since more episodes extend a run;
@@ -173,7 +185,18 @@ def rollout(
                 store.set_run_field(run_id, "mlflow_run_id", mlflow_run_id)
             # traces only where there is a run to link them to (tracking on); none at all when off
             trace_mode = cfg.tracking.traces if mlflow_run_id and cfg.tracking.traces != "off" else None
-            new = _play(cfg, env_cfg, model_cfg, policy, missing, run_meta, max_actions, trace_mode, invalid_feedback)
+            new = _play(
+                cfg,
+                env_cfg,
+                model_cfg,
+                policy,
+                missing,
+                run_meta,
+                max_actions,
+                trace_mode,
+                invalid_feedback,
+                record_expert,
+            )
             metrics = summarize(store, run_id, seeds, env_cfg.name)
             metrics["new_episodes"] = new["episodes"]
             metrics["steps_per_s"] = new["steps"] / new["seconds"] if new["seconds"] > 0 else 0.0
@@ -215,6 +238,7 @@ def _play(
     max_actions: int,
     trace_mode: Optional[str] = None,
     invalid_feedback: bool = False,
+    record_expert: bool = False,
 ) -> dict[str, float]:
     """Play `seeds`, storing each batch as it finishes; with `trace_mode`, each stored episode that mode selects
     also becomes an MLflow trace of the active run (built here from the records: actors never touch MLflow)."""
@@ -264,6 +288,7 @@ def _play(
             max_actions=max_actions,
             max_task_retries=cfg.ray.max_task_retries,
             invalid_feedback=invalid_feedback,
+            record_expert=record_expert,
         )
         if done["traced"]:
             tracking.flush_traces()  # written before the run ends, and counted in the rollout's time

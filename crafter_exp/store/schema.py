@@ -50,6 +50,8 @@ EPISODES: list[Column] = [
         "were played",
     ),
     ("repeated_actions", "INTEGER", "Turns repeating the previous turn's actions"),
+    ("expert_turns", "INTEGER", "Turns where the env's expert was asked (steps.expert_action filled)"),
+    ("expert_agreed", "INTEGER", "Of those, turns whose (first) action was the expert's"),
     ("action_counts", "JSON", "{action: times played}"),
     ("prompt_tokens", "BIGINT", "Sum over LLM calls"),
     ("completion_tokens", "BIGINT", "Sum over LLM calls"),
