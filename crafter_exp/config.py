@@ -1014,6 +1014,12 @@ class DaggerConfig(RoundsConfig):
             "help": "Train each round on the labelled turns of every round so far (DAgger's aggregated dataset); false = this round's only."
         },
     )
+    start_data: bool = field(
+        default=True,
+        metadata={
+            "help": "Also train on the traces the start checkpoint was trained on (its dataset's source runs), relabelled by the expert where they recorded it (DAgger's D0: the teacher's own states stay in the mix)."
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------- root sections

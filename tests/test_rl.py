@@ -434,6 +434,38 @@ def test_dagger_rounds_train_on_the_experts_labels_of_the_students_states(projec
     assert trained["dataset_digest"] == manifest["digest"]
 
 
+def test_dagger_keeps_the_start_checkpoints_own_traces_in_the_mix(project, tiny_checkpoint):
+    """DAgger's D0: the traces the start was trained on (its dataset's source runs: here a real scripted-teacher
+    rollout, filtered) join every round's data, relabelled by the expert the teacher recorded."""
+    import shutil
+
+    from crafter_exp.stages.filter import filter_and_export
+    from crafter_exp.stages.rl import rl
+    from crafter_exp.stages.rollout import rollout
+
+    base = compose_config(project_overrides(project) + ["model=scripted", "env.max_steps=12", "env.episodes=2"])
+    teacher = rollout(base)
+    data = filter_and_export(base, runs=[teacher.run_id], output=project / "teacher-data", progress=False)
+    start = project / "start"
+    shutil.copytree(tiny_checkpoint.checkpoint, start)
+    manifest = json.loads((start / "manifest.json").read_text())
+    (start / "manifest.json").write_text(json.dumps({**manifest, "dataset_path": str(data.path)}))
+
+    extra = ["rl=dagger", "rl.iterations=1", "rl.seeds=2", "rl.group_size=1", "rl.sft_steps=2", "rl.sft_time_s=null"]
+    out = rl(rl_cfg(project, start, [*extra, "trainer.progress=false"]))
+    state = json.loads((out.folder / "state.json").read_text())
+    mixed = json.loads((Path(state["datasets"][0]) / "manifest.json").read_text())
+    assert mixed["source_runs"] == [teacher.run_id, *out.run_ids]
+    store = TraceStore(project / "data" / "traces.duckdb")
+    turns = store.query(
+        "SELECT count(*) AS n FROM steps WHERE list_contains($1::VARCHAR[], run_id)", [mixed["source_runs"]]
+    )
+    assert mixed["examples"] == turns.n.iloc[0] == 2 * 12 + 2 * 12
+    alone = rl(rl_cfg(project, start, [*extra, "rl.start_data=false", "trainer.progress=false"]))
+    alone_data = json.loads((alone.folder / "state.json").read_text())["datasets"][0]
+    assert json.loads((Path(alone_data) / "manifest.json").read_text())["source_runs"] == alone.run_ids
+
+
 def test_dagger_needs_an_environment_expert_and_a_text_target(project, tiny_checkpoint):
     from crafter_exp.stages.rl import check_rl_config
 

@@ -68,6 +68,7 @@ def run_rounds(
         "folder": str(folder),
     }
     tags = {"name": cfg.name, "env": cfg.env.name, "algorithm": r.name, "start": str(start)}
+    start_runs = start_data_runs(cfg, manifest) if relabel else []
     session_start = time.perf_counter()
     seconds_before = float(state.get("seconds", 0.0))
     with tracking.stage_run(
@@ -106,9 +107,11 @@ def run_rounds(
             rollout_s = time.perf_counter() - t_it
 
             t_up = time.perf_counter()
-            sources = (
-                (list(state.get("run_ids", [])) + run_ids) if relabel and cast("DaggerConfig", r).aggregate else run_ids
-            )
+            sources = run_ids
+            if relabel:
+                dagger = cast("DaggerConfig", r)
+                earlier = list(state.get("run_ids", [])) if dagger.aggregate else []
+                sources = (start_runs if dagger.start_data else []) + earlier + run_ids
             fcfg = round_filter(cfg.filter, r)
             data = filter_and_export(
                 dataclasses.replace(cfg, filter=fcfg), runs=sources, output=folder / f"data-{it:03d}", progress=False
@@ -206,3 +209,32 @@ def expert_agreement(store: Any, run_ids: list[str]) -> float:
         [run_ids],
     ).a.iloc[0]
     return float(value) if value == value else float("nan")
+
+
+def start_data_runs(cfg: Config, manifest: dict[str, Any]) -> list[str]:
+    """The trace runs the start checkpoint was trained on (its dataset's `source_runs`) that this store holds and
+    that carry expert labels; [] when the checkpoint names no dataset of ours (a hub model, synthetic data)."""
+    import json
+
+    from crafter_exp.store.traces import TraceStore
+
+    path = manifest.get("dataset_path")
+    found = Path(path) / "manifest.json" if path else None
+    if found is None or not found.exists():
+        return []
+    runs = list(json.loads(found.read_text()).get("source_runs") or [])
+    if not runs:
+        return []
+    labelled = TraceStore(cfg.paths.db).query(
+        "SELECT run_id, count(expert_action) AS n FROM steps WHERE list_contains($1::VARCHAR[], run_id) GROUP BY 1",
+        [runs],
+    )
+    keep = [run for run in runs if run in set(labelled.run_id[labelled.n > 0])]
+    if len(keep) < len(runs):
+        log.warning(
+            "[dagger] %d of the start checkpoint's %d trace runs carry no expert labels (played before the store "
+            "recorded them, or elsewhere): trained on without them",
+            len(runs) - len(keep),
+            len(runs),
+        )
+    return keep
