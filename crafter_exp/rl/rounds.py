@@ -117,7 +117,7 @@ def run_rounds(
                 dataclasses.replace(cfg, filter=fcfg), runs=sources, output=folder / f"data-{it:03d}", progress=False
             )
             tcfg = dataclasses.replace(
-                cast("LocalTrainerConfig", cfg.trainer),  # rft rounds continue SFT locally (checked at start)
+                cast("LocalTrainerConfig", cfg.trainer),  # rounds continue SFT locally (checked at start)
                 model=str(current),
                 method="full",
                 max_steps=int(r.sft_steps),
