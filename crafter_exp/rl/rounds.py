@@ -48,6 +48,7 @@ def run_rounds(
         make_rollout_policy,
         read_iteration,
         rollout_env,
+        run_params_and_tags,
         score_text,
         temperature_of,
     )
@@ -60,14 +61,7 @@ def run_rounds(
     achievements = env_achievements(cfg.env.name)
     folder.mkdir(parents=True, exist_ok=True)
     state["config_hash"] = chash
-    run_config = {
-        "name": cfg.name,
-        "rl": dataclasses.asdict(r),
-        "env": dataclasses.asdict(cfg.env),
-        "start": str(start),
-        "folder": str(folder),
-    }
-    tags = {"name": cfg.name, "env": cfg.env.name, "algorithm": r.name, "start": str(start)}
+    run_config, tags = run_params_and_tags(cfg, start, folder)
     start_runs = start_data_runs(cfg, manifest) if relabel else []
     session_start = time.perf_counter()
     seconds_before = float(state.get("seconds", 0.0))

@@ -266,6 +266,18 @@ def rl(cfg: Config, start: Optional[str | Path] = None) -> RLResult:
     return ALGORITHMS.get(cfg.rl.name)(cfg, start_dir, manifest, chash, folder, state)
 
 
+def run_params_and_tags(cfg: Config, start: Path, folder: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The MLflow params and tags of an RL stage run, whatever the algorithm."""
+    params = {
+        "name": cfg.name,
+        "rl": dataclasses.asdict(cfg.rl),
+        "env": dataclasses.asdict(cfg.env),
+        "start": str(start),
+        "folder": str(folder),
+    }
+    return params, {"name": cfg.name, "env": cfg.env.name, "algorithm": cfg.rl.name, "start": str(start)}
+
+
 def _budget_spent(cfg: Config, state: dict[str, Any]) -> bool:
     return cfg.rl.max_time_s is not None and state.get("seconds", 0.0) >= cfg.rl.max_time_s
 
@@ -711,16 +723,8 @@ def _run_grpo(
         r.epochs, r.minibatch, r.micro_batch, r.clip_low, r.clip_high, r.beta, r.max_grad_norm, temperature
     )
     folder.mkdir(parents=True, exist_ok=True)
-    state.setdefault("config_hash", chash)
     state["config_hash"] = chash
-    run_config = {
-        "name": cfg.name,
-        "rl": dataclasses.asdict(r),
-        "env": dataclasses.asdict(cfg.env),
-        "start": str(start),
-        "folder": str(folder),
-    }
-    tags = {"name": cfg.name, "env": cfg.env.name, "algorithm": r.name, "start": str(start)}
+    run_config, tags = run_params_and_tags(cfg, start, folder)
     session_start = time.perf_counter()
     seconds_before = float(state.get("seconds", 0.0))
     with tracking.stage_run(
