@@ -223,7 +223,8 @@ def start_data_runs(cfg: Config, manifest: dict[str, Any]) -> list[str]:
         "SELECT run_id, count(expert_action) AS n FROM steps WHERE list_contains($1::VARCHAR[], run_id) GROUP BY 1",
         [runs],
     )
-    keep = [run for run in runs if run in set(labelled.run_id[labelled.n > 0])]
+    with_labels = set(labelled.run_id[labelled.n > 0])
+    keep = [run for run in runs if run in with_labels]
     if len(keep) < len(runs):
         log.warning(
             "[dagger] %d of the start checkpoint's %d trace runs carry no expert labels (played before the store "
