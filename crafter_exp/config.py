@@ -70,6 +70,13 @@ class CrafterEnvConfig(EnvConfig):
     render: bool = field(
         default=False, metadata={"help": "Render pixels each step (slow; only for image agents or videos)."}
     )
+    memory: int = field(
+        default=0,
+        metadata={
+            "help": "Add a `Remembered:` line: the nearest cell of each kind (water, tree, table, ...) seen in the "
+            "last N steps and out of view now; 0 = none. One observation does not show what the teacher remembers."
+        },
+    )
 
 
 @dataclass

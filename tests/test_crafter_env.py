@@ -20,7 +20,8 @@ from crafter_exp.envs.crafter import ACHIEVEMENTS, ACTIONS, INSTRUCTIONS, Crafte
 from crafter_exp.envs.crafter import difficulty as difficulty_mod
 from crafter_exp.envs.crafter.actions import canonical_action
 from crafter_exp.envs.crafter.game import CrafterGame, stable_key
-from crafter_exp.envs.crafter.text import render
+from crafter_exp.envs.crafter.recall import SeenCells
+from crafter_exp.envs.crafter.text import MEMORY_NOTE, render
 from crafter_exp.envs.crafter.view import nearest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,6 +294,58 @@ def test_view_marks_cells_outside_the_world():
     assert "edge 2 west" in render(view, "compact")  # x = -1 is the nearest cell outside
 
 
+def test_remembered_line_recalls_cells_out_of_view_within_the_window():
+    env = CrafterTextEnv(CrafterEnvConfig(memory=5))
+    assert MEMORY_NOTE in env.instructions and MEMORY_NOTE not in CrafterTextEnv(CrafterEnvConfig()).instructions
+    env.reset(0)
+    world, player = env.inner._world, env.inner._player
+    (px, py) = env.view["pos"]
+    world[(px + 2, py - 3)] = "diamond"  # in view: Nearby lists it, Remembered does not
+    text = env.step("noop").observation.text
+    assert "diamond 3 north 2 east" in text.splitlines()[0] and "diamond" not in text.splitlines()[1]
+
+    def move_to(pos):
+        if world[pos][1] is not None:
+            world.remove(world[pos][1])
+        world[pos] = "grass"
+        world.move(player, pos)
+
+    move_to((px - 8, py))  # the diamond is now 10 east, 3 north: out of the 9 x 7 view
+    lines = env.step("noop").observation.text.splitlines()
+    assert lines[1].startswith("Remembered: ") and "diamond 3 north 10 east" in lines[1], lines
+    assert lines[1] == "Remembered: " + render(env.view, "compact", env._seen.nearest(env.view)).splitlines()[1][12:]
+    for _ in range(5):  # seen at step 1; forgotten once it is more than 5 steps old
+        lines = env.step("noop").observation.text.splitlines()
+    assert "diamond" not in lines[1], lines
+    # a cell that looks different when seen again is updated: the mined diamond is remembered no more
+    move_to((px, py))
+    env.step("noop")
+    world[(px + 2, py - 3)] = "path"
+    env.step("noop")
+    move_to((px - 8, py))
+    assert "diamond" not in env.step("noop").observation.text
+    # a new episode forgets the last one's cells
+    env.reset(0)
+    assert env.reset(0).text.splitlines()[1] == "Remembered: none."
+
+
+def test_seen_cells_give_the_nearest_remembered_cell_of_each_kind():
+    seen = SeenCells(window=100)
+    view = _view(pos=(30, 31), step=10)
+    view["grid"][0][0] = "water"  # (26, 28)
+    view["grid"][6][8] = "water"  # (34, 34)
+    view["grid"][1][1] = "zombie"  # creatures are not remembered
+    seen.update(view)
+    later = _view(pos=(40, 31), step=20)  # the old view is out of sight now (x 26..34 vs 36..44)
+    assert seen.nearest(later) == {"water": (-6, 3)}  # (34, 34): 9 away; (26, 28): 17
+    later["grid"][0][0] = "water"
+    assert seen.nearest(later) == {}  # water in view: Nearby shows it
+    short = SeenCells(window=5)
+    short.update(view)
+    later["grid"][0][0] = "grass"
+    assert short.nearest(later) == {} and short.nearest(_view(pos=(40, 31), step=15)) == {"water": (-6, 3)}
+
+
 # ------------------------------------------------------------------------------------------------- actions
 
 
@@ -446,6 +499,7 @@ def test_easy_and_hard_creatures_keep_their_kind():
         ({"obs_format": "pixels"}, "env.obs_format"),
         ({"area": 5}, "env.area"),
         ({"length": -1}, "env.length"),
+        ({"memory": -1}, "env.memory"),
     ],
 )
 def test_check_config_rejects_bad_values(change, message):

@@ -9,7 +9,8 @@ from crafter_exp.envs.base import RUN_METRICS, Observation, StepResult, TextEnv
 from crafter_exp.envs.crafter.actions import ACHIEVEMENTS, ACTION_INDEX, ACTIONS, canonical_action
 from crafter_exp.envs.crafter.difficulty import DIFFICULTIES
 from crafter_exp.envs.crafter.game import CrafterGame
-from crafter_exp.envs.crafter.text import INSTRUCTIONS, ITEMS, OBS_FORMATS, VITALS, render
+from crafter_exp.envs.crafter.recall import SeenCells
+from crafter_exp.envs.crafter.text import INSTRUCTIONS, ITEMS, MEMORY_NOTE, OBS_FORMATS, VITALS, render
 from crafter_exp.envs.crafter.view import VIEW_COLS, VIEW_ROWS, local_view
 from crafter_exp.errors import UserError
 
@@ -43,6 +44,8 @@ def check_config(cfg: CrafterEnvConfig) -> None:
         raise UserError(f"env.area must be >= {max(VIEW_COLS, VIEW_ROWS)} (the local view), got {cfg.area}")
     if cfg.length < 0:
         raise UserError(f"env.length must be >= 0 (0 = no limit), got {cfg.length}")
+    if cfg.memory < 0:
+        raise UserError(f"env.memory must be >= 0 (0 = no Remembered line), got {cfg.memory}")
 
 
 class CrafterTextEnv(TextEnv):
@@ -83,12 +86,18 @@ class CrafterTextEnv(TextEnv):
         self._view: Optional[dict[str, Any]] = None
         self._expert: Any = None
         self._expert_rng: Optional[random.Random] = None
+        self._seen = SeenCells(cfg.memory) if cfg.memory > 0 else None
+        """What the episode showed earlier (the text's Remembered line), with `env.memory` > 0."""
+        if self._seen is not None:
+            self.instructions = f"{INSTRUCTIONS}\n{MEMORY_NOTE}"
 
     # --------------------------------------------------------------------------------------------- interface
 
     def reset(self, seed: int) -> Observation:
         self._seed = int(seed)
         self.inner.reset_to(self._seed)
+        if self._seen is not None:
+            self._seen.reset()
         self._expert = None  # a fresh expert (and its rng) per episode, built on first use
         return self._observe()
 
@@ -161,4 +170,8 @@ class CrafterTextEnv(TextEnv):
             "daylight": round(view["daylight"], 3),
             "sleeping": view["sleeping"],
         }
-        return Observation(text=render(view, self.cfg.obs_format), actions=list(ACTIONS), info=info)
+        remembered = None
+        if self._seen is not None:
+            self._seen.update(view)
+            remembered = self._seen.nearest(view)
+        return Observation(text=render(view, self.cfg.obs_format, remembered), actions=list(ACTIONS), info=info)

@@ -8,13 +8,15 @@ compact (default, ~30-40 words; for small students):
     Time: day.
   Nearby lists the nearest cell of each kind in the 9 x 7 view except grass (the default ground) as exact
   offsets from the player ("1 north 2 west" = one row up, two columns left). A line "You are asleep." is added
-  while sleeping. No previous action (students learned to repeat it).
+  while sleeping. No previous action (students learned to repeat it). With `env.memory` = N > 0 a line
+  "Remembered: water 12 north 3 west, table 8 east." follows Nearby: the nearest cell of each kind seen in the
+  last N steps and out of view now (`recall.SeenCells`; "Remembered: none." when there is none).
 full: the step counter and position, the compact lines, a 9 x 7 character map with its legend, and the achievements.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from crafter import constants
 
@@ -75,13 +77,17 @@ _OFFSETS = {
 }
 
 
-def compact_lines(view: dict[str, Any]) -> list[str]:
+def compact_lines(view: dict[str, Any], remembered: Optional[dict[str, tuple[int, int]]] = None) -> list[str]:
+    """The compact text's lines; `remembered` (kind -> offset, from `recall.SeenCells.nearest`) adds its line."""
     near = nearest(view)
     seen = ", ".join(f"{WORDS.get(name, name)} {_OFFSETS[offset]}" for name, offset in near.items())
     inv = view["inventory"]
     items = ", ".join(f"{name} {inv[name]}" for name in ITEMS if inv.get(name, 0) > 0)
-    lines = [
-        f"Nearby: {seen or 'only grass'}.",
+    lines = [f"Nearby: {seen or 'only grass'}."]
+    if remembered is not None:
+        recalled = ", ".join(f"{word(name)} {_offset_text(*offset)}" for name, offset in remembered.items())
+        lines.append(f"Remembered: {recalled or 'none'}.")
+    lines += [
         f"Facing: {word(view['facing_target'])} ({DIRECTIONS[tuple(view['facing'])]}).",
         "Vitals: " + ", ".join(f"{name} {inv[name]}" for name in VITALS) + ".",
         f"Inventory: {items or 'empty'}.",
@@ -92,7 +98,7 @@ def compact_lines(view: dict[str, Any]) -> list[str]:
     return lines
 
 
-def full_lines(view: dict[str, Any]) -> list[str]:
+def full_lines(view: dict[str, Any], remembered: Optional[dict[str, tuple[int, int]]] = None) -> list[str]:
     grid = view["grid"]
     present = sorted(
         {name for row in grid for name in row}, key=lambda n: list(SYMBOLS).index(n) if n in SYMBOLS else 99
@@ -101,7 +107,7 @@ def full_lines(view: dict[str, Any]) -> list[str]:
     unlocked = [name for name in ACHIEVEMENTS if name in view["achievements"]]
     return [
         f"Step: {view['step']}. Position: x {view['pos'][0]}, y {view['pos'][1]} (y grows southward).",
-        *compact_lines(view),
+        *compact_lines(view, remembered),
         "Map (north up, @ = you):",
         *(" ".join(SYMBOLS.get(name, "?") for name in row) for row in grid),
         f"Legend: {legend}.",
@@ -109,12 +115,14 @@ def full_lines(view: dict[str, Any]) -> list[str]:
     ]
 
 
-def render(view: dict[str, Any], obs_format: str = "compact") -> str:
-    """The observation text for a view."""
+def render(
+    view: dict[str, Any], obs_format: str = "compact", remembered: Optional[dict[str, tuple[int, int]]] = None
+) -> str:
+    """The observation text for a view (with the Remembered line where `remembered` is given)."""
     if obs_format == "compact":
-        return "\n".join(compact_lines(view))
+        return "\n".join(compact_lines(view, remembered))
     if obs_format == "full":
-        return "\n".join(full_lines(view))
+        return "\n".join(full_lines(view, remembered))
     raise UserError(f"unknown obs_format {obs_format!r} (known: {', '.join(OBS_FORMATS)})")
 
 
@@ -170,6 +178,13 @@ def _instructions() -> str:
             "cells not listed are grass. 'Facing' is the cell your action 'do' and 'place_*' act on.",
         ]
     )
+
+
+MEMORY_NOTE = (
+    "'Remembered' gives the nearest cell of each kind you saw earlier and do not see now, as steps from you "
+    "(as it was when last seen)."
+)
+"""Appended to the instructions where the text has the Remembered line (`env.memory` > 0)."""
 
 
 INSTRUCTIONS = _instructions()
