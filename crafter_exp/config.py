@@ -71,10 +71,10 @@ class CrafterEnvConfig(EnvConfig):
         default=False, metadata={"help": "Render pixels each step (slow; only for image agents or videos)."}
     )
     memory: int = field(
-        default=0,
+        default=300,
         metadata={
             "help": "Add a `Remembered:` line: the nearest cell of each kind (water, tree, table, ...) seen in the "
-            "last N steps and out of view now; 0 = none. One observation does not show what the teacher remembers."
+            "last N steps and out of view now (300: the whole default episode); 0 = none (one observation only)."
         },
     )
 

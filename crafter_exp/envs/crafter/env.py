@@ -10,7 +10,7 @@ from crafter_exp.envs.crafter.actions import ACHIEVEMENTS, ACTION_INDEX, ACTIONS
 from crafter_exp.envs.crafter.difficulty import DIFFICULTIES
 from crafter_exp.envs.crafter.game import CrafterGame
 from crafter_exp.envs.crafter.recall import SeenCells
-from crafter_exp.envs.crafter.text import INSTRUCTIONS, ITEMS, MEMORY_NOTE, OBS_FORMATS, VITALS, render
+from crafter_exp.envs.crafter.text import INSTRUCTIONS, ITEMS, OBS_FORMATS, VITALS, render
 from crafter_exp.envs.crafter.view import VIEW_COLS, VIEW_ROWS, local_view
 from crafter_exp.errors import UserError
 
@@ -88,8 +88,6 @@ class CrafterTextEnv(TextEnv):
         self._expert_rng: Optional[random.Random] = None
         self._seen = SeenCells(cfg.memory) if cfg.memory > 0 else None
         """What the episode showed earlier (the text's Remembered line), with `env.memory` > 0."""
-        if self._seen is not None:
-            self.instructions = f"{INSTRUCTIONS}\n{MEMORY_NOTE}"
 
     # --------------------------------------------------------------------------------------------- interface
 

@@ -175,16 +175,11 @@ def _instructions() -> str:
             "arrows in dark tunnels. A sapling placed on grass grows into a plant, ripe after a while.",
             "",
             "Observation: 'Nearby' gives the nearest cell of each kind as steps from you (e.g. 'tree 1 north 2 west'); "
-            "cells not listed are grass. 'Facing' is the cell your action 'do' and 'place_*' act on.",
+            "cells not listed are grass. 'Remembered' (when shown) gives the nearest cell of each kind you saw "
+            "earlier and do not see now, as it was when last seen. 'Facing' is the cell your action 'do' and "
+            "'place_*' act on.",
         ]
     )
-
-
-MEMORY_NOTE = (
-    "'Remembered' gives the nearest cell of each kind you saw earlier and do not see now, as steps from you "
-    "(as it was when last seen)."
-)
-"""Appended to the instructions where the text has the Remembered line (`env.memory` > 0)."""
 
 
 INSTRUCTIONS = _instructions()
