@@ -1,6 +1,6 @@
 """The text observation (a rendering of `view.local_view`) and the rules text for system prompts.
 
-compact (default, ~30-40 words; for small students):
+compact (default, 22-60 words on the teacher's play, mean 44, ~13 more with Remembered; for small students):
     Nearby: tree 1 north 2 west, water 4 east, cow 2 south.
     Facing: grass (south).
     Vitals: health 9, food 9, drink 9, energy 9.

@@ -1,7 +1,8 @@
 """The structured local view: what the player sees (Crafter's 9 x 7 window) as plain data.
 
-`local_view(env)` is the single source of what an agent may know: the text observation is a rendering of it
-and the scripted teacher (`expert.py`) decides from it, so the teacher never uses anything the text hides.
+`local_view(env)` is the single source of what an agent may know: the text observation is a rendering of it (its
+`Remembered` line, `env.memory`, renders this episode's earlier views: `recall.py`) and the scripted teacher
+(`expert/`) decides from it and its own memory of earlier views, so the teacher sees nothing the player could not.
 
 Shape (fixed; other modules rely on it):
     grid            7 rows x 9 cols list of str; row 0 = north (up), col 0 = west (left); the player is at
