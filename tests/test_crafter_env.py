@@ -246,7 +246,7 @@ def test_full_text_adds_map_step_and_achievements():
 
 
 def test_observation_is_short_matches_view_and_has_no_previous_action():
-    env = CrafterTextEnv(CrafterEnvConfig(memory=0))  # the one-observation text; the Remembered line is below
+    env = CrafterTextEnv(CrafterEnvConfig())  # the default: one observation, no Remembered line (tested below)
     obs = env.reset(1)
     assert obs.actions == list(ACTIONS)
     assert json.loads(json.dumps(obs.info)) == obs.info
@@ -297,7 +297,6 @@ def test_view_marks_cells_outside_the_world():
 def test_remembered_line_recalls_cells_out_of_view_within_the_window():
     env = CrafterTextEnv(CrafterEnvConfig(memory=5))
     assert "'Remembered' (when shown)" in env.instructions  # one instructions text, with or without the line
-    assert CrafterEnvConfig().memory == 300  # on by default: the whole default episode
     env.reset(0)
     world, player = env.inner._world, env.inner._player
     (px, py) = env.view["pos"]

@@ -33,7 +33,7 @@ SHORT = [
     # the session's fixture trained: the probe has its own test
     "rl.probe=false",
 ]
-GRPO = ["rl.minibatch=16", "rl.micro_batch=16"]
+GRPO = ["rl.minibatch=16", "rl.micro_batch=16", "rl.epochs=2"]
 
 
 def rl_cfg(home: Path, start: Path, extra: list[str] = ()):
