@@ -128,6 +128,16 @@ def read_manifest(folder: Path) -> Optional[dict[str, Any]]:
     return manifest if isinstance(manifest, dict) else None
 
 
+def dataset_source_runs(checkpoint_manifest: dict[str, Any]) -> list[str]:
+    """The trace runs a checkpoint was trained on: its dataset's `source_runs` (checkpoint manifest -> dataset
+    manifest); [] when the checkpoint names no dataset of ours (a hub model, synthetic data)."""
+    dataset = checkpoint_manifest.get("dataset_path") or checkpoint_manifest.get("dataset")
+    if not dataset:
+        return []
+    folder = Path(dataset) if Path(dataset).is_dir() else Path(dataset).parent
+    return list((read_manifest(folder) or {}).get("source_runs") or [])
+
+
 def complete_manifest(folder: Path) -> Optional[dict[str, Any]]:
     """The manifest of a complete output: present, and every file it lists still there."""
     manifest = read_manifest(folder)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from crafter_exp import tracking
+from crafter_exp import paths, tracking
 from crafter_exp.files import write_json_atomic
 
 if TYPE_CHECKING:
@@ -196,27 +196,21 @@ def round_filter(base: FilterConfig, r: RoundsConfig) -> FilterConfig:
 
 def expert_agreement(store: Any, run_ids: list[str]) -> float:
     """Share of the round's labelled turns where the student played what the expert would have (DAgger's own
-    measure of how far the student is from the expert on the student's states)."""
+    measure of how far the student is from the expert on the student's states), from the episodes' counters."""
     value = store.query(
-        "SELECT avg((actions[1] = expert_action)::DOUBLE) AS a FROM steps "
-        "WHERE list_contains($1::VARCHAR[], run_id) AND expert_action IS NOT NULL",
+        "SELECT sum(expert_agreed)::DOUBLE / nullif(sum(expert_turns), 0) AS a FROM episodes "
+        "WHERE list_contains($1::VARCHAR[], run_id)",
         [run_ids],
     ).a.iloc[0]
-    return float(value) if value == value else float("nan")
+    return float(value) if value == value and value is not None else float("nan")
 
 
 def start_data_runs(cfg: Config, manifest: dict[str, Any]) -> list[str]:
     """The trace runs the start checkpoint was trained on (its dataset's `source_runs`) that this store holds and
     that carry expert labels; [] when the checkpoint names no dataset of ours (a hub model, synthetic data)."""
-    import json
-
     from crafter_exp.store.traces import TraceStore
 
-    path = manifest.get("dataset_path")
-    found = Path(path) / "manifest.json" if path else None
-    if found is None or not found.exists():
-        return []
-    runs = list(json.loads(found.read_text()).get("source_runs") or [])
+    runs = paths.dataset_source_runs(manifest)
     if not runs:
         return []
     labelled = TraceStore(cfg.paths.db).query(

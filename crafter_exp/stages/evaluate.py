@@ -102,12 +102,9 @@ def _checkpoint_manifest(cfg: Config, model_cfg: ModelConfig) -> Optional[dict[s
 def trained_seeds(cfg: Config, model_cfg: ModelConfig) -> dict[str, set[int]]:
     """Seeds of the episodes the model learned from, per source trace run (checkpoint manifest -> dataset manifest
     -> trace store); {} when the model carries no such record."""
-    checkpoint = _checkpoint_manifest(cfg, model_cfg) or {}
-    dataset = checkpoint.get("dataset_path") or checkpoint.get("dataset")
-    if not dataset:
+    runs = paths.dataset_source_runs(_checkpoint_manifest(cfg, model_cfg) or {})
+    if not runs:
         return {}
-    folder = Path(dataset) if Path(dataset).is_dir() else Path(dataset).parent
-    runs = (paths.read_manifest(folder) or {}).get("source_runs") or []
     store = TraceStore(cfg.paths.db)
     return {run: store.done_seeds(run) for run in runs}
 
