@@ -107,6 +107,13 @@ class AlfworldEnvConfig(EnvConfig):
             "first); 0 = none. One observation does not show where the agent has already looked."
         },
     )
+    notes: bool = field(
+        default=True,
+        metadata={
+            "help": "Add the episode's notes to each observation: location, what is held, where the task's objects "
+            "were seen, receptacles not searched yet (tracked from the printed texts only)."
+        },
+    )
     eval_split: Optional[str] = field(
         default="eval_in_distribution",
         metadata={

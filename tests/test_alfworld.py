@@ -207,6 +207,45 @@ def test_memory_lists_the_episodes_last_commands_as_played():
 
 
 @needs_data
+def test_notes_follow_the_expert_through_a_game_and_restart_with_each_episode(env):
+    seed = CHEAP["pick_clean_then_place_in_recep"]
+    obs = env.reset(seed)
+    lines = obs.text.splitlines()
+    room = lines[1]
+    assert lines[2:6] == [lines[2], "Location: middle of the room", "Holding: nothing", "Seen: nothing the task names"]
+    unsearched = lines[2].removeprefix("Not searched: ").split(", ")
+    assert unsearched and all(f"a {r}" in room for r in unsearched)  # the room listing, in its order
+    took = None
+    while True:
+        command = env.expert_action()
+        result = env.step(command)
+        notes = dict(line.split(": ", 1) for line in result.observation.text.splitlines()[2:6])
+        if command.startswith("go to "):
+            target = command.removeprefix("go to ")
+            assert notes["Location"] == target
+            if "is closed" not in result.observation.text:
+                assert target not in notes["Not searched"].split(", ")
+        if command.startswith("take "):
+            took = command.split(" from ")[0].removeprefix("take ")
+            assert notes["Holding"] == took
+        if command.startswith("clean "):
+            assert notes["Holding"] == f"{took} (cleaned)"
+        if result.done:
+            break
+    assert result.termination == "success" and notes["Holding"] == "nothing" and took in notes["Seen"]
+    again = env.reset(seed).text.splitlines()
+    assert again[2:6] == lines[2:6]  # a new episode starts from the room listing again
+
+    from crafter_exp.envs.alfworld import AlfworldTextEnv
+
+    plain = AlfworldTextEnv(replace(SEEN, notes=False))
+    try:
+        assert not any(line.startswith(("Location:", "Not searched:")) for line in plain.reset(seed).text.splitlines())
+    finally:
+        plain.close()
+
+
+@needs_data
 def test_commands_admissible_invalid_or_not_commands(env):
     obs = env.reset(59)
     goto = next(a for a in obs.actions if a.startswith("go to"))

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
 from crafter_exp.envs.alfworld import data, speedups, text
+from crafter_exp.envs.alfworld.notes import Notes
 from crafter_exp.envs.base import RUN_METRICS, Observation, StepResult, TextEnv
 from crafter_exp.errors import UserError
 
@@ -67,6 +68,7 @@ class AlfworldTextEnv(TextEnv):
         self._expert_next: Optional[str] = None
         self._admissible: dict[str, str] = {}
         self._commands: list[str] = []  # this episode's, as played (env.memory shows the last of them)
+        self._notes = Notes("")
 
     # ---------------------------------------------------------------------------------------------- episode
 
@@ -87,6 +89,7 @@ class AlfworldTextEnv(TextEnv):
         room, self._task = text.split_intro(self._state["feedback"])
         self._game, self._steps, self._won, self._done = game, 0, False, False
         self._commands = []
+        self._notes = Notes(room)
         self._update_admissible()
         return self._observation(room)
 
@@ -104,6 +107,7 @@ class AlfworldTextEnv(TextEnv):
                 self._expert_observe(command)
             feedback, valid = self._state["feedback"], True
             self._update_admissible()
+            self._notes.update(feedback)
         won = bool(self._state["won"])
         newly_won = won and not self._won
         self._won = won
@@ -208,7 +212,11 @@ class AlfworldTextEnv(TextEnv):
         shown = actions if self.cfg.show_admissible else None
         return Observation(
             text=text.format_observation(
-                self._task, feedback, shown, self._commands[-self.cfg.memory :] if self.cfg.memory > 0 else None
+                self._task,
+                feedback,
+                shown,
+                self._commands[-self.cfg.memory :] if self.cfg.memory > 0 else None,
+                self._notes.lines(self._task) if self.cfg.notes else None,
             ),
             actions=actions,
             info={

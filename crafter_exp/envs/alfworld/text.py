@@ -23,7 +23,9 @@ TASK_TYPES: tuple[str, ...] = (
 
 INSTRUCTIONS = """\
 You are an agent in a household (ALFWorld, a text version of ALFRED). Each turn you see your task, what you \
-observe, and the commands admissible now. Commands:
+observe, notes on what the episode showed so far (when shown: where you are, what you hold, where objects the \
+task names were seen, which receptacles you have not searched yet) and the commands admissible now (when \
+shown). Commands:
 - look: look around your current location
 - inventory: check what you are carrying
 - go to (receptacle): move to a receptacle, e.g. go to countertop 1
@@ -89,14 +91,19 @@ def looks_like_command(command: str) -> bool:
 
 
 def format_observation(
-    task: str, observation: str, admissible: Optional[list[str]], recent: Optional[list[str]] = None
+    task: str,
+    observation: str,
+    admissible: Optional[list[str]],
+    recent: Optional[list[str]] = None,
+    notes: Optional[list[str]] = None,
 ) -> str:
     """One turn's observation text: the task (every turn), optionally the last commands, what the agent observes,
-    optionally the admissible commands."""
+    optionally the episode's notes (see `notes.Notes`) and the admissible commands."""
     parts = [f"Your task is to: {task}"]
     if recent:
         parts.append("Your last commands: " + ", ".join(recent))
     parts.append(f"Observation: {observation.strip()}")
+    parts.extend(notes or [])
     if admissible is not None:
         parts.append("Admissible commands: " + ", ".join(admissible))
     return "\n".join(parts)
