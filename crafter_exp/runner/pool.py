@@ -135,7 +135,7 @@ def run_episodes(
         return
 
     import ray
-    from ray.exceptions import RayActorError, WorkerCrashedError
+    from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
 
     batches = split(seeds, per_task, num_workers)
     ensure_ray(address, num_workers)
@@ -165,7 +165,8 @@ def run_episodes(
             i, batch = inflight.pop(ready[0])
             try:
                 records = ray.get(ready[0])
-            except (RayActorError, WorkerCrashedError) as exc:
+            # ObjectLostError: the batch finished but its result lived on a node that has gone since: replay it too
+            except (RayActorError, WorkerCrashedError, ObjectLostError) as exc:
                 if getattr(exc, "actor_init_failed", False):  # a bad config, not a lost worker: don't retry
                     raise RuntimeError(f"rollout actor failed to start: {exc}") from exc
                 key = tuple(batch)
