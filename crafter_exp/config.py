@@ -435,6 +435,12 @@ class FilterConfig:
         default=0.0, metadata={"help": "With step_mode=reward: keep turns with reward >= this."}
     )
     drop_unparsed: bool = field(default=True, metadata={"help": "Drop turns whose reply failed to parse."})
+    exclude_actions: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Drop turns whose training target (the played actions, or with target=expert the expert's) includes one of these actions, e.g. [look] on ALFWorld, where `look` changes nothing; [] keeps all."
+        },
+    )
     target: str = field(
         default="reply",
         metadata={
@@ -654,6 +660,12 @@ class LocalTrainerConfig(TrainerConfig):
         default=0.0,
         metadata={
             "help": "Weight each example's reply loss by (frequency of its exact reply) ^ -x, mean 1: 0 = off; 0.5 = rare replies (e.g. crafting actions among thousands of moves) count more."
+        },
+    )
+    augment_copies: int = field(
+        default=0,
+        metadata={
+            "help": "Train also on this many copies of each training example in which the environment's interchangeable names (ALFWorld: object kinds) are swapped consistently, so that the names in a reply can only come from the prompt; 0 = off. Held-out examples are never swapped."
         },
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})

@@ -225,6 +225,11 @@ def exported_turns(path: Path) -> set[tuple[int, int]]:
         (["filter.step_mode=window", "filter.window=0"], {(3, 1), (3, 2), (3, 4), (6, 2), (6, 6)}),
         (["filter.step_mode=reward", "filter.min_step_reward=1"], {(3, 1), (3, 2), (3, 4), (6, 2), (6, 6)}),
         (["filter.step_mode=all"], {(3, t) for t in range(6)} | {(6, t) for t in range(10) if t != 3}),
+        # seed 6's unparsed turn 3 played the fallback `noop`: excluding that action drops it as drop_unparsed does
+        (
+            ["filter.step_mode=all", "filter.drop_unparsed=false", "filter.exclude_actions=[noop]"],
+            {(3, t) for t in range(6)} | {(6, t) for t in range(10) if t != 3},
+        ),
     ],
 )
 def test_step_modes(home, tmp_path, overrides, expected):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -567,3 +568,40 @@ def test_plan_and_fit_train_without_writing_a_checkpoint(tmp_path, synth):
     assert manifest["trainer"]["max_steps"] == 2 and manifest["prompt"] == p.data.prompt
     lines = summary_lines(TrainResult(p.folder.path, outcome.metrics, None, manifest))
     assert lines[0] == f"checkpoint: {p.folder.path}" and "  steps: 2" in lines
+
+
+def test_swapped_name_copies_rename_consistently_whole_words_only():
+    from crafter_exp.envs.alfworld.text import OBJECT_KINDS
+
+    task = "Your task is to: put a clean tomato in fridge.\nObservation: On the countertop 1, you see a tomato 2, a tissuebox 1."
+    named = data_mod.Example(
+        [{"role": "user", "content": task}, {"role": "assistant", "content": "take tomato 2 from countertop 1"}]
+    )
+    nameless = data_mod.Example([{"role": "user", "content": "go on"}, {"role": "assistant", "content": "look"}])
+    out = data_mod.with_swapped_names([named, nameless], OBJECT_KINDS, 5, seed=3)
+    assert out[:2] == [named, nameless] and len(out) == 2 + 5  # the originals first; nothing to swap: no copy
+    seen = set()
+    for copy in out[2:]:
+        prompt, reply = copy.messages[0]["content"], copy.messages[1]["content"]
+        obj = re.search(r"put a clean (\w+) in fridge", prompt).group(1)
+        other = re.search(r", a (\w+) 1\.", prompt).group(1)
+        assert obj in OBJECT_KINDS and other in OBJECT_KINDS and obj != other  # one bijection per copy
+        assert prompt.count(f"{obj} 2") == 1 and reply == f"take {obj} 2 from countertop 1"  # and in every message
+        assert "countertop 1" in prompt and "fridge" in prompt  # receptacles are not object kinds: kept
+        seen.add(obj)
+    assert len(seen) > 1  # drawn afresh for each copy
+    assert data_mod.with_swapped_names([named], OBJECT_KINDS, 5, seed=3)[1:] == out[2:]  # seeded
+    # "box" is a kind, but not inside "tissuebox"
+    (box,) = data_mod.with_swapped_names(
+        [data_mod.Example([{"role": "assistant", "content": "take box 1 from tissuebox 2"}])], ["box", "mug"], 1, 0
+    )[1:]
+    assert box.messages[0]["content"] in ("take box 1 from tissuebox 2", "take mug 1 from tissuebox 2")
+    assert data_mod.with_swapped_names([named], OBJECT_KINDS, 0, seed=3) == [named]
+
+
+def test_swapped_copies_need_an_environment_with_interchangeable_names(tmp_path, synth):
+    with pytest.raises(UserError, match="declares no interchangeable names"):
+        train(make_cfg(tmp_path, "trainer.augment_copies=2"))  # the synthetic data is Crafter's: nothing to swap
+    with pytest.raises(UserError, match="augment_copies must be >= 0"):
+        train(make_cfg(tmp_path, "trainer.augment_copies=-1"))
+    assert not (tmp_path / "data" / "checkpoints").exists()

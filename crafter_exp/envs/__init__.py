@@ -32,6 +32,7 @@ __all__ = [
     "prediction_f1",
     "env_actions_admissible",
     "env_metrics",
+    "env_interchangeable_names",
     "env_slow_steps",
     "also_held_out_env_configs",
 ]
@@ -90,6 +91,11 @@ def env_primary_metric(name: str) -> str:
 def env_metrics(name: str) -> tuple[str, ...]:
     """The metrics an environment declares (names and family globs, report order): the only ones stages show."""
     return tuple(env_class(name).metrics)
+
+
+def env_interchangeable_names(name: str) -> tuple[str, ...]:
+    """The words training may swap consistently within an example (TextEnv.interchangeable_names)."""
+    return tuple(env_class(name).interchangeable_names)
 
 
 def env_slow_steps(name: str) -> bool:

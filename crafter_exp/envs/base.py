@@ -71,6 +71,9 @@ class TextEnv(ABC):
     slow_steps: bool = False
     """A step costs more than a small local model's forward pass (ALFWorld: 0.05-0.09 s): in-process policies then
     play in the rollout's Ray workers by default, so that episodes step in parallel."""
+    interchangeable_names: tuple[str, ...] = ()
+    """Words naming things whose identity the agent must read from the prompt, not remember (ALFWorld's object
+    kinds): training may swap them consistently within an example (`trainer.augment_copies`)."""
     actions_admissible: bool = False
     """True when `Observation.actions` is the game's own list of commands admissible this turn (ALFWorld) rather
     than a fixed action vocabulary (Crafter): a policy able to score candidates then chooses among them by default."""

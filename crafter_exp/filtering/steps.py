@@ -6,7 +6,8 @@ Modes (`filter.step_mode`):
 - `window`: those turns and the `window` turns before each (the lead-up that earned it);
 - `reward`: turns whose reward >= `min_step_reward` (the default 0.0 drops turns that lost health in Crafter).
 `drop_unparsed` also drops turns whose reply failed to parse (played as the fallback action);
-`step_min_prediction_f1` keeps only turns whose world-model prediction scored at least that F1.
+`step_min_prediction_f1` keeps only turns whose world-model prediction scored at least that F1;
+`exclude_actions` drops turns whose target action is one of those listed.
 
 Steps are read a chunk of episodes at a time (`chunk_sql`): a few consecutive seeds of one run, so that DuckDB's
 min/max statistics skip every row group outside the chunk and memory stays bounded however big the store is.
@@ -66,6 +67,9 @@ def keep_sql(fcfg: FilterConfig) -> str:
         base = f"({base}) AND coalesce(prediction_f1 >= $step_min_prediction_f1, FALSE)"  # unscored: dropped
     if fcfg.target == "expert":
         base = f"({base}) AND expert_action IS NOT NULL"  # no label, no example
+    if fcfg.exclude_actions:
+        target = "[expert_action]" if fcfg.target == "expert" else "coalesce(actions, [])"
+        base = f"({base}) AND NOT list_has_any({target}, $exclude_actions::VARCHAR[])"
     return f"({base}) AND (parse_ok IS NOT FALSE)" if fcfg.drop_unparsed else base
 
 
@@ -75,6 +79,8 @@ def step_params(fcfg: FilterConfig) -> dict[str, Any]:
         "min_step_reward": float(fcfg.min_step_reward),
         "exclude": list(fcfg.exclude_achievements),
     }
+    if fcfg.exclude_actions:
+        params["exclude_actions"] = [str(a) for a in fcfg.exclude_actions]
     if fcfg.step_min_prediction_f1 is not None:
         params["step_min_prediction_f1"] = float(fcfg.step_min_prediction_f1)
     return params
@@ -87,6 +93,8 @@ def chunk_sql(fcfg: FilterConfig, columns: Sequence[str] = STEP_COLUMNS, chunk_c
         columns = (*columns, "prediction_f1")  # read by keep_sql
     if fcfg.target == "expert" and "expert_action" not in columns:
         columns = (*columns, "expert_action")  # read by keep_sql and the export's target
+    if fcfg.exclude_actions and fcfg.target != "expert" and "actions" not in columns:
+        columns = (*columns, "actions")  # read by keep_sql
     cols = ", ".join(f"s.{c}" for c in columns)
     extra = "".join(f", k.{c}" for c in chunk_columns)
     reply_out = "reply" if fcfg.keep_reasoning else STRIPPED_REPLY

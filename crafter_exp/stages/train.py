@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, cast
 
 from crafter_exp import paths, tracking
+from crafter_exp.envs import env_interchangeable_names
 from crafter_exp.errors import UserError
 from crafter_exp.files import write_json_atomic
 from crafter_exp.registry import Registry
@@ -164,6 +165,8 @@ class TrainPlan:
     """The checkpoint's identity (trainer settings + dataset digest)."""
     folder: paths.OutputFolder
     """The checkpoint folder (and its resumable work folder)."""
+    swap_names: tuple[str, ...] = ()
+    """The names trainer.augment_copies swaps in training copies (swap_names)."""
 
 
 def plan(cfg: Config, dataset_path: Optional[str | Path] = None, output_dir: Optional[str | Path] = None) -> TrainPlan:
@@ -174,17 +177,36 @@ def plan(cfg: Config, dataset_path: Optional[str | Path] = None, output_dir: Opt
     check_trainer_config(cfg)
     dataset = resolve_dataset(cfg, dataset_path)
     data = data_mod.load_sft_data(dataset)
+    swap = swap_names(cfg, data)
     chash = train_config_hash(cfg.trainer, data.digest)
     out = resolve_output(cfg, output_dir, chash)
-    return TrainPlan(dataset, data, chash, paths.OutputFolder(out, chash))
+    return TrainPlan(dataset, data, chash, paths.OutputFolder(out, chash), swap)
 
 
-def fit(tcfg: LocalTrainerConfig, data: Any, workdir: Path, log_fn: Any = None) -> Any:
+def swap_names(cfg: Config, data: Any) -> tuple[str, ...]:
+    """The names trainer.augment_copies swaps: those of the environment the data was played in (its manifest's,
+    else the config's); copies asked for where the environment declares none are an error."""
+    copies = int(getattr(cfg.trainer, "augment_copies", 0) or 0)
+    if copies < 0:
+        raise UserError(f"trainer.augment_copies must be >= 0, got {copies}")
+    if not copies:
+        return ()
+    env = str(data.manifest.get("env") or cfg.env.name)
+    names = env_interchangeable_names(env)
+    if not names:
+        raise UserError(
+            f"trainer.augment_copies={copies}: environment {env!r} declares no interchangeable names to swap "
+            f"(set trainer.augment_copies=0)"
+        )
+    return names
+
+
+def fit(tcfg: LocalTrainerConfig, data: Any, workdir: Path, log_fn: Any = None, swap: tuple[str, ...] = ()) -> Any:
     """Train per `tcfg` on `data` (crafter_exp.training.sft.SFTOutcome: the model in memory, metrics, loss curve).
-    Writes only intermediate checkpoints to `workdir`, from which a rerun resumes."""
+    Writes only intermediate checkpoints to `workdir`, from which a rerun resumes. `swap`: swap_names()."""
     from crafter_exp.training import sft
 
-    return sft.train_sft(tcfg, data, workdir, log_fn=log_fn, progress=bool(tcfg.progress))
+    return sft.train_sft(tcfg, data, workdir, log_fn=log_fn, progress=bool(tcfg.progress), swap_names=swap)
 
 
 def checkpoint_manifest(
@@ -254,7 +276,11 @@ def _train_local(cfg: Config, dataset_path: Optional[str | Path], output_dir: Op
                 _log_dataset(p.data, p.dataset)
             started = time.time()
             outcome = fit(
-                tcfg, p.data, workdir, log_fn=(lambda m, step: tracking.log_metrics(m, step=step)) if mlrun else None
+                tcfg,
+                p.data,
+                workdir,
+                log_fn=(lambda m, step: tracking.log_metrics(m, step=step)) if mlrun else None,
+                swap=p.swap_names,
             )
             manifest = _report(tcfg, p, outcome, staged, mlflow_run_id, started)
             shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint is complete: nothing left to resume

@@ -27,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -271,6 +273,58 @@ def split_eval(
     if max_examples is not None and len(evals) > max_examples:
         evals = random.Random(seed).sample(evals, max_examples)
     return train, evals
+
+
+# ----------------------------------------------------------------------------------------------- augmenting
+
+
+def _map_strings(value: Any, fn: Any) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list):
+        return [_map_strings(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _map_strings(v, fn) for k, v in value.items()}
+    return value
+
+
+def with_swapped_names(examples: list[Example], names: Sequence[str], copies: int, seed: int) -> list[Example]:
+    """`examples`, then `copies` rounds of each one with the `names` it uses swapped for others of `names`.
+
+    Within a copy the swap is one consistent bijection over the whole example (every message, tool-call arguments
+    included), drawn afresh per copy: "take tomato 2 from fridge 1" for a tomato task becomes "take mug 2 from
+    fridge 1" for a mug task, so that the reply's name can only be explained by the prompt's. A small student from
+    scratch otherwise learns which names its few teacher episodes used and ranks "take lettuce 2" at a spatula.
+    Whole words only ("box" is not swapped inside "tissuebox")."""
+    if copies <= 0 or not names:
+        return list(examples)
+    pool = sorted(set(names))
+    pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(pool, key=len, reverse=True)) + r")\b")
+    rng = random.Random(seed)
+    out = list(examples)
+    for _ in range(copies):
+        for ex in examples:
+            used = sorted({m.group(1) for text in _strings(ex.messages) for m in pattern.finditer(text)})
+            if not used:
+                continue  # nothing to swap: a copy would only repeat the example
+            swap = dict(zip(used, rng.sample(pool, len(used))))
+
+            def rename(text: str, swap: dict[str, str] = swap) -> str:
+                return pattern.sub(lambda m: swap.get(m.group(1), m.group(1)), text)
+
+            out.append(Example(_map_strings(ex.messages, rename), _map_strings(ex.tools, rename), ex.targets))
+    return out
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
 
 
 # ------------------------------------------------------------------------------------------------- tokenizing

@@ -21,6 +21,17 @@ TASK_TYPES: tuple[str, ...] = (
 )
 """ALFWorld's six task types (its TASK_TYPES ids 1..6, in that order)."""
 
+OBJECT_KINDS: tuple[str, ...] = tuple(
+    """alarmclock apple baseballbat basketball book boots bowl box bread butterknife candle cd cellphone cloth
+    creditcard cup curtains desklamp dishsponge egg floorlamp fork glassbottle handtowel houseplant kettle keychain
+    knife ladle laptop lettuce mirror mug newspaper pan papertowel papertowelroll pen pencil peppershaker pillow
+    plate plunger pot potato remotecontrol saltshaker scrubbrush soapbar soapbottle spatula spoon spraybottle statue
+    teddybear television tennisracket tissuebox toiletpaper tomato towel vase watch wateringcan window
+    winebottle""".split()
+)
+"""The kinds of object ALFWorld's text shows in or on receptacles (ALFRED's object types, lower case), without the
+ones that also name receptacles (sink, bathtub): the names training may swap (TextEnv.interchangeable_names)."""
+
 INSTRUCTIONS = """\
 You are an agent in a household (ALFWorld, a text version of ALFRED). Each turn you see your task, what you \
 observe, notes on what the episode showed so far (when shown: where you are, what you hold, where objects the \

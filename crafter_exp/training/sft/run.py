@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -46,10 +47,12 @@ def train_sft(
     workdir: Path,
     log_fn: Optional[LogFn] = None,
     progress: Optional[bool] = None,
+    swap_names: Sequence[str] = (),
 ) -> SFTOutcome:
     """Fine-tune as `tcfg` says on `data`; intermediate checkpoints go to `workdir` (removed by the caller once the
     model is saved). When `workdir` holds a checkpoint of an interrupted run, training resumes from it (the time
-    budget `max_time_s` counts this process's training only)."""
+    budget `max_time_s` counts this process's training only). `swap_names`: the names `tcfg.augment_copies` swaps
+    (the data's environment's interchangeable names)."""
     from trl import SFTConfig
 
     progress = bool(tcfg.progress) if progress is None else progress
@@ -60,6 +63,7 @@ def train_sft(
     check_local_trainer(tcfg)
     seed = int(tcfg.seed)
     train_ex, eval_ex = data_mod.split_eval(data, tcfg.eval_fraction, tcfg.eval_max_examples, seed)
+    train_ex = data_mod.with_swapped_names(train_ex, swap_names, int(tcfg.augment_copies), seed)
     base = load_base(tcfg, train_ex, seed)
     tokenizer = base.tokenizer
 
