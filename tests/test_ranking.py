@@ -287,9 +287,14 @@ def test_env_group_carries_its_own_trainer_and_eval_defaults():
     assert (crafter.trainer.max_length, crafter.trainer.max_steps, crafter.eval.episodes) == (256, 3800, 20)
     assert (alf.trainer.max_length, alf.trainer.max_steps, alf.eval.episodes, alf.env.episodes) == (384, 1200, 40, 120)
     assert alf.trainer.student == crafter.trainer.student  # the same student
+    assert (alf.trainer.augment_copies, crafter.trainer.augment_copies) == (4, 0)
+    assert (alf.filter.success_only, alf.filter.target, alf.filter.exclude_actions) == (True, "expert", ["look"])
+    assert (crafter.filter.success_only, crafter.filter.target, crafter.filter.exclude_actions) == (False, "reply", [])
+    assert (alf.env.show_admissible, alf.env.notes) == (False, True)
     # the command line still wins, and another trainer gets none of the tiny student's ALFWorld settings
     assert compose_config(["env=alfworld", "trainer.max_steps=7"]).trainer.max_steps == 7
-    assert compose_config(["env=alfworld", "trainer=local_lora"]).trainer.max_length == 2048
+    lora = compose_config(["env=alfworld", "trainer=local_lora"]).trainer
+    assert (lora.max_length, lora.augment_copies) == (2048, 0)
 
 
 @needs_alfworld

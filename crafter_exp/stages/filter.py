@@ -281,10 +281,12 @@ def val_fraction(fcfg: FilterConfig) -> float:
 
 
 def _no_turn_message(fcfg: FilterConfig, selected: int) -> str:
-    return (
-        f"no turn left: the {selected} selected episode(s) keep no turn with step_mode={fcfg.step_mode}"
-        f"{' and drop_unparsed' if fcfg.drop_unparsed else ''}; nothing written"
-    )
+    why = [f"step_mode={fcfg.step_mode}"] + (["drop_unparsed"] if fcfg.drop_unparsed else [])
+    if fcfg.exclude_actions:
+        why.append(f"exclude_actions={list(fcfg.exclude_actions)}")
+    if fcfg.target == "expert":  # labels exist only where the rollout asked the expert (a scripted teacher does)
+        why.append("target=expert (turns without steps.expert_action: rollout.record_expert=true records it)")
+    return f"no turn left: the {selected} selected episode(s) keep no turn with {' and '.join(why)}; nothing written"
 
 
 def filter_and_export(
