@@ -605,3 +605,26 @@ def test_swapped_copies_need_an_environment_with_interchangeable_names(tmp_path,
     with pytest.raises(UserError, match="augment_copies must be >= 0"):
         train(make_cfg(tmp_path, "trainer.augment_copies=-1"))
     assert not (tmp_path / "data" / "checkpoints").exists()
+
+
+def test_training_adds_the_swapped_copies_of_an_alfworld_dataset(tmp_path):
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Your task is to: put some {k} in cabinet.\nSeen: {k} {i} at shelf 1"},
+                {"role": "assistant", "content": f"take {k} {i} from shelf 1"},
+            ]
+        }
+        for i in range(1, 6)
+        for k in ("apple", "mug", "pen", "vase")
+    ]
+    path = tmp_path / "alf.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    over = ["env=alfworld", "trainer.max_steps=1", "trainer.eval_fraction=0", "trainer.augment_copies=3"]
+    metrics = train(make_cfg(tmp_path, *over), dataset_path=path).metrics
+    assert (metrics["swapped_copies"], metrics["train_examples"]) == (60, 80)
+    # ALFWorld's default for the tiny student is 4 copies; 0 trains on the originals only
+    default = train(make_cfg(tmp_path, *over[:-1]), dataset_path=path).metrics
+    assert (default["swapped_copies"], default["train_examples"]) == (80, 100)
+    plain = train(make_cfg(tmp_path, *over[:-1], "trainer.augment_copies=0"), dataset_path=path).metrics
+    assert (plain["swapped_copies"], plain["train_examples"]) == (0, 20)

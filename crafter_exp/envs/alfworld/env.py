@@ -46,8 +46,9 @@ class AlfworldTextEnv(TextEnv):
     """Played when a reply holds no command: always admissible and harmless (it re-describes the room)."""
     slow_steps = True
     actions_admissible = True
-    interchangeable_names = text.OBJECT_KINDS
     """`Observation.actions` is TextWorld's admissible-command list of the turn (minus `help`)."""
+    interchangeable_names = text.OBJECT_KINDS
+    """Object kinds: the name-swapped training copies (`trainer.augment_copies`) swap these."""
 
     def __init__(self, cfg: AlfworldEnvConfig):
         check_config(cfg)

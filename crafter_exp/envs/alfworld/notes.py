@@ -99,8 +99,8 @@ class Notes:
             held = self.holding + (f" ({', '.join(states)})" if states else "")
         relevant = [f"{obj} at {where}" for obj, where in self.seen.items() if kind(obj) in words]
         unsearched = [r for r in self.receptacles if r not in self.searched]
-        # `Seen` last, next to the reply: "take apple 1 from countertop 2" then repeats the line's last words, a
-        # copy a two-layer student learns far more easily than one across the prompt
+        # `Seen` last, next to the reply that copies from it ("take apple 1 from countertop 2"): the shortest
+        # reach for a two-layer student (an ordering chosen, not compared with others)
         return [
             "Not searched: " + (", ".join(unsearched) or "nothing left"),
             f"Location: {self.location or 'middle of the room'}",

@@ -63,7 +63,10 @@ def train_sft(
     check_local_trainer(tcfg)
     seed = int(tcfg.seed)
     train_ex, eval_ex = data_mod.split_eval(data, tcfg.eval_fraction, tcfg.eval_max_examples, seed)
+    n_original = len(train_ex)
     train_ex = data_mod.with_swapped_names(train_ex, swap_names, int(tcfg.augment_copies), seed)
+    if len(train_ex) > n_original:
+        print(f"[train] {len(train_ex) - n_original} name-swapped copies of {n_original} training examples")
     base = load_base(tcfg, train_ex, seed)
     tokenizer = base.tokenizer
 
@@ -188,6 +191,7 @@ def train_sft(
         "params": n_params,
         "trainable_params": n_trainable,
         "train_examples": len(train_tok.input_ids),
+        "swapped_copies": len(train_ex) - n_original,
         "eval_examples": len(eval_tok.input_ids) if has_eval else 0,
         "truncated_examples": train_tok.truncated + (eval_tok.truncated if eval_tok else 0),
         "dropped_examples": train_tok.dropped + (eval_tok.dropped if eval_tok else 0),
