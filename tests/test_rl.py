@@ -543,3 +543,14 @@ def test_iteration_score_is_the_success_rate_where_the_env_has_one():
     assert solved["success_rate"] == 25.0 and score_text(solved) == "success 25.0 %"
     crafter = iteration_metrics(pd.DataFrame({**base, "success": [None] * 4}), ("won",))
     assert "success_rate" not in crafter and score_text(crafter) == "achievements 0.25 +- 0.50"
+
+
+def test_dagger_rounds_keep_every_labelled_turn_but_the_excluded_actions():
+    from crafter_exp.config import DaggerConfig, FilterConfig
+    from crafter_exp.rl.rounds import round_filter
+
+    base = FilterConfig(success_only=True, min_achievements=3, exclude_actions=["look"], format="openai_chat")
+    fcfg = round_filter(base, DaggerConfig())
+    # the episode criteria of teacher data would drop the student's failed episodes, DAgger's very states
+    assert (fcfg.success_only, fcfg.min_achievements, fcfg.target) == (False, None, "expert")
+    assert fcfg.exclude_actions == ["look"] and fcfg.format == "openai_chat"

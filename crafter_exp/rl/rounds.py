@@ -177,11 +177,18 @@ def run_rounds(
 def round_filter(base: FilterConfig, r: RoundsConfig) -> FilterConfig:
     """The filter a round exports with. rft: the best `rl.keep` episodes and their replies, on top of `base`.
     dagger: every turn that has an expert label, whatever the episode did (the filter's episode criteria, e.g.
-    ALFWorld's success_only for teacher data, would throw away exactly the states DAgger is for)."""
+    ALFWorld's success_only for teacher data, would throw away exactly the states DAgger is for), but not the
+    labels `base.exclude_actions` drops (ALFWorld's `look`, which its expert plays wherever it is lost)."""
     from crafter_exp.config import FilterConfig
 
     if r.name == "dagger":
-        return FilterConfig(format=base.format, target="expert", drop_unparsed=False, seed=base.seed)
+        return FilterConfig(
+            format=base.format,
+            target="expert",
+            drop_unparsed=False,
+            exclude_actions=list(base.exclude_actions),
+            seed=base.seed,
+        )
     rft = cast("RFTConfig", r)
     return dataclasses.replace(
         base,
