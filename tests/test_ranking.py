@@ -285,7 +285,7 @@ def test_env_group_carries_its_own_trainer_and_eval_defaults():
 
     crafter, alf = compose_config([]), compose_config(["env=alfworld"])
     assert (crafter.trainer.max_length, crafter.trainer.max_steps, crafter.eval.episodes) == (256, 3800, 20)
-    assert (alf.trainer.max_length, alf.trainer.max_steps, alf.eval.episodes, alf.env.episodes) == (384, 1200, 40, 120)
+    assert (alf.trainer.max_length, alf.trainer.max_steps, alf.eval.episodes, alf.env.episodes) == (384, 2000, 40, 200)
     assert alf.trainer.student == crafter.trainer.student  # the same student
     assert (alf.trainer.augment_copies, crafter.trainer.augment_copies) == (4, 0)
     assert (alf.filter.success_only, alf.filter.target, alf.filter.exclude_actions) == (True, "expert", ["look"])
