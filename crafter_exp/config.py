@@ -1127,7 +1127,7 @@ class RolloutConfig:
     record_expert: Optional[bool] = field(
         default=None,
         metadata={
-            "help": "Ask the env's expert at every turn and store its action (steps.expert_action; compare's expert_agreement) whatever the policy plays; None = in evaluation runs, where the env has an expert.",
+            "help": "Ask the env's expert at every turn and store its action (steps.expert_action; compare's expert_agreement) whatever the policy plays; None = in evaluation runs and when filter.target=expert, where the env has an expert.",
             "identity": False,
         },
     )

@@ -128,3 +128,9 @@ def test_evaluation_records_the_experts_action_and_its_agreement(project):
     a = store.query("SELECT seed, turn, actions FROM steps WHERE run_id = ? ORDER BY seed, turn", [rand.run_id])
     b = store.query("SELECT seed, turn, actions FROM steps WHERE run_id = ? ORDER BY seed, turn", [again.run_id])
     assert [list(x) for x in a.actions] == [list(x) for x in b.actions]
+    # a filter that trains on the expert's labels makes any teacher's rollout record them (here random's)
+    labelled = rollout(
+        config(project, "env.episodes=1", "model=random", "filter.target=expert", "rollout.run_id=labelled")
+    )
+    rows = store.query("SELECT expert_action FROM steps WHERE run_id = ?", [labelled.run_id])
+    assert len(rows) > 0 and rows.expert_action.notna().all()

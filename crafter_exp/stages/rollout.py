@@ -133,8 +133,10 @@ def rollout(
     max_actions = model_cfg.prompt.max_actions_per_turn if getattr(model_cfg, "prompt", None) else 1
     invalid_feedback = bool(getattr(getattr(model_cfg, "prompt", None), "invalid_feedback", False))
     record_expert = cfg.rollout.record_expert
-    if record_expert is None:  # evaluation: how often each policy does what the expert would (cheap beside a model)
-        record_expert = stage == "eval" and env_has_expert(env_cfg.name)
+    if record_expert is None:
+        # evaluation: how often each policy does what the expert would (cheap beside a model); and wherever the
+        # filter trains on the expert's labels (ALFWorld's default), whichever policy plays
+        record_expert = (stage == "eval" or cfg.filter.target == "expert") and env_has_expert(env_cfg.name)
     elif record_expert and not env_has_expert(env_cfg.name):
         raise UserError(f"rollout.record_expert=true needs an env with an expert; {env_cfg.name} has none")
 
