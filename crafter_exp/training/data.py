@@ -28,7 +28,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -301,10 +301,11 @@ def with_swapped_names(examples: list[Example], names: Sequence[str], copies: in
     pool = sorted(set(names))
     pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(pool, key=len, reverse=True)) + r")\b")
     rng = random.Random(seed)
+    # the names each example uses, in any message (JSON keeps these lower-case words as they are)
+    used_by = [sorted(set(pattern.findall(json.dumps(ex.messages, ensure_ascii=False)))) for ex in examples]
     out = list(examples)
     for _ in range(copies):
-        for ex in examples:
-            used = sorted({m.group(1) for text in _strings(ex.messages) for m in pattern.finditer(text)})
+        for ex, used in zip(examples, used_by):
             if not used:
                 continue  # nothing to swap: a copy would only repeat the example
             swap = dict(zip(used, rng.sample(pool, len(used))))
@@ -314,17 +315,6 @@ def with_swapped_names(examples: list[Example], names: Sequence[str], copies: in
 
             out.append(Example(_map_strings(ex.messages, rename), _map_strings(ex.tools, rename), ex.targets))
     return out
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
 
 
 # ------------------------------------------------------------------------------------------------- tokenizing
